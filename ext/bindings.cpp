@@ -1,0 +1,168 @@
+// The Python module torch_serving._C: the only file that knows pybind11.
+#include <torch/csrc/jit/python/pybind_utils.h>
+#include <torch/csrc/autograd/python_variable.h>
+#include <torch/extension.h>
+
+#include <string_view>
+
+#include "codec.h"
+#include "errors.h"
+#include "server.h"
+
+namespace py = pybind11;
+using namespace torch_serving;
+
+namespace {
+
+// Python exception classes, created once at import and kept for the life of
+// the interpreter.
+struct ExceptionClasses {
+  PyObject* serve;
+  PyObject* decode;
+  PyObject* signature;
+  PyObject* execution;
+  PyObject* model_not_found;
+  PyObject* model_load;
+  PyObject* encode;
+};
+
+ExceptionClasses exception_classes;
+
+PyObject* add_exception(py::module_& m, const char* name, PyObject* bases, const char* doc) {
+  std::string qualified = std::string("torch_serving._C.") + name;
+  PyObject* cls = PyErr_NewExceptionWithDoc(qualified.c_str(), doc, bases, nullptr);
+  if (!cls) throw py::error_already_set();
+  m.add_object(name, py::handle(cls));  // the module takes its own reference
+  return cls;
+}
+
+void register_exceptions(py::module_& m) {
+  auto& c = exception_classes;
+  c.serve = add_exception(m, "ServeError", PyExc_Exception, "Base of every error the native core raises.");
+  py::tuple decode_bases = py::make_tuple(py::handle(c.serve), py::handle(PyExc_ValueError));
+  c.decode = add_exception(m, "DecodeError", decode_bases.ptr(),
+                           "The request body is not valid JSON or breaks a rule of the typed format.");
+  c.signature = add_exception(m, "SignatureError", c.serve, "The arguments do not fit forward's signature.");
+  c.execution = add_exception(m, "ExecutionError", c.serve, "The model raised while running.");
+  c.model_not_found = add_exception(m, "ModelNotFoundError", c.serve, "The model file does not exist.");
+  c.model_load = add_exception(m, "ModelLoadError", c.serve, "The file is not a loadable TorchScript module.");
+  c.encode = add_exception(m, "EncodeError", c.serve, "The model returned a value the protocol cannot encode.");
+
+  py::register_exception_translator([](std::exception_ptr error) {
+    const auto& c = exception_classes;
+    try {
+      if (error) std::rethrow_exception(error);
+    } catch (const DecodeError& e) {
+      PyErr_SetString(c.decode, e.what());
+    } catch (const SignatureError& e) {
+      PyErr_SetString(c.signature, e.what());
+    } catch (const ExecutionError& e) {
+      PyErr_SetString(c.execution, e.what());
+    } catch (const ModelNotFoundError& e) {
+      PyErr_SetString(c.model_not_found, e.what());
+    } catch (const ModelLoadError& e) {
+      PyErr_SetString(c.model_load, e.what());
+    } catch (const EncodeError& e) {
+      PyErr_SetString(c.encode, e.what());
+    } catch (const ServeError& e) {
+      PyErr_SetString(c.serve, e.what());
+    }
+  });
+}
+
+// Converts a Python value into the IValue a TorchScript model would return
+// for it; tuples stay tuples, lists and dicts hold whatever they hold.
+c10::IValue to_ivalue(py::handle value) {
+  if (value.is_none()) return c10::IValue();
+  if (THPVariable_Check(value.ptr())) return py::cast<at::Tensor>(value);
+  if (py::isinstance<py::bool_>(value)) return py::cast<bool>(value);
+  if (py::isinstance<py::int_>(value)) return py::cast<int64_t>(value);
+  if (py::isinstance<py::float_>(value)) return py::cast<double>(value);
+  if (py::isinstance<py::str>(value)) return py::cast<std::string>(value);
+  if (py::isinstance<py::tuple>(value)) {
+    std::vector<c10::IValue> items;
+    for (py::handle item : value) items.push_back(to_ivalue(item));
+    return c10::ivalue::Tuple::create(std::move(items));
+  }
+  if (py::isinstance<py::list>(value)) {
+    c10::impl::GenericList list(c10::AnyType::get());
+    for (py::handle item : value) list.push_back(to_ivalue(item));
+    return list;
+  }
+  if (py::isinstance<py::dict>(value)) {
+    c10::impl::GenericDict dict(c10::AnyType::get(), c10::AnyType::get());
+    for (auto item : py::reinterpret_borrow<py::dict>(value)) {
+      dict.insert(to_ivalue(item.first), to_ivalue(item.second));
+    }
+    return dict;
+  }
+  throw py::type_error("cannot convert a " + std::string(py::str(value.get_type().attr("__name__"))) +
+                       " to a TorchScript value");
+}
+
+std::string_view bytes_view(const py::buffer& body, py::buffer_info& info) {
+  info = body.request();
+  if (info.ndim > 1 || info.itemsize != 1) throw py::type_error("body must be a bytes-like object of bytes");
+  return {static_cast<const char*>(info.ptr), size_t(info.size)};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "Native core of torch-serving: codec, model cache and request pipeline.";
+  register_exceptions(m);
+
+  py::class_<Server>(m, "Server")
+      .def(py::init([](size_t capacity, size_t buffer, const std::string& device) {
+             return std::make_unique<Server>(capacity, buffer, c10::Device(device));
+           }),
+           py::arg("capacity"), py::arg("buffer"), py::arg("device") = "cpu")
+      .def(
+          "serve",
+          [](Server& self, const std::string& path, const std::string& name, const py::buffer& body,
+             double invalidation_prob) {
+            py::buffer_info info;
+            std::string_view view = bytes_view(body, info);
+            std::string response;
+            {
+              py::gil_scoped_release release;
+              response = self.serve(path, name, view, invalidation_prob);
+            }
+            return py::bytes(response);
+          },
+          py::arg("path"), py::arg("name"), py::arg("body"), py::arg("invalidation_prob") = 0.0)
+      .def(
+          "cached_paths", [](Server& self) { return self.cache().paths(); },
+          "Return the cached model paths, most recently used first.")
+      .def(
+          "clear", [](Server& self) { self.cache().clear(); }, "Drop every cached model.");
+
+  m.def(
+      "decode",
+      [](const py::buffer& body) {
+        py::buffer_info info;
+        std::string_view view = bytes_view(body, info);
+        std::vector<c10::IValue> args;
+        {
+          py::gil_scoped_release release;
+          args = decode_request(view);
+        }
+        py::list out;
+        for (const auto& arg : args) out.append(torch::jit::toPyObject(arg));
+        return out;
+      },
+      py::arg("body"), "Decode a /serve request body into forward's positional arguments.");
+
+  m.def(
+      "encode",
+      [](py::handle value) {
+        c10::IValue ivalue = to_ivalue(value);
+        std::string out;
+        {
+          py::gil_scoped_release release;
+          encode_result(ivalue, out);
+        }
+        return py::bytes(out);
+      },
+      py::arg("value"), "Encode a value as the protocol's JSON result.");
+}

@@ -1,0 +1,28 @@
+// The /serve wire codec: request bytes to forward's arguments, and a result
+// IValue to JSON bytes. The rules are those of docs/protocol.md.
+#pragma once
+
+#include <ATen/core/ivalue.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace torch_serving {
+
+// Decodes a request body into the positional arguments of `forward`.
+//
+// Throws DecodeError, whose message names the JSON path of the offending
+// element and says what was expected and what was found.
+std::vector<c10::IValue> decode_request(std::string_view body);
+
+// Appends the protocol's JSON encoding of `value` to `out`.
+//
+// Throws EncodeError when `value` holds something the protocol cannot
+// express; the message names the type and where it sits in the result.
+void encode_result(const c10::IValue& value, std::string& out);
+
+// Returns the full success envelope `{"code":200,...,"result":...}`.
+std::string encode_success(const c10::IValue& value);
+
+}  // namespace torch_serving

@@ -1,0 +1,45 @@
+// Error types of the native core. Each one stands for one way a request can
+// fail; the Python layer maps them to HTTP statuses in a single place.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace torch_serving {
+
+// Base of every error the core raises on purpose.
+struct ServeError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The request body is not valid JSON or breaks a rule of the typed format.
+struct DecodeError : ServeError {
+  using ServeError::ServeError;
+};
+
+// The decoded arguments do not fit the model's forward signature.
+struct SignatureError : ServeError {
+  using ServeError::ServeError;
+};
+
+// The model raised while running on the given arguments.
+struct ExecutionError : ServeError {
+  using ServeError::ServeError;
+};
+
+// The model file vanished between resolution and loading.
+struct ModelNotFoundError : ServeError {
+  using ServeError::ServeError;
+};
+
+// The file exists but is not a loadable TorchScript module.
+struct ModelLoadError : ServeError {
+  using ServeError::ServeError;
+};
+
+// The model returned a value the protocol cannot encode.
+struct EncodeError : ServeError {
+  using ServeError::ServeError;
+};
+
+}  // namespace torch_serving

@@ -1,0 +1,81 @@
+// The LRU cache of loaded models, safe to use from many threads at once.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "servable.h"
+
+namespace torch_serving {
+
+// What makes a file on disk the same file: replacing or rewriting it changes
+// at least one of these, and so yields a new model.
+struct FileIdentity {
+  uint64_t device = 0;
+  uint64_t inode = 0;
+  int64_t size = 0;
+  int64_t mtime_ns = 0;
+
+  bool operator==(const FileIdentity& other) const {
+    return device == other.device && inode == other.inode && size == other.size && mtime_ns == other.mtime_ns;
+  }
+};
+
+// Returns the identity of the regular file at `path`.
+//
+// Throws ModelNotFoundError (naming the model `name`) when there is none.
+FileIdentity identify_file(const std::string& path, const std::string& name);
+
+// Holds at most `capacity + buffer` models. When an insert would pass that,
+// least-recently-used models are dropped until `capacity` remain, so
+// eviction happens in batches rather than on every miss.
+//
+// Concurrent misses for one file load it once; a failed load is never
+// cached; a model dropped while a request uses it lives until that request
+// lets go of it.
+class ModelCache {
+ public:
+  using Model = std::shared_ptr<const Servable>;
+  using Loader = std::function<Model(const std::string& path, const std::string& name)>;
+
+  ModelCache(size_t capacity, size_t buffer, Loader loader);
+
+  // Returns the model for the file at `path`, loading it on a miss or when
+  // the file changed. With `reload`, a cached model is loaded again and
+  // replaced only if that load succeeds.
+  Model get(const std::string& path, const std::string& name, bool reload = false);
+
+  // Returns the cached paths, most recently used first.
+  std::vector<std::string> paths() const;
+
+  void clear();
+
+ private:
+  struct Entry {
+    FileIdentity identity;
+    std::shared_future<Model> model;
+    std::list<std::string>::iterator recency;
+    uint64_t generation;
+  };
+
+  // Expects mutex_ held.
+  void evict_if_full();
+
+  const size_t capacity_;
+  const size_t buffer_;
+  const Loader loader_;
+
+  mutable std::mutex mutex_;
+  std::list<std::string> recency_;  // most recently used first
+  std::unordered_map<std::string, Entry> entries_;
+  uint64_t next_generation_ = 0;
+};
+
+}  // namespace torch_serving

@@ -1,0 +1,147 @@
+// Loading, signature checking and running of TorchScript modules.
+#include "servable.h"
+
+#include <c10/core/InferenceMode.h>
+#include <torch/csrc/jit/serialization/import.h>
+
+#include "errors.h"
+
+namespace torch_serving {
+namespace {
+
+// Keeps the line of a torch error message that says what went wrong: the
+// last one of a TorchScript traceback, the first one otherwise.
+std::string essential_message(const std::string& what) {
+  auto trimmed = [](std::string s) {
+    s.erase(0, s.find_first_not_of(" \t\r\n"));
+    s.erase(s.find_last_not_of(" \t\r\n") + 1);
+    return s;
+  };
+  std::string text = trimmed(what);
+  if (text.find("Traceback of TorchScript") != std::string::npos) {
+    return trimmed(text.substr(text.rfind('\n') + 1));
+  }
+  return trimmed(text.substr(0, text.find('\n')));
+}
+
+std::string replace_all(std::string text, const std::string& from, const std::string& to) {
+  if (from.empty()) return text;
+  for (size_t pos = text.find(from); pos != std::string::npos; pos = text.find(from, pos + to.size())) {
+    text.replace(pos, from.size(), to);
+  }
+  return text;
+}
+
+c10::TypePtr strip_optional(const c10::TypePtr& type) {
+  if (auto optional = type->cast<c10::OptionalType>()) return optional->getElementType();
+  return type;
+}
+
+// Widens what JSON cannot tell apart from what forward asks for: an int where
+// a float is expected, and the element type of an empty or all-int list.
+void coerce(c10::IValue& value, const c10::TypePtr& expected) {
+  c10::TypePtr target = strip_optional(expected);
+  if (value.isInt() && target->kind() == c10::TypeKind::FloatType) {
+    value = static_cast<double>(value.toInt());
+    return;
+  }
+  auto list_type = target->cast<c10::ListType>();
+  if (!list_type || !value.isList()) return;
+  c10::TypePtr elem = list_type->getElementType();
+  auto list = value.toList();
+  bool widen = elem->kind() == c10::TypeKind::FloatType && list.elementType()->kind() == c10::TypeKind::IntType;
+  if (!list.empty() && !widen) return;
+  c10::impl::GenericList typed(elem);
+  typed.reserve(list.size());
+  for (const c10::IValue& item : list) typed.push_back(widen ? c10::IValue(double(item.toInt())) : item);
+  value = std::move(typed);
+}
+
+void move_to(c10::IValue& value, c10::Device device) {
+  if (value.isTensor()) {
+    value = value.toTensor().to(device);
+  } else if (value.isTensorList()) {
+    auto list = value.toTensorList();
+    for (size_t i = 0; i < list.size(); ++i) list.set(i, list.get(i).to(device));
+  } else if (value.isGenericDict()) {
+    auto dict = value.toGenericDict();
+    for (auto& entry : dict) {
+      if (entry.value().isTensor()) entry.setValue(entry.value().toTensor().to(device));
+    }
+  }
+}
+
+}  // namespace
+
+Servable::Servable(torch::jit::Module module, c10::FunctionSchema schema, c10::Device device)
+    : module_(std::move(module)), schema_(std::move(schema)), device_(device) {}
+
+std::shared_ptr<const Servable> Servable::load(const std::string& path, const std::string& name,
+                                               c10::Device device) {
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(path, device);
+  } catch (const c10::Error& e) {
+    throw ModelLoadError(name + " is not a loadable TorchScript module: " +
+                         replace_all(essential_message(e.what_without_backtrace()), path, name));
+  } catch (const std::exception& e) {
+    throw ModelLoadError(name + " is not a loadable TorchScript module: " +
+                         replace_all(essential_message(e.what()), path, name));
+  }
+  module.eval();
+  auto forward = module.find_method("forward");
+  if (!forward) throw ModelLoadError(name + " has no forward method");
+  c10::FunctionSchema schema = forward->function().getSchema();
+  return std::shared_ptr<const Servable>(new Servable(std::move(module), std::move(schema), device));
+}
+
+std::string Servable::signature() const {
+  std::stringstream out;
+  out << schema_;
+  return out.str();
+}
+
+void Servable::check_and_complete(std::vector<c10::IValue>& args) const {
+  // arguments()[0] is `self`.
+  const auto& params = schema_.arguments();
+  const size_t max_args = params.size() - 1;
+  if (args.size() > max_args) {
+    throw SignatureError("forward takes at most " + std::to_string(max_args) + " argument(s), received " +
+                         std::to_string(args.size()) + "; signature: " + signature());
+  }
+  for (size_t i = 0; i < args.size(); ++i) {
+    const c10::Argument& param = params[i + 1];
+    coerce(args[i], param.type());
+    if (!args[i].type()->isSubtypeOf(*param.type())) {
+      throw SignatureError("argument '" + param.name() + "' (position " + std::to_string(i) + ") of forward expects " +
+                           param.type()->repr_str() + ", received " +
+                           c10::unshapedType(args[i].type())->repr_str());
+    }
+  }
+  for (size_t i = args.size(); i < max_args; ++i) {
+    const c10::Argument& param = params[i + 1];
+    if (!param.default_value()) {
+      throw SignatureError("missing argument '" + param.name() + "' (position " + std::to_string(i) +
+                           ") of forward, which expects " + param.type()->repr_str() +
+                           "; received " + std::to_string(args.size()) + " argument(s)");
+    }
+    args.push_back(*param.default_value());
+  }
+}
+
+c10::IValue Servable::run(std::vector<c10::IValue> args) const {
+  check_and_complete(args);
+  if (device_ != c10::Device(c10::kCPU)) {
+    for (auto& arg : args) move_to(arg, device_);
+  }
+  c10::InferenceMode inference;
+  try {
+    return module_.forward(std::move(args));
+  } catch (const c10::Error& e) {
+    throw ExecutionError("forward raised: " + essential_message(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    throw ExecutionError("forward raised: " + essential_message(e.what()));
+  }
+}
+
+}  // namespace torch_serving

@@ -1,0 +1,44 @@
+// A loaded TorchScript module that checks its inputs against forward's
+// schema before running it.
+#pragma once
+
+#include <ATen/core/ivalue.h>
+#include <c10/core/Device.h>
+#include <torch/csrc/jit/api/module.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace torch_serving {
+
+class Servable {
+ public:
+  // Loads the module at `path` onto `device` in eval mode.
+  //
+  // `name` is how errors refer to the model, so that no answer reveals the
+  // server's file system. Throws ModelLoadError.
+  static std::shared_ptr<const Servable> load(const std::string& path, const std::string& name,
+                                              c10::Device device);
+
+  // Runs forward on `args` under InferenceMode.
+  //
+  // Throws SignatureError when `args` do not fit forward's schema (naming the
+  // argument) and ExecutionError when the model raises.
+  c10::IValue run(std::vector<c10::IValue> args) const;
+
+  // Returns forward's schema, e.g. `forward(__torch__.M self, Tensor x) -> Tensor`.
+  std::string signature() const;
+
+ private:
+  Servable(torch::jit::Module module, c10::FunctionSchema schema, c10::Device device);
+
+  void check_and_complete(std::vector<c10::IValue>& args) const;
+
+  // Running forward mutates no module state, but Module's API is non-const.
+  mutable torch::jit::Module module_;
+  c10::FunctionSchema schema_;
+  c10::Device device_;
+};
+
+}  // namespace torch_serving

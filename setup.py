@@ -1,0 +1,58 @@
+"""Build torch_serving and its native core torch_serving._C.
+
+Build against the torch already installed (``pip install --no-build-isolation``);
+the package then requires exactly that torch release at run time, because the
+extension links against its C++ ABI.
+
+Environment switches:
+    TORCH_SERVING_DEBUG=1: no optimisation, debug symbols and assertions.
+    TORCH_SERVING_SANITIZE=1: AddressSanitizer and UndefinedBehaviorSanitizer.
+"""
+
+import os
+
+import torch
+from setuptools import setup
+from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+SOURCES = [
+    "ext/bindings.cpp",
+    "ext/codec.cpp",
+    "ext/model_cache.cpp",
+    "ext/servable.cpp",
+    "ext/server.cpp",
+]
+
+
+def compile_and_link_flags():
+    """Return the compiler and linker flags the environment switches ask for."""
+    debug = os.environ.get("TORCH_SERVING_DEBUG") == "1"
+    sanitize = os.environ.get("TORCH_SERVING_SANITIZE") == "1"
+    cflags = ["-O0", "-g", "-UNDEBUG"] if debug or sanitize else ["-O3", "-DNDEBUG"]
+    ldflags = []
+    if sanitize:
+        cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+        ldflags += ["-fsanitize=address,undefined"]
+    return cflags, ldflags
+
+
+cflags, ldflags = compile_and_link_flags()
+torch_release = torch.__version__.split("+")[0]
+
+setup(
+    install_requires=[
+        f"torch=={torch_release}",
+        "falcon>=4,<5",
+        "gunicorn>=23",
+    ],
+    ext_modules=[
+        CppExtension(
+            name="torch_serving._C",
+            sources=SOURCES,
+            libraries=["simdjson"],
+            extra_compile_args=["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter", *cflags],
+            extra_link_args=ldflags,
+        )
+    ],
+    cmdclass={"build_ext": BuildExtension},
+)
