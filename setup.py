@@ -43,14 +43,14 @@ setup(
     install_requires=[
         f"torch=={torch_release}",
         "falcon>=4,<5",
-        "gunicorn>=23",
+        "gunicorn>=27,<28",
     ],
     ext_modules=[
         CppExtension(
             name="torch_serving._C",
             sources=SOURCES,
             libraries=["simdjson"],
-            extra_compile_args=["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter", *cflags],
+            extra_compile_args=["-Wall", "-Wextra", "-Wno-unused-parameter", *cflags],
             extra_link_args=ldflags,
         )
     ],

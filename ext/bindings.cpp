@@ -96,7 +96,7 @@ c10::IValue to_ivalue(py::handle value) {
     }
     return dict;
   }
-  throw py::type_error("cannot convert a " + std::string(py::str(value.get_type().attr("__name__"))) +
+  throw py::type_error("cannot convert a " + std::string(py::str(py::type::handle_of(value).attr("__name__"))) +
                        " to a TorchScript value");
 }
 
@@ -134,6 +134,18 @@ PYBIND11_MODULE(_C, m) {
       .def(
           "cached_paths", [](Server& self) { return self.cache().paths(); },
           "Return the cached model paths, most recently used first.")
+      .def(
+          "stats",
+          [](Server& self) {
+            CacheStats stats = self.cache().stats();
+            py::dict out;
+            out["hits"] = stats.hits;
+            out["loads"] = stats.loads;
+            out["failed_loads"] = stats.failed_loads;
+            out["evictions"] = stats.evictions;
+            return out;
+          },
+          "Return the cache's counters: hits, loads, failed_loads, evictions.")
       .def(
           "clear", [](Server& self) { self.cache().clear(); }, "Drop every cached model.");
 

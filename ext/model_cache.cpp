@@ -43,6 +43,7 @@ ModelCache::Model ModelCache::get(const std::string& path, const std::string& na
   auto it = entries_.find(path);
   if (it != entries_.end() && it->second.identity == identity) {
     recency_.splice(recency_.begin(), recency_, it->second.recency);
+    ++stats_.hits;
     std::shared_future<Model> cached = it->second.model;
     // A load still in flight is as fresh as a reload would be.
     if (!reload || !is_ready(cached)) {
@@ -50,7 +51,7 @@ ModelCache::Model ModelCache::get(const std::string& path, const std::string& na
       return cached.get();
     }
     lock.unlock();
-    Model fresh = loader_(path, name);
+    Model fresh = load(path, name);
     lock.lock();
     it = entries_.find(path);
     if (it != entries_.end() && it->second.identity == identity) it->second.model = ready(fresh);
@@ -71,7 +72,7 @@ ModelCache::Model ModelCache::get(const std::string& path, const std::string& na
   lock.unlock();
 
   try {
-    Model model = loader_(path, name);
+    Model model = load(path, name);
     promise.set_value(model);
     return model;
   } catch (...) {
@@ -91,7 +92,27 @@ void ModelCache::evict_if_full() {
   while (entries_.size() > capacity_) {
     entries_.erase(recency_.back());
     recency_.pop_back();
+    ++stats_.evictions;
   }
+}
+
+ModelCache::Model ModelCache::load(const std::string& path, const std::string& name) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.loads;
+  }
+  try {
+    return loader_(path, name);
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.failed_loads;
+    throw;
+  }
+}
+
+CacheStats ModelCache::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_;
 }
 
 std::vector<std::string> ModelCache::paths() const {

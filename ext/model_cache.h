@@ -33,6 +33,14 @@ struct FileIdentity {
 // Throws ModelNotFoundError (naming the model `name`) when there is none.
 FileIdentity identify_file(const std::string& path, const std::string& name);
 
+// Counters since the cache was made, for monitoring and tests.
+struct CacheStats {
+  uint64_t hits = 0;      // requests answered by a cached (or loading) model
+  uint64_t loads = 0;     // loads started: misses, changed files and reloads
+  uint64_t failed_loads = 0;
+  uint64_t evictions = 0;  // models dropped to make room
+};
+
 // Holds at most `capacity + buffer` models. When an insert would pass that,
 // least-recently-used models are dropped until `capacity` remain, so
 // eviction happens in batches rather than on every miss.
@@ -55,9 +63,14 @@ class ModelCache {
   // Returns the cached paths, most recently used first.
   std::vector<std::string> paths() const;
 
+  CacheStats stats() const;
+
   void clear();
 
  private:
+  // Runs the loader and counts its outcome.
+  Model load(const std::string& path, const std::string& name);
+
   struct Entry {
     FileIdentity identity;
     std::shared_future<Model> model;
@@ -76,6 +89,7 @@ class ModelCache {
   std::list<std::string> recency_;  // most recently used first
   std::unordered_map<std::string, Entry> entries_;
   uint64_t next_generation_ = 0;
+  CacheStats stats_;
 };
 
 }  // namespace torch_serving

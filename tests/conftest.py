@@ -1,0 +1,60 @@
+"""Fixtures shared by the unit and integration tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.models import REPO, build_model_root
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark tests by folder, and skip CUDA tests where there is no GPU."""
+    no_cuda = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        if folder in {"unit", "integration"}:
+            item.add_marker(getattr(pytest.mark, folder))
+        if "cuda" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_cuda)
+
+
+@pytest.fixture(scope="session")
+def model_root(tmp_path_factory) -> Path:
+    """A model root holding every test model (built once per session)."""
+    return build_model_root(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def example_body() -> bytes:
+    """The original README's request body, as committed in example/."""
+    return (REPO / "example" / "post-data.json").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def example_expected(model_root) -> dict:
+    """The example model's answer to the example body, computed in Python."""
+    model = torch.jit.load(str(model_root / "model-example.pt"))
+    x = torch.tensor([[1.0, 2.0]])
+    y = torch.tensor([[10.0, 1.0, 1.0]])
+    td = {"x": torch.tensor([[0.5, -0.5]]), "y": torch.tensor([[10.0, 1.0, 1.0]])}
+    with torch.inference_mode():
+        out = model([x, y], y.clone(), td, 30, "Hello!")
+    first, second = out["out"][0]
+    return {"first": first.flatten().tolist(), "second": second.flatten().tolist()}
+
+
+def tensor_json(tensor: torch.Tensor, dtype: str | None = None) -> dict:
+    """Return the protocol's typed object for ``tensor`` (flat value and shape)."""
+    obj = {"type": "tensor", "shape": list(tensor.shape), "value": tensor.flatten().tolist()}
+    if dtype:
+        obj["data_type"] = dtype
+    return obj
+
+
+def body_of(*args: dict) -> bytes:
+    """Return a request body holding the typed objects ``args``."""
+    return json.dumps(list(args)).encode()

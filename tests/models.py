@@ -1,0 +1,119 @@
+"""Tiny deterministic TorchScript models that the tests build on the fly."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def script_and_save(module: torch.nn.Module, path: Path) -> Path:
+    """Script ``module`` and save it at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\S+` is deprecated", category=DeprecationWarning)
+        torch.jit.script(module).save(str(path))
+    return path
+
+
+class AffineModel(torch.nn.Module):
+    """``x * scale + offset``: the `tiny` model, and distinct models by parameters."""
+
+    def __init__(self, scale: float = 2.0, offset: float = 1.0) -> None:
+        super().__init__()
+        self.scale = scale
+        self.offset = offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.offset
+
+
+class EchoModel(torch.nn.Module):
+    """Returns its tensor unchanged, whatever its dtype and shape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class KindsModel(torch.nn.Module):
+    """Takes one argument of each kind, with defaults, and returns them all."""
+
+    def forward(
+        self,
+        ints: List[int],
+        ratio: float,
+        flag: bool,
+        maybe: Optional[torch.Tensor] = None,
+        label: str = "default",
+    ) -> Tuple[List[int], float, bool, Optional[torch.Tensor], str]:
+        return ints, ratio, flag, maybe, label
+
+
+class DictModel(torch.nn.Module):
+    """Sums a dict of tensors into a dict keyed by int and by str."""
+
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict[int, str]]:
+        total = torch.zeros(1)
+        for value in inputs.values():
+            total = total + value.sum()
+        return {"total": total}, {len(inputs): "count"}
+
+
+class RaisingModel(torch.nn.Module):
+    """Raises for inputs whose sum is negative."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.sum() < 0):
+            raise ValueError("inputs must not sum to a negative number")
+        return x
+
+
+class ComplexOutputModel(torch.nn.Module):
+    """Returns a complex tensor, which the protocol cannot encode."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.complex(x, x)
+
+
+class SlowModel(torch.nn.Module):
+    """Spends a while in matrix products, then returns ``x + 1``."""
+
+    def forward(self, x: torch.Tensor, rounds: int) -> torch.Tensor:
+        a = torch.ones(256, 256)
+        for _ in range(rounds):
+            a = torch.tanh(a @ a / 256.0)
+        return x + 1 + (a.sum() * 0)
+
+
+def example_model_class():
+    """Return ExampleModel from example/create_model.py, the original's model."""
+    sys.path.insert(0, str(REPO / "example"))
+    try:
+        import create_model
+    finally:
+        sys.path.pop(0)
+    return create_model
+
+
+def build_model_root(root: Path) -> Path:
+    """Fill ``root`` with the models the tests use and return it."""
+    script_and_save(AffineModel(), root / "tiny.pt")
+    script_and_save(EchoModel(), root / "echo.pt")
+    script_and_save(KindsModel(), root / "kinds.pt")
+    script_and_save(DictModel(), root / "dict.pt")
+    script_and_save(RaisingModel(), root / "raising.pt")
+    script_and_save(ComplexOutputModel(), root / "complex.pt")
+    script_and_save(SlowModel(), root / "slow.pt")
+    script_and_save(AffineModel(3.0, 0.0), root / "nested" / "triple.pt")
+    for k in range(6):
+        script_and_save(AffineModel(1.0, float(k)), root / "many" / f"plus{k}.pt")
+    example_model_class().main(str(root / "model-example.pt"))
+    (root / "corrupt.pt").write_bytes(b"this is not a zip archive")
+    torch.save({"weight": torch.ones(2)}, root / "state_dict.pt")
+    (root / "folder.pt").mkdir()
+    return root

@@ -1,0 +1,45 @@
+"""Native core of torch-serving: codec, model cache and request pipeline."""
+
+from typing import Any
+
+from typing_extensions import Buffer
+
+class ServeError(Exception):
+    """Base of every error the native core raises."""
+
+class DecodeError(ServeError, ValueError):
+    """The request body is not valid JSON or breaks a rule of the typed format."""
+
+class SignatureError(ServeError):
+    """The arguments do not fit forward's signature."""
+
+class ExecutionError(ServeError):
+    """The model raised while running."""
+
+class ModelNotFoundError(ServeError):
+    """The model file does not exist."""
+
+class ModelLoadError(ServeError):
+    """The file is not a loadable TorchScript module."""
+
+class EncodeError(ServeError):
+    """The model returned a value the protocol cannot encode."""
+
+class Server:
+    """The /serve pipeline with its LRU model cache; safe to share between threads."""
+
+    def __init__(self, capacity: int, buffer: int, device: str = "cpu") -> None: ...
+    def serve(self, path: str, name: str, body: Buffer, invalidation_prob: float = 0.0) -> bytes:
+        """Answer one request for the model file ``path``; the GIL is released throughout."""
+    def cached_paths(self) -> list[str]:
+        """Return the cached model paths, most recently used first."""
+    def stats(self) -> dict[str, int]:
+        """Return the cache's counters: hits, loads, failed_loads, evictions."""
+    def clear(self) -> None:
+        """Drop every cached model."""
+
+def decode(body: Buffer) -> list[Any]:
+    """Decode a /serve request body into forward's positional arguments."""
+
+def encode(value: Any) -> bytes:
+    """Encode a value as the protocol's JSON result."""

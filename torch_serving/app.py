@@ -1,0 +1,119 @@
+"""The Falcon WSGI application: routes, parameters and body handling."""
+
+from __future__ import annotations
+
+import math
+
+import falcon
+import torch
+
+from torch_serving._C import Server
+from torch_serving.config import Config
+from torch_serving.errors import RequestError, install_error_handlers
+from torch_serving.model_root import IdentifierError, resolve_model
+
+__all__ = ["create_app"]
+
+_HEALTHY = b'{"code":200,"message":"OK","description":"OK"}'
+# Read in pieces so a body without Content-Length is capped while it streams.
+_READ_CHUNK = 1 << 20
+
+
+class HealthResource:
+    """``GET /healthcheck``: answer that the worker is up."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = _HEALTHY
+
+
+class ServeResource:
+    """``POST /serve``: run a model on the typed JSON body.
+
+    Args:
+        server: the native pipeline holding this worker's model cache.
+        config: the server settings.
+    """
+
+    def __init__(self, server: Server, config: Config) -> None:
+        self._server = server
+        self._root = config.model_root
+        self._max_body_size = config.max_body_size
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        identifier = _identifier(req)
+        invalidation_prob = _probability(req)
+        path = resolve_model(self._root, identifier)
+        body = self._read_body(req)
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = self._server.serve(path, identifier, body, invalidation_prob)
+
+    def _read_body(self, req: falcon.Request) -> bytes:
+        limit = self._max_body_size
+        length = req.content_length
+        if length is not None and length > limit:
+            raise _too_large(f"body of {length} bytes exceeds the limit of {limit} bytes")
+        if length is not None:
+            body = req.bounded_stream.read(length)
+            if len(body) < length:
+                raise RequestError(
+                    400, "Incomplete request body", f"received {len(body)} of the {length} bytes Content-Length announced"
+                )
+            return body
+        pieces, total = [], 0
+        while chunk := req.bounded_stream.read(_READ_CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(f"body exceeds the limit of {limit} bytes")
+            pieces.append(chunk)
+        return b"".join(pieces)
+
+
+def _too_large(detail: str) -> RequestError:
+    return RequestError(413, "Request body too large", detail)
+
+
+def _identifier(req: falcon.Request) -> str:
+    value = req.params.get("servable_identifier")
+    if value is None:
+        raise IdentifierError("missing query parameter servable_identifier")
+    if isinstance(value, list):
+        raise IdentifierError("query parameter servable_identifier is repeated; give it once")
+    return value
+
+
+def _probability(req: falcon.Request) -> float:
+    name = "invalidation_prob"
+    value = req.params.get(name)
+    if value is None:
+        return 0.0
+    if isinstance(value, list):
+        raise RequestError(400, "Invalid parameter", f"query parameter {name} is repeated; give it once")
+    try:
+        probability = float(value)
+    except ValueError:
+        probability = math.nan
+    if not 0.0 <= probability <= 1.0:
+        raise RequestError(400, "Invalid parameter", f"{name} must be a number in [0, 1], got {value!r}")
+    return probability
+
+
+def create_app(config: Config) -> falcon.App:
+    """Build the WSGI application for one worker process.
+
+    Creates the worker's model cache, so call it after the fork.
+
+    Args:
+        config: the server settings.
+
+    Returns:
+        The Falcon application.
+    """
+    torch.set_num_threads(config.torch_threads)
+    server = Server(config.model_capacity, config.buffer_size, config.device)
+    app = falcon.App(media_type=falcon.MEDIA_JSON)
+    app.req_options.keep_blank_qs_values = True
+    app.add_route("/healthcheck", HealthResource())
+    app.add_route("/serve", ServeResource(server, config))
+    install_error_handlers(app)
+    return app

@@ -1,0 +1,117 @@
+"""The ``torch-serving`` command: run the app under gunicorn with gthread workers."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+
+from gunicorn.app.base import BaseApplication
+
+from torch_serving.config import ENV_PREFIX, Config, ConfigError, parse_field
+
+__all__ = ["main", "build_parser"]
+
+_HELP = {
+    "host": "interface to listen on",
+    "port": "TCP port to listen on",
+    "model_root": "folder that servable identifiers are relative to",
+    "model_capacity": "models each worker keeps after an eviction",
+    "buffer_size": "extra models a worker may hold before it evicts down to the capacity",
+    "workers": "worker processes",
+    "threads": "request threads per worker",
+    "torch_threads": "intra-op threads torch uses in each worker",
+    "device": "where models run: cpu, cuda or cuda:N",
+    "max_body_size": "largest request body, in bytes or with a unit (64MiB, 10MB)",
+    "log_level": "debug, info, warning, error or critical",
+}
+_ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
+
+
+class _GunicornApplication(BaseApplication):
+    """Gunicorn with settings from a Config and the app built in each worker."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        super().__init__()
+
+    def load_config(self) -> None:
+        config = self._config
+        settings = {
+            "bind": f"{config.host}:{config.port}",
+            "workers": config.workers,
+            "threads": config.threads,
+            "worker_class": "gthread",
+            "accesslog": "-",
+            "access_log_format": _ACCESS_LOG_FORMAT,
+            "errorlog": "-",
+            "loglevel": config.log_level,
+            "preload_app": False,
+            "proc_name": "torch-serving",
+            # Several servers on one host would fight over the default path.
+            "control_socket_disable": True,
+        }
+        for name, value in settings.items():
+            self.cfg.set(name, value)
+
+    def load(self):
+        # Runs in each worker after the fork: no torch work in the master.
+        from torch_serving.app import create_app
+
+        logging.basicConfig(
+            level=self._config.log_level.upper(),
+            format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+        )
+        return create_app(self._config)
+
+
+def _option_type(name: str):
+    def convert(text: str) -> object:
+        try:
+            return parse_field(name, text)
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = name.replace("_", " ")
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser; every option also reads TORCH_SERVING_<NAME>."""
+    parser = argparse.ArgumentParser(
+        prog="torch-serving",
+        description="Serve the TorchScript files under a folder over HTTP.",
+    )
+    defaults = Config.__dataclass_fields__
+    for field in dataclasses.fields(Config):
+        default = defaults[field.name].default
+        shown = "the working directory" if field.name == "model_root" else default
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=_option_type(field.name),
+            default=None,
+            help=f"{_HELP[field.name]} (default {shown}; env {ENV_PREFIX}{field.name.upper()})",
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server until it is stopped.
+
+    Args:
+        argv: command-line arguments without the program name.
+
+    Returns:
+        The process exit status.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        config = Config.from_env(**vars(args))
+        config.check_device()
+    except ConfigError as error:
+        print(f"torch-serving: error: {error}", file=sys.stderr)
+        return 2
+    _GunicornApplication(config).run()
+    return 0

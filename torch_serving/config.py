@@ -1,0 +1,166 @@
+"""Server settings, from the command line or TORCH_SERVING_* environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["Config", "ConfigError", "parse_size"]
+
+ENV_PREFIX = "TORCH_SERVING_"
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+_SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+_DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot run with."""
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte count such as ``1048576``, ``64MiB`` or ``10MB``.
+
+    Args:
+        text: digits, optionally followed by B, kB, MB, GB, KiB, MiB or GiB.
+
+    Returns:
+        The number of bytes.
+
+    Raises:
+        ConfigError: the text is not a size.
+    """
+    match = _SIZE_PATTERN.match(text)
+    unit = match.group(2).lower() if match else None
+    if unit not in _SIZE_UNITS:
+        raise ConfigError(f"expected a size like 1048576, 64MiB or 10MB, got {text!r}")
+    return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+def _positive(name: str, value: int, minimum: int = 1) -> None:
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything the server needs to run.
+
+    Attributes:
+        host: interface to listen on.
+        port: TCP port to listen on.
+        model_root: folder that servable identifiers are relative to.
+        model_capacity: models a worker keeps loaded after an eviction.
+        buffer_size: extra models a worker may hold before it evicts.
+        workers: gunicorn worker processes.
+        threads: request threads per worker.
+        torch_threads: intra-op threads torch uses per worker.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        max_body_size: largest request body accepted, in bytes.
+        log_level: one of debug, info, warning, error, critical.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8888
+    model_root: Path = dataclasses.field(default_factory=Path.cwd)
+    model_capacity: int = 10
+    buffer_size: int = 3
+    workers: int = 2
+    threads: int = 4
+    torch_threads: int = 1
+    device: str = "cpu"
+    max_body_size: int = 64 * 1024**2
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        root = Path(self.model_root).resolve()
+        if not root.is_dir():
+            raise ConfigError(f"model root {self.model_root} is not a directory")
+        object.__setattr__(self, "model_root", root)
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be in [1, 65535], got {self.port}")
+        _positive("model capacity", self.model_capacity)
+        _positive("buffer size", self.buffer_size, minimum=0)
+        _positive("workers", self.workers)
+        _positive("threads", self.threads)
+        _positive("torch threads", self.torch_threads)
+        _positive("max body size", self.max_body_size)
+        if self.log_level not in _LOG_LEVELS:
+            raise ConfigError(f"log level must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}")
+        if not _DEVICE_PATTERN.match(self.device):
+            raise ConfigError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Config:
+        """Build a config from ``TORCH_SERVING_<NAME>`` variables.
+
+        Args:
+            environ: the variables to read; ``os.environ`` when omitted.
+            **overrides: values that win over the environment.
+
+        Returns:
+            The validated config.
+
+        Raises:
+            ConfigError: a variable holds a value that does not parse or validate.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = parse_field(field.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def check_device(self) -> None:
+        """Fail early when the configured CUDA device does not exist.
+
+        Uses NVML to count devices so the calling process (the gunicorn
+        master) never initialises CUDA, which forked workers could not use.
+
+        Raises:
+            ConfigError: CUDA is asked for but absent, or the index is too high.
+        """
+        if self.device == "cpu":
+            return
+        os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(self.device.partition(":")[2] or 0)
+        if count == 0:
+            raise ConfigError(f"device {self.device} was asked for, but CUDA is not available here")
+        if index >= count:
+            raise ConfigError(f"device {self.device} was asked for, but only {count} CUDA device(s) exist")
+
+
+def parse_field(name: str, raw: str) -> object:
+    """Convert the text of setting ``name`` to its type.
+
+    Raises:
+        ConfigError: the text does not parse.
+    """
+    if name == "max_body_size":
+        return parse_size(raw)
+    if name == "model_root":
+        return Path(raw)
+    if name in {"host", "device", "log_level"}:
+        return raw.lower() if name != "host" else raw
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name.replace('_', ' ')} must be an integer, got {raw!r}") from None

@@ -1,0 +1,13 @@
+"""WSGI entry point for running under your own gunicorn.
+
+Configured by the same ``TORCH_SERVING_*`` environment variables as the CLI::
+
+    TORCH_SERVING_MODEL_ROOT=models gunicorn -k gthread --threads 4 torch_serving.wsgi:app
+
+Do not use ``--preload``: each worker must build its own model cache.
+"""
+
+from torch_serving.app import create_app
+from torch_serving.config import Config
+
+app = create_app(Config.from_env())
