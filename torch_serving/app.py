@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import falcon
 import torch
@@ -25,6 +27,30 @@ class HealthResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_JSON
         resp.data = _HEALTHY
+
+
+class CacheResource:
+    """``GET /cache``: this worker's cached models and cache counters.
+
+    Args:
+        server: the native pipeline holding this worker's model cache.
+        root: the model root, so paths are shown relative to it.
+    """
+
+    def __init__(self, server: Server, root: Path) -> None:
+        self._server = server
+        self._root = root
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        models = [str(Path(p).relative_to(self._root)) for p in self._server.cached_paths()]
+        resp.media = {
+            "code": 200,
+            "message": "OK",
+            "description": "OK",
+            "pid": os.getpid(),
+            "models": models,
+            "stats": self._server.stats(),
+        }
 
 
 class ServeResource:
@@ -115,5 +141,6 @@ def create_app(config: Config) -> falcon.App:
     app.req_options.keep_blank_qs_values = True
     app.add_route("/healthcheck", HealthResource())
     app.add_route("/serve", ServeResource(server, config))
+    app.add_route("/cache", CacheResource(server, config.model_root))
     install_error_handlers(app)
     return app

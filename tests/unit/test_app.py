@@ -1,0 +1,279 @@
+"""The Falcon app through Falcon's test client: every status of the protocol."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import falcon.testing
+import pytest
+import torch
+
+from tests.conftest import body_of, tensor_json
+from torch_serving import Config, create_app
+from torch_serving.app import ServeResource
+
+TINY = "servable_identifier=tiny.pt"
+
+
+@pytest.fixture
+def config(model_root) -> Config:
+    return Config(model_root=model_root, model_capacity=2, buffer_size=1, max_body_size=4096)
+
+
+@pytest.fixture
+def client(config) -> falcon.testing.TestClient:
+    return falcon.testing.TestClient(create_app(config))
+
+
+def serve(client, query: str, body: bytes, **kwargs) -> falcon.testing.Result:
+    return client.simulate_post("/serve", query_string=query, body=body, **kwargs)
+
+
+def tiny_body(*values: float) -> bytes:
+    return body_of(tensor_json(torch.tensor([list(values)])))
+
+
+def assert_error(result, status: int, description: str, detail: str) -> None:
+    assert result.status_code == status
+    assert result.headers["content-type"] == "application/json"
+    message = "Client Error" if status < 500 else "Server Error"
+    assert result.json == {"code": status, "message": message, "description": description, "detail": detail}
+
+
+def cached_names(client) -> list[str]:
+    return client.simulate_get("/cache").json["models"]
+
+
+def test_healthcheck(client):
+    result = client.simulate_get("/healthcheck")
+    assert result.status_code == 200
+    assert result.json == {"code": 200, "message": "OK", "description": "OK"}
+
+
+def test_example_request_as_form_urlencoded(client, example_body, example_expected):
+    result = serve(
+        client,
+        "servable_identifier=model-example.pt",
+        example_body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert result.status_code == 200
+    doc = result.json
+    assert {k: doc[k] for k in ("code", "message", "description")} == {
+        "code": 200,
+        "message": "OK",
+        "description": "Success",
+    }
+    assert doc["result"]["type"] == "generic_dict"
+    (tensors, text, number) = doc["result"]["value"]["out"]
+    assert [t["shape"] for t in tensors] == [[1, 3], [1, 3]]
+    assert all(t["data_type"] == "float32" for t in tensors)
+    assert tensors[1]["value"] == [60, 33, 33] == example_expected["second"]
+    assert tensors[0]["value"] == pytest.approx(example_expected["first"], rel=1e-6)
+    assert text == {"type": "string", "value": "Hello!"}
+    assert number == {"type": "scalar", "data_type": "int64", "value": 30}
+
+
+def test_tiny_model_and_nested_identifier(client):
+    assert serve(client, "servable_identifier=tiny.pt", tiny_body(1, 2)).json["result"]["value"] == [3, 5]
+    result = serve(client, "servable_identifier=nested/triple.pt", tiny_body(1, 2))
+    assert result.json["result"]["value"] == [3, 6]
+
+
+def test_defaults_optional_and_int_to_float(client):
+    body = body_of(
+        {"type": "list", "value": [{"type": "scalar", "value": 1}, {"type": "scalar", "value": 2}]},
+        {"type": "scalar", "value": 3},
+        {"type": "scalar", "value": True},
+    )
+    result = serve(client, "servable_identifier=kinds.pt", body)
+    assert result.status_code == 200
+    assert result.json["result"] == [
+        [{"type": "scalar", "data_type": "int64", "value": 1}, {"type": "scalar", "data_type": "int64", "value": 2}],
+        {"type": "scalar", "data_type": "float64", "value": 3},
+        {"type": "scalar", "data_type": "bool", "value": True},
+        {"type": "none", "value": None},
+        {"type": "string", "value": "default"},
+    ]
+    empty_list = body_of({"type": "list", "value": []}, {"type": "scalar", "value": 0.5}, {"type": "scalar", "value": False}, {"type": "none"}, {"type": "string", "value": "s"})
+    assert serve(client, "servable_identifier=kinds.pt", empty_list).json["result"][0] == []
+
+
+def test_dict_output_with_int_keys(client):
+    body = body_of({"type": "tensor_dict", "value": {"a": tensor_json(torch.ones(2)), "b": tensor_json(torch.ones(3))}})
+    result = serve(client, "servable_identifier=dict.pt", body).json["result"]
+    assert result[0]["value"]["total"]["value"] == [5]
+    assert result[1] == {"type": "generic_dict", "value": {"2": {"type": "string", "value": "count"}}}
+
+
+@pytest.mark.parametrize(
+    ("query", "detail"),
+    [
+        ("", "missing query parameter servable_identifier"),
+        ("servable_identifier=", "servable_identifier is empty"),
+        ("servable_identifier=tiny.pt&servable_identifier=echo.pt", "query parameter servable_identifier is repeated; give it once"),
+        ("servable_identifier=/etc/passwd", "servable_identifier must be relative to the model root, got '/etc/passwd'"),
+        ("servable_identifier=../models/tiny.pt", "servable_identifier must not contain '..' components, got '../models/tiny.pt'"),
+        ("servable_identifier=nested/../tiny.pt", "servable_identifier must not contain '..' components, got 'nested/../tiny.pt'"),
+        ("servable_identifier=tiny.pt%00.txt", "servable_identifier contains a NUL character"),
+    ],
+)
+def test_bad_identifiers_are_400(client, query, detail):
+    assert_error(serve(client, query, tiny_body(1)), 400, "Invalid servable identifier", detail)
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5", "abc", "nan", "inf", ""])
+def test_bad_invalidation_prob_is_400(client, value):
+    result = serve(client, f"servable_identifier=tiny.pt&invalidation_prob={value}", tiny_body(1))
+    assert_error(result, 400, "Invalid parameter", f"invalidation_prob must be a number in [0, 1], got {value!r}")
+
+
+def test_body_errors_are_400(client):
+    assert_error(serve(client, "servable_identifier=tiny.pt", b""), 400, "Invalid request body", "request body is empty")
+    assert_error(
+        serve(client, "servable_identifier=tiny.pt", b"\xc3\x28"), 400, "Invalid request body", "request body is not valid UTF-8"
+    )
+    result = serve(client, "servable_identifier=tiny.pt", b'{"type": "tensor", "value": [1], "data_type": "int4"}')
+    assert result.status_code == 400
+    assert result.json["detail"].startswith('unknown data_type "int4"')
+
+
+def test_signature_mismatches_are_400_naming_the_argument(client):
+    assert_error(
+        serve(client, "servable_identifier=tiny.pt", body_of({"type": "string", "value": "x"})),
+        400,
+        "Inputs do not match the model",
+        "argument 'x' (position 0) of forward expects Tensor, received str",
+    )
+    too_many = body_of(tensor_json(torch.ones(1)), tensor_json(torch.ones(1)))
+    result = serve(client, "servable_identifier=tiny.pt", too_many)
+    assert result.status_code == 400
+    assert result.json["detail"].startswith("forward takes at most 1 argument(s), received 2; signature: forward(")
+    assert_error(
+        serve(client, "servable_identifier=kinds.pt", body_of({"type": "list", "value": []})),
+        400,
+        "Inputs do not match the model",
+        "missing argument 'ratio' (position 1) of forward, which expects float; received 1 argument(s)",
+    )
+
+
+def test_model_raising_is_400(client):
+    result = serve(client, "servable_identifier=raising.pt", tiny_body(-1, -2))
+    assert result.status_code == 400
+    assert result.json["description"] == "Model failed on the inputs"
+    assert "inputs must not sum to a negative number" in result.json["detail"]
+    assert "Traceback" not in result.json["detail"]
+    shape_error = serve(client, "servable_identifier=echo.pt", tiny_body(1))
+    assert shape_error.status_code == 200
+
+
+@pytest.mark.parametrize("name", ["missing.pt", "folder.pt", "nested"])
+def test_missing_files_and_directories_are_404(client, name):
+    assert_error(
+        serve(client, f"servable_identifier={name}", tiny_body(1)), 404, "Model not found", f"no model file {name} under the model root"
+    )
+
+
+def test_symlink_out_of_the_root_is_404_like_a_missing_file(client, model_root, tmp_path):
+    outside = tmp_path / "outside.pt"
+    outside.write_bytes((model_root / "tiny.pt").read_bytes())
+    link = model_root / "escape.pt"
+    link.symlink_to(outside)
+    try:
+        result = serve(client, "servable_identifier=escape.pt", tiny_body(1))
+        assert_error(result, 404, "Model not found", "no model file escape.pt under the model root")
+    finally:
+        link.unlink()
+
+
+def test_symlink_inside_the_root_is_served(client, model_root):
+    link = model_root / "alias.pt"
+    link.symlink_to(model_root / "tiny.pt")
+    try:
+        assert serve(client, "servable_identifier=alias.pt", tiny_body(1)).json["result"]["value"] == [3]
+    finally:
+        link.unlink()
+
+
+def test_oversized_body_is_413_before_reading(client):
+    body = b" " * 5000
+    assert_error(
+        serve(client, "servable_identifier=tiny.pt", body),
+        413,
+        "Request body too large",
+        "body of 5000 bytes exceeds the limit of 4096 bytes",
+    )
+
+
+@pytest.mark.parametrize("name", ["corrupt.pt", "state_dict.pt"])
+def test_unloadable_files_are_422_and_not_cached(client, name):
+    result = serve(client, f"servable_identifier={name}", tiny_body(1))
+    assert result.status_code == 422
+    assert result.json["description"] == "Model not loadable"
+    assert result.json["detail"].startswith(f"{name} is not a loadable TorchScript module: ")
+    assert "/" not in result.json["detail"].split(": ", 1)[1].replace("N/A", "")
+    assert name not in cached_names(client)
+
+
+def test_unencodable_output_is_500_naming_the_type(client):
+    assert_error(
+        serve(client, "servable_identifier=complex.pt", tiny_body(1)),
+        500,
+        "Unsupported model output",
+        "cannot encode a tensor of dtype ComplexFloat at result",
+    )
+
+
+def test_unexpected_error_is_a_bare_500_with_the_trace_logged(client, monkeypatch, caplog):
+    def explode(*args):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(ServeResource, "_read_body", lambda self, req: explode())
+    with caplog.at_level(logging.ERROR, logger="torch_serving"):
+        result = serve(client, "servable_identifier=tiny.pt", tiny_body(1))
+    assert_error(result, 500, "Internal Server Error", "an unexpected error occurred; the server log has the details")
+    assert "secret internals" not in result.text
+    assert "secret internals" in caplog.text and "Traceback" in caplog.text
+
+
+def test_unknown_route_and_method(client):
+    assert_error(client.simulate_get("/nope"), 404, "Not Found", "GET /nope: Not Found")
+    result = client.simulate_get("/serve")
+    assert result.status_code == 405
+    assert result.json["description"] == "Method Not Allowed"
+    assert "POST" in result.headers["allow"]
+
+
+def test_failed_requests_never_disturb_the_cache_or_later_answers(client):
+    assert serve(client, TINY, tiny_body(1)).json["result"]["value"] == [3]
+    assert serve(client, "servable_identifier=echo.pt", tiny_body(1)).status_code == 200
+    before = cached_names(client)
+    failures = [
+        ("servable_identifier=corrupt.pt", tiny_body(1)),
+        ("servable_identifier=missing.pt", tiny_body(1)),
+        (TINY, b"[1"),
+        (TINY, body_of({"type": "string", "value": "x"})),
+        ("servable_identifier=raising.pt", tiny_body(-5)),
+    ]
+    for query, body in failures:
+        assert serve(client, query, body).status_code >= 400
+    # raising.pt loaded fine, so it is cached; the signature mismatch used
+    # tiny.pt, so it moved up; nothing was evicted.
+    assert before == ["echo.pt", "tiny.pt"]
+    assert cached_names(client) == ["raising.pt", "tiny.pt", "echo.pt"]
+    assert serve(client, TINY, tiny_body(1)).json["result"]["value"] == [3]
+
+
+def test_response_is_valid_json_with_specials(client):
+    result = serve(client, "servable_identifier=echo.pt", body_of({"type": "tensor", "value": ["NaN", "-Infinity", 1.5]}))
+    assert json.loads(result.text)["result"]["value"] == ["NaN", "-Infinity", 1.5]
+
+
+def test_cache_endpoint_lists_models_relative_to_the_root(client):
+    serve(client, TINY, tiny_body(1))
+    serve(client, "servable_identifier=nested/triple.pt", tiny_body(1))
+    serve(client, TINY, tiny_body(1))
+    doc = client.simulate_get("/cache").json
+    assert doc["models"] == ["tiny.pt", "nested/triple.pt"]
+    assert doc["stats"] == {"hits": 1, "loads": 2, "failed_loads": 0, "evictions": 0}
