@@ -86,8 +86,10 @@ class ServeResource:
                     400, "Incomplete request body", f"received {len(body)} of the {length} bytes Content-Length announced"
                 )
             return body
+        # Without Content-Length (chunked), the server's stream ends with the
+        # body; Falcon's bounded stream would read nothing.
         pieces, total = [], 0
-        while chunk := req.bounded_stream.read(_READ_CHUNK):
+        while chunk := req.stream.read(_READ_CHUNK):
             total += len(chunk)
             if total > limit:
                 raise _too_large(f"body exceeds the limit of {limit} bytes")
