@@ -171,3 +171,13 @@ def test_cli_help_lists_every_option():
                    "--torch-threads", "--device", "--max-body-size", "--log-level"]:
         assert option in result.stdout
     assert "TORCH_SERVING_MAX_BODY_SIZE" in result.stdout
+
+
+@pytest.mark.cuda
+def test_cli_serves_the_example_on_cuda(model_root, tmp_path, example_body):
+    port = free_port()
+    options = ["--model-root", str(model_root), "--device", "cuda", "--workers", "2"]
+    with running(cli_command(port, *options), port, tmp_path / "log") as server:
+        for _ in range(4):
+            doc = post(server, "model-example.pt", example_body).json()
+            assert doc["result"]["value"]["out"][0][1]["value"] == [60, 33, 33]

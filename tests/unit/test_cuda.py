@@ -1,0 +1,48 @@
+"""The CUDA paths: models on the GPU, inputs moved there, outputs brought back."""
+
+from __future__ import annotations
+
+import json
+
+import falcon.testing
+import pytest
+import torch
+
+from tests.conftest import body_of, tensor_json
+from torch_serving import Config, Server, create_app, encode
+
+pytestmark = pytest.mark.cuda
+
+
+def test_encode_cuda_tensors_like_cpu_ones():
+    values = torch.randn(3, 4, dtype=torch.float64)
+    assert encode(values.cuda()) == encode(values)
+    assert encode({"x": [values.cuda().half()]}) == encode({"x": [values.half()]})
+
+
+def test_server_on_cuda_answers_like_cpu(model_root, example_body):
+    path = str(model_root / "model-example.pt")
+    on_cpu = json.loads(Server(2, 0, "cpu").serve(path, "model-example.pt", example_body))
+    on_gpu = json.loads(Server(2, 0, "cuda").serve(path, "model-example.pt", example_body))
+    cpu_out, gpu_out = on_cpu["result"]["value"]["out"], on_gpu["result"]["value"]["out"]
+    assert gpu_out[1:] == cpu_out[1:]
+    assert gpu_out[0][1]["value"] == [60, 33, 33]
+    assert gpu_out[0][0]["value"] == pytest.approx(cpu_out[0][0]["value"], rel=1e-4)
+
+
+def test_app_on_cuda_device(model_root):
+    client = falcon.testing.TestClient(create_app(Config(model_root=model_root, device="cuda:0")))
+    body = body_of({"type": "tensor_dict", "value": {"a": tensor_json(torch.ones(2)), "b": tensor_json(torch.ones(3))}})
+    result = client.simulate_post("/serve", query_string="servable_identifier=dict.pt", body=body)
+    assert result.status_code == 200
+    assert result.json["result"][0]["value"]["total"]["value"] == [5]
+    tiny = client.simulate_post("/serve", query_string="servable_identifier=tiny.pt", body=body_of(tensor_json(torch.tensor([1.0, 2.0]))))
+    assert tiny.json["result"]["value"] == [3, 5]
+
+
+def test_config_checks_the_cuda_index():
+    from torch_serving import ConfigError
+
+    Config(device="cuda:0").check_device()
+    with pytest.raises(ConfigError, match="only"):
+        Config(device=f"cuda:{torch.cuda.device_count()}").check_device()
