@@ -277,3 +277,11 @@ def test_cache_endpoint_lists_models_relative_to_the_root(client):
     doc = client.simulate_get("/cache").json
     assert doc["models"] == ["tiny.pt", "nested/triple.pt"]
     assert doc["stats"] == {"hits": 1, "loads": 2, "failed_loads": 0, "evictions": 0}
+
+
+def test_invalidation_prob_reloads_from_disk(client):
+    for _ in range(3):
+        assert serve(client, TINY + "&invalidation_prob=1", tiny_body(1)).json["result"]["value"] == [3]
+    serve(client, TINY + "&invalidation_prob=0", tiny_body(1))
+    stats = client.simulate_get("/cache").json["stats"]
+    assert stats["loads"] == 3 and stats["hits"] == 3
