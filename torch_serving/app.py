@@ -9,7 +9,7 @@ from pathlib import Path
 import falcon
 import torch
 
-from torch_serving._C import Server
+from torch_serving._native import Server
 from torch_serving.config import Config
 from torch_serving.errors import RequestError, install_error_handlers
 from torch_serving.model_root import IdentifierError, resolve_model

@@ -14,7 +14,7 @@ import logging
 
 import falcon
 
-from torch_serving._C import (
+from torch_serving._native import (
     DecodeError,
     EncodeError,
     ExecutionError,

@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
-from torch_serving._C import ModelNotFoundError
+from torch_serving._native import ModelNotFoundError
 
 __all__ = ["IdentifierError", "resolve_model"]
 

@@ -1,0 +1,29 @@
+"""Load the native core, after libtorch, which the extension links against."""
+
+import torch  # noqa: F401  (loads libc10 and libtorch for the extension)
+
+from torch_serving._C import (
+    DecodeError,
+    EncodeError,
+    ExecutionError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ServeError,
+    Server,
+    SignatureError,
+    decode,
+    encode,
+)
+
+__all__ = [
+    "DecodeError",
+    "EncodeError",
+    "ExecutionError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "ServeError",
+    "Server",
+    "SignatureError",
+    "decode",
+    "encode",
+]
