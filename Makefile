@@ -11,7 +11,7 @@ CPP_BUILD := cpp-build
 HOST ?= 127.0.0.1
 PORT ?= 8888
 
-.PHONY: setup serve test test-python test-native clean
+.PHONY: setup serve test test-python test-native bench clean
 
 setup: $(VENV)/.built
 
@@ -51,6 +51,16 @@ $(CPP_BUILD)/native_tests: setup CMakeLists.txt $(wildcard tests/native/*)
 
 test-native: $(CPP_BUILD)/native_tests
 	ctest --test-dir $(CPP_BUILD) --output-on-failure
+
+$(VENV)/.bench-deps: requirements/bench.txt $(VENV)/.deps
+	$(PY) -m pip install -q -r requirements/bench.txt
+	@touch $@
+
+# Speed: codec micro-benchmarks against their floors, then the load test
+# against the naive server and the framework ceiling. Prints tables.
+bench: setup $(VENV)/.bench-deps
+	$(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-columns=median,iqr,rounds --benchmark-sort=name
+	$(PY) -m benchmarks.load
 
 clean:
 	rm -rf $(CPP_BUILD) build *.egg-info torch_serving/*.so model-example.pt

@@ -39,10 +39,9 @@ f:close()
 """
 
 
-def _gunicorn(module: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", str(DEFAULTS.workers),
-            "--threads", str(DEFAULTS.threads), "--no-control-socket", "-b", f"127.0.0.1:{port}",
-            "--log-level", "warning", module]
+def _gunicorn(module: str, port: int, workers: int, threads: int) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", str(workers), "--threads", str(threads),
+            "--no-control-socket", "-b", f"127.0.0.1:{port}", "--log-level", "warning", module]
 
 
 def _wrk(url: str, script: Path, seconds: int, connections: int) -> float:
@@ -112,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workloads", default="tiny,example,image,echo")
+    parser.add_argument("--workers", type=int, default=DEFAULTS.workers, help="for all three servers")
+    parser.add_argument("--threads", type=int, default=DEFAULTS.threads, help="for all three servers")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         env = {"TORCH_SERVING_MODEL_ROOT": str(root), "TORCH_SERVING_TORCH_THREADS": str(DEFAULTS.torch_threads)}
         ports = {name: free_port() for name in ("ours", "naive", "hello")}
         commands = {
-            "ours": cli_command(ports["ours"], "--model-root", str(root), "--log-level", "warning"),
-            "naive": _gunicorn("benchmarks.baselines.naive_server:app", ports["naive"]),
-            "hello": _gunicorn("benchmarks.baselines.hello_world:app", ports["hello"]),
+            "ours": cli_command(ports["ours"], "--model-root", str(root), "--log-level", "warning",
+                                "--workers", str(args.workers), "--threads", str(args.threads)),
+            "naive": _gunicorn("benchmarks.baselines.naive_server:app", ports["naive"], args.workers, args.threads),
+            "hello": _gunicorn("benchmarks.baselines.hello_world:app", ports["hello"], args.workers, args.threads),
         }
         rates: dict[tuple[str, str], list[float]] = {}
         rss: dict[str, float] = {}
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                     rss = {name: peak_rss_mib(s.process.pid) for name, s in servers.items() if name != "hello"}
 
     print(f"\nload benchmark: {args.rounds} rounds x {args.seconds}s, wrk -t1 -c{args.connections}, "
-          f"gunicorn gthread -w {DEFAULTS.workers} --threads {DEFAULTS.threads}, torch threads {DEFAULTS.torch_threads}")
+          f"gunicorn gthread -w {args.workers} --threads {args.threads}, torch threads {DEFAULTS.torch_threads}")
     print(f"{'workload':<10}{'ours req/s':>12}{'naive req/s':>13}{'hello req/s':>13}{'ours/naive':>12}{'ours/hello':>12}")
     summary = {}
     for workload in workloads:

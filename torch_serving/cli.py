@@ -27,7 +27,6 @@ _HELP = {
     "max_body_size": "largest request body, in bytes or with a unit (64MiB, 10MB)",
     "log_level": "debug, info, warning, error or critical",
 }
-_ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
 
 
 class _GunicornApplication(BaseApplication):
@@ -45,7 +44,7 @@ class _GunicornApplication(BaseApplication):
             "threads": config.threads,
             "worker_class": "gthread",
             "accesslog": "-",
-            "access_log_format": _ACCESS_LOG_FORMAT,
+            "logger_class": "torch_serving.access_log.AccessLogger",
             "errorlog": "-",
             "loglevel": config.log_level,
             "preload_app": False,

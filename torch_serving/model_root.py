@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from torch_serving._native import ModelNotFoundError
 
@@ -32,21 +32,21 @@ def resolve_model(root: Path, identifier: str) -> str:
             root. Files outside it get this same answer, so that no reply
             tells whether they exist.
     """
+    # Plain string operations: this runs on every request.
     if not identifier:
         raise IdentifierError("servable_identifier is empty")
     if "\0" in identifier:
         raise IdentifierError("servable_identifier contains a NUL character")
-    relative = PurePosixPath(identifier)
-    if relative.is_absolute():
+    if identifier.startswith("/"):
         raise IdentifierError(f"servable_identifier must be relative to the model root, got {identifier!r}")
-    if ".." in relative.parts:
+    if ".." in identifier.split("/"):
         raise IdentifierError(f"servable_identifier must not contain '..' components, got {identifier!r}")
-    not_found = ModelNotFoundError(f"no model file {identifier} under the model root")
+    root_text = str(root)
     try:
-        resolved = Path(os.path.realpath(root / relative, strict=True))
-        is_regular = stat.S_ISREG(resolved.stat().st_mode)
-    except (OSError, RuntimeError):
-        raise not_found from None
-    if not resolved.is_relative_to(root) or not is_regular:
-        raise not_found
-    return str(resolved)
+        resolved = os.path.realpath(os.path.join(root_text, identifier), strict=True)
+        is_regular = stat.S_ISREG(os.stat(resolved).st_mode)
+    except (OSError, RuntimeError, ValueError):
+        is_regular = False
+    if not is_regular or not resolved.startswith(root_text.rstrip("/") + "/"):
+        raise ModelNotFoundError(f"no model file {identifier} under the model root")
+    return resolved
