@@ -62,7 +62,7 @@ std::optional<std::string_view> dtype_name(at::ScalarType type) {
   return std::nullopt;
 }
 
-[[noreturn]] void fail(const JsonPath& at, const std::string& what) {
+[[noreturn, gnu::noinline, gnu::cold]] void fail(const JsonPath& at, const std::string& what) {
   throw DecodeError(what + " at " + at.str());
 }
 
@@ -120,7 +120,7 @@ std::string_view name_of() {
 }
 
 template <typename T>
-[[noreturn]] void fail_element(const JsonPath& array, int64_t index, element e) {
+[[noreturn, gnu::noinline, gnu::cold]] void fail_element(const JsonPath& array, int64_t index, element e) {
   JsonPath at = index >= 0 ? array.element(index) : array;
   std::string expected;
   if constexpr (std::is_same_v<T, bool>) {
@@ -136,19 +136,19 @@ template <typename T>
   fail(at, "expected " + expected + ", found " + describe(e));
 }
 
-// Stores `e` into `*dst` as a T, or fails naming `array[index]` (`index` < 0
-// names `array` itself).
+// Stores `e` into `*dst` as a T; returns false, storing nothing, when `e`
+// is not representable in T.
 template <typename T>
-inline void store(element e, T* dst, const JsonPath& array, int64_t index) {
+inline bool try_store(element e, T* dst) {
   if constexpr (std::is_same_v<T, bool>) {
     if (e.is_bool()) {
       *dst = bool(e.get_bool());
-      return;
+      return true;
     }
     int64_t v;
     if (e.get_int64().get(v) == simdjson::SUCCESS && (v == 0 || v == 1)) {
       *dst = v == 1;
-      return;
+      return true;
     }
   } else if constexpr (std::is_integral_v<T>) {
     int64_t v;
@@ -156,7 +156,7 @@ inline void store(element e, T* dst, const JsonPath& array, int64_t index) {
         v >= int64_t(std::numeric_limits<T>::lowest()) &&
         v <= int64_t(std::numeric_limits<T>::max())) {
       *dst = static_cast<T>(v);
-      return;
+      return true;
     }
   } else {
     double v;
@@ -165,22 +165,29 @@ inline void store(element e, T* dst, const JsonPath& array, int64_t index) {
       if constexpr (std::is_same_v<T, double>) narrowed = v;
       if (std::isfinite(static_cast<double>(narrowed))) {
         *dst = narrowed;
-        return;
+        return true;
       }
     } else if (e.is_string()) {
       std::string_view s = e.get_string();
       if (s == "NaN") {
         *dst = static_cast<T>(std::numeric_limits<float>::quiet_NaN());
-        return;
+        return true;
       }
       if (s == "Infinity" || s == "-Infinity") {
         float inf = std::numeric_limits<float>::infinity();
         *dst = static_cast<T>(s[0] == '-' ? -inf : inf);
-        return;
+        return true;
       }
     }
   }
-  fail_element<T>(array, index, e);
+  return false;
+}
+
+// Stores `e` into `*dst` as a T, or fails naming `array[index]` (`index` < 0
+// names `array` itself).
+template <typename T>
+inline void store(element e, T* dst, const JsonPath& array, int64_t index) {
+  if (!try_store(e, dst)) fail_element<T>(array, index, e);
 }
 
 template <typename F>
@@ -270,14 +277,34 @@ std::vector<int64_t> infer_shape(element value) {
   return shape;
 }
 
+[[noreturn, gnu::noinline, gnu::cold]] void fail_ragged_leaf(const JsonPath& at, size_t depth,
+                                                           const std::vector<int64_t>& shape) {
+  fail(at, "ragged nested value: expected a number at depth " + std::to_string(depth) + " of shape " +
+               shape_text(shape) + ", found an array");
+}
+
+// Stores every element of a flat array. `leaf_shape` is set for the
+// innermost arrays of a nested value, where an array element means ragged
+// nesting. Flattened so simdjson's accessors are inlined into the loop,
+// which runs once per tensor element.
+template <typename T>
+[[gnu::flatten]] void fill_flat(simdjson::dom::array values, T* dst, const JsonPath& at,
+                                const std::vector<int64_t>* leaf_shape = nullptr) {
+  int64_t i = 0;
+  for (element e : values) {
+    if (!try_store(e, dst)) [[unlikely]] {
+      if (leaf_shape && e.is_array()) fail_ragged_leaf(at.element(i), leaf_shape->size(), *leaf_shape);
+      fail_element<T>(at, i, e);
+    }
+    ++dst;
+    ++i;
+  }
+}
+
 template <typename T>
 void fill_nested(element e, size_t depth, const std::vector<int64_t>& shape, T*& dst,
                  const JsonPath& at) {
-  if (depth == shape.size()) {
-    if (e.is_array()) {
-      fail(at, "ragged nested value: expected a number at depth " + std::to_string(depth) +
-                   " of shape " + shape_text(shape) + ", found an array");
-    }
+  if (depth == shape.size()) {  // a 0-d tensor: `value` is a bare number
     store(e, dst++, at, -1);
     return;
   }
@@ -290,10 +317,8 @@ void fill_nested(element e, size_t depth, const std::vector<int64_t>& shape, T*&
   int64_t i = 0;
   if (depth + 1 == shape.size()) {
     // Innermost level: store without building a child path per element.
-    for (element child : a) {
-      if (child.is_array()) fill_nested(child, depth + 1, shape, dst, at.element(i));
-      store(child, dst++, at, i++);
-    }
+    fill_flat(a, dst, at, &shape);
+    dst += a.size();
     return;
   }
   for (element child : a) fill_nested(child, depth + 1, shape, dst, at.element(i++));
@@ -320,9 +345,7 @@ at::Tensor decode_tensor(const TypedFields& f, const JsonPath& at) {
     tensor = at::empty(shape, at::TensorOptions().dtype(dtype));
     dispatch_dtype(dtype, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
-      T* dst = tensor.data_ptr<T>();
-      int64_t i = 0;
-      for (element e : values) store(e, dst++, value_at, i++);
+      fill_flat(values, tensor.data_ptr<T>(), value_at);
     });
     return tensor;
   }
@@ -725,11 +748,10 @@ void encode_result(const c10::IValue& value, std::string& out) {
   write_value(value, out, JsonPath{nullptr, "result", -1});
 }
 
-std::string encode_success(const c10::IValue& value) {
-  std::string out = R"({"code":200,"message":"OK","description":"Success","result":)";
+void encode_success(const c10::IValue& value, std::string& out) {
+  out.assign(R"({"code":200,"message":"OK","description":"Success","result":)");
   encode_result(value, out);
   out += '}';
-  return out;
 }
 
 }  // namespace torch_serving

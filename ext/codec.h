@@ -22,7 +22,8 @@ std::vector<c10::IValue> decode_request(std::string_view body);
 // express; the message names the type and where it sits in the result.
 void encode_result(const c10::IValue& value, std::string& out);
 
-// Returns the full success envelope `{"code":200,...,"result":...}`.
-std::string encode_success(const c10::IValue& value);
+// Replaces the contents of `out` with the full success envelope
+// `{"code":200,...,"result":...}`.
+void encode_success(const c10::IValue& value, std::string& out);
 
 }  // namespace torch_serving

@@ -21,12 +21,12 @@ Server::Server(size_t capacity, size_t buffer, c10::Device device)
         return Servable::load(path, name, device);
       }) {}
 
-std::string Server::serve(const std::string& path, const std::string& name, std::string_view body,
-                          double invalidation_prob) {
+void Server::serve(const std::string& path, const std::string& name, std::string_view body,
+                   double invalidation_prob, std::string& response) {
   // Decoding first means a bad body never costs a model load.
   std::vector<c10::IValue> args = decode_request(body);
   auto model = cache_.get(path, name, draw(invalidation_prob));
-  return encode_success(model->run(std::move(args)));
+  encode_success(model->run(std::move(args)), response);
 }
 
 }  // namespace torch_serving

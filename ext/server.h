@@ -16,12 +16,12 @@ class Server {
   Server(size_t capacity, size_t buffer, c10::Device device);
 
   // Answers one request for the model file at `path` (called `name` in
-  // errors) and returns the success envelope as JSON bytes.
+  // errors), writing the success envelope's JSON into `response`.
   //
   // With probability `invalidation_prob` the cached model is loaded again
   // from disk first. Throws the errors of errors.h.
-  std::string serve(const std::string& path, const std::string& name, std::string_view body,
-                    double invalidation_prob);
+  void serve(const std::string& path, const std::string& name, std::string_view body, double invalidation_prob,
+             std::string& response);
 
   ModelCache& cache() { return cache_; }
 
