@@ -19,6 +19,7 @@ SOURCES = [
     "ext/bindings.cpp",
     "ext/codec.cpp",
     "ext/model_cache.cpp",
+    "ext/model_file.cpp",
     "ext/servable.cpp",
     "ext/server.cpp",
 ]

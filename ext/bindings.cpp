@@ -129,27 +129,29 @@ PYBIND11_MODULE(_C, m) {
   register_exceptions(m);
 
   py::class_<Server>(m, "Server")
-      .def(py::init([](size_t capacity, size_t buffer, const std::string& device) {
-             return std::make_unique<Server>(capacity, buffer, c10::Device(device));
+      .def(py::init([](const std::string& model_root, size_t capacity, size_t buffer, const std::string& device,
+                       int64_t max_model_size) {
+             return std::make_unique<Server>(model_root, capacity, buffer, c10::Device(device), max_model_size);
            }),
-           py::arg("capacity"), py::arg("buffer"), py::arg("device") = "cpu")
+           py::arg("model_root"), py::arg("capacity"), py::arg("buffer"), py::arg("device") = "cpu",
+           py::arg("max_model_size") = 0)
       .def(
           "serve",
-          [](Server& self, const std::string& path, const std::string& name, const py::buffer& body,
+          [](Server& self, const std::string& relative, const std::string& name, const py::buffer& body,
              double invalidation_prob) {
             py::buffer_info info;
             std::string_view view = bytes_view(body, info);
             std::string& response = response_buffer();
             {
               py::gil_scoped_release release;
-              self.serve(path, name, view, invalidation_prob, response);
+              self.serve(relative, name, view, invalidation_prob, response);
             }
             return take_response(response);
           },
-          py::arg("path"), py::arg("name"), py::arg("body"), py::arg("invalidation_prob") = 0.0)
+          py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("invalidation_prob") = 0.0)
       .def(
           "cached_paths", [](Server& self) { return self.cache().paths(); },
-          "Return the cached model paths, most recently used first.")
+          "Return the cached model paths (relative to the root), most recently used first.")
       .def(
           "stats",
           [](Server& self) {

@@ -1,10 +1,8 @@
 // LRU bookkeeping and single-flight loading for ModelCache.
 #include "model_cache.h"
 
-#include <sys/stat.h>
-
-#include <cerrno>
 #include <chrono>
+#include <stdexcept>
 
 #include "errors.h"
 
@@ -23,24 +21,14 @@ bool is_ready(const std::shared_future<ModelCache::Model>& future) {
 
 }  // namespace
 
-FileIdentity identify_file(const std::string& path, const std::string& name) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    throw ModelNotFoundError("no model file " + name + " under the model root");
-  }
-  return FileIdentity{uint64_t(st.st_dev), uint64_t(st.st_ino), int64_t(st.st_size),
-                      int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
-}
-
-ModelCache::ModelCache(size_t capacity, size_t buffer, Loader loader)
-    : capacity_(capacity), buffer_(buffer), loader_(std::move(loader)) {
+ModelCache::ModelCache(size_t capacity, size_t buffer) : capacity_(capacity), buffer_(buffer) {
   if (capacity_ == 0) throw std::invalid_argument("model cache capacity must be at least 1, got 0");
 }
 
-ModelCache::Model ModelCache::get(const std::string& path, const std::string& name, bool reload) {
-  const FileIdentity identity = identify_file(path, name);
+ModelCache::Model ModelCache::get(const std::string& key, const FileIdentity& identity, const Loader& load,
+                                  bool reload) {
   std::unique_lock<std::mutex> lock(mutex_);
-  auto it = entries_.find(path);
+  auto it = entries_.find(key);
   if (it != entries_.end() && it->second.identity == identity) {
     recency_.splice(recency_.begin(), recency_, it->second.recency);
     ++stats_.hits;
@@ -51,9 +39,9 @@ ModelCache::Model ModelCache::get(const std::string& path, const std::string& na
       return cached.get();
     }
     lock.unlock();
-    Model fresh = load(path, name);
+    Model fresh = counted_load(load);
     lock.lock();
-    it = entries_.find(path);
+    it = entries_.find(key);
     if (it != entries_.end() && it->second.identity == identity) it->second.model = ready(fresh);
     return fresh;
   }
@@ -66,19 +54,19 @@ ModelCache::Model ModelCache::get(const std::string& path, const std::string& na
   }
   std::promise<Model> promise;
   const uint64_t generation = next_generation_++;
-  recency_.push_front(path);
-  entries_.emplace(path, Entry{identity, promise.get_future().share(), recency_.begin(), generation});
+  recency_.push_front(key);
+  entries_.emplace(key, Entry{identity, promise.get_future().share(), recency_.begin(), generation});
   evict_if_full();
   lock.unlock();
 
   try {
-    Model model = load(path, name);
+    Model model = counted_load(load);
     promise.set_value(model);
     return model;
   } catch (...) {
     promise.set_exception(std::current_exception());
     lock.lock();
-    it = entries_.find(path);
+    it = entries_.find(key);
     if (it != entries_.end() && it->second.generation == generation) {
       recency_.erase(it->second.recency);
       entries_.erase(it);
@@ -96,13 +84,13 @@ void ModelCache::evict_if_full() {
   }
 }
 
-ModelCache::Model ModelCache::load(const std::string& path, const std::string& name) {
+ModelCache::Model ModelCache::counted_load(const Loader& load) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.loads;
   }
   try {
-    return loader_(path, name);
+    return load();
   } catch (...) {
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.failed_loads;

@@ -11,27 +11,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "model_file.h"
 #include "servable.h"
 
 namespace torch_serving {
-
-// What makes a file on disk the same file: replacing or rewriting it changes
-// at least one of these, and so yields a new model.
-struct FileIdentity {
-  uint64_t device = 0;
-  uint64_t inode = 0;
-  int64_t size = 0;
-  int64_t mtime_ns = 0;
-
-  bool operator==(const FileIdentity& other) const {
-    return device == other.device && inode == other.inode && size == other.size && mtime_ns == other.mtime_ns;
-  }
-};
-
-// Returns the identity of the regular file at `path`.
-//
-// Throws ModelNotFoundError (naming the model `name`) when there is none.
-FileIdentity identify_file(const std::string& path, const std::string& name);
 
 // Counters since the cache was made, for monitoring and tests.
 struct CacheStats {
@@ -51,16 +34,16 @@ struct CacheStats {
 class ModelCache {
  public:
   using Model = std::shared_ptr<const Servable>;
-  using Loader = std::function<Model(const std::string& path, const std::string& name)>;
+  using Loader = std::function<Model()>;
 
-  ModelCache(size_t capacity, size_t buffer, Loader loader);
+  ModelCache(size_t capacity, size_t buffer);
 
-  // Returns the model for the file at `path`, loading it on a miss or when
-  // the file changed. With `reload`, a cached model is loaded again and
-  // replaced only if that load succeeds.
-  Model get(const std::string& path, const std::string& name, bool reload = false);
+  // Returns the model cached under `key`, or the one `load` makes on a miss
+  // or when the file's `identity` changed. With `reload`, a cached model is
+  // loaded again and replaced only if that load succeeds.
+  Model get(const std::string& key, const FileIdentity& identity, const Loader& load, bool reload = false);
 
-  // Returns the cached paths, most recently used first.
+  // Returns the cached keys, most recently used first.
   std::vector<std::string> paths() const;
 
   CacheStats stats() const;
@@ -68,8 +51,8 @@ class ModelCache {
   void clear();
 
  private:
-  // Runs the loader and counts its outcome.
-  Model load(const std::string& path, const std::string& name);
+  // Runs `load` and counts its outcome.
+  Model counted_load(const Loader& load);
 
   struct Entry {
     FileIdentity identity;
@@ -83,7 +66,6 @@ class ModelCache {
 
   const size_t capacity_;
   const size_t buffer_;
-  const Loader loader_;
 
   mutable std::mutex mutex_;
   std::list<std::string> recency_;  // most recently used first

@@ -1,8 +1,12 @@
 // Loading, signature checking and running of TorchScript modules.
 #include "servable.h"
 
+#include <caffe2/serialize/read_adapter_interface.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/jit/serialization/import.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include "errors.h"
 
@@ -24,13 +28,28 @@ std::string essential_message(const std::string& what) {
   return trimmed(text.substr(0, text.find('\n')));
 }
 
-std::string replace_all(std::string text, const std::string& from, const std::string& to) {
-  if (from.empty()) return text;
-  for (size_t pos = text.find(from); pos != std::string::npos; pos = text.find(from, pos + to.size())) {
-    text.replace(pos, from.size(), to);
+// Lets torch read a model archive through the descriptor that was checked.
+class FdReadAdapter : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  FdReadAdapter(int fd, size_t size) : fd_(fd), size_(size) {}
+
+  size_t size() const override { return size_; }
+
+  size_t read(uint64_t pos, void* buf, size_t n, const char* what) const override {
+    size_t done = 0;
+    while (done < n) {
+      ssize_t got = ::pread(fd_, static_cast<char*>(buf) + done, n - done, off_t(pos + done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) break;
+      done += size_t(got);
+    }
+    return done;
   }
-  return text;
-}
+
+ private:
+  int fd_;
+  size_t size_;
+};
 
 c10::TypePtr strip_optional(const c10::TypePtr& type) {
   if (auto optional = type->cast<c10::OptionalType>()) return optional->getElementType();
@@ -76,17 +95,17 @@ void move_to(c10::IValue& value, c10::Device device) {
 Servable::Servable(torch::jit::Module module, c10::FunctionSchema schema, c10::Device device)
     : module_(std::move(module)), schema_(std::move(schema)), device_(device) {}
 
-std::shared_ptr<const Servable> Servable::load(const std::string& path, const std::string& name,
+std::shared_ptr<const Servable> Servable::load(const ModelFile& file, const std::string& name,
                                                c10::Device device) {
   torch::jit::Module module;
+  auto reader = std::make_shared<FdReadAdapter>(file.fd(), size_t(file.identity().size));
   try {
-    module = torch::jit::load(path, device);
+    module = torch::jit::load(reader, device);
   } catch (const c10::Error& e) {
     throw ModelLoadError(name + " is not a loadable TorchScript module: " +
-                         replace_all(essential_message(e.what_without_backtrace()), path, name));
+                         essential_message(e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    throw ModelLoadError(name + " is not a loadable TorchScript module: " +
-                         replace_all(essential_message(e.what()), path, name));
+    throw ModelLoadError(name + " is not a loadable TorchScript module: " + essential_message(e.what()));
   }
   module.eval();
   auto forward = module.find_method("forward");

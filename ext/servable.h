@@ -10,16 +10,17 @@
 #include <string>
 #include <vector>
 
+#include "model_file.h"
+
 namespace torch_serving {
 
 class Servable {
  public:
-  // Loads the module at `path` onto `device` in eval mode.
+  // Loads the module in `file` onto `device` in eval mode.
   //
   // `name` is how errors refer to the model, so that no answer reveals the
   // server's file system. Throws ModelLoadError.
-  static std::shared_ptr<const Servable> load(const std::string& path, const std::string& name,
-                                              c10::Device device);
+  static std::shared_ptr<const Servable> load(const ModelFile& file, const std::string& name, c10::Device device);
 
   // Runs forward on `args` under InferenceMode.
   //

@@ -28,11 +28,13 @@ class EncodeError(ServeError):
 class Server:
     """The /serve pipeline with its LRU model cache; safe to share between threads."""
 
-    def __init__(self, capacity: int, buffer: int, device: str = "cpu") -> None: ...
-    def serve(self, path: str, name: str, body: Buffer, invalidation_prob: float = 0.0) -> bytes:
-        """Answer one request for the model file ``path``; the GIL is released throughout."""
+    def __init__(
+        self, model_root: str, capacity: int, buffer: int, device: str = "cpu", max_model_size: int = 0
+    ) -> None: ...
+    def serve(self, relative: str, name: str, body: Buffer, invalidation_prob: float = 0.0) -> bytes:
+        """Answer one request for the model file ``relative`` to the root; the GIL is released throughout."""
     def cached_paths(self) -> list[str]:
-        """Return the cached model paths, most recently used first."""
+        """Return the cached model paths (relative to the root), most recently used first."""
     def stats(self) -> dict[str, int]:
         """Return the cache's counters: hits, loads, failed_loads, evictions."""
     def clear(self) -> None:

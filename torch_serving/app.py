@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import falcon
 import torch
@@ -34,15 +33,13 @@ class CacheResource:
 
     Args:
         server: the native pipeline holding this worker's model cache.
-        root: the model root, so paths are shown relative to it.
     """
 
-    def __init__(self, server: Server, root: Path) -> None:
+    def __init__(self, server: Server) -> None:
         self._server = server
-        self._root = root
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        models = [str(Path(p).relative_to(self._root)) for p in self._server.cached_paths()]
+        models = self._server.cached_paths()
         resp.media = {
             "code": 200,
             "message": "OK",
@@ -138,11 +135,13 @@ def create_app(config: Config) -> falcon.App:
         The Falcon application.
     """
     torch.set_num_threads(config.torch_threads)
-    server = Server(config.model_capacity, config.buffer_size, config.device)
+    server = Server(
+        str(config.model_root), config.model_capacity, config.buffer_size, config.device, config.max_model_size
+    )
     app = falcon.App(media_type=falcon.MEDIA_JSON)
     app.req_options.keep_blank_qs_values = True
     app.add_route("/healthcheck", HealthResource())
     app.add_route("/serve", ServeResource(server, config))
-    app.add_route("/cache", CacheResource(server, config.model_root))
+    app.add_route("/cache", CacheResource(server))
     install_error_handlers(app)
     return app

@@ -25,6 +25,7 @@ _HELP = {
     "torch_threads": "intra-op threads torch uses in each worker",
     "device": "where models run: cpu, cuda or cuda:N",
     "max_body_size": "largest request body, in bytes or with a unit (64MiB, 10MB)",
+    "max_model_size": "largest model file the server loads, in bytes or with a unit",
     "log_level": "debug, info, warning, error or critical",
 }
 

@@ -70,6 +70,7 @@ class Config:
         torch_threads: intra-op threads torch uses per worker.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         max_body_size: largest request body accepted, in bytes.
+        max_model_size: largest model file loaded, in bytes.
         log_level: one of debug, info, warning, error, critical.
     """
 
@@ -83,6 +84,7 @@ class Config:
     torch_threads: int = 1
     device: str = "cpu"
     max_body_size: int = 64 * 1024**2
+    max_model_size: int = 8 * 1024**3
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -98,6 +100,7 @@ class Config:
         _positive("threads", self.threads)
         _positive("torch threads", self.torch_threads)
         _positive("max body size", self.max_body_size)
+        _positive("max model size", self.max_model_size)
         if self.log_level not in _LOG_LEVELS:
             raise ConfigError(f"log level must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}")
         if not _DEVICE_PATTERN.match(self.device):
@@ -154,7 +157,7 @@ def parse_field(name: str, raw: str) -> object:
     Raises:
         ConfigError: the text does not parse.
     """
-    if name == "max_body_size":
+    if name in {"max_body_size", "max_model_size"}:
         return parse_size(raw)
     if name == "model_root":
         return Path(raw)

@@ -16,14 +16,17 @@ class IdentifierError(ValueError):
 
 
 def resolve_model(root: Path, identifier: str) -> str:
-    """Return the real path of the model file ``identifier`` names under ``root``.
+    """Return the path of the model file ``identifier`` names, relative to ``root``.
+
+    The native core opens that path beneath the root again, refusing any
+    symlink on the way, so a file swapped after this check is refused too.
 
     Args:
         root: the model root, already resolved.
         identifier: a path relative to ``root``, as the client sent it.
 
     Returns:
-        The resolved path of a regular file inside ``root``.
+        The symlink-free path of a regular file inside ``root``, relative to it.
 
     Raises:
         IdentifierError: the identifier is empty, absolute, holds a NUL or a
@@ -41,12 +44,12 @@ def resolve_model(root: Path, identifier: str) -> str:
         raise IdentifierError(f"servable_identifier must be relative to the model root, got {identifier!r}")
     if ".." in identifier.split("/"):
         raise IdentifierError(f"servable_identifier must not contain '..' components, got {identifier!r}")
-    root_text = str(root)
+    root_text = str(root).rstrip("/")
     try:
         resolved = os.path.realpath(os.path.join(root_text, identifier), strict=True)
         is_regular = stat.S_ISREG(os.stat(resolved).st_mode)
     except (OSError, RuntimeError, ValueError):
         is_regular = False
-    if not is_regular or not resolved.startswith(root_text.rstrip("/") + "/"):
+    if not is_regular or not resolved.startswith(root_text + "/"):
         raise ModelNotFoundError(f"no model file {identifier} under the model root")
-    return resolved
+    return resolved[len(root_text) + 1 :]

@@ -1,5 +1,9 @@
-// ModelCache with counting loaders over real TorchScript files.
+// ModelCache with counting loaders over real TorchScript files, and
+// ModelFile's refusals.
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <torch/csrc/jit/api/module.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -10,19 +14,23 @@
 
 #include "errors.h"
 #include "model_cache.h"
+#include "model_file.h"
 
 #include "doctest_after_torch.h"
 
 namespace fs = std::filesystem;
 using torch_serving::ModelCache;
+using torch_serving::ModelFile;
 using torch_serving::ModelLoadError;
+using torch_serving::ModelNotFoundError;
 using torch_serving::Servable;
 
 namespace {
 
-// A folder of scripted models; model k adds k to its input.
+// A folder of scripted models; model k (`m<k>.pt`) adds k to its input.
 struct ModelFolder {
   fs::path root;
+  int fd;
 
   ModelFolder() {
     char pattern[] = "/tmp/torch-serving-native-XXXXXX";
@@ -30,27 +38,34 @@ struct ModelFolder {
     for (int k = 0; k < 4; ++k) {
       torch::jit::Module module("m" + std::to_string(k));
       module.define("def forward(self, x):\n  return x + " + std::to_string(k) + "\n");
-      module.save(path(k));
+      module.save((root / name(k)).string());
     }
+    fd = ::open(root.c_str(), O_PATH | O_DIRECTORY);
   }
-  ~ModelFolder() { fs::remove_all(root); }
+  ~ModelFolder() {
+    ::close(fd);
+    fs::remove_all(root);
+  }
 
-  std::string path(int k) const { return (root / ("m" + std::to_string(k) + ".pt")).string(); }
+  static std::string name(int k) { return "m" + std::to_string(k) + ".pt"; }
+  ModelFile open(int k) const { return ModelFile::open(fd, name(k), name(k), 0); }
 };
 
 // Loads real models, counting calls, optionally slowly or failing.
 struct CountingLoader {
+  const ModelFolder& folder;
   std::atomic<int> calls{0};
   std::atomic<bool> fail{false};
   std::chrono::milliseconds delay{0};
 
-  ModelCache::Loader loader() {
-    return [this](const std::string& path, const std::string& name) {
+  ModelCache::Model get(ModelCache& cache, int k, bool reload = false) {
+    ModelFile file = folder.open(k);
+    return cache.get(ModelFolder::name(k), file.identity(), [&] {
       ++calls;
       std::this_thread::sleep_for(delay);
-      if (fail) throw ModelLoadError(name + " failed on purpose");
-      return Servable::load(path, name, c10::kCPU);
-    };
+      if (fail) throw ModelLoadError(ModelFolder::name(k) + " failed on purpose");
+      return Servable::load(file, ModelFolder::name(k), c10::kCPU);
+    }, reload);
   }
 };
 
@@ -63,66 +78,86 @@ int64_t run(const ModelCache::Model& model, int64_t x) {
 
 TEST_CASE("capacity plus buffer, then eviction down to capacity in LRU order") {
   ModelFolder folder;
-  CountingLoader counter;
-  ModelCache cache(2, 1, counter.loader());
-  cache.get(folder.path(0), "m0");
-  cache.get(folder.path(1), "m1");
-  cache.get(folder.path(2), "m2");
-  cache.get(folder.path(0), "m0");  // m0 becomes the most recent
+  CountingLoader loader{folder};
+  ModelCache cache(2, 1);
+  loader.get(cache, 0);
+  loader.get(cache, 1);
+  loader.get(cache, 2);
+  loader.get(cache, 0);  // m0 becomes the most recent
   CHECK(cache.paths().size() == 3);
-  cache.get(folder.path(3), "m3");
-  const std::vector<std::string> expected{folder.path(3), folder.path(0)};
+  loader.get(cache, 3);
+  const std::vector<std::string> expected{"m3.pt", "m0.pt"};
   CHECK(cache.paths() == expected);
   CHECK(cache.stats().evictions == 2);
-  CHECK(counter.calls == 4);
+  CHECK(loader.calls == 4);
 }
 
 TEST_CASE("concurrent misses for one model load it once") {
   ModelFolder folder;
-  CountingLoader counter;
-  counter.delay = std::chrono::milliseconds(200);
-  ModelCache cache(4, 0, counter.loader());
+  CountingLoader loader{folder};
+  loader.delay = std::chrono::milliseconds(200);
+  ModelCache cache(4, 0);
   std::vector<std::thread> threads;
   std::atomic<int> correct{0};
   for (int i = 0; i < 8; ++i) {
-    threads.emplace_back([&] { correct += run(cache.get(folder.path(2), "m2"), 5) == 7; });
+    threads.emplace_back([&] { correct += run(loader.get(cache, 2), 5) == 7; });
   }
   for (auto& t : threads) t.join();
-  CHECK(counter.calls == 1);
+  CHECK(loader.calls == 1);
   CHECK(correct == 8);
 }
 
 TEST_CASE("a failed load is not cached and the next request loads again") {
   ModelFolder folder;
-  CountingLoader counter;
-  counter.fail = true;
-  ModelCache cache(2, 0, counter.loader());
-  CHECK_THROWS_WITH_AS(cache.get(folder.path(1), "m1"), "m1 failed on purpose", ModelLoadError);
+  CountingLoader loader{folder};
+  loader.fail = true;
+  ModelCache cache(2, 0);
+  CHECK_THROWS_WITH_AS(loader.get(cache, 1), "m1.pt failed on purpose", ModelLoadError);
   CHECK(cache.paths().empty());
-  counter.fail = false;
-  CHECK(run(cache.get(folder.path(1), "m1"), 1) == 2);
-  CHECK(counter.calls == 2);
+  loader.fail = false;
+  CHECK(run(loader.get(cache, 1), 1) == 2);
+  CHECK(loader.calls == 2);
 }
 
 TEST_CASE("a model evicted while in use stays alive for its holder") {
   ModelFolder folder;
-  CountingLoader counter;
-  ModelCache cache(1, 0, counter.loader());
-  ModelCache::Model held = cache.get(folder.path(3), "m3");
-  cache.get(folder.path(0), "m0");
-  const std::vector<std::string> expected{folder.path(0)};
+  CountingLoader loader{folder};
+  ModelCache cache(1, 0);
+  ModelCache::Model held = loader.get(cache, 3);
+  loader.get(cache, 0);
+  const std::vector<std::string> expected{"m0.pt"};
   CHECK(cache.paths() == expected);
   CHECK(run(held, 10) == 13);
 }
 
 TEST_CASE("a failed reload keeps the cached model") {
   ModelFolder folder;
-  CountingLoader counter;
-  ModelCache cache(2, 0, counter.loader());
-  ModelCache::Model first = cache.get(folder.path(2), "m2");
-  counter.fail = true;
-  CHECK_THROWS_AS(cache.get(folder.path(2), "m2", /*reload=*/true), ModelLoadError);
-  CHECK(cache.get(folder.path(2), "m2") == first);
-  counter.fail = false;
-  CHECK(cache.get(folder.path(2), "m2", /*reload=*/true) != first);
+  CountingLoader loader{folder};
+  ModelCache cache(2, 0);
+  ModelCache::Model first = loader.get(cache, 2);
+  loader.fail = true;
+  CHECK_THROWS_AS(loader.get(cache, 2, /*reload=*/true), ModelLoadError);
+  CHECK(loader.get(cache, 2) == first);
+  loader.fail = false;
+  CHECK(loader.get(cache, 2, /*reload=*/true) != first);
+}
+
+TEST_CASE("model files: symlinks, escapes, special files and size limits are refused") {
+  ModelFolder folder;
+  fs::create_symlink(folder.root / "m1.pt", folder.root / "alias.pt");
+  fs::create_directory(folder.root / "sub");
+  fs::create_symlink(folder.root, folder.root / "sub" / "up");
+  ::mkfifo((folder.root / "fifo.pt").c_str(), 0600);
+  auto open = [&](const std::string& relative, int64_t max_size = 0) {
+    return ModelFile::open(folder.fd, relative, relative, max_size);
+  };
+  CHECK_THROWS_WITH_AS(open("alias.pt"), "no model file alias.pt under the model root", ModelNotFoundError);
+  CHECK_THROWS_AS(open("sub/up/m1.pt"), ModelNotFoundError);
+  CHECK_THROWS_AS(open("../m1.pt"), ModelNotFoundError);
+  CHECK_THROWS_AS(open("sub"), ModelNotFoundError);
+  CHECK_THROWS_AS(open("fifo.pt"), ModelNotFoundError);
+  CHECK_THROWS_AS(open("missing.pt"), ModelNotFoundError);
+  CHECK_THROWS_WITH_AS(open("m1.pt", 10), doctest::Contains("over the model size limit of 10 bytes"),
+                       ModelLoadError);
+  CHECK(open("m1.pt").identity().size > 0);
 }

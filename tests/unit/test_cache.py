@@ -18,8 +18,8 @@ from torch_serving import ModelLoadError, ModelNotFoundError, Server
 BODY = body_of(tensor_json(torch.tensor([1.0, 2.0])))
 
 
-def answer(server: Server, path: Path, prob: float = 0.0, body: bytes = BODY) -> list:
-    return json.loads(server.serve(str(path), path.name, body, prob))["result"]["value"]
+def answer(server: Server, relative: str, prob: float = 0.0, body: bytes = BODY) -> list:
+    return json.loads(server.serve(relative, relative, body, prob))["result"]["value"]
 
 
 def names(server: Server) -> list[str]:
@@ -27,13 +27,19 @@ def names(server: Server) -> list[str]:
 
 
 @pytest.fixture
-def plus(model_root) -> list[Path]:
-    """Six models; model k adds k."""
-    return [model_root / "many" / f"plus{k}.pt" for k in range(6)]
+def plus() -> list[str]:
+    """Six models under the model root; model k adds k."""
+    return [f"many/plus{k}.pt" for k in range(6)]
 
 
-def test_holds_capacity_plus_buffer_then_evicts_down_to_capacity(plus):
-    server = Server(capacity=2, buffer=1)
+@pytest.fixture
+def make_server(model_root):
+    """Return a Server over the test model root."""
+    return lambda capacity, buffer, root=model_root: Server(str(root), capacity, buffer)
+
+
+def test_holds_capacity_plus_buffer_then_evicts_down_to_capacity(plus, make_server):
+    server = make_server(2, 1)
     for k in range(3):
         assert answer(server, plus[k]) == [1 + k, 2 + k]
     assert names(server) == ["plus2.pt", "plus1.pt", "plus0.pt"]
@@ -42,8 +48,8 @@ def test_holds_capacity_plus_buffer_then_evicts_down_to_capacity(plus):
     assert server.stats() == {"hits": 0, "loads": 4, "failed_loads": 0, "evictions": 2}
 
 
-def test_evicts_least_recently_used(plus):
-    server = Server(capacity=2, buffer=0)
+def test_evicts_least_recently_used(plus, make_server):
+    server = make_server(2, 0)
     answer(server, plus[0])
     answer(server, plus[1])
     answer(server, plus[0])
@@ -52,14 +58,27 @@ def test_evicts_least_recently_used(plus):
     assert server.stats()["hits"] == 1
 
 
-def test_capacity_must_be_positive():
+def test_capacity_must_be_positive(make_server):
     with pytest.raises(ValueError, match="capacity must be at least 1, got 0"):
-        Server(capacity=0, buffer=3)
+        make_server(0, 3)
 
 
-def test_concurrent_misses_load_once(model_root):
-    server = Server(capacity=4, buffer=0)
-    path = model_root / "model-example.pt"
+def test_model_root_must_be_a_directory(tmp_path):
+    with pytest.raises(ValueError, match="is not a directory"):
+        Server(str(tmp_path / "missing"), 1, 0)
+
+
+def test_files_over_the_size_limit_are_refused(model_root):
+    server = Server(str(model_root), 2, 0, "cpu", 100)
+    size = (model_root / "tiny.pt").stat().st_size
+    with pytest.raises(ModelLoadError) as info:
+        answer(server, "tiny.pt")
+    assert str(info.value) == f"tiny.pt is {size} bytes, over the model size limit of 100 bytes"
+    assert server.cached_paths() == []
+
+
+def test_concurrent_misses_load_once(make_server):
+    server = make_server(4, 0)
     body = (Path(__file__).parents[2] / "example" / "post-data.json").read_bytes()
     start = threading.Barrier(8)
     results, errors = [], []
@@ -67,7 +86,7 @@ def test_concurrent_misses_load_once(model_root):
     def request():
         start.wait()
         try:
-            results.append(json.loads(server.serve(str(path), path.name, body, 0.0)))
+            results.append(json.loads(server.serve("model-example.pt", "model-example.pt", body, 0.0)))
         except Exception as error:  # noqa: BLE001 - collected for the assertion
             errors.append(error)
 
@@ -82,16 +101,15 @@ def test_concurrent_misses_load_once(model_root):
     assert server.stats()["hits"] == 7
 
 
-def test_concurrent_failed_loads_are_never_cached(model_root):
-    server = Server(capacity=4, buffer=0)
-    path = model_root / "corrupt.pt"
+def test_concurrent_failed_loads_are_never_cached(make_server):
+    server = make_server(4, 0)
     start = threading.Barrier(6)
     errors = []
 
     def request():
         start.wait()
         try:
-            server.serve(str(path), path.name, BODY, 0.0)
+            server.serve("corrupt.pt", "corrupt.pt", BODY, 0.0)
         except ModelLoadError as error:
             errors.append(str(error))
 
@@ -105,30 +123,29 @@ def test_concurrent_failed_loads_are_never_cached(model_root):
     assert server.stats()["failed_loads"] == server.stats()["loads"] >= 1
 
 
-def test_model_evicted_while_in_use_finishes_its_request(model_root):
-    server = Server(capacity=1, buffer=0)
-    slow = model_root / "slow.pt"
+def test_model_evicted_while_in_use_finishes_its_request(make_server):
+    server = make_server(1, 0)
     body = body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": 3000})
     outcome = {}
 
     def run_slow():
-        outcome["value"] = answer(server, slow, body=body)
+        outcome["value"] = answer(server, "slow.pt", body=body)
 
     worker = threading.Thread(target=run_slow)
     worker.start()
     while "slow.pt" not in names(server):
         pass
-    assert answer(server, model_root / "tiny.pt") == [3, 5]
+    assert answer(server, "tiny.pt") == [3, 5]
     assert names(server) == ["tiny.pt"]
     worker.join()
     assert outcome["value"] == [2]
 
 
-def test_gil_is_released_while_a_model_runs(model_root):
-    server = Server(capacity=1, buffer=0)
+def test_gil_is_released_while_a_model_runs(make_server):
+    server = make_server(1, 0)
     body = body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": 2000})
-    answer(server, model_root / "slow.pt", body=body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": 1}))
-    worker = threading.Thread(target=answer, args=(server, model_root / "slow.pt"), kwargs={"body": body})
+    answer(server, "slow.pt", body=body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": 1}))
+    worker = threading.Thread(target=answer, args=(server, "slow.pt"), kwargs={"body": body})
     ticks = 0
     worker.start()
     # With the GIL held by the native call, this loop could not run until
@@ -138,8 +155,8 @@ def test_gil_is_released_while_a_model_runs(model_root):
     assert ticks > 10_000
 
 
-def test_invalidation_probability_reloads_and_keeps_answers(plus):
-    server = Server(capacity=2, buffer=0)
+def test_invalidation_probability_reloads_and_keeps_answers(plus, make_server):
+    server = make_server(2, 0)
     for _ in range(3):
         assert answer(server, plus[1], prob=1.0) == [2, 3]
     assert server.stats()["loads"] == 3
@@ -148,39 +165,39 @@ def test_invalidation_probability_reloads_and_keeps_answers(plus):
     assert server.stats()["loads"] == 3
 
 
-def test_file_replaced_by_a_broken_one_is_refused_then_recovers(tmp_path, plus):
-    server = Server(capacity=2, buffer=0)
+def test_file_replaced_by_a_broken_one_is_refused_then_recovers(tmp_path, model_root, plus, make_server):
+    server = make_server(2, 0, tmp_path)
     path = tmp_path / "m.pt"
-    shutil.copy(plus[2], path)
-    assert answer(server, path) == [3, 4]
+    shutil.copy(model_root / plus[2], path)
+    assert answer(server, "m.pt") == [3, 4]
     identity = path.stat()
     path.write_bytes(b"x" * identity.st_size)  # same size, new mtime: a new file
     with pytest.raises(ModelLoadError):
-        answer(server, path)
+        answer(server, "m.pt")
     assert server.cached_paths() == []
-    shutil.copy(plus[4], path)
-    assert answer(server, path) == [5, 6]
+    shutil.copy(model_root / plus[4], path)
+    assert answer(server, "m.pt") == [5, 6]
 
 
-def test_replaced_file_is_a_new_model(tmp_path, plus):
-    server = Server(capacity=2, buffer=0)
+def test_replaced_file_is_a_new_model(tmp_path, model_root, plus, make_server):
+    server = make_server(2, 0, tmp_path)
     path = tmp_path / "m.pt"
-    shutil.copy(plus[0], path)
-    assert answer(server, path) == [1, 2]
+    shutil.copy(model_root / plus[0], path)
+    assert answer(server, "m.pt") == [1, 2]
     staged = tmp_path / "staged.pt"
-    shutil.copy(plus[5], staged)
+    shutil.copy(model_root / plus[5], staged)
     staged.replace(path)  # atomic rename
-    assert answer(server, path) == [6, 7]
+    assert answer(server, "m.pt") == [6, 7]
     script_and_save(AffineModel(10.0, 0.0), path)  # rewritten in place
-    assert answer(server, path) == [10, 20]
+    assert answer(server, "m.pt") == [10, 20]
     assert names(server) == ["m.pt"]
 
 
-def test_deleted_file_is_not_found(tmp_path, plus):
-    server = Server(capacity=2, buffer=0)
+def test_deleted_file_is_not_found(tmp_path, model_root, plus, make_server):
+    server = make_server(2, 0, tmp_path)
     path = tmp_path / "m.pt"
-    shutil.copy(plus[0], path)
-    answer(server, path)
+    shutil.copy(model_root / plus[0], path)
+    answer(server, "m.pt")
     path.unlink()
     with pytest.raises(ModelNotFoundError, match="no model file m.pt under the model root"):
-        answer(server, path)
+        answer(server, "m.pt")

@@ -21,9 +21,9 @@ def test_encode_cuda_tensors_like_cpu_ones():
 
 
 def test_server_on_cuda_answers_like_cpu(model_root, example_body):
-    path = str(model_root / "model-example.pt")
-    on_cpu = json.loads(Server(2, 0, "cpu").serve(path, "model-example.pt", example_body))
-    on_gpu = json.loads(Server(2, 0, "cuda").serve(path, "model-example.pt", example_body))
+    name = "model-example.pt"
+    on_cpu = json.loads(Server(str(model_root), 2, 0, "cpu").serve(name, name, example_body))
+    on_gpu = json.loads(Server(str(model_root), 2, 0, "cuda").serve(name, name, example_body))
     cpu_out, gpu_out = on_cpu["result"]["value"]["out"], on_gpu["result"]["value"]["out"]
     assert gpu_out[1:] == cpu_out[1:]
     assert gpu_out[0][1]["value"] == [60, 33, 33]

@@ -1,0 +1,58 @@
+// openat2-based opening of model files, with a plain O_NOFOLLOW fallback.
+#include "model_file.h"
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "errors.h"
+
+namespace torch_serving {
+namespace {
+
+int open_beneath(int root_fd, const std::string& relative) {
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused
+  // below as not a regular file.
+  const uint64_t flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
+  struct open_how how = {};
+  how.flags = flags;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  int fd = static_cast<int>(::syscall(SYS_openat2, root_fd, relative.c_str(), &how, sizeof how));
+  if (fd < 0 && errno == ENOSYS) {
+    // Kernels before 5.6: only the last component is protected.
+    fd = ::openat(root_fd, relative.c_str(), static_cast<int>(flags));
+  }
+  return fd;
+}
+
+}  // namespace
+
+ModelFile ModelFile::open(int root_fd, const std::string& relative, const std::string& name, int64_t max_size) {
+  const std::string not_found = "no model file " + name + " under the model root";
+  int fd = open_beneath(root_fd, relative);
+  if (fd < 0) throw ModelNotFoundError(not_found);
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw ModelNotFoundError(not_found);
+  }
+  if (max_size > 0 && st.st_size > max_size) {
+    ::close(fd);
+    throw ModelLoadError(name + " is " + std::to_string(st.st_size) + " bytes, over the model size limit of " +
+                         std::to_string(max_size) + " bytes");
+  }
+  return ModelFile(fd, FileIdentity{uint64_t(st.st_dev), uint64_t(st.st_ino), int64_t(st.st_size),
+                                    int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec});
+}
+
+ModelFile::ModelFile(ModelFile&& other) noexcept : fd_(other.fd_), identity_(other.identity_) { other.fd_ = -1; }
+
+ModelFile::~ModelFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+}  // namespace torch_serving
