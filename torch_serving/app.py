@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import falcon
 import torch
 
 from torch_serving._native import Server
+from torch_serving.admission import NativeRunner
 from torch_serving.config import Config
 from torch_serving.errors import RequestError, install_error_handlers
 from torch_serving.model_root import IdentifierError, resolve_model
@@ -58,18 +60,20 @@ class ServeResource:
         config: the server settings.
     """
 
-    def __init__(self, server: Server, config: Config) -> None:
+    def __init__(self, server: Server, runner: NativeRunner, config: Config) -> None:
         self._server = server
+        self._runner = runner
         self._root = config.model_root
         self._max_body_size = config.max_body_size
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        arrived = time.monotonic()
         identifier = _identifier(req)
         invalidation_prob = _probability(req)
         path = resolve_model(self._root, identifier)
         body = self._read_body(req)
         resp.content_type = falcon.MEDIA_JSON
-        resp.data = self._server.serve(path, identifier, body, invalidation_prob)
+        resp.data = self._runner.run(arrived, self._server.serve, path, identifier, body, invalidation_prob)
 
     def _read_body(self, req: falcon.Request) -> bytes:
         limit = self._max_body_size
@@ -141,7 +145,8 @@ def create_app(config: Config) -> falcon.App:
     app = falcon.App(media_type=falcon.MEDIA_JSON)
     app.req_options.keep_blank_qs_values = True
     app.add_route("/healthcheck", HealthResource())
-    app.add_route("/serve", ServeResource(server, config))
+    runner = NativeRunner(config.threads, config.queue_size, config.timeout)
+    app.add_route("/serve", ServeResource(server, runner, config))
     app.add_route("/cache", CacheResource(server))
     install_error_handlers(app)
     return app

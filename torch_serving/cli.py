@@ -26,6 +26,8 @@ _HELP = {
     "device": "where models run: cpu, cuda or cuda:N",
     "max_body_size": "largest request body, in bytes or with a unit (64MiB, 10MB)",
     "max_model_size": "largest model file the server loads, in bytes or with a unit",
+    "timeout": "seconds a request may take before it is answered 504 (its work is abandoned)",
+    "queue_size": "requests each worker queues for a free thread before it answers 503",
     "log_level": "debug, info, warning, error or critical",
 }
 
@@ -49,6 +51,8 @@ class _GunicornApplication(BaseApplication):
             "errorlog": "-",
             "loglevel": config.log_level,
             "preload_app": False,
+            # SIGTERM and SIGHUP let in-flight requests finish their deadline.
+            "graceful_timeout": int(config.timeout) + 5,
             "proc_name": "torch-serving",
             # Several servers on one host would fight over the default path.
             "control_socket_disable": True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -71,6 +72,8 @@ class Config:
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         max_body_size: largest request body accepted, in bytes.
         max_model_size: largest model file loaded, in bytes.
+        timeout: seconds a request may take before it is answered 504.
+        queue_size: requests a worker queues for a free thread before it answers 503.
         log_level: one of debug, info, warning, error, critical.
     """
 
@@ -85,6 +88,8 @@ class Config:
     device: str = "cpu"
     max_body_size: int = 64 * 1024**2
     max_model_size: int = 8 * 1024**3
+    timeout: float = 60.0
+    queue_size: int = 16
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -101,6 +106,9 @@ class Config:
         _positive("torch threads", self.torch_threads)
         _positive("max body size", self.max_body_size)
         _positive("max model size", self.max_model_size)
+        _positive("queue size", self.queue_size, minimum=0)
+        if not 0 < self.timeout < math.inf:
+            raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
         if self.log_level not in _LOG_LEVELS:
             raise ConfigError(f"log level must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}")
         if not _DEVICE_PATTERN.match(self.device):
@@ -161,6 +169,11 @@ def parse_field(name: str, raw: str) -> object:
         return parse_size(raw)
     if name == "model_root":
         return Path(raw)
+    if name == "timeout":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"timeout must be a number of seconds, got {raw!r}") from None
     if name in {"host", "device", "log_level"}:
         return raw.lower() if name != "host" else raw
     try:

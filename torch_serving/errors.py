@@ -47,13 +47,15 @@ class RequestError(Exception):
         status: the HTTP status code.
         description: the stable short phrase of the envelope.
         detail: what exactly was wrong.
+        headers: extra response headers, e.g. ``Retry-After``.
     """
 
-    def __init__(self, status: int, description: str, detail: str) -> None:
+    def __init__(self, status: int, description: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.description = description
         self.detail = detail
+        self.headers = headers or {}
 
 
 def error_body(status: int, description: str, detail: str) -> bytes:
@@ -71,6 +73,8 @@ def _answer(resp: falcon.Response, status: int, description: str, detail: str) -
 
 def _on_request_error(req, resp, error: RequestError, params) -> None:
     _answer(resp, error.status, error.description, error.detail)
+    for name, value in error.headers.items():
+        resp.set_header(name, value)
 
 
 def _on_native_error(req, resp, error: Exception, params) -> None:

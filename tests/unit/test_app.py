@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import falcon.testing
 import pytest
@@ -285,3 +287,38 @@ def test_invalidation_prob_reloads_from_disk(client):
     serve(client, TINY + "&invalidation_prob=0", tiny_body(1))
     stats = client.simulate_get("/cache").json["stats"]
     assert stats["loads"] == 3 and stats["hits"] == 3
+
+
+def slow_body(rounds: int) -> bytes:
+    return body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": rounds})
+
+
+def test_deadline_answers_504_then_a_full_worker_answers_503(model_root):
+    config = Config(model_root=model_root, threads=1, queue_size=0, timeout=0.3)
+    client = falcon.testing.TestClient(create_app(config))
+    assert serve(client, "servable_identifier=slow.pt", slow_body(1)).json["result"]["value"] == [2]
+    assert_error(
+        serve(client, "servable_identifier=slow.pt", slow_body(20_000)),
+        504,
+        "Deadline exceeded",
+        "the request did not finish within the 0.3 s deadline; its work was abandoned",
+    )
+    # The abandoned forward still holds the worker's only slot.
+    busy = serve(client, TINY, tiny_body(1))
+    assert_error(busy, 503, "Server busy", "1 requests are running or queued in this worker, its limit; retry later")
+    assert busy.headers["retry-after"] == "1"
+    for _ in range(600):
+        result = serve(client, TINY, tiny_body(1))
+        if result.status_code == 200:
+            break
+        time.sleep(0.05)
+    assert result.json["result"]["value"] == [3]
+    assert cached_names(client) == ["tiny.pt", "slow.pt"]
+
+
+def test_requests_queue_for_a_slot_within_the_limit(model_root):
+    config = Config(model_root=model_root, threads=1, queue_size=4, timeout=30)
+    client = falcon.testing.TestClient(create_app(config))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: serve(client, "servable_identifier=slow.pt", slow_body(50)), range(4)))
+    assert [r.status_code for r in results] == [200] * 4
