@@ -26,7 +26,7 @@ from pathlib import Path
 import requests
 
 from benchmarks.workloads import Workload, build
-from tests.integration.server import cli_command, free_port, running
+from tests.integration.server import cli_command, free_port, process_tree, running
 from torch_serving.config import Config
 
 DEFAULTS = Config(model_root=Path.cwd())
@@ -57,28 +57,10 @@ def _wrk(url: str, script: Path, seconds: int, connections: int) -> float:
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
-def _process_tree(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry))
-    tree, stack = [], [pid]
-    while stack:
-        current = stack.pop()
-        tree.append(current)
-        stack.extend(children.get(current, []))
-    return tree
-
-
 def peak_rss_mib(pid: int) -> float:
     """Return the peak RSS summed over ``pid`` and all its descendants, in MiB."""
     total_kib = 0
-    for member in _process_tree(pid):
+    for member in process_tree(pid):
         status = Path(f"/proc/{member}/status").read_text()
         total_kib += int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
     return total_kib / 1024

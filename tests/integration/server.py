@@ -20,6 +20,25 @@ from tests.models import REPO
 STARTUP_TIMEOUT_S = 60
 
 
+def process_tree(pid: int) -> list[int]:
+    """Return ``pid`` and all its descendants, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry))
+    tree, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        tree.append(current)
+        stack.extend(children.get(current, []))
+    return tree
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -34,6 +53,10 @@ class RunningServer:
     process: subprocess.Popen
     port: int
     log_path: Path
+
+    def workers(self) -> list[int]:
+        """Return the pids of the gunicorn workers (the master's children)."""
+        return [pid for pid in process_tree(self.process.pid) if pid != self.process.pid]
 
     @property
     def url(self) -> str:

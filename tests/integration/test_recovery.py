@@ -1,0 +1,115 @@
+"""Faults: a killed worker, SIGTERM, SIGHUP, and model files changing under a
+running server. Every answer must be clean and right afterwards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+
+import pytest
+import requests
+import torch
+
+from tests.conftest import body_of, tensor_json
+from tests.integration.server import cli_command, free_port, running
+from tests.models import AffineModel, script_and_save
+
+BODY = body_of(tensor_json(torch.tensor([1.0, 2.0])))
+
+
+def slow_body(rounds: int) -> bytes:
+    return body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": rounds})
+
+
+def post(url: str, identifier: str, body: bytes = BODY, timeout: float = 60) -> requests.Response:
+    return requests.post(f"{url}/serve", params={"servable_identifier": identifier}, data=body, timeout=timeout)
+
+
+def wait_until(predicate, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def start(model_root, tmp_path):
+    def start_server(*options: str, root=model_root):
+        port = free_port()
+        return running(cli_command(port, "--model-root", str(root), *options), port, tmp_path / f"{port}.log")
+
+    return start_server
+
+
+def test_killed_worker_is_replaced_and_the_others_keep_serving(start):
+    with start("--workers", "2") as server:
+        workers = server.workers()
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        for _ in range(20):
+            assert post(server.url, "tiny.pt").json()["result"]["value"] == [3, 5]
+        assert wait_until(lambda: len(server.workers()) == 2 and workers[0] not in server.workers())
+        for _ in range(20):
+            assert post(server.url, "tiny.pt").json()["result"]["value"] == [3, 5]
+
+
+def test_sigterm_drains_in_flight_requests(start):
+    with start("--workers", "1") as server:
+        post(server.url, "slow.pt", slow_body(1))
+        outcome = {}
+        request = threading.Thread(target=lambda: outcome.update(response=post(server.url, "slow.pt", slow_body(6000))))
+        request.start()
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        request.join(timeout=60)
+        assert outcome["response"].status_code == 200
+        assert outcome["response"].json()["result"]["value"] == [2]
+        assert server.process.wait(timeout=60) == 0
+
+
+def test_sighup_reloads_workers_without_failed_requests(start):
+    with start("--workers", "2") as server:
+        before = set(server.workers())
+        statuses, stop = [], threading.Event()
+
+        def client():
+            while not stop.is_set():
+                statuses.append(post(server.url, "tiny.pt").status_code)
+
+        threads = [threading.Thread(target=client) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(1)
+        server.process.send_signal(signal.SIGHUP)
+        reloaded = wait_until(lambda: len(server.workers()) == 2 and not before & set(server.workers()))
+        time.sleep(1)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert reloaded
+        assert statuses and set(statuses) == {200}
+
+
+def test_model_files_deleted_and_rewritten_under_a_running_server(start, tmp_path, model_root):
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(model_root / "tiny.pt", root / "m.pt")
+    with start("--workers", "1", root=root) as server:
+        assert post(server.url, "m.pt").json()["result"]["value"] == [3, 5]
+        (root / "m.pt").unlink()
+        missing = post(server.url, "m.pt")
+        assert missing.status_code == 404 and missing.json()["description"] == "Model not found"
+        script_and_save(AffineModel(5.0, 0.0), root / "m.pt")
+        assert post(server.url, "m.pt").json()["result"]["value"] == [5, 10]
+        # Rewritten in place (same inode), truncated mid-way: only clean answers.
+        with open(root / "m.pt", "r+b") as f:
+            f.truncate(100)
+        broken = post(server.url, "m.pt")
+        assert broken.status_code == 422 and broken.json()["description"] == "Model not loadable"
+        script_and_save(AffineModel(7.0, 0.0), root / "m.pt")
+        assert post(server.url, "m.pt").json()["result"]["value"] == [7, 14]
