@@ -11,7 +11,7 @@ CPP_BUILD := cpp-build
 HOST ?= 127.0.0.1
 PORT ?= 8888
 
-.PHONY: setup serve test test-python test-native bench clean
+.PHONY: setup serve test test-python test-native bench fuzz soak sanitize clean
 
 setup: $(VENV)/.built
 
@@ -62,5 +62,39 @@ bench: setup $(VENV)/.bench-deps
 	$(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-columns=median,iqr,rounds --benchmark-sort=name
 	$(PY) -m benchmarks.load
 
+$(VENV)/.fuzz-deps: requirements/fuzz.txt $(VENV)/.deps
+	$(PY) -m pip install -q -r requirements/fuzz.txt
+	@touch $@
+
+# Fuzz the decoder and the whole request path, FUZZ_SECONDS each, from the
+# seed corpus; new inputs and crash reproducers land in .fuzz/.
+FUZZ_SECONDS ?= 60
+fuzz: setup $(VENV)/.fuzz-deps
+	@for target in decode request; do \
+	  mkdir -p .fuzz/$$target; \
+	  echo "fuzzing $$target for $(FUZZ_SECONDS)s"; \
+	  PYTHONPATH=. $(PY) tests/fuzz/fuzz_$$target.py .fuzz/$$target tests/fuzz/corpus \
+	    -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=.fuzz/ -print_final_stats=1 2>&1 \
+	    | grep -E "^stat::number_of_executed_units|^Done|ERROR|Error|Traceback" ; \
+	  if ls .fuzz/crash-* >/dev/null 2>&1; then echo "crash reproducers in .fuzz/"; exit 1; fi; \
+	done
+
+# Tens of thousands of requests over more models than the cache holds,
+# every answer checked, RSS sampled: it must plateau.
+soak: setup
+	$(PY) -m benchmarks.soak
+
+# ASan + UBSan: the native unit tests, then the codec and cache tests against
+# a sanitized build of the extension (in a scratch copy of the tree).
+SANITIZE_ENV := LD_PRELOAD="$$(gcc -print-file-name=libasan.so):$$(gcc -print-file-name=libubsan.so)" ASAN_OPTIONS=detect_leaks=0
+sanitize: setup
+	cmake -S . -B cpp-build-asan -DCMAKE_BUILD_TYPE=Debug -DTORCH_SERVING_SANITIZE=ON \
+	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+	cmake --build cpp-build-asan -j
+	ASAN_OPTIONS=detect_leaks=0 cpp-build-asan/native_tests
+	rm -rf .sanitize && mkdir .sanitize && git ls-files -z | xargs -0 cp --parents -t .sanitize
+	cd .sanitize && TORCH_SERVING_SANITIZE=1 ../$(PY) setup.py -q build_ext --inplace
+	cd .sanitize && $(SANITIZE_ENV) ../$(PY) -m pytest tests/unit/test_codec.py tests/unit/test_cache.py -q -p no:cacheprovider
+
 clean:
-	rm -rf $(CPP_BUILD) build *.egg-info torch_serving/*.so model-example.pt
+	rm -rf $(CPP_BUILD) cpp-build-asan .sanitize .fuzz build *.egg-info torch_serving/*.so model-example.pt
