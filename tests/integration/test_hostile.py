@@ -32,6 +32,7 @@ def hostile_root(model_root, tmp_path_factory):
     (sibling / "m.pt").write_bytes((model_root / "tiny.pt").read_bytes())
     (base / "outside.pt").write_bytes((model_root / "tiny.pt").read_bytes())
     (root / "sibling.pt").symlink_to(sibling / "m.pt")
+    (root / "alias.pt").symlink_to(root / "tiny.pt")
     (root / "out.pt").symlink_to(base / "outside.pt")
     (root / "dir.pt").mkdir()
     os.mkfifo(root / "fifo.pt")
@@ -124,6 +125,11 @@ BODIES = [
     (b"\xef\xbb\xbf[]", "request body is not valid JSON: "),
     (b"[]", "missing argument 'x' (position 0) of forward"),
 ]
+
+
+def test_symlink_inside_the_root_serves_its_target(server, unchanged):
+    response = requests.post(f"{server.url}/serve?servable_identifier=alias.pt", data=GOLDEN_BODY, timeout=30)
+    assert response.json()["result"] == GOLDEN_RESULT
 
 
 @pytest.mark.parametrize(("body", "detail"), BODIES, ids=[f"body{i}" for i in range(len(BODIES))])
