@@ -28,10 +28,10 @@ class Servable {
   // argument) and ExecutionError when the model raises.
   c10::IValue run(std::vector<c10::IValue> args) const;
 
+ private:
   // Returns forward's schema, e.g. `forward(__torch__.M self, Tensor x) -> Tensor`.
   std::string signature() const;
 
- private:
   Servable(torch::jit::Module module, c10::FunctionSchema schema, c10::Device device);
 
   void check_and_complete(std::vector<c10::IValue>& args) const;

@@ -38,15 +38,6 @@ class NativeRunner:
         self._pending = 0
         self._lock = threading.Lock()
 
-    @property
-    def timeout(self) -> float:
-        return self._timeout
-
-    @property
-    def pending(self) -> int:
-        """Native calls running or queued, abandoned ones included."""
-        return self._pending
-
     def run(self, arrived: float, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` and return its result, or raise 503 or 504.
 

@@ -88,10 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="torch-serving",
         description="Serve the TorchScript files under a folder over HTTP.",
     )
-    defaults = Config.__dataclass_fields__
     for field in dataclasses.fields(Config):
-        default = defaults[field.name].default
-        shown = "the working directory" if field.name == "model_root" else default
+        shown = "the working directory" if field.name == "model_root" else field.default
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
             type=_option_type(field.name),

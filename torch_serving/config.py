@@ -26,6 +26,7 @@ _SIZE_UNITS = {
 _SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
 _DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_TEXT_FIELDS = {"host": str, "device": str.lower, "log_level": str.lower}
 
 
 class ConfigError(ValueError):
@@ -169,14 +170,10 @@ def parse_field(name: str, raw: str) -> object:
         return parse_size(raw)
     if name == "model_root":
         return Path(raw)
-    if name == "timeout":
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(f"timeout must be a number of seconds, got {raw!r}") from None
-    if name in {"host", "device", "log_level"}:
-        return raw.lower() if name != "host" else raw
+    if name in _TEXT_FIELDS:
+        return _TEXT_FIELDS[name](raw)
+    kind, convert = ("a number of seconds", float) if name == "timeout" else ("an integer", int)
     try:
-        return int(raw)
+        return convert(raw)
     except ValueError:
-        raise ConfigError(f"{name.replace('_', ' ')} must be an integer, got {raw!r}") from None
+        raise ConfigError(f"{name.replace('_', ' ')} must be {kind}, got {raw!r}") from None

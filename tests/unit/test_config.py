@@ -1,0 +1,65 @@
+"""Settings: parsing of flags and TORCH_SERVING_* variables, and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from torch_serving import Config, ConfigError
+from torch_serving.config import parse_field, parse_size
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("1048576", 1048576), ("64MiB", 64 * 2**20), ("10MB", 10**7), ("512 kib", 512 * 1024), ("3B", 3), ("1GiB", 2**30)],
+)
+def test_sizes(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "12XB", "-1", "1.5MiB", "MiB"])
+def test_bad_sizes(text):
+    with pytest.raises(ConfigError, match=f"expected a size like 1048576, 64MiB or 10MB, got {text!r}"):
+        parse_size(text)
+
+
+def test_fields_parse_to_their_types():
+    assert parse_field("port", "9000") == 9000
+    assert parse_field("timeout", "2.5") == 2.5
+    assert parse_field("device", "CUDA:1") == "cuda:1"
+    assert parse_field("log_level", "DEBUG") == "debug"
+    assert parse_field("host", "Example.Host") == "Example.Host"
+    assert parse_field("model_root", "models") == Path("models")
+    assert parse_field("max_model_size", "1KiB") == 1024
+
+
+def test_field_errors_say_what_was_expected():
+    with pytest.raises(ConfigError) as info:
+        parse_field("model_capacity", "ten")
+    assert str(info.value) == "model capacity must be an integer, got 'ten'"
+    with pytest.raises(ConfigError) as info:
+        parse_field("timeout", "soon")
+    assert str(info.value) == "timeout must be a number of seconds, got 'soon'"
+
+
+def test_environment_then_overrides(tmp_path):
+    environ = {"TORCH_SERVING_PORT": "9001", "TORCH_SERVING_MODEL_ROOT": str(tmp_path), "TORCH_SERVING_THREADS": "2"}
+    config = Config.from_env(environ, threads=8, workers=None)
+    assert (config.port, config.model_root, config.threads, config.workers) == (9001, tmp_path.resolve(), 8, 2)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"port": 0}, "port must be in [1, 65535], got 0"),
+        ({"buffer_size": -1}, "buffer size must be at least 0, got -1"),
+        ({"timeout": 0.0}, "timeout must be a positive number of seconds, got 0.0"),
+        ({"log_level": "loud"}, "log level must be one of debug, info, warning, error, critical, got 'loud'"),
+        ({"device": "cuda:x"}, "device must be cpu, cuda or cuda:N, got 'cuda:x'"),
+    ],
+)
+def test_validation(tmp_path, changes, message):
+    with pytest.raises(ConfigError) as info:
+        Config(model_root=tmp_path, **changes)
+    assert str(info.value) == message
