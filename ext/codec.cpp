@@ -1,327 +1,31 @@
-// Request decoding (simdjson DOM, straight into tensor memory) and result
-// encoding (std::to_chars into one growing buffer).
+// The /serve codec: typed request objects (simdjson DOM, straight into
+// tensor memory) and results written into one growing buffer.
 #include "codec.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/Dict.h>
 #include <ATen/core/List.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-#include <fmt/compile.h>
-#include <fmt/format.h>
-#include <simdjson.h>
 
 #include <array>
-#include <charconv>
-#include <cmath>
-#include <cstring>
-#include <limits>
 #include <optional>
-#include <type_traits>
 
 #include "errors.h"
 #include "json_path.h"
+#include "json_tensor.h"
 
 namespace torch_serving {
 namespace {
 
-using simdjson::dom::element;
+using namespace json;
 using simdjson::dom::element_type;
 
-// The highest tensor rank the decoder accepts; far above any real model and
-// low enough that shape bookkeeping stays trivially small.
-constexpr size_t kMaxRank = 64;
-
-struct DtypeName {
-  std::string_view name;
-  at::ScalarType type;
-};
-
-constexpr std::array<DtypeName, 10> kDtypes{{
-    {"bool", at::kBool},
-    {"uint8", at::kByte},
-    {"int8", at::kChar},
-    {"int16", at::kShort},
-    {"int32", at::kInt},
-    {"int64", at::kLong},
-    {"float16", at::kHalf},
-    {"bfloat16", at::kBFloat16},
-    {"float32", at::kFloat},
-    {"float64", at::kDouble},
-}};
-
-constexpr std::string_view kDtypeList =
-    "bool, uint8, int8, int16, int32, int64, float16, bfloat16, float32, float64";
-constexpr std::string_view kTypeList =
-    "tensor, tensor_list, tensor_dict, scalar, string, list, none";
-
-std::optional<std::string_view> dtype_name(at::ScalarType type) {
-  for (const auto& d : kDtypes) {
-    if (d.type == type) return d.name;
-  }
-  return std::nullopt;
-}
-
-[[noreturn, gnu::noinline, gnu::cold]] void fail(const JsonPath& at, const std::string& what) {
-  throw DecodeError(what + " at " + at.str());
-}
-
-std::string quote_text(std::string_view s) {
-  constexpr size_t kMaxShown = 40;
-  std::string out = "\"";
-  out += s.size() > kMaxShown ? std::string(s.substr(0, kMaxShown)) + "..." : std::string(s);
-  out += '"';
-  return out;
-}
-
-std::string double_text(double v) {
-  char buf[32];
-  auto end = std::to_chars(buf, buf + sizeof buf, v).ptr;
-  std::string text(buf, end);
-  // A JSON number with a fraction that happens to be integral prints as an
-  // integer; keep the fraction so "found 2.0" is not read as "found 2".
-  if (std::isfinite(v) && text.find_first_of(".e") == std::string::npos) text += ".0";
-  return text;
-}
-
-// Describes a JSON value for "found ..." in error messages.
-std::string describe(element e) {
-  switch (e.type()) {
-    case element_type::ARRAY:
-      return "an array";
-    case element_type::OBJECT:
-      return "an object";
-    case element_type::INT64:
-      return std::to_string(int64_t(e.get_int64()));
-    case element_type::UINT64:
-      return std::to_string(uint64_t(e.get_uint64()));
-    case element_type::DOUBLE:
-      return double_text(double(e.get_double()));
-    case element_type::STRING:
-      return "string " + quote_text(std::string_view(e.get_string()));
-    case element_type::BOOL:
-      return bool(e.get_bool()) ? "true" : "false";
-    case element_type::NULL_VALUE:
-      return "null";
-  }
-  return "an unknown value";
-}
-
-// ---------------------------------------------------------------------------
-// Elements: one JSON value into one slot of a typed buffer.
-
-template <typename T>
-constexpr bool is_float_v = std::is_floating_point_v<T> || std::is_same_v<T, c10::Half> ||
-                            std::is_same_v<T, c10::BFloat16>;
-
-template <typename T>
-std::string_view name_of() {
-  return *dtype_name(c10::CppTypeToScalarType<T>::value);
-}
-
-template <typename T>
-[[noreturn, gnu::noinline, gnu::cold]] void fail_element(const JsonPath& array, int64_t index, element e) {
-  JsonPath at = index >= 0 ? array.element(index) : array;
-  std::string expected;
-  if constexpr (std::is_same_v<T, bool>) {
-    expected = "true, false, 0 or 1 for bool";
-  } else if constexpr (std::is_integral_v<T>) {
-    expected = "an integer in [" + std::to_string(int64_t(std::numeric_limits<T>::lowest())) +
-               ", " + std::to_string(int64_t(std::numeric_limits<T>::max())) + "] for " +
-               std::string(name_of<T>());
-  } else {
-    expected = "a finite number within the range of " + std::string(name_of<T>()) +
-               " or \"NaN\", \"Infinity\", \"-Infinity\"";
-  }
-  fail(at, "expected " + expected + ", found " + describe(e));
-}
-
-// Stores `e` into `*dst` as a T; returns false, storing nothing, when `e`
-// is not representable in T.
-template <typename T>
-inline bool try_store(element e, T* dst) {
-  if constexpr (std::is_same_v<T, bool>) {
-    if (e.is_bool()) {
-      *dst = bool(e.get_bool());
-      return true;
-    }
-    int64_t v;
-    if (e.get_int64().get(v) == simdjson::SUCCESS && (v == 0 || v == 1)) {
-      *dst = v == 1;
-      return true;
-    }
-  } else if constexpr (std::is_integral_v<T>) {
-    int64_t v;
-    if (e.type() == element_type::INT64 && e.get_int64().get(v) == simdjson::SUCCESS &&
-        v >= int64_t(std::numeric_limits<T>::lowest()) &&
-        v <= int64_t(std::numeric_limits<T>::max())) {
-      *dst = static_cast<T>(v);
-      return true;
-    }
-  } else {
-    double v;
-    if (e.get_double().get(v) == simdjson::SUCCESS) {
-      T narrowed = static_cast<T>(static_cast<float>(v));
-      if constexpr (std::is_same_v<T, double>) narrowed = v;
-      if (std::isfinite(static_cast<double>(narrowed))) {
-        *dst = narrowed;
-        return true;
-      }
-    } else if (e.is_string()) {
-      std::string_view s = e.get_string();
-      if (s == "NaN") {
-        *dst = static_cast<T>(std::numeric_limits<float>::quiet_NaN());
-        return true;
-      }
-      if (s == "Infinity" || s == "-Infinity") {
-        float inf = std::numeric_limits<float>::infinity();
-        *dst = static_cast<T>(s[0] == '-' ? -inf : inf);
-        return true;
-      }
-    }
-  }
-  return false;
-}
-
-// Stores `e` into `*dst` as a T, or fails naming `array[index]` (`index` < 0
-// names `array` itself).
-template <typename T>
-inline void store(element e, T* dst, const JsonPath& array, int64_t index) {
-  if (!try_store(e, dst)) fail_element<T>(array, index, e);
-}
-
-template <typename F>
-void dispatch_dtype(at::ScalarType type, F&& f) {
-  switch (type) {
-    case at::kBool: return f(static_cast<bool*>(nullptr));
-    case at::kByte: return f(static_cast<uint8_t*>(nullptr));
-    case at::kChar: return f(static_cast<int8_t*>(nullptr));
-    case at::kShort: return f(static_cast<int16_t*>(nullptr));
-    case at::kInt: return f(static_cast<int32_t*>(nullptr));
-    case at::kLong: return f(static_cast<int64_t*>(nullptr));
-    case at::kHalf: return f(static_cast<c10::Half*>(nullptr));
-    case at::kBFloat16: return f(static_cast<c10::BFloat16*>(nullptr));
-    case at::kFloat: return f(static_cast<float*>(nullptr));
-    case at::kDouble: return f(static_cast<double*>(nullptr));
-    default: TORCH_CHECK(false, "dtype outside the protocol: ", type);
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Tensors.
-
-simdjson::dom::array expect_array(element e, const JsonPath& at) {
-  simdjson::dom::array a;
-  if (e.get_array().get(a) != simdjson::SUCCESS) fail(at, "expected an array, found " + describe(e));
-  return a;
-}
-
-simdjson::dom::object expect_object(element e, const JsonPath& at) {
-  simdjson::dom::object o;
-  if (e.get_object().get(o) != simdjson::SUCCESS) fail(at, "expected an object, found " + describe(e));
-  return o;
-}
-
-std::string_view expect_string(element e, const JsonPath& at) {
-  std::string_view s;
-  if (e.get_string().get(s) != simdjson::SUCCESS) fail(at, "expected a string, found " + describe(e));
-  return s;
-}
+constexpr std::string_view kTypeList = "tensor, tensor_list, tensor_dict, scalar, string, list, none";
 
 at::ScalarType parse_dtype(std::optional<element> field, const JsonPath& at) {
   if (!field) return at::kFloat;
   std::string_view name = expect_string(*field, at);
-  for (const auto& d : kDtypes) {
-    if (d.name == name) return d.type;
-  }
+  if (auto dtype = dtype_named(name)) return *dtype;
   fail(at, "unknown data_type " + quote_text(name) + " (expected one of " + std::string(kDtypeList) + ")");
-}
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  return s + "]";
-}
-
-std::vector<int64_t> parse_shape(element field, const JsonPath& at, int64_t* numel) {
-  auto dims = expect_array(field, at);
-  std::vector<int64_t> shape;
-  int64_t count = 1;
-  int64_t i = 0;
-  for (element d : dims) {
-    int64_t v;
-    if (d.type() != element_type::INT64 || d.get_int64().get(v) != simdjson::SUCCESS || v < 0) {
-      fail(at.element(i), "expected a non-negative integer dimension, found " + describe(d));
-    }
-    if (shape.size() == kMaxRank) fail(at, "expected at most " + std::to_string(kMaxRank) + " dimensions");
-    if (__builtin_mul_overflow(count, v, &count)) fail(at, "shape's element count overflows int64");
-    shape.push_back(v);
-    ++i;
-  }
-  *numel = count;
-  return shape;
-}
-
-std::vector<int64_t> infer_shape(element value) {
-  std::vector<int64_t> shape;
-  element e = value;
-  simdjson::dom::array a;
-  while (e.get_array().get(a) == simdjson::SUCCESS && shape.size() < kMaxRank + 1) {
-    shape.push_back(int64_t(a.size()));
-    if (a.size() == 0) break;
-    e = *a.begin();
-  }
-  return shape;
-}
-
-[[noreturn, gnu::noinline, gnu::cold]] void fail_ragged_leaf(const JsonPath& at, size_t depth,
-                                                           const std::vector<int64_t>& shape) {
-  fail(at, "ragged nested value: expected a number at depth " + std::to_string(depth) + " of shape " +
-               shape_text(shape) + ", found an array");
-}
-
-// Stores every element of a flat array. `leaf_shape` is set for the
-// innermost arrays of a nested value, where an array element means ragged
-// nesting. Flattened so simdjson's accessors are inlined into the loop,
-// which runs once per tensor element.
-template <typename T>
-[[gnu::flatten]] void fill_flat(simdjson::dom::array values, T* dst, const JsonPath& at,
-                                const std::vector<int64_t>* leaf_shape = nullptr) {
-  int64_t i = 0;
-  for (element e : values) {
-    if (!try_store(e, dst)) [[unlikely]] {
-      if (leaf_shape && e.is_array()) fail_ragged_leaf(at.element(i), leaf_shape->size(), *leaf_shape);
-      fail_element<T>(at, i, e);
-    }
-    ++dst;
-    ++i;
-  }
-}
-
-template <typename T>
-void fill_nested(element e, size_t depth, const std::vector<int64_t>& shape, T*& dst,
-                 const JsonPath& at) {
-  if (depth == shape.size()) {  // a 0-d tensor: `value` is a bare number
-    store(e, dst++, at, -1);
-    return;
-  }
-  simdjson::dom::array a;
-  if (e.get_array().get(a) != simdjson::SUCCESS || int64_t(a.size()) != shape[depth]) {
-    std::string found = e.is_array() ? "an array of length " + std::to_string(a.size()) : describe(e);
-    fail(at, "ragged nested value: expected an array of length " + std::to_string(shape[depth]) +
-                 ", found " + found);
-  }
-  int64_t i = 0;
-  if (depth + 1 == shape.size()) {
-    // Innermost level: store without building a child path per element.
-    fill_flat(a, dst, at, &shape);
-    dst += a.size();
-    return;
-  }
-  for (element child : a) fill_nested(child, depth + 1, shape, dst, at.element(i++));
 }
 
 struct TypedFields {
@@ -332,32 +36,16 @@ at::Tensor decode_tensor(const TypedFields& f, const JsonPath& at) {
   JsonPath value_at = at.member("value");
   at::ScalarType dtype = parse_dtype(f.data_type, at.member("data_type"));
   if (!f.value) fail(at, "missing key \"value\"");
-  at::Tensor tensor;
-  if (f.shape) {
-    int64_t numel;
-    auto shape = parse_shape(*f.shape, at.member("shape"), &numel);
-    auto values = expect_array(*f.value, value_at);
-    // Compared before allocating, so a huge shape costs nothing.
-    if (int64_t(values.size()) != numel) {
-      fail(value_at, "expected " + std::to_string(numel) + " values for shape " + shape_text(shape) +
-                         ", found " + std::to_string(values.size()));
-    }
-    tensor = at::empty(shape, at::TensorOptions().dtype(dtype));
-    dispatch_dtype(dtype, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      fill_flat(values, tensor.data_ptr<T>(), value_at);
-    });
-    return tensor;
+  if (!f.shape) return decode_nested(*f.value, dtype, value_at);
+  int64_t numel;
+  auto shape = parse_shape(*f.shape, at.member("shape"), &numel);
+  auto values = expect_array(*f.value, value_at);
+  // Compared before allocating, so a huge shape costs nothing.
+  if (int64_t(values.size()) != numel) {
+    fail(value_at, "expected " + std::to_string(numel) + " values for shape " + shape_text(shape) +
+                       ", found " + std::to_string(values.size()));
   }
-  auto shape = infer_shape(*f.value);
-  if (shape.size() > kMaxRank) fail(value_at, "expected at most " + std::to_string(kMaxRank) + " dimensions");
-  tensor = at::empty(shape, at::TensorOptions().dtype(dtype));
-  dispatch_dtype(dtype, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    T* dst = tensor.data_ptr<T>();
-    fill_nested(*f.value, 0, shape, dst, value_at);
-  });
-  return tensor;
+  return decode_flat(values, dtype, shape, value_at);
 }
 
 // ---------------------------------------------------------------------------
@@ -426,19 +114,7 @@ c10::IValue decode_scalar(const TypedFields& f, const JsonPath& at) {
   if (!f.value) fail(at, "missing key \"value\"");
   element v = *f.value;
   JsonPath value_at = at.member("value");
-  if (f.data_type) {
-    at::ScalarType dtype = parse_dtype(f.data_type, at.member("data_type"));
-    c10::IValue out;
-    dispatch_dtype(dtype, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      T slot;
-      store(v, &slot, value_at, -1);
-      if constexpr (std::is_same_v<T, bool>) out = slot;
-      else if constexpr (std::is_integral_v<T>) out = int64_t(slot);
-      else out = static_cast<double>(slot);
-    });
-    return out;
-  }
+  if (f.data_type) return decode_scalar_as(v, parse_dtype(f.data_type, at.member("data_type")), value_at);
   switch (v.type()) {
     case element_type::BOOL: return bool(v.get_bool());
     case element_type::INT64: return int64_t(v.get_int64());
@@ -531,93 +207,12 @@ c10::IValue decode_typed(element e, const JsonPath& at) {
   fail(at, "unreachable type");
 }
 
-simdjson::dom::parser& thread_parser() {
-  // Parsers keep their buffers between documents; one per thread keeps the
-  // GIL-free path free of locks.
-  thread_local simdjson::dom::parser parser;
-  return parser;
-}
-
 // ---------------------------------------------------------------------------
 // Encoding.
 
 [[noreturn]] void fail_encode(const JsonPath& at, const std::string& what) {
   throw EncodeError(what + " at " + at.str());
 }
-
-void write_string(std::string_view s, std::string& out, const JsonPath& at) {
-  if (!simdjson::validate_utf8(s.data(), s.size())) fail_encode(at, "cannot encode a string that is not valid UTF-8");
-  out += '"';
-  size_t run = 0;
-  for (size_t i = 0; i < s.size(); ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out.append(s.data() + run, i - run);
-    run = i + 1;
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default: {
-        char buf[8];
-        std::snprintf(buf, sizeof buf, "\\u%04x", c);
-        out += buf;
-      }
-    }
-  }
-  out.append(s.data() + run, s.size() - run);
-  out += '"';
-}
-
-// Writes a non-finite float as the protocol's string; returns nullptr for a
-// finite one.
-inline char* write_non_finite(char* p, double v) {
-  if (std::isfinite(v)) return nullptr;
-  const char* text = std::isnan(v) ? "\"NaN\"" : (v > 0 ? "\"Infinity\"" : "\"-Infinity\"");
-  size_t n = std::strlen(text);
-  std::memcpy(p, text, n);
-  return p + n;
-}
-
-// Writes the shortest decimal that reads back to the same 16-bit float: the
-// fewest significant digits whose float32 rounds to `v`, printed as float32.
-template <typename H>
-char* write_half(char* p, char* end, H v) {
-  float f = static_cast<float>(v);
-  if (char* q = write_non_finite(p, f)) return q;
-  for (int digits = 1; digits < 9; ++digits) {
-    char buf[32];
-    auto r = std::to_chars(buf, buf + sizeof buf, f, std::chars_format::scientific, digits - 1);
-    float back;
-    std::from_chars(buf, r.ptr, back);
-    if (static_cast<H>(back).x == v.x) return std::to_chars(p, end, back).ptr;
-  }
-  return std::to_chars(p, end, f).ptr;
-}
-
-template <typename T>
-inline char* write_number(char* p, char* end, T v) {
-  if constexpr (std::is_same_v<T, bool>) {
-    const char* text = v ? "true" : "false";
-    size_t n = v ? 4 : 5;
-    std::memcpy(p, text, n);
-    return p + n;
-  } else if constexpr (std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>) {
-    return write_half(p, end, v);
-  } else if constexpr (std::is_floating_point_v<T>) {
-    if (char* q = write_non_finite(p, v)) return q;
-    // fmt's Dragonbox: the same shortest round-trip text as std::to_chars,
-    // about a third faster, which matters for large float tensors.
-    return fmt::format_to(p, FMT_COMPILE("{}"), v);
-  } else {
-    return std::to_chars(p, end, v).ptr;
-  }
-}
-
-// Longest text one element can take, separator included.
-constexpr size_t kMaxElementChars = 32;
 
 void write_tensor(at::Tensor t, std::string& out, const JsonPath& at) {
   auto name = dtype_name(t.scalar_type());
@@ -632,27 +227,7 @@ void write_tensor(at::Tensor t, std::string& out, const JsonPath& at) {
     out += std::to_string(t.size(d));
   }
   out += R"(],"value":[)";
-  const int64_t n = t.numel();
-  // Written in blocks: each block's worst-case room is made (and zeroed by
-  // resize) just before it is filled, while it is hot in cache, then trimmed.
-  constexpr int64_t kBlock = 4096;
-  out.reserve(out.size() + size_t(n) * 12);
-  dispatch_dtype(t.scalar_type(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    const T* src = t.data_ptr<T>();
-    for (int64_t start = 0; start < n; start += kBlock) {
-      const int64_t stop = std::min(n, start + kBlock);
-      size_t base = out.size();
-      out.resize(base + size_t(stop - start) * kMaxElementChars);
-      char* p = out.data() + base;
-      char* end = out.data() + out.size();
-      for (int64_t i = start; i < stop; ++i) {
-        if (i) *p++ = ',';
-        p = write_number(p, end, src[i]);
-      }
-      out.resize(size_t(p - out.data()));
-    }
-  });
+  write_values(t, out);
   out += "]}";
 }
 
@@ -661,8 +236,7 @@ void write_scalar(std::string_view dtype, T v, std::string& out) {
   out += R"({"type":"scalar","data_type":")";
   out += dtype;
   out += R"(","value":)";
-  char buf[kMaxElementChars];
-  out.append(buf, write_number(buf, buf + sizeof buf, v));
+  write_number(v, out);
   out += '}';
 }
 

@@ -1,0 +1,87 @@
+// JSON values to and from tensor memory, shared by the /serve codec and the
+// Open Inference Protocol (V2) codec: element rules per dtype, shapes,
+// error descriptions, and the number writer.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/core/ivalue.h>
+#include <simdjson.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "json_path.h"
+
+namespace torch_serving::json {
+
+using simdjson::dom::element;
+
+// The highest tensor rank the decoders accept; far above any real model and
+// low enough that shape bookkeeping stays trivially small.
+constexpr size_t kMaxRank = 64;
+
+// Throws DecodeError("`what` at `at`").
+[[noreturn, gnu::noinline, gnu::cold]] void fail(const JsonPath& at, const std::string& what);
+
+// Describes a JSON value for "found ..." in error messages.
+std::string describe(element e);
+
+// Quotes `s` for an error message, cut short when long.
+std::string quote_text(std::string_view s);
+
+// Renders a shape as `[1, 3, 224, 224]`.
+std::string shape_text(const std::vector<int64_t>& shape);
+
+simdjson::dom::array expect_array(element e, const JsonPath& at);
+simdjson::dom::object expect_object(element e, const JsonPath& at);
+std::string_view expect_string(element e, const JsonPath& at);
+
+// Parses an array of non-negative dimensions, setting `*numel` to their
+// product; refuses ranks over kMaxRank and products that overflow.
+std::vector<int64_t> parse_shape(element field, const JsonPath& at, int64_t* numel);
+
+// Returns a tensor of `dtype` and `shape` filled from the flat array `values`,
+// whose length the caller has checked against `shape`.
+at::Tensor decode_flat(simdjson::dom::array values, at::ScalarType dtype, const std::vector<int64_t>& shape,
+                       const JsonPath& at);
+
+// Returns a tensor of `dtype` whose shape is that of the nested arrays in
+// `value` (a bare number is a 0-d tensor); ragged nesting is refused.
+at::Tensor decode_nested(element value, at::ScalarType dtype, const JsonPath& at);
+
+// Decodes one JSON value as a scalar of `dtype`: an int for integer dtypes,
+// a float for float ones, a bool for bool.
+c10::IValue decode_scalar_as(element value, at::ScalarType dtype, const JsonPath& at);
+
+// The /serve name of `dtype` (`float32`), or nothing for a dtype the JSON
+// codecs cannot read and write.
+std::optional<std::string_view> dtype_name(at::ScalarType dtype);
+
+// The dtype of a /serve name, or nothing for an unknown name.
+std::optional<at::ScalarType> dtype_named(std::string_view name);
+
+// Every /serve dtype name, for error messages.
+constexpr std::string_view kDtypeList =
+    "bool, uint8, int8, int16, int32, int64, float16, bfloat16, float32, float64";
+
+// The parser of the calling thread; it keeps its buffers between documents.
+simdjson::dom::parser& thread_parser();
+
+// Appends `s` as a JSON string; throws EncodeError naming `at` when `s` is
+// not valid UTF-8.
+void write_string(std::string_view s, std::string& out, const JsonPath& at);
+
+// Appends the elements of `t` (contiguous, on the CPU, of a supported dtype)
+// separated by commas, each in the shortest form that reads back to the same
+// value of the tensor's dtype; non-finite floats as "NaN", "Infinity" and
+// "-Infinity".
+void write_values(const at::Tensor& t, std::string& out);
+
+// Appends one number (or bool) in the form write_values uses.
+void write_number(int64_t v, std::string& out);
+void write_number(double v, std::string& out);
+void write_number(bool v, std::string& out);
+
+}  // namespace torch_serving::json
