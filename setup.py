@@ -23,6 +23,7 @@ SOURCES = [
     "ext/model_file.cpp",
     "ext/servable.cpp",
     "ext/server.cpp",
+    "ext/v2.cpp",
 ]
 
 

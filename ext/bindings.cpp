@@ -23,6 +23,7 @@ struct ExceptionClasses {
   PyObject* execution;
   PyObject* model_not_found;
   PyObject* model_load;
+  PyObject* unknown_output;
   PyObject* encode;
 };
 
@@ -46,6 +47,8 @@ void register_exceptions(py::module_& m) {
   c.execution = add_exception(m, "ExecutionError", c.serve, "The model raised while running.");
   c.model_not_found = add_exception(m, "ModelNotFoundError", c.serve, "The model file does not exist.");
   c.model_load = add_exception(m, "ModelLoadError", c.serve, "The file is not a loadable TorchScript module.");
+  c.unknown_output =
+      add_exception(m, "UnknownOutputError", c.serve, "A requested output is not among the model's outputs.");
   c.encode = add_exception(m, "EncodeError", c.serve, "The model returned a value the protocol cannot encode.");
 
   py::register_exception_translator([](std::exception_ptr error) {
@@ -62,6 +65,8 @@ void register_exceptions(py::module_& m) {
       PyErr_SetString(c.model_not_found, e.what());
     } catch (const ModelLoadError& e) {
       PyErr_SetString(c.model_load, e.what());
+    } catch (const UnknownOutputError& e) {
+      PyErr_SetString(c.unknown_output, e.what());
     } catch (const EncodeError& e) {
       PyErr_SetString(c.encode, e.what());
     } catch (const ServeError& e) {
@@ -122,6 +127,18 @@ std::string_view bytes_view(const py::buffer& body, py::buffer_info& info) {
   return {static_cast<const char*>(info.ptr), size_t(info.size)};
 }
 
+// Shares ownership of a bytes object with tensors made on its memory. The
+// caller keeps one owner until it holds the GIL again, so the reference is
+// normally dropped there; a tensor a model kept past the call drops it later
+// from whichever thread, taking the GIL for that.
+v2::BodyOwner own(const py::bytes& body) {
+  PyObject* object = body.inc_ref().ptr();
+  return v2::BodyOwner(object, [](const void* p) {
+    py::gil_scoped_acquire gil;
+    Py_DECREF(static_cast<PyObject*>(const_cast<void*>(p)));
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -149,6 +166,32 @@ PYBIND11_MODULE(_C, m) {
             return take_response(response);
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("invalidation_prob") = 0.0)
+      .def(
+          "infer",
+          [](Server& self, const std::string& relative, const std::string& name, const py::bytes& body,
+             int64_t header_length) {
+            std::string_view view(PyBytes_AS_STRING(body.ptr()), size_t(PyBytes_GET_SIZE(body.ptr())));
+            v2::BodyOwner owner = own(body);
+            std::string& response = response_buffer();
+            size_t json_length;
+            {
+              py::gil_scoped_release release;
+              json_length = self.infer(relative, name, view, header_length, owner, response);
+            }
+            return py::make_tuple(take_response(response), json_length);
+          },
+          py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length") = -1)
+      .def(
+          "metadata",
+          [](Server& self, const std::string& relative, const std::string& name) {
+            std::string& response = response_buffer();
+            {
+              py::gil_scoped_release release;
+              self.metadata(relative, name, response);
+            }
+            return take_response(response);
+          },
+          py::arg("relative"), py::arg("name"))
       .def(
           "cached_paths", [](Server& self) { return self.cache().paths(); },
           "Return the cached model paths (relative to the root), most recently used first.")

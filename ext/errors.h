@@ -37,6 +37,11 @@ struct ModelLoadError : ServeError {
   using ServeError::ServeError;
 };
 
+// A client asked for an output the model's result does not have.
+struct UnknownOutputError : ServeError {
+  using ServeError::ServeError;
+};
+
 // The model returned a value the protocol cannot encode.
 struct EncodeError : ServeError {
   using ServeError::ServeError;

@@ -28,6 +28,9 @@ class Servable {
   // argument) and ExecutionError when the model raises.
   c10::IValue run(std::vector<c10::IValue> args) const;
 
+  // Returns forward's schema.
+  const c10::FunctionSchema& schema() const { return schema_; }
+
  private:
   // Returns forward's schema, e.g. `forward(__torch__.M self, Tensor x) -> Tensor`.
   std::string signature() const;

@@ -35,10 +35,26 @@ void Server::serve(const std::string& relative, const std::string& name, std::st
                    double invalidation_prob, std::string& response) {
   // Decoding first means a bad body never costs a model load.
   std::vector<c10::IValue> args = decode_request(body);
+  encode_success(model(relative, name, draw(invalidation_prob))->run(std::move(args)), response);
+}
+
+size_t Server::infer(const std::string& relative, const std::string& name, std::string_view body,
+                     int64_t header_length, const v2::BodyOwner& owner, std::string& response) {
+  // Decoding first means a bad body never costs a model load.
+  v2::Request request = v2::decode_request(body, header_length, owner);
+  auto servable = model(relative, name);
+  c10::IValue result = servable->run(v2::bind_inputs(request, servable->schema()));
+  return v2::encode_response(name, request, result, response);
+}
+
+void Server::metadata(const std::string& relative, const std::string& name, std::string& response) {
+  v2::encode_metadata(name, model(relative, name)->schema(), response);
+}
+
+ModelCache::Model Server::model(const std::string& relative, const std::string& name, bool reload) {
   const ModelFile file = ModelFile::open(root_fd_, relative, name, max_model_size_);
   auto load = [&] { return Servable::load(file, name, device_); };
-  auto model = cache_.get(relative, file.identity(), load, draw(invalidation_prob));
-  encode_success(model->run(std::move(args)), response);
+  return cache_.get(relative, file.identity(), load, reload);
 }
 
 }  // namespace torch_serving

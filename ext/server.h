@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "model_cache.h"
+#include "v2.h"
 
 namespace torch_serving {
 
@@ -29,9 +30,28 @@ class Server {
   void serve(const std::string& relative, const std::string& name, std::string_view body, double invalidation_prob,
              std::string& response);
 
+  // Answers one Open Inference Protocol inference request for the model
+  // file `relative`, whose V2 name is `name`: `body` holds the request's
+  // JSON in its first `header_length` bytes (all of it when negative) and
+  // the inputs' binary data after it. Writes the response, JSON first, into
+  // `response` and returns the length of its JSON part.
+  //
+  // Binary inputs may be views of `body`; `owner` keeps it alive. Throws the
+  // errors of errors.h.
+  size_t infer(const std::string& relative, const std::string& name, std::string_view body, int64_t header_length,
+               const v2::BodyOwner& owner, std::string& response);
+
+  // Writes the V2 metadata of the model file `relative` into `response`,
+  // loading the model if it is not cached.
+  void metadata(const std::string& relative, const std::string& name, std::string& response);
+
   ModelCache& cache() { return cache_; }
 
  private:
+  // Returns the model in `relative`, from the cache or loaded now; with
+  // `reload`, loaded again whether cached or not.
+  ModelCache::Model model(const std::string& relative, const std::string& name, bool reload = false);
+
   int root_fd_;
   c10::Device device_;
   int64_t max_model_size_;

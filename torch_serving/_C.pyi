@@ -22,6 +22,9 @@ class ModelNotFoundError(ServeError):
 class ModelLoadError(ServeError):
     """The file is not a loadable TorchScript module."""
 
+class UnknownOutputError(ServeError):
+    """A requested output is not among the model's outputs."""
+
 class EncodeError(ServeError):
     """The model returned a value the protocol cannot encode."""
 
@@ -29,10 +32,27 @@ class Server:
     """The /serve pipeline with its LRU model cache; safe to share between threads."""
 
     def __init__(
-        self, model_root: str, capacity: int, buffer: int, device: str = "cpu", max_model_size: int = 0
+        self,
+        model_root: str,
+        capacity: int,
+        buffer: int,
+        device: str = "cpu",
+        max_model_size: int = 0,
     ) -> None: ...
-    def serve(self, relative: str, name: str, body: Buffer, invalidation_prob: float = 0.0) -> bytes:
+    def serve(
+        self, relative: str, name: str, body: Buffer, invalidation_prob: float = 0.0
+    ) -> bytes:
         """Answer one request for the model file ``relative`` to the root; the GIL is released throughout."""
+    def infer(
+        self, relative: str, name: str, body: bytes, header_length: int = -1
+    ) -> tuple[bytes, int]:
+        """Answer one V2 inference request; return the response and the length of its JSON part.
+
+        The first ``header_length`` bytes of ``body`` are the request JSON (all of it when negative), the
+        rest the inputs' binary data. The GIL is released throughout.
+        """
+    def metadata(self, relative: str, name: str) -> bytes:
+        """Return the V2 metadata of the model file ``relative`` as JSON, loading it if needed."""
     def cached_paths(self) -> list[str]:
         """Return the cached model paths (relative to the root), most recently used first."""
     def stats(self) -> dict[str, int]:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         ServeError,
         Server,
         SignatureError,
+        UnknownOutputError,
         decode,
         encode,
     )
@@ -39,18 +40,25 @@ __all__ = [
     "ServeError",
     "Server",
     "SignatureError",
+    "UnknownOutputError",
     "create_app",
     "decode",
     "encode",
 ]
 
-_HOMES = {"create_app": "torch_serving.app", "Config": "torch_serving.config", "ConfigError": "torch_serving.config"}
+_HOMES = {
+    "create_app": "torch_serving.app",
+    "Config": "torch_serving.config",
+    "ConfigError": "torch_serving.config",
+}
 
 
 def __getattr__(name: str):
     if name not in __all__:
         raise AttributeError(f"module 'torch_serving' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES.get(name, "torch_serving._native")), name)
+    value = getattr(
+        importlib.import_module(_HOMES.get(name, "torch_serving._native")), name
+    )
     globals()[name] = value
     return value
 

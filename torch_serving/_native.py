@@ -11,6 +11,7 @@ from torch_serving._C import (
     ServeError,
     Server,
     SignatureError,
+    UnknownOutputError,
     decode,
     encode,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "ServeError",
     "Server",
     "SignatureError",
+    "UnknownOutputError",
     "decode",
     "encode",
 ]

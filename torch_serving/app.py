@@ -14,12 +14,12 @@ from torch_serving.admission import NativeRunner
 from torch_serving.config import Config
 from torch_serving.errors import RequestError, install_error_handlers
 from torch_serving.model_root import IdentifierError, resolve_model
+from torch_serving.request_body import read_body
+from torch_serving.v2 import add_v2_routes
 
 __all__ = ["create_app"]
 
 _HEALTHY = b'{"code":200,"message":"OK","description":"OK"}'
-# Read in pieces so a body without Content-Length is capped while it streams.
-_READ_CHUNK = 1 << 20
 
 
 class HealthResource:
@@ -71,35 +71,11 @@ class ServeResource:
         identifier = _identifier(req)
         invalidation_prob = _probability(req)
         path = resolve_model(self._root, identifier)
-        body = self._read_body(req)
+        body = read_body(req, self._max_body_size)
         resp.content_type = falcon.MEDIA_JSON
-        resp.data = self._runner.run(arrived, self._server.serve, path, identifier, body, invalidation_prob)
-
-    def _read_body(self, req: falcon.Request) -> bytes:
-        limit = self._max_body_size
-        length = req.content_length
-        if length is not None and length > limit:
-            raise _too_large(f"body of {length} bytes exceeds the limit of {limit} bytes")
-        if length is not None:
-            body = req.bounded_stream.read(length)
-            if len(body) < length:
-                raise RequestError(
-                    400, "Incomplete request body", f"received {len(body)} of the {length} bytes Content-Length announced"
-                )
-            return body
-        # Without Content-Length (chunked), the server's stream ends with the
-        # body; Falcon's bounded stream would read nothing.
-        pieces, total = [], 0
-        while chunk := req.stream.read(_READ_CHUNK):
-            total += len(chunk)
-            if total > limit:
-                raise _too_large(f"body exceeds the limit of {limit} bytes")
-            pieces.append(chunk)
-        return b"".join(pieces)
-
-
-def _too_large(detail: str) -> RequestError:
-    return RequestError(413, "Request body too large", detail)
+        resp.data = self._runner.run(
+            arrived, self._server.serve, path, identifier, body, invalidation_prob
+        )
 
 
 def _identifier(req: falcon.Request) -> str:
@@ -107,7 +83,9 @@ def _identifier(req: falcon.Request) -> str:
     if value is None:
         raise IdentifierError("missing query parameter servable_identifier")
     if isinstance(value, list):
-        raise IdentifierError("query parameter servable_identifier is repeated; give it once")
+        raise IdentifierError(
+            "query parameter servable_identifier is repeated; give it once"
+        )
     return value
 
 
@@ -117,13 +95,21 @@ def _probability(req: falcon.Request) -> float:
     if value is None:
         return 0.0
     if isinstance(value, list):
-        raise RequestError(400, "Invalid parameter", f"query parameter {name} is repeated; give it once")
+        raise RequestError(
+            400,
+            "Invalid parameter",
+            f"query parameter {name} is repeated; give it once",
+        )
     try:
         probability = float(value)
     except ValueError:
         probability = math.nan
     if not 0.0 <= probability <= 1.0:
-        raise RequestError(400, "Invalid parameter", f"{name} must be a number in [0, 1], got {value!r}")
+        raise RequestError(
+            400,
+            "Invalid parameter",
+            f"{name} must be a number in [0, 1], got {value!r}",
+        )
     return probability
 
 
@@ -140,7 +126,11 @@ def create_app(config: Config) -> falcon.App:
     """
     torch.set_num_threads(config.torch_threads)
     server = Server(
-        str(config.model_root), config.model_capacity, config.buffer_size, config.device, config.max_model_size
+        str(config.model_root),
+        config.model_capacity,
+        config.buffer_size,
+        config.device,
+        config.max_model_size,
     )
     app = falcon.App(media_type=falcon.MEDIA_JSON)
     app.req_options.keep_blank_qs_values = True
@@ -148,5 +138,6 @@ def create_app(config: Config) -> falcon.App:
     runner = NativeRunner(config.threads, config.queue_size, config.timeout)
     app.add_route("/serve", ServeResource(server, runner, config))
     app.add_route("/cache", CacheResource(server))
+    add_v2_routes(app, server, runner, config)
     install_error_handlers(app)
     return app

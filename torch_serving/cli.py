@@ -12,7 +12,7 @@ from gunicorn.app.base import BaseApplication
 
 from torch_serving.config import ENV_PREFIX, Config, ConfigError, parse_field
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 _HELP = {
     "host": "interface to listen on",

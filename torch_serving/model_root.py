@@ -15,7 +15,9 @@ class IdentifierError(ValueError):
     """A servable identifier is malformed (empty, absolute, with ``..``)."""
 
 
-def resolve_model(root: Path, identifier: str) -> str:
+def resolve_model(
+    root: Path, identifier: str, label: str = "servable_identifier"
+) -> str:
     """Return the path of the model file ``identifier`` names, relative to ``root``.
 
     The native core opens that path beneath the root again, refusing any
@@ -24,6 +26,7 @@ def resolve_model(root: Path, identifier: str) -> str:
     Args:
         root: the model root, already resolved.
         identifier: a path relative to ``root``, as the client sent it.
+        label: what errors call the identifier.
 
     Returns:
         The symlink-free path of a regular file inside ``root``, relative to it.
@@ -37,13 +40,17 @@ def resolve_model(root: Path, identifier: str) -> str:
     """
     # Plain string operations: this runs on every request.
     if not identifier:
-        raise IdentifierError("servable_identifier is empty")
+        raise IdentifierError(f"{label} is empty")
     if "\0" in identifier:
-        raise IdentifierError("servable_identifier contains a NUL character")
+        raise IdentifierError(f"{label} contains a NUL character")
     if identifier.startswith("/"):
-        raise IdentifierError(f"servable_identifier must be relative to the model root, got {identifier!r}")
+        raise IdentifierError(
+            f"{label} must be relative to the model root, got {identifier!r}"
+        )
     if ".." in identifier.split("/"):
-        raise IdentifierError(f"servable_identifier must not contain '..' components, got {identifier!r}")
+        raise IdentifierError(
+            f"{label} must not contain '..' components, got {identifier!r}"
+        )
     root_text = str(root).rstrip("/")
     try:
         resolved = os.path.realpath(os.path.join(root_text, identifier), strict=True)

@@ -1,0 +1,739 @@
+// The Open Inference Protocol codec, the binding of its named inputs to
+// forward's arguments, and model metadata.
+#include "v2.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/Dict.h>
+#include <ATen/core/List.h>
+#include <c10/util/accumulate.h>
+
+#include <array>
+#include <cstring>
+#include <unordered_map>
+
+#include "errors.h"
+#include "json_path.h"
+#include "json_tensor.h"
+
+namespace torch_serving::v2 {
+namespace {
+
+using namespace json;
+using simdjson::dom::element_type;
+
+constexpr std::array<Datatype, 11> kDatatypes{{
+    {"BOOL", at::kBool, 1},
+    {"UINT8", at::kByte, 1},
+    {"INT8", at::kChar, 1},
+    {"INT16", at::kShort, 2},
+    {"INT32", at::kInt, 4},
+    {"INT64", at::kLong, 8},
+    {"FP16", at::kHalf, 2},
+    {"BF16", at::kBFloat16, 2},
+    {"FP32", at::kFloat, 4},
+    {"FP64", at::kDouble, 8},
+    {"BYTES", at::ScalarType::Undefined, 0},
+}};
+
+constexpr std::string_view kDatatypeList = "BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, BF16, FP32, FP64, BYTES";
+
+const Datatype& bytes_datatype() { return kDatatypes.back(); }
+
+const Datatype* datatype_of(at::ScalarType dtype) {
+  for (const auto& d : kDatatypes) {
+    if (d.dtype == dtype && !d.is_bytes()) return &d;
+  }
+  return nullptr;
+}
+
+std::string single_quoted(std::string_view name) { return "'" + std::string(name) + "'"; }
+
+// ---------------------------------------------------------------------------
+// Requests.
+
+// The binary data after the JSON header, consumed input by input.
+struct BinaryCursor {
+  std::string_view data;
+  size_t offset = 0;
+
+  size_t remaining() const { return data.size() - offset; }
+};
+
+uint32_t read_le32(const char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;  // the protocol is little-endian, as are the hosts torch runs on
+}
+
+std::vector<std::string> split_bytes(std::string_view data, int64_t numel, const std::string& input) {
+  std::vector<std::string> strings;
+  strings.reserve(size_t(std::min<int64_t>(numel, int64_t(data.size() / 4))));
+  size_t pos = 0;
+  while (pos < data.size()) {
+    if (data.size() - pos < 4) {
+      throw DecodeError("BYTES data of input " + input + " ends inside the length prefix of element " +
+                        std::to_string(strings.size()));
+    }
+    uint32_t length = read_le32(data.data() + pos);
+    pos += 4;
+    if (length > data.size() - pos) {
+      throw DecodeError("BYTES data of input " + input + ": element " + std::to_string(strings.size()) +
+                        " declares " + std::to_string(length) + " bytes, but only " +
+                        std::to_string(data.size() - pos) + " remain");
+    }
+    strings.emplace_back(data.substr(pos, length));
+    pos += length;
+  }
+  if (int64_t(strings.size()) != numel) {
+    throw DecodeError("BYTES data of input " + input + " holds " + std::to_string(strings.size()) +
+                      " element(s), but its shape needs " + std::to_string(numel));
+  }
+  return strings;
+}
+
+// Makes the tensor of a binary input: a view of the body when its address
+// suits the element type, a copy otherwise.
+at::Tensor binary_tensor(std::string_view data, const Datatype& type, const std::vector<int64_t>& shape,
+                         const BodyOwner& owner) {
+  auto options = at::TensorOptions().dtype(type.dtype);
+  void* address = const_cast<char*>(data.data());
+  if (reinterpret_cast<uintptr_t>(address) % type.itemsize == 0) {
+    return at::from_blob(address, shape, [owner](void*) {}, options);
+  }
+  at::Tensor tensor = at::empty(shape, options);
+  std::memcpy(tensor.data_ptr(), data.data(), data.size());
+  return tensor;
+}
+
+void read_binary_input(Input& input, int64_t size, int64_t numel, BinaryCursor& binary, const BodyOwner& owner) {
+  const std::string name = single_quoted(input.name);
+  if (uint64_t(size) > binary.remaining()) {
+    throw DecodeError("binary_data_size of input " + name + " is " + std::to_string(size) + " bytes, but only " +
+                      std::to_string(binary.remaining()) + " bytes of binary data remain in the body");
+  }
+  std::string_view data = binary.data.substr(binary.offset, size_t(size));
+  binary.offset += size_t(size);
+  if (input.datatype->is_bytes()) {
+    input.strings = split_bytes(data, numel, name);
+    return;
+  }
+  // numel * itemsize cannot overflow: numel is at most INT64_MAX and is
+  // compared in unsigned 128-bit arithmetic.
+  const unsigned __int128 needed = (unsigned __int128)numel * input.datatype->itemsize;
+  if (needed != (unsigned __int128)size) {
+    throw DecodeError("binary_data_size of input " + name + " is " + std::to_string(size) + " bytes, but shape " +
+                      shape_text(input.shape) + " of " + std::string(input.datatype->name) + " needs " +
+                      std::to_string(uint64_t(needed)) + " bytes");
+  }
+  input.tensor = binary_tensor(data, *input.datatype, input.shape, owner);
+}
+
+// Appends the strings of nested arrays of strings in row-major order.
+void collect_strings(element e, std::vector<std::string>& out, const JsonPath& at, size_t depth) {
+  if (e.is_string()) {
+    out.emplace_back(std::string_view(e.get_string()));
+    return;
+  }
+  if (!e.is_array() || depth > kMaxRank) fail(at, "expected a string or an array of strings, found " + describe(e));
+  int64_t i = 0;
+  for (element child : e.get_array()) collect_strings(child, out, at.element(i++), depth + 1);
+}
+
+void read_json_input(Input& input, element data, int64_t numel, const JsonPath& at) {
+  expect_array(data, at);
+  int64_t found;
+  if (input.datatype->is_bytes()) {
+    collect_strings(data, input.strings, at, 0);
+    found = int64_t(input.strings.size());
+  } else {
+    input.tensor = decode_nested(data, input.datatype->dtype, at);
+    found = input.tensor.numel();
+  }
+  if (found != numel) {
+    throw DecodeError("input " + single_quoted(input.name) + " has " + std::to_string(found) + " value(s), but shape " +
+                      shape_text(input.shape) + " needs " + std::to_string(numel));
+  }
+  if (!input.datatype->is_bytes()) input.tensor = input.tensor.reshape(input.shape);
+}
+
+bool read_bool(element e, const JsonPath& at) {
+  bool v;
+  if (e.get_bool().get(v) != simdjson::SUCCESS) fail(at, "expected true or false, found " + describe(e));
+  return v;
+}
+
+std::optional<int64_t> binary_data_size(element parameters, const JsonPath& at) {
+  std::optional<int64_t> size;
+  for (auto member : expect_object(parameters, at)) {
+    if (member.key != "binary_data_size") continue;  // other parameters are hints this server ignores
+    int64_t v;
+    if (member.value.type() != element_type::INT64 || member.value.get_int64().get(v) != simdjson::SUCCESS ||
+        v < 0) {
+      fail(at.member(member.key), "expected a non-negative integer, found " + describe(member.value));
+    }
+    size = v;
+  }
+  return size;
+}
+
+Input read_input(element e, const JsonPath& at, BinaryCursor& binary, const BodyOwner& owner) {
+  std::optional<element> name, shape, datatype, parameters, data;
+  for (auto member : expect_object(e, at)) {
+    std::optional<element>* slot = nullptr;
+    if (member.key == "name") slot = &name;
+    else if (member.key == "shape") slot = &shape;
+    else if (member.key == "datatype") slot = &datatype;
+    else if (member.key == "parameters") slot = &parameters;
+    else if (member.key == "data") slot = &data;
+    else fail(at, "unknown key " + quote_text(member.key) + " (expected name, shape, datatype, parameters or data)");
+    if (*slot) fail(at, "duplicate key " + quote_text(member.key));
+    *slot = member.value;
+  }
+  for (auto [key, field] : {std::pair{"name", &name}, {"shape", &shape}, {"datatype", &datatype}}) {
+    if (!*field) fail(at, std::string("missing key \"") + key + "\"");
+  }
+  Input input;
+  input.name = std::string(expect_string(*name, at.member("name")));
+  std::string_view type_name = expect_string(*datatype, at.member("datatype"));
+  for (const auto& d : kDatatypes) {
+    if (d.name == type_name) input.datatype = &d;
+  }
+  if (!input.datatype) {
+    fail(at.member("datatype"),
+         "unknown datatype " + quote_text(type_name) + " (expected one of " + std::string(kDatatypeList) + ")");
+  }
+  int64_t numel;
+  input.shape = parse_shape(*shape, at.member("shape"), &numel);
+  std::optional<int64_t> size;
+  if (parameters) size = binary_data_size(*parameters, at.member("parameters"));
+  if (size && data) fail(at, "input " + single_quoted(input.name) + " has both \"data\" and parameters.binary_data_size");
+  if (size) {
+    read_binary_input(input, *size, numel, binary, owner);
+  } else if (data) {
+    read_json_input(input, *data, numel, at.member("data"));
+  } else {
+    fail(at, "input " + single_quoted(input.name) + " has neither \"data\" nor parameters.binary_data_size");
+  }
+  return input;
+}
+
+RequestedOutput read_requested_output(element e, const JsonPath& at) {
+  std::optional<element> name, parameters;
+  for (auto member : expect_object(e, at)) {
+    std::optional<element>* slot = nullptr;
+    if (member.key == "name") slot = &name;
+    else if (member.key == "parameters") slot = &parameters;
+    else fail(at, "unknown key " + quote_text(member.key) + " (expected name or parameters)");
+    if (*slot) fail(at, "duplicate key " + quote_text(member.key));
+    *slot = member.value;
+  }
+  if (!name) fail(at, "missing key \"name\"");
+  RequestedOutput output{std::string(expect_string(*name, at.member("name"))), std::nullopt};
+  if (!parameters) return output;
+  JsonPath parameters_at = at.member("parameters");
+  for (auto member : expect_object(*parameters, parameters_at)) {
+    if (member.key == "binary_data") {
+      output.binary = read_bool(member.value, parameters_at.member(member.key));
+    } else if (member.key == "classification") {
+      fail(parameters_at.member(member.key), "the classification extension is not supported");
+    }
+  }
+  return output;
+}
+
+// ---------------------------------------------------------------------------
+// Binding inputs to forward's arguments.
+
+c10::TypePtr strip_optional(const c10::TypePtr& type) {
+  if (auto optional = type->cast<c10::OptionalType>()) return optional->getElementType();
+  return type;
+}
+
+bool is_dict_of_tensors(const c10::TypePtr& type) {
+  auto dict = strip_optional(type)->cast<c10::DictType>();
+  return dict && dict->getKeyType()->kind() == c10::TypeKind::StringType &&
+         dict->getValueType()->kind() == c10::TypeKind::TensorType;
+}
+
+bool is_integral(const Datatype& d) { return !d.is_bytes() && at::isIntegralType(d.dtype, /*includeBool=*/false); }
+bool is_numeric(const Datatype& d) { return !d.is_bytes() && d.dtype != at::kBool; }
+
+[[noreturn]] void fail_conversion(const Input& input, const c10::Argument& param, const std::string& why) {
+  throw SignatureError("input " + single_quoted(input.name) + " (" + std::string(input.datatype->name) + ", shape " +
+                       shape_text(input.shape) + ") cannot be argument " + single_quoted(param.name()) +
+                       " of forward, which expects " + param.type()->repr_str() + ": " + why);
+}
+
+// The element kinds a primitive argument or list element accepts.
+enum class Primitive { kInt, kFloat, kBool, kString, kNone };
+
+Primitive primitive_of(const c10::TypePtr& type) {
+  switch (type->kind()) {
+    case c10::TypeKind::IntType: return Primitive::kInt;
+    case c10::TypeKind::FloatType: return Primitive::kFloat;
+    case c10::TypeKind::BoolType: return Primitive::kBool;
+    case c10::TypeKind::StringType: return Primitive::kString;
+    default: return Primitive::kNone;
+  }
+}
+
+// The datatype the protocol uses for values of `kind`.
+std::string_view datatype_name(Primitive kind) {
+  switch (kind) {
+    case Primitive::kInt: return "INT64";
+    case Primitive::kFloat: return "FP64";
+    case Primitive::kBool: return "BOOL";
+    default: return "BYTES";
+  }
+}
+
+void check_primitive(const Input& input, const c10::Argument& param, Primitive kind) {
+  const Datatype& d = *input.datatype;
+  bool fits = (kind == Primitive::kInt && is_integral(d)) || (kind == Primitive::kFloat && is_numeric(d)) ||
+              (kind == Primitive::kBool && d.dtype == at::kBool && !d.is_bytes()) ||
+              (kind == Primitive::kString && d.is_bytes());
+  if (!fits) {
+    const char* wanted = kind == Primitive::kInt     ? "an integer datatype"
+                         : kind == Primitive::kFloat ? "a numeric datatype"
+                         : kind == Primitive::kBool  ? "BOOL"
+                                                     : "BYTES";
+    fail_conversion(input, param, std::string("give it as ") + wanted);
+  }
+}
+
+// Element `i` of an input as a `kind`, from `flat` (the input's tensor as one
+// dimension) or, for BYTES, from its strings.
+c10::IValue primitive_at(const Input& input, const at::Tensor& flat, int64_t i, Primitive kind) {
+  switch (kind) {
+    case Primitive::kInt: return flat[i].item<int64_t>();
+    case Primitive::kFloat: return flat[i].item<double>();
+    case Primitive::kBool: return flat[i].item<bool>();
+    default: return input.strings[size_t(i)];
+  }
+}
+
+at::Tensor flat_of(const Input& input) {
+  return input.datatype->is_bytes() ? at::Tensor() : input.tensor.reshape({-1});
+}
+
+c10::IValue to_argument(Input& input, const c10::Argument& param) {
+  c10::TypePtr type = strip_optional(param.type());
+  const int64_t numel = c10::multiply_integers(input.shape);
+  if (Primitive kind = primitive_of(type); kind != Primitive::kNone) {
+    check_primitive(input, param, kind);
+    if (numel != 1) fail_conversion(input, param, "it must hold exactly one element");
+    return primitive_at(input, flat_of(input), 0, kind);
+  }
+  if (auto list = type->cast<c10::ListType>()) {
+    if (Primitive kind = primitive_of(list->getElementType()); kind != Primitive::kNone) {
+      check_primitive(input, param, kind);
+      at::Tensor flat = flat_of(input);
+      c10::impl::GenericList items(list->getElementType());
+      items.reserve(size_t(numel));
+      for (int64_t i = 0; i < numel; ++i) items.push_back(primitive_at(input, flat, i, kind));
+      return items;
+    }
+  }
+  if (input.datatype->is_bytes()) {
+    if (type->kind() == c10::TypeKind::TensorType) fail_conversion(input, param, "BYTES cannot be a Tensor");
+    c10::impl::GenericList items(c10::StringType::get());
+    for (auto& s : input.strings) items.push_back(std::move(s));
+    return items;
+  }
+  // A Tensor argument, or one V2 cannot express, which forward's type check
+  // reports by name.
+  return input.tensor;
+}
+
+// The argument position an input named like `INPUT__3` gives, if any.
+std::optional<size_t> position_in(std::string_view name) {
+  size_t mark = name.rfind("__");
+  if (mark == std::string_view::npos || mark + 2 == name.size()) return std::nullopt;
+  size_t position = 0;
+  for (char c : name.substr(mark + 2)) {
+    if (c < '0' || c > '9' || position > 1'000'000) return std::nullopt;
+    position = position * 10 + size_t(c - '0');
+  }
+  return position;
+}
+
+std::string argument_names(const std::vector<c10::Argument>& params) {
+  std::string names;
+  for (size_t i = 1; i < params.size(); ++i) names += (i > 1 ? ", " : "") + params[i].name();
+  return names;
+}
+
+// ---------------------------------------------------------------------------
+// Responses.
+
+// An output as the protocol sends it.
+struct OutputTensor {
+  const Datatype* datatype;
+  std::vector<int64_t> shape;
+  at::Tensor tensor;                 // contiguous on the CPU; unset for BYTES
+  std::vector<std::string> strings;  // for BYTES
+};
+
+[[noreturn]] void fail_output(const std::string& name, const std::string& why) {
+  throw EncodeError("output " + single_quoted(name) + " " + why);
+}
+
+OutputTensor primitive_output(const c10::IValue& v) {
+  if (v.isString()) return {&bytes_datatype(), {1}, {}, {v.toStringRef()}};
+  if (v.isInt()) return {datatype_of(at::kLong), {1}, at::tensor({v.toInt()}), {}};
+  if (v.isDouble()) return {datatype_of(at::kDouble), {1}, at::tensor({v.toDouble()}, at::kDouble), {}};
+  return {datatype_of(at::kBool), {1}, at::tensor({v.toBool()}), {}};
+}
+
+bool is_primitive(const c10::IValue& v) { return v.isString() || v.isInt() || v.isDouble() || v.isBool(); }
+
+bool is_primitive_list(const c10::IValue& v) {
+  return v.isList() && primitive_of(v.toList().elementType()) != Primitive::kNone;
+}
+
+OutputTensor to_output(const std::string& name, const c10::IValue& v) {
+  if (v.isTensor()) {
+    at::Tensor t = v.toTensor();
+    const Datatype* datatype = datatype_of(t.scalar_type());
+    if (!datatype) fail_output(name, "has dtype " + std::string(c10::toString(t.scalar_type())) + ", which V2 cannot express");
+    if (t.layout() != at::kStrided) t = t.to_dense();
+    t = t.to(at::kCPU).resolve_conj().resolve_neg().contiguous();
+    return {datatype, t.sizes().vec(), t, {}};
+  }
+  if (is_primitive(v)) return primitive_output(v);
+  if (is_primitive_list(v)) {
+    auto list = v.toList();
+    c10::TypePtr elem = list.elementType();
+    const int64_t n = int64_t(list.size());
+    if (elem->kind() == c10::TypeKind::StringType) {
+      OutputTensor out{&bytes_datatype(), {n}, {}, {}};
+      for (const c10::IValue& item : list) out.strings.push_back(item.toStringRef());
+      return out;
+    }
+    at::ScalarType dtype = elem->kind() == c10::TypeKind::IntType     ? at::kLong
+                           : elem->kind() == c10::TypeKind::FloatType ? at::kDouble
+                                                                      : at::kBool;
+    at::Tensor t = at::empty({n}, at::TensorOptions().dtype(dtype));
+    for (int64_t i = 0; i < n; ++i) {
+      const c10::IValue item = list.get(size_t(i));
+      if (dtype == at::kLong) t.data_ptr<int64_t>()[i] = item.toInt();
+      else if (dtype == at::kDouble) t.data_ptr<double>()[i] = item.toDouble();
+      else t.data_ptr<bool>()[i] = item.toBool();
+    }
+    return {datatype_of(dtype), {n}, t, {}};
+  }
+  fail_output(name, "is a " + v.type()->repr_str() + ", which V2 cannot express as a tensor");
+}
+
+// Names the parts of a result: dict entries by key, tuple and list-of-tensor
+// elements as OUTPUT__i, anything else as OUTPUT__0.
+std::vector<std::pair<std::string, c10::IValue>> named_outputs(const c10::IValue& result) {
+  std::vector<std::pair<std::string, c10::IValue>> named;
+  auto positional = [&](const auto& items) {
+    for (const c10::IValue& item : items) named.emplace_back("OUTPUT__" + std::to_string(named.size()), item);
+  };
+  if (result.isGenericDict()) {
+    for (const auto& entry : result.toGenericDict()) {
+      const c10::IValue& key = entry.key();
+      if (key.isString()) named.emplace_back(key.toStringRef(), entry.value());
+      else if (key.isInt()) named.emplace_back(std::to_string(key.toInt()), entry.value());
+      else throw EncodeError("the result is a dict with keys of type " + key.type()->repr_str() + ", which V2 cannot name outputs by");
+    }
+  } else if (result.isTuple()) {
+    positional(result.toTupleRef().elements());
+  } else if (result.isList() && !is_primitive_list(result)) {
+    positional(result.toListRef());
+  } else {
+    named.emplace_back("OUTPUT__0", result);
+  }
+  return named;
+}
+
+
+// Appends `,"shape":[...]` style dimensions as a JSON array.
+void write_shape(const std::vector<int64_t>& shape, std::string& out) {
+  out += '[';
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) out += ',';
+    write_number(shape[i], out);
+  }
+  out += ']';
+}
+
+// Appends one output's JSON entry; binary data goes to `binary`.
+void write_output(const std::string& name, const OutputTensor& output, bool binary_form, std::string& out,
+                  std::string& binary) {
+  const std::string label = "output " + single_quoted(name);
+  const JsonPath at{nullptr, label, -1};
+  out += R"({"name":)";
+  write_string(name, out, at.member("name"));
+  out += R"(,"datatype":")";
+  out += output.datatype->name;
+  out += R"(","shape":)";
+  write_shape(output.shape, out);
+  if (binary_form) {
+    const size_t start = binary.size();
+    if (output.datatype->is_bytes()) {
+      for (const std::string& s : output.strings) {
+        uint32_t length = uint32_t(s.size());
+        binary.append(reinterpret_cast<const char*>(&length), 4);
+        binary += s;
+      }
+    } else {
+      binary.append(static_cast<const char*>(output.tensor.const_data_ptr()), output.tensor.nbytes());
+    }
+    out += R"(,"parameters":{"binary_data_size":)";
+    write_number(int64_t(binary.size() - start), out);
+    out += "}}";
+    return;
+  }
+  out += R"(,"data":[)";
+  if (output.datatype->is_bytes()) {
+    for (size_t i = 0; i < output.strings.size(); ++i) {
+      if (i) out += ',';
+      write_string(output.strings[i], out, at.member("data").element(int64_t(i)));
+    }
+  } else {
+    write_values(output.tensor, out);
+  }
+  out += "]}";
+}
+
+// Appends a metadata entry `{"name":..,"datatype":..,"shape":..}` for a value
+// of `type`; returns false, writing nothing, for a type V2 cannot express.
+bool write_tensor_metadata(const std::string& name, const c10::TypePtr& type, std::string& out) {
+  c10::TypePtr t = strip_optional(type);
+  std::string_view datatype;
+  std::vector<int64_t> shape{-1};
+  // The schema records no dtype for tensors; FP32 is torch's default one.
+  if (t->kind() == c10::TypeKind::TensorType) {
+    datatype = "FP32";
+  } else if (Primitive kind = primitive_of(t); kind != Primitive::kNone) {
+    shape = {1};
+    datatype = datatype_name(kind);
+  } else if (auto list = t->cast<c10::ListType>(); list && primitive_of(list->getElementType()) != Primitive::kNone) {
+    datatype = datatype_name(primitive_of(list->getElementType()));
+  } else {
+    return false;
+  }
+  out += R"({"name":)";
+  write_string(name, out, JsonPath{nullptr, "metadata", -1});
+  out += R"(,"datatype":")";
+  out += datatype;
+  out += R"(","shape":)";
+  write_shape(shape, out);
+  out += '}';
+  return true;
+}
+
+}  // namespace
+
+Request decode_request(std::string_view body, int64_t header_length, const BodyOwner& owner) {
+  std::string_view json_part = body;
+  BinaryCursor binary;
+  if (header_length >= 0) {
+    if (uint64_t(header_length) > body.size()) {
+      throw DecodeError("Inference-Header-Content-Length is " + std::to_string(header_length) +
+                        ", past the end of the " + std::to_string(body.size()) + "-byte body");
+    }
+    json_part = body.substr(0, size_t(header_length));
+    binary.data = body.substr(size_t(header_length));
+  }
+  if (json_part.find_first_not_of(" \t\r\n") == std::string_view::npos) throw DecodeError("request JSON is empty");
+  element doc;
+  auto error = thread_parser().parse(json_part.data(), json_part.size()).get(doc);
+  if (error == simdjson::UTF8_ERROR) throw DecodeError("request JSON is not valid UTF-8");
+  if (error) throw DecodeError(std::string("request JSON is not valid: ") + simdjson::error_message(error));
+
+  const JsonPath root{nullptr, "body", -1};
+  std::optional<element> id, parameters, inputs, outputs;
+  for (auto member : expect_object(doc, root)) {
+    std::optional<element>* slot = nullptr;
+    if (member.key == "id") slot = &id;
+    else if (member.key == "parameters") slot = &parameters;
+    else if (member.key == "inputs") slot = &inputs;
+    else if (member.key == "outputs") slot = &outputs;
+    else fail(root, "unknown key " + quote_text(member.key) + " (expected id, parameters, inputs or outputs)");
+    if (*slot) fail(root, "duplicate key " + quote_text(member.key));
+    *slot = member.value;
+  }
+  Request request;
+  if (id) request.id = std::string(expect_string(*id, root.member("id")));
+  if (parameters) {
+    JsonPath at = root.member("parameters");
+    for (auto member : expect_object(*parameters, at)) {
+      // Other parameters (priority, timeout, sequences) are hints this server ignores.
+      if (member.key == "binary_data_output") request.binary_outputs = read_bool(member.value, at.member(member.key));
+    }
+  }
+  if (!inputs) fail(root, "missing key \"inputs\"");
+  JsonPath inputs_at = root.member("inputs");
+  int64_t i = 0;
+  for (element e : expect_array(*inputs, inputs_at)) {
+    JsonPath at = inputs_at.element(i++);
+    request.inputs.push_back(read_input(e, at, binary, owner));
+    for (size_t k = 0; k + 1 < request.inputs.size(); ++k) {
+      if (request.inputs[k].name == request.inputs.back().name) {
+        fail(at.member("name"), "duplicate input name " + quote_text(request.inputs.back().name));
+      }
+    }
+  }
+  if (binary.remaining() != 0) {
+    throw DecodeError("the body has " + std::to_string(binary.remaining()) +
+                      " byte(s) of binary data after the inputs' binary_data_size bytes");
+  }
+  if (outputs) {
+    JsonPath outputs_at = root.member("outputs");
+    int64_t k = 0;
+    for (element e : expect_array(*outputs, outputs_at)) {
+      JsonPath at = outputs_at.element(k++);
+      request.outputs.push_back(read_requested_output(e, at));
+      for (size_t j = 0; j + 1 < request.outputs.size(); ++j) {
+        if (request.outputs[j].name == request.outputs.back().name) {
+          fail(at.member("name"), "duplicate output name " + quote_text(request.outputs.back().name));
+        }
+      }
+    }
+  }
+  return request;
+}
+
+std::vector<c10::IValue> bind_inputs(Request& request, const c10::FunctionSchema& schema) {
+  const auto& params = schema.arguments();  // params[0] is `self`
+  const size_t count = params.size() - 1;
+  // As Triton does, a forward taking one Dict[str, Tensor] gets every input
+  // as an entry named after it.
+  if (count == 1 && is_dict_of_tensors(params[1].type())) {
+    c10::Dict<std::string, at::Tensor> dict;
+    for (Input& input : request.inputs) {
+      if (input.datatype->is_bytes()) fail_conversion(input, params[1], "BYTES cannot be a Tensor");
+      dict.insert(input.name, input.tensor);
+    }
+    return {dict};
+  }
+  std::vector<std::optional<c10::IValue>> slots(count);
+  std::vector<const Input*> given_by(count, nullptr);
+  for (Input& input : request.inputs) {
+    std::optional<size_t> position;
+    for (size_t k = 1; k < params.size(); ++k) {
+      if (params[k].name() == input.name) position = k - 1;
+    }
+    if (!position) position = position_in(input.name);
+    if (!position) {
+      throw SignatureError("input " + single_quoted(input.name) + " matches no argument of forward; its arguments are " +
+                           argument_names(params) + " (or INPUT__0 to INPUT__" + std::to_string(count - 1) +
+                           " by position); signature: " + c10::toString(schema));
+    }
+    if (*position >= count) {
+      throw SignatureError("input " + single_quoted(input.name) + " names position " + std::to_string(*position) +
+                           ", but forward takes " + std::to_string(count) + " argument(s); signature: " +
+                           c10::toString(schema));
+    }
+    const c10::Argument& param = params[*position + 1];
+    if (given_by[*position]) {
+      throw SignatureError("inputs " + single_quoted(given_by[*position]->name) + " and " + single_quoted(input.name) +
+                           " both give argument " + single_quoted(param.name()) + " of forward");
+    }
+    given_by[*position] = &input;
+    slots[*position] = to_argument(input, param);
+  }
+  std::vector<c10::IValue> args;
+  args.reserve(count);
+  for (size_t k = 0; k < count; ++k) {
+    const c10::Argument& param = params[k + 1];
+    if (slots[k]) {
+      args.push_back(std::move(*slots[k]));
+    } else if (param.default_value()) {
+      args.push_back(*param.default_value());
+    } else {
+      throw SignatureError("missing input for argument " + single_quoted(param.name()) + " (position " +
+                           std::to_string(k) + ") of forward, which expects " + param.type()->repr_str() +
+                           "; signature: " + c10::toString(schema));
+    }
+  }
+  return args;
+}
+
+size_t encode_response(const std::string& model_name, const Request& request, const c10::IValue& result,
+                       std::string& out) {
+  auto named = named_outputs(result);
+  std::vector<std::pair<const std::pair<std::string, c10::IValue>*, bool>> chosen;  // output, binary form
+  if (request.outputs.empty()) {
+    for (const auto& entry : named) chosen.emplace_back(&entry, request.binary_outputs);
+  } else {
+    for (const RequestedOutput& wanted : request.outputs) {
+      const std::pair<std::string, c10::IValue>* found = nullptr;
+      for (const auto& entry : named) {
+        if (entry.first == wanted.name) found = &entry;
+      }
+      if (!found) {
+        std::string names;
+        for (const auto& entry : named) names += (names.empty() ? "" : ", ") + entry.first;
+        throw UnknownOutputError("requested output " + single_quoted(wanted.name) +
+                                 " is not among the model's outputs: " + names);
+      }
+      chosen.emplace_back(found, wanted.binary.value_or(request.binary_outputs));
+    }
+  }
+  const JsonPath root{nullptr, "response", -1};
+  out.assign(R"({"model_name":)");
+  write_string(model_name, out, root.member("model_name"));
+  out += R"(,"model_version":"1")";
+  if (request.id) {
+    out += R"(,"id":)";
+    write_string(*request.id, out, root.member("id"));
+  }
+  out += R"(,"outputs":[)";
+  std::string binary;
+  for (size_t i = 0; i < chosen.size(); ++i) {
+    if (i) out += ',';
+    const auto& [entry, binary_form] = chosen[i];
+    write_output(entry->first, to_output(entry->first, entry->second), binary_form, out, binary);
+  }
+  out += "]}";
+  const size_t json_length = out.size();
+  out += binary;
+  return json_length;
+}
+
+void encode_metadata(const std::string& model_name, const c10::FunctionSchema& schema, std::string& out) {
+  const JsonPath root{nullptr, "metadata", -1};
+  out.assign(R"({"name":)");
+  write_string(model_name, out, root.member("name"));
+  out += R"(,"versions":["1"],"platform":"pytorch_torchscript","inputs":[)";
+  const auto& params = schema.arguments();
+  bool first = true;
+  auto separate = [&] {
+    if (!first) out += ',';
+    first = false;
+  };
+  // A forward taking one Dict[str, Tensor] accepts inputs of any name.
+  if (!(params.size() == 2 && is_dict_of_tensors(params[1].type()))) {
+    for (size_t k = 1; k < params.size(); ++k) {
+      std::string entry;
+      if (write_tensor_metadata(params[k].name(), params[k].type(), entry)) {
+        separate();
+        out += entry;
+      }
+    }
+  }
+  out += R"(],"outputs":[)";
+  first = true;
+  const c10::TypePtr returned = schema.returns().size() == 1 ? schema.returns()[0].type() : c10::NoneType::get();
+  auto add_output = [&](size_t position, const c10::TypePtr& type) {
+    std::string entry;
+    if (write_tensor_metadata("OUTPUT__" + std::to_string(position), type, entry)) {
+      separate();
+      out += entry;
+    }
+  };
+  // Dict keys and the length of a list of tensors are known only at run time.
+  if (auto tuple = returned->cast<c10::TupleType>()) {
+    for (size_t k = 0; k < tuple->elements().size(); ++k) add_output(k, tuple->elements()[k]);
+  } else {
+    add_output(0, returned);
+  }
+  out += "]}";
+}
+
+}  // namespace torch_serving::v2

@@ -1,0 +1,85 @@
+// The Open Inference Protocol (KServe V2) with Triton's binary tensor data
+// extension: inference requests to forward's arguments, results to the
+// response, and model metadata from forward's schema. The rules are those of
+// docs/v2.md.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/core/ivalue.h>
+#include <ATen/core/function_schema.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace torch_serving::v2 {
+
+// An element type of the protocol: its name, the dtype it becomes (Undefined
+// for BYTES) and its size in binary data (0 for BYTES).
+struct Datatype {
+  std::string_view name;
+  at::ScalarType dtype;
+  size_t itemsize;
+
+  bool is_bytes() const { return itemsize == 0; }
+};
+
+// One input tensor of a request.
+struct Input {
+  std::string name;
+  const Datatype* datatype;
+  std::vector<int64_t> shape;
+  at::Tensor tensor;                 // for every datatype but BYTES
+  std::vector<std::string> strings;  // for BYTES, row-major
+};
+
+// One output the client asked for, and in which form.
+struct RequestedOutput {
+  std::string name;
+  std::optional<bool> binary;  // unset: the request's default
+};
+
+struct Request {
+  std::optional<std::string> id;
+  std::vector<Input> inputs;
+  std::vector<RequestedOutput> outputs;  // empty: every output
+  bool binary_outputs = false;           // the request's `binary_data_output`
+};
+
+// Keeps the request body alive while tensors made on its memory exist.
+using BodyOwner = std::shared_ptr<const void>;
+
+// Decodes an inference request. The first `header_length` bytes of `body`
+// are its JSON and the rest the inputs' binary data; a negative
+// `header_length` means the whole body is JSON.
+//
+// Binary inputs are views of `body` where their alignment allows, holding
+// `owner`, and copies otherwise. Throws DecodeError, naming the JSON path or
+// the input and what was expected and found.
+Request decode_request(std::string_view body, int64_t header_length, const BodyOwner& owner);
+
+// Matches the request's inputs to the arguments of `schema` (a forward
+// method's) by name, or by position for names like `INPUT__0`, and returns
+// forward's positional arguments with left-out optional ones defaulted.
+//
+// Throws SignatureError when an input fits no argument, two give the same
+// one, a required one is missing, or an input cannot become its argument's
+// type.
+std::vector<c10::IValue> bind_inputs(Request& request, const c10::FunctionSchema& schema);
+
+// Writes the inference response for `result` of model `model_name` into
+// `out`: its JSON first, then the binary data of the outputs sent as binary.
+// Returns the length of the JSON part.
+//
+// Throws UnknownOutputError for a requested output the result does not have,
+// and EncodeError for an output the protocol cannot express.
+size_t encode_response(const std::string& model_name, const Request& request, const c10::IValue& result,
+                       std::string& out);
+
+// Writes the model metadata of model `model_name` whose forward has
+// `schema` into `out`.
+void encode_metadata(const std::string& model_name, const c10::FunctionSchema& schema, std::string& out);
+
+}  // namespace torch_serving::v2

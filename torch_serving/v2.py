@@ -1,0 +1,174 @@
+"""The Open Inference Protocol (KServe V2) endpoints, with binary tensor data.
+
+Model names are paths under the model root; ``name`` finds ``name`` or, failing
+that, ``name.pt``. Each model file has the single version ``"1"``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import re
+import time
+
+import falcon
+
+from torch_serving._native import ModelNotFoundError, Server
+from torch_serving.admission import NativeRunner
+from torch_serving.config import Config
+from torch_serving.errors import RequestError
+from torch_serving.model_root import resolve_model
+from torch_serving.request_body import read_body
+
+__all__ = ["add_v2_routes"]
+
+VERSION = "1"
+HEADER_LENGTH = "Inference-Header-Content-Length"
+# `name` may hold slashes (tritonclient leaves them unquoted, and the server
+# decodes %2F), so the path is parsed from its end.
+_MODEL_PATH = re.compile(
+    r"^/v2/models/(?P<name>.+?)(?:/versions/(?P<version>[^/]*))?(?P<action>/ready|/infer)?$"
+)
+_LABEL = "model name"
+
+
+def _json(resp: falcon.Response, document: dict) -> None:
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = json.dumps(document).encode()
+
+
+class ServerMetadataResource:
+    """``GET /v2``: the server's name, version and protocol extensions."""
+
+    def __init__(self) -> None:
+        self._document = {
+            "name": "torch-serving",
+            "version": importlib.metadata.version("torch-serving"),
+            "extensions": ["binary_tensor_data"],
+        }
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        _json(resp, self._document)
+
+
+class HealthResource:
+    """``GET /v2/health/live`` and ``/v2/health/ready``: the worker answers, so both hold.
+
+    Args:
+        field: ``live`` or ``ready``, the key of the answer.
+    """
+
+    def __init__(self, field: str) -> None:
+        self._document = {field: True}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        _json(resp, self._document)
+
+
+class ModelSink:
+    """Everything under ``/v2/models/``: metadata, readiness and inference.
+
+    Args:
+        server: the native pipeline holding this worker's model cache.
+        runner: the admission layer native calls go through.
+        config: the server settings.
+    """
+
+    def __init__(self, server: Server, runner: NativeRunner, config: Config) -> None:
+        self._server = server
+        self._runner = runner
+        self._root = config.model_root
+        self._max_body_size = config.max_body_size
+
+    def __call__(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        name: str,
+        version: str | None,
+        action: str | None,
+    ) -> None:
+        arrived = time.monotonic()
+        method = "POST" if action == "/infer" else "GET"
+        if req.method != method:
+            raise falcon.HTTPMethodNotAllowed(
+                [method], description=f"{req.path} answers {method} only"
+            )
+        path = self._resolve(name, version)
+        if action == "/infer":
+            self._infer(req, resp, arrived, name, path)
+            return
+        metadata = self._runner.run(arrived, self._server.metadata, path, name)
+        if action == "/ready":
+            _json(resp, {"name": name, "ready": True})
+        else:
+            resp.content_type = falcon.MEDIA_JSON
+            resp.data = metadata
+
+    def _resolve(self, name: str, version: str | None) -> str:
+        if version is not None and version != VERSION:
+            raise ModelNotFoundError(
+                f"model {name} has no version {version!r}; its only version is {VERSION!r}"
+            )
+        try:
+            return resolve_model(self._root, name, _LABEL)
+        except ModelNotFoundError:
+            if name.endswith(".pt"):
+                raise
+        try:
+            return resolve_model(self._root, name + ".pt", _LABEL)
+        except ModelNotFoundError:
+            raise ModelNotFoundError(
+                f"no model file {name} or {name}.pt under the model root"
+            ) from None
+
+    def _infer(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        arrived: float,
+        name: str,
+        path: str,
+    ) -> None:
+        header_length = _header_length(req)
+        body = read_body(req, self._max_body_size)
+        response, json_length = self._runner.run(
+            arrived, self._server.infer, path, name, body, header_length
+        )
+        if json_length < len(response):
+            resp.set_header(HEADER_LENGTH, str(json_length))
+            resp.content_type = "application/octet-stream"
+        else:
+            resp.content_type = falcon.MEDIA_JSON
+        resp.data = response
+
+
+def _header_length(req: falcon.Request) -> int:
+    value = req.get_header(HEADER_LENGTH)
+    if value is None:
+        return -1
+    text = value.strip()
+    if not text.isascii() or not text.isdigit():
+        raise RequestError(
+            400,
+            "Invalid header",
+            f"{HEADER_LENGTH} must be a non-negative integer, got {value!r}",
+        )
+    return int(text)
+
+
+def add_v2_routes(
+    app: falcon.App, server: Server, runner: NativeRunner, config: Config
+) -> None:
+    """Add the Open Inference Protocol endpoints to ``app``.
+
+    Args:
+        app: the application.
+        server: the native pipeline holding this worker's model cache.
+        runner: the admission layer native calls go through.
+        config: the server settings.
+    """
+    app.add_route("/v2", ServerMetadataResource())
+    app.add_route("/v2/health/live", HealthResource("live"))
+    app.add_route("/v2/health/ready", HealthResource("ready"))
+    app.add_sink(ModelSink(server, runner, config), _MODEL_PATH)
