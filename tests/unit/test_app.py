@@ -11,9 +11,9 @@ import falcon.testing
 import pytest
 import torch
 
+import torch_serving.app
 from tests.conftest import body_of, tensor_json
 from torch_serving import Config, create_app
-from torch_serving.app import ServeResource
 
 TINY = "servable_identifier=tiny.pt"
 
@@ -231,7 +231,7 @@ def test_unexpected_error_is_a_bare_500_with_the_trace_logged(client, monkeypatc
     def explode(*args):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(ServeResource, "_read_body", lambda self, req: explode())
+    monkeypatch.setattr(torch_serving.app, "read_body", lambda req, limit: explode())
     with caplog.at_level(logging.ERROR, logger="torch_serving"):
         result = serve(client, "servable_identifier=tiny.pt", tiny_body(1))
     assert_error(result, 500, "Internal Server Error", "an unexpected error occurred; the server log has the details")
