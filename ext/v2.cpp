@@ -380,9 +380,8 @@ struct OutputTensor {
 
 OutputTensor primitive_output(const c10::IValue& v) {
   if (v.isString()) return {&bytes_datatype(), {1}, {}, {v.toStringRef()}};
-  if (v.isInt()) return {datatype_of(at::kLong), {1}, at::tensor({v.toInt()}), {}};
-  if (v.isDouble()) return {datatype_of(at::kDouble), {1}, at::tensor({v.toDouble()}, at::kDouble), {}};
-  return {datatype_of(at::kBool), {1}, at::tensor({v.toBool()}), {}};
+  at::ScalarType dtype = v.isInt() ? at::kLong : v.isDouble() ? at::kDouble : at::kBool;
+  return {datatype_of(dtype), {1}, at::full({1}, v.toScalar(), at::TensorOptions().dtype(dtype)), {}};
 }
 
 bool is_primitive(const c10::IValue& v) { return v.isString() || v.isInt() || v.isDouble() || v.isBool(); }

@@ -29,7 +29,7 @@ struct Datatype {
 // One input tensor of a request.
 struct Input {
   std::string name;
-  const Datatype* datatype;
+  const Datatype* datatype = nullptr;
   std::vector<int64_t> shape;
   at::Tensor tensor;                 // for every datatype but BYTES
   std::vector<std::string> strings;  // for BYTES, row-major

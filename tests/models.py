@@ -88,6 +88,41 @@ class SlowModel(torch.nn.Module):
         return x + 1 + (a.sum() * 0)
 
 
+class PairModel(torch.nn.Module):
+    """Two tensors and an optional scale in, a tuple of two tensors out."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, scale: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
+        return a + b * scale, a * b
+
+
+class WordsModel(torch.nn.Module):
+    """Strings in, a list of strings, a string and an int out."""
+
+    def forward(self, words: List[str], prefix: str) -> Tuple[List[str], str, int]:
+        return [prefix + word for word in words], prefix.upper(), len(words)
+
+
+class ScalarsModel(torch.nn.Module):
+    """An int, a float and a bool in, each changed, out."""
+
+    def forward(self, count: int, ratio: float, flag: bool) -> Tuple[int, float, bool]:
+        return count * 2, ratio / 2, not flag
+
+
+class ListOutputModel(torch.nn.Module):
+    """Returns a list of three multiples of its input."""
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return [x, x * 2, x * 3]
+
+
+class DictOutputModel(torch.nn.Module):
+    """Doubles every tensor of a dict, keyed ``<name>_doubled``."""
+
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        return {name + "_doubled": value * 2 for name, value in inputs.items()}
+
+
 def example_model_class():
     """Return ExampleModel from example/create_model.py, the original's model."""
     sys.path.insert(0, str(REPO / "example"))
@@ -108,6 +143,11 @@ def build_model_root(root: Path) -> Path:
     script_and_save(ComplexOutputModel(), root / "complex.pt")
     script_and_save(SlowModel(), root / "slow.pt")
     script_and_save(AffineModel(3.0, 0.0), root / "nested" / "triple.pt")
+    script_and_save(PairModel(), root / "pair.pt")
+    script_and_save(WordsModel(), root / "words.pt")
+    script_and_save(ScalarsModel(), root / "scalars.pt")
+    script_and_save(ListOutputModel(), root / "list_output.pt")
+    script_and_save(DictOutputModel(), root / "dict_output.pt")
     for k in range(6):
         script_and_save(AffineModel(1.0, float(k)), root / "many" / f"plus{k}.pt")
     example_model_class().main(str(root / "model-example.pt"))
