@@ -102,6 +102,13 @@ class WordsModel(torch.nn.Module):
         return [prefix + word for word in words], prefix.upper(), len(words)
 
 
+class StringEchoModel(torch.nn.Module):
+    """Returns its list of strings unchanged."""
+
+    def forward(self, x: List[str]) -> List[str]:
+        return x
+
+
 class ScalarsModel(torch.nn.Module):
     """An int, a float and a bool in, each changed, out."""
 
@@ -145,6 +152,7 @@ def build_model_root(root: Path) -> Path:
     script_and_save(AffineModel(3.0, 0.0), root / "nested" / "triple.pt")
     script_and_save(PairModel(), root / "pair.pt")
     script_and_save(WordsModel(), root / "words.pt")
+    script_and_save(StringEchoModel(), root / "string_echo.pt")
     script_and_save(ScalarsModel(), root / "scalars.pt")
     script_and_save(ListOutputModel(), root / "list_output.pt")
     script_and_save(DictOutputModel(), root / "dict_output.pt")

@@ -32,20 +32,36 @@ DATATYPES = [
 
 @pytest.fixture
 def client(model_root) -> falcon.testing.TestClient:
-    config = Config(model_root=model_root, model_capacity=4, buffer_size=1, max_body_size=1 << 16)
+    config = Config(
+        model_root=model_root, model_capacity=4, buffer_size=1, max_body_size=1 << 16
+    )
     return falcon.testing.TestClient(create_app(config))
 
 
 def tensor_input(name: str, tensor: torch.Tensor, datatype: str) -> dict:
-    return {"name": name, "shape": list(tensor.shape), "datatype": datatype, "data": tensor.flatten().tolist()}
+    return {
+        "name": name,
+        "shape": list(tensor.shape),
+        "datatype": datatype,
+        "data": tensor.flatten().tolist(),
+    }
 
 
-def infer(client, model: str, request: dict, binary: bytes = b"", json_padding: int = 0, **kwargs):
+def infer(
+    client,
+    model: str,
+    request: dict,
+    binary: bytes = b"",
+    json_padding: int = 0,
+    **kwargs,
+):
     """POST ``request`` to ``model``'s infer endpoint, followed by ``binary`` when given."""
     header = json.dumps(request).encode() + b" " * json_padding
     headers = {HEADER: str(len(header))} if binary or json_padding else {}
     headers.update(kwargs.pop("headers", {}))
-    return client.simulate_post(f"/v2/models/{model}/infer", body=header + binary, headers=headers, **kwargs)
+    return client.simulate_post(
+        f"/v2/models/{model}/infer", body=header + binary, headers=headers, **kwargs
+    )
 
 
 def split_response(result) -> tuple[dict, dict[str, bytes]]:
@@ -74,7 +90,9 @@ def serialize_bytes(items: list[bytes]) -> bytes:
 
 def test_server_metadata_and_health(client):
     doc = client.simulate_get("/v2").json
-    assert doc["name"] == "torch-serving" and doc["extensions"] == ["binary_tensor_data"]
+    assert doc["name"] == "torch-serving" and doc["extensions"] == [
+        "binary_tensor_data"
+    ]
     assert doc["version"]
     assert client.simulate_get("/v2/health/live").json == {"live": True}
     assert client.simulate_get("/v2/health/ready").json == {"ready": True}
@@ -120,23 +138,45 @@ def test_model_metadata_names(client, path, inputs, outputs):
 
 
 def test_model_ready_and_not_found(client):
-    assert client.simulate_get("/v2/models/tiny/ready").json == {"name": "tiny", "ready": True}
+    assert client.simulate_get("/v2/models/tiny/ready").json == {
+        "name": "tiny",
+        "ready": True,
+    }
     assert client.simulate_get("/v2/models/tiny/versions/1/ready").status_code == 200
-    assert_v2_error(client.simulate_get("/v2/models/nope/ready"), 404, "no model file nope or nope.pt under the model root")
     assert_v2_error(
-        client.simulate_get("/v2/models/tiny/versions/2"), 404, "model tiny has no version '2'; its only version is '1'"
+        client.simulate_get("/v2/models/nope/ready"),
+        404,
+        "no model file nope or nope.pt under the model root",
+    )
+    assert_v2_error(
+        client.simulate_get("/v2/models/tiny/versions/2"),
+        404,
+        "model tiny has no version '2'; its only version is '1'",
     )
     unloadable = client.simulate_get("/v2/models/corrupt/ready")
     assert unloadable.status_code == 422
-    assert unloadable.json["error"].startswith("corrupt is not a loadable TorchScript module: PytorchStreamReader")
+    assert unloadable.json["error"].startswith(
+        "corrupt is not a loadable TorchScript module: PytorchStreamReader"
+    )
     assert_v2_error(
-        client.simulate_get("/v2/models/../x/ready"), 400, "model name must not contain '..' components, got '../x'"
+        client.simulate_get("/v2/models/../x/ready"),
+        400,
+        "model name must not contain '..' components, got '../x'",
     )
 
 
 def test_infer_json_with_id_flat_and_nested_data(client):
-    flat = {"id": "req-7", "inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
-    nested = {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3, 4]]}]}
+    flat = {
+        "id": "req-7",
+        "inputs": [
+            {"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}
+        ],
+    }
+    nested = {
+        "inputs": [
+            {"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3, 4]]}
+        ]
+    }
     first, second = infer(client, "tiny", flat), infer(client, "tiny.pt", nested)
     assert first.status_code == second.status_code == 200
     assert first.headers["content-type"] == "application/json"
@@ -145,23 +185,47 @@ def test_infer_json_with_id_flat_and_nested_data(client):
         "model_name": "tiny",
         "model_version": "1",
         "id": "req-7",
-        "outputs": [{"name": "OUTPUT__0", "datatype": "FP32", "shape": [2, 2], "data": [3, 5, 7, 9]}],
+        "outputs": [
+            {
+                "name": "OUTPUT__0",
+                "datatype": "FP32",
+                "shape": [2, 2],
+                "data": [3, 5, 7, 9],
+            }
+        ],
     }
     assert second.json["outputs"] == first.json["outputs"] and "id" not in second.json
 
 
-@pytest.mark.parametrize(("datatype", "dtype", "values"), DATATYPES, ids=[d[0] for d in DATATYPES])
+@pytest.mark.parametrize(
+    ("datatype", "dtype", "values"), DATATYPES, ids=[d[0] for d in DATATYPES]
+)
 def test_every_datatype_round_trips_in_json_and_binary(client, datatype, dtype, values):
     tensor = torch.tensor(values, dtype=dtype).reshape(2, 3)
     if datatype != "BF16":
-        result = infer(client, "echo", {"inputs": [tensor_input("x", tensor, datatype)]})
+        result = infer(
+            client, "echo", {"inputs": [tensor_input("x", tensor, datatype)]}
+        )
         assert result.status_code == 200, result.text
         (output,) = result.json["outputs"]
         assert (output["datatype"], output["shape"]) == (datatype, [2, 3])
-        assert torch.equal(torch.tensor(output["data"], dtype=dtype).reshape(2, 3), tensor)
-    raw = tensor.view(torch.uint8).numpy().tobytes() if dtype != torch.bool else tensor.numpy().tobytes()
+        assert torch.equal(
+            torch.tensor(output["data"], dtype=dtype).reshape(2, 3), tensor
+        )
+    raw = (
+        tensor.view(torch.uint8).numpy().tobytes()
+        if dtype != torch.bool
+        else tensor.numpy().tobytes()
+    )
     request = {
-        "inputs": [{"name": "x", "shape": [2, 3], "datatype": datatype, "parameters": {"binary_data_size": len(raw)}}],
+        "inputs": [
+            {
+                "name": "x",
+                "shape": [2, 3],
+                "datatype": datatype,
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ],
         "parameters": {"binary_data_output": True},
     }
     result = infer(client, "echo", request, raw)
@@ -178,7 +242,16 @@ def test_binary_input_at_any_alignment(client, padding):
     # the model sees the same values.
     values = torch.arange(12, dtype=torch.float64)
     raw = values.numpy().tobytes()
-    request = {"inputs": [{"name": "x", "shape": [12], "datatype": "FP64", "parameters": {"binary_data_size": 96}}]}
+    request = {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": [12],
+                "datatype": "FP64",
+                "parameters": {"binary_data_size": 96},
+            }
+        ]
+    }
     result = infer(client, "tiny", request, raw, json_padding=padding + 1)
     assert result.status_code == 200, result.text
     assert result.json["outputs"][0]["data"] == (values * 2 + 1).tolist()
@@ -186,14 +259,33 @@ def test_binary_input_at_any_alignment(client, padding):
 
 def test_inputs_by_name_and_by_position_with_an_optional_argument(client):
     a, b = torch.tensor([1.0, 2.0]), torch.tensor([10.0, 20.0])
-    by_name = infer(client, "pair", {"inputs": [tensor_input("b", b, "FP32"), tensor_input("a", a, "FP32")]})
-    by_position = infer(client, "pair", {"inputs": [tensor_input("INPUT__0", a, "FP32"), tensor_input("INPUT__1", b, "FP32")]})
+    by_name = infer(
+        client,
+        "pair",
+        {"inputs": [tensor_input("b", b, "FP32"), tensor_input("a", a, "FP32")]},
+    )
+    by_position = infer(
+        client,
+        "pair",
+        {
+            "inputs": [
+                tensor_input("INPUT__0", a, "FP32"),
+                tensor_input("INPUT__1", b, "FP32"),
+            ]
+        },
+    )
     assert by_name.json["outputs"] == by_position.json["outputs"]
     assert [o["data"] for o in by_name.json["outputs"]] == [[11, 22], [10, 40]]
     scaled = infer(
         client,
         "pair",
-        {"inputs": [tensor_input("a", a, "FP32"), tensor_input("b", b, "FP32"), tensor_input("scale", torch.tensor([0.5]), "FP64")]},
+        {
+            "inputs": [
+                tensor_input("a", a, "FP32"),
+                tensor_input("b", b, "FP32"),
+                tensor_input("scale", torch.tensor([0.5]), "FP64"),
+            ]
+        },
     )
     assert scaled.json["outputs"][0]["data"] == [6, 12]
 
@@ -202,7 +294,10 @@ def test_requested_outputs_choose_subset_order_and_form(client):
     a, b = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0])
     request = {
         "inputs": [tensor_input("a", a, "FP32"), tensor_input("b", b, "FP32")],
-        "outputs": [{"name": "OUTPUT__1", "parameters": {"binary_data": True}}, {"name": "OUTPUT__0"}],
+        "outputs": [
+            {"name": "OUTPUT__1", "parameters": {"binary_data": True}},
+            {"name": "OUTPUT__0"},
+        ],
     }
     doc, buffers = split_response(infer(client, "pair", request))
     assert [o["name"] for o in doc["outputs"]] == ["OUTPUT__1", "OUTPUT__0"]
@@ -215,13 +310,23 @@ def test_requested_outputs_choose_subset_order_and_form(client):
 def test_strings_in_json_and_binary(client):
     request = {
         "inputs": [
-            {"name": "words", "shape": [3], "datatype": "BYTES", "data": ["a", "b c", "ü"]},
+            {
+                "name": "words",
+                "shape": [3],
+                "datatype": "BYTES",
+                "data": ["a", "b c", "ü"],
+            },
             {"name": "prefix", "shape": [1], "datatype": "BYTES", "data": ["p-"]},
         ]
     }
     result = infer(client, "words", request)
     assert result.json["outputs"] == [
-        {"name": "OUTPUT__0", "datatype": "BYTES", "shape": [3], "data": ["p-a", "p-b c", "p-ü"]},
+        {
+            "name": "OUTPUT__0",
+            "datatype": "BYTES",
+            "shape": [3],
+            "data": ["p-a", "p-b c", "p-ü"],
+        },
         {"name": "OUTPUT__1", "datatype": "BYTES", "shape": [1], "data": ["P-"]},
         {"name": "OUTPUT__2", "datatype": "INT64", "shape": [1], "data": [3]},
     ]
@@ -229,12 +334,24 @@ def test_strings_in_json_and_binary(client):
     prefix = serialize_bytes([b"q"])
     binary_request = {
         "inputs": [
-            {"name": "words", "shape": [3], "datatype": "BYTES", "parameters": {"binary_data_size": len(words)}},
-            {"name": "prefix", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(prefix)}},
+            {
+                "name": "words",
+                "shape": [3],
+                "datatype": "BYTES",
+                "parameters": {"binary_data_size": len(words)},
+            },
+            {
+                "name": "prefix",
+                "shape": [1],
+                "datatype": "BYTES",
+                "parameters": {"binary_data_size": len(prefix)},
+            },
         ],
         "parameters": {"binary_data_output": True},
     }
-    doc, buffers = split_response(infer(client, "words", binary_request, words + prefix))
+    doc, buffers = split_response(
+        infer(client, "words", binary_request, words + prefix)
+    )
     assert buffers["OUTPUT__0"] == serialize_bytes([b"qx", b"q", b"q\xff\x00"])
     assert buffers["OUTPUT__1"] == serialize_bytes([b"Q"])
     assert np.frombuffer(buffers["OUTPUT__2"], dtype=np.int64).tolist() == [3]
@@ -257,23 +374,37 @@ def test_scalar_arguments_and_results(client):
 
 def test_list_dict_and_tuple_outputs(client):
     x = tensor_input("x", torch.tensor([1, 2]), "INT64")
-    assert [(o["name"], o["data"]) for o in infer(client, "list_output", {"inputs": [x]}).json["outputs"]] == [
+    assert [
+        (o["name"], o["data"])
+        for o in infer(client, "list_output", {"inputs": [x]}).json["outputs"]
+    ] == [
         ("OUTPUT__0", [1, 2]),
         ("OUTPUT__1", [2, 4]),
         ("OUTPUT__2", [3, 6]),
     ]
-    request = {"inputs": [tensor_input("left", torch.tensor([1.5]), "FP64"), tensor_input("right", torch.tensor([2]), "INT8")]}
+    request = {
+        "inputs": [
+            tensor_input("left", torch.tensor([1.5]), "FP64"),
+            tensor_input("right", torch.tensor([2]), "INT8"),
+        ]
+    }
     outputs = infer(client, "dict_output", request).json["outputs"]
     assert [(o["name"], o["datatype"], o["data"]) for o in outputs] == [
         ("left_doubled", "FP64", [3]),
         ("right_doubled", "INT8", [4]),
     ]
-    outputs = infer(client, "kinds", {"inputs": [
-        {"name": "ints", "shape": [2], "datatype": "INT64", "data": [4, 5]},
-        {"name": "ratio", "shape": [1], "datatype": "FP64", "data": [0.25]},
-        {"name": "flag", "shape": [1], "datatype": "BOOL", "data": [True]},
-        {"name": "maybe", "shape": [1], "datatype": "FP16", "data": [0.5]},
-    ]}).json["outputs"]
+    outputs = infer(
+        client,
+        "kinds",
+        {
+            "inputs": [
+                {"name": "ints", "shape": [2], "datatype": "INT64", "data": [4, 5]},
+                {"name": "ratio", "shape": [1], "datatype": "FP64", "data": [0.25]},
+                {"name": "flag", "shape": [1], "datatype": "BOOL", "data": [True]},
+                {"name": "maybe", "shape": [1], "datatype": "FP16", "data": [0.5]},
+            ]
+        },
+    ).json["outputs"]
     assert [(o["name"], o["datatype"], o["shape"], o["data"]) for o in outputs] == [
         ("OUTPUT__0", "INT64", [2], [4, 5]),
         ("OUTPUT__1", "FP64", [1], [0.25]),
@@ -284,21 +415,34 @@ def test_list_dict_and_tuple_outputs(client):
 
 
 def test_optional_argument_left_out_is_none(client):
-    request = {"inputs": [
-        {"name": "ints", "shape": [0], "datatype": "INT64", "data": []},
-        {"name": "ratio", "shape": [1], "datatype": "INT64", "data": [2]},
-        {"name": "flag", "shape": [1], "datatype": "BOOL", "data": [False]},
-    ], "outputs": [{"name": "OUTPUT__0"}, {"name": "OUTPUT__1"}]}
-    assert [(o["datatype"], o["shape"], o["data"]) for o in infer(client, "kinds", request).json["outputs"]] == [
+    request = {
+        "inputs": [
+            {"name": "ints", "shape": [0], "datatype": "INT64", "data": []},
+            {"name": "ratio", "shape": [1], "datatype": "INT64", "data": [2]},
+            {"name": "flag", "shape": [1], "datatype": "BOOL", "data": [False]},
+        ],
+        "outputs": [{"name": "OUTPUT__0"}, {"name": "OUTPUT__1"}],
+    }
+    assert [
+        (o["datatype"], o["shape"], o["data"])
+        for o in infer(client, "kinds", request).json["outputs"]
+    ] == [
         ("INT64", [0], []),
         ("FP64", [1], [2]),
     ]
     request["outputs"] = [{"name": "OUTPUT__3"}]
-    assert_v2_error(infer(client, "kinds", request), 500, "output 'OUTPUT__3' is a NoneType, which V2 cannot express as a tensor")
+    assert_v2_error(
+        infer(client, "kinds", request),
+        500,
+        "output 'OUTPUT__3' is a NoneType, which V2 cannot express as a tensor",
+    )
 
 
 def pair_inputs(**overrides) -> list[dict]:
-    inputs = {"a": tensor_input("a", torch.tensor([1.0]), "FP32"), "b": tensor_input("b", torch.tensor([2.0]), "FP32")}
+    inputs = {
+        "a": tensor_input("a", torch.tensor([1.0]), "FP32"),
+        "b": tensor_input("b", torch.tensor([2.0]), "FP32"),
+    }
     inputs.update(overrides)
     return [value for value in inputs.values() if value is not None]
 
@@ -309,24 +453,63 @@ PAIR_SIGNATURE = "forward(__torch__.tests.models.PairModel self, Tensor a, Tenso
 @pytest.mark.parametrize(
     ("model", "request_doc", "message"),
     [
-        ("pair", {"inputs": pair_inputs(b=None)},
-         f"missing input for argument 'b' (position 1) of forward, which expects Tensor; signature: {PAIR_SIGNATURE}"),
-        ("pair", {"inputs": pair_inputs(c=tensor_input("c", torch.tensor([1.0]), "FP32"))},
-         f"input 'c' matches no argument of forward; its arguments are a, b, scale (or INPUT__0 to INPUT__2 by position); signature: {PAIR_SIGNATURE}"),
-        ("pair", {"inputs": pair_inputs(c=tensor_input("INPUT__0", torch.tensor([1.0]), "FP32"))},
-         "inputs 'a' and 'INPUT__0' both give argument 'a' of forward"),
-        ("pair", {"inputs": pair_inputs(c=tensor_input("INPUT__7", torch.tensor([1.0]), "FP32"))},
-         f"input 'INPUT__7' names position 7, but forward takes 3 argument(s); signature: {PAIR_SIGNATURE}"),
-        ("pair", {"inputs": pair_inputs(a={"name": "a", "shape": [1], "datatype": "BYTES", "data": ["x"]})},
-         "input 'a' (BYTES, shape [1]) cannot be argument 'a' of forward, which expects Tensor: BYTES cannot be a Tensor"),
-        ("scalars", {"inputs": [tensor_input("count", torch.tensor([1.0]), "FP32")]},
-         "input 'count' (FP32, shape [1]) cannot be argument 'count' of forward, which expects int: give it as an integer datatype"),
-        ("scalars", {"inputs": [tensor_input("count", torch.tensor([1, 2]), "INT64")]},
-         "input 'count' (INT64, shape [2]) cannot be argument 'count' of forward, which expects int: it must hold exactly one element"),
-        ("pair", {"inputs": pair_inputs(), "outputs": [{"name": "nope"}]},
-         "requested output 'nope' is not among the model's outputs: OUTPUT__0, OUTPUT__1"),
-        ("raising", {"inputs": [tensor_input("x", torch.tensor([-1.0]), "FP32")]},
-         "forward raised: builtins.ValueError: inputs must not sum to a negative number"),
+        (
+            "pair",
+            {"inputs": pair_inputs(b=None)},
+            f"missing input for argument 'b' (position 1) of forward, which expects Tensor; signature: {PAIR_SIGNATURE}",
+        ),
+        (
+            "pair",
+            {"inputs": pair_inputs(c=tensor_input("c", torch.tensor([1.0]), "FP32"))},
+            f"input 'c' matches no argument of forward; its arguments are a, b, scale (or INPUT__0 to INPUT__2 by position); signature: {PAIR_SIGNATURE}",
+        ),
+        (
+            "pair",
+            {
+                "inputs": pair_inputs(
+                    c=tensor_input("INPUT__0", torch.tensor([1.0]), "FP32")
+                )
+            },
+            "inputs 'a' and 'INPUT__0' both give argument 'a' of forward",
+        ),
+        (
+            "pair",
+            {
+                "inputs": pair_inputs(
+                    c=tensor_input("INPUT__7", torch.tensor([1.0]), "FP32")
+                )
+            },
+            f"input 'INPUT__7' names position 7, but forward takes 3 argument(s); signature: {PAIR_SIGNATURE}",
+        ),
+        (
+            "pair",
+            {
+                "inputs": pair_inputs(
+                    a={"name": "a", "shape": [1], "datatype": "BYTES", "data": ["x"]}
+                )
+            },
+            "input 'a' (BYTES, shape [1]) cannot be argument 'a' of forward, which expects Tensor: BYTES cannot be a Tensor",
+        ),
+        (
+            "scalars",
+            {"inputs": [tensor_input("count", torch.tensor([1.0]), "FP32")]},
+            "input 'count' (FP32, shape [1]) cannot be argument 'count' of forward, which expects int: give it as an integer datatype",
+        ),
+        (
+            "scalars",
+            {"inputs": [tensor_input("count", torch.tensor([1, 2]), "INT64")]},
+            "input 'count' (INT64, shape [2]) cannot be argument 'count' of forward, which expects int: it must hold exactly one element",
+        ),
+        (
+            "pair",
+            {"inputs": pair_inputs(), "outputs": [{"name": "nope"}]},
+            "requested output 'nope' is not among the model's outputs: OUTPUT__0, OUTPUT__1",
+        ),
+        (
+            "raising",
+            {"inputs": [tensor_input("x", torch.tensor([-1.0]), "FP32")]},
+            "forward raised: builtins.ValueError: inputs must not sum to a negative number",
+        ),
     ],
 )
 def test_inputs_that_do_not_fit_the_model(client, model, request_doc, message):
@@ -337,30 +520,99 @@ def test_inputs_that_do_not_fit_the_model(client, model, request_doc, message):
     ("request_doc", "message"),
     [
         ({}, 'missing key "inputs" at body'),
-        ({"inputs": [], "extra": 1}, 'unknown key "extra" (expected id, parameters, inputs or outputs) at body'),
-        ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]},
-         "input 'x' has neither \"data\" nor parameters.binary_data_size at body.inputs[0]"),
-        ({"inputs": [{"name": "x", "shape": [1], "datatype": "UINT32", "data": [1]}]},
-         'unknown datatype "UINT32" (expected one of BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, BF16, FP32, FP64, BYTES) '
-         "at body.inputs[0].datatype"),
-        ({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3]}]},
-         "input 'x' has 3 value(s), but shape [2, 2] needs 4"),
-        ({"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [[1], [2, 3]]}]},
-         "ragged nested value: expected an array of length 1, found an array of length 2 at body.inputs[0].data[1]"),
-        ({"inputs": [{"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]}]},
-         "expected a non-negative integer dimension, found -1 at body.inputs[0].shape[0]"),
-        ({"inputs": [{"name": "x", "shape": [1], "datatype": "INT8", "data": [300]}]},
-         "expected an integer in [-128, 127] for int8, found 300 at body.inputs[0].data[0]"),
-        ({"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": [1]}]},
-         "expected a string or an array of strings, found 1 at body.inputs[0].data[0]"),
-        ({"inputs": [tensor_input("x", torch.ones(1), "FP32"), tensor_input("x", torch.ones(1), "FP32")]},
-         'duplicate input name "x" at body.inputs[1].name'),
-        ({"inputs": [tensor_input("x", torch.ones(1), "FP32")], "outputs": [{"name": "OUTPUT__0", "parameters": {"classification": 2}}]},
-         "the classification extension is not supported at body.outputs[0].parameters.classification"),
-        ({"inputs": [tensor_input("x", torch.ones(1), "FP32")], "parameters": {"binary_data_output": 1}},
-         "expected true or false, found 1 at body.parameters.binary_data_output"),
-        ({"inputs": [{**tensor_input("x", torch.ones(1), "FP32"), "parameters": {"binary_data_size": 4}}]},
-         "input 'x' has both \"data\" and parameters.binary_data_size at body.inputs[0]"),
+        (
+            {"inputs": [], "extra": 1},
+            'unknown key "extra" (expected id, parameters, inputs or outputs) at body',
+        ),
+        (
+            {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]},
+            "input 'x' has neither \"data\" nor parameters.binary_data_size at body.inputs[0]",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "x", "shape": [1], "datatype": "UINT32", "data": [1]}
+                ]
+            },
+            'unknown datatype "UINT32" (expected one of BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, BF16, FP32, FP64, BYTES) '
+            "at body.inputs[0].datatype",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "shape": [2, 2],
+                        "datatype": "FP32",
+                        "data": [1, 2, 3],
+                    }
+                ]
+            },
+            "input 'x' has 3 value(s), but shape [2, 2] needs 4",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "shape": [2],
+                        "datatype": "FP32",
+                        "data": [[1], [2, 3]],
+                    }
+                ]
+            },
+            "ragged nested value: expected an array of length 1, found an array of length 2 at body.inputs[0].data[1]",
+        ),
+        (
+            {"inputs": [{"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]}]},
+            "expected a non-negative integer dimension, found -1 at body.inputs[0].shape[0]",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "x", "shape": [1], "datatype": "INT8", "data": [300]}
+                ]
+            },
+            "expected an integer in [-128, 127] for int8, found 300 at body.inputs[0].data[0]",
+        ),
+        (
+            {"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": [1]}]},
+            "expected a string or an array of strings, found 1 at body.inputs[0].data[0]",
+        ),
+        (
+            {
+                "inputs": [
+                    tensor_input("x", torch.ones(1), "FP32"),
+                    tensor_input("x", torch.ones(1), "FP32"),
+                ]
+            },
+            'duplicate input name "x" at body.inputs[1].name',
+        ),
+        (
+            {
+                "inputs": [tensor_input("x", torch.ones(1), "FP32")],
+                "outputs": [{"name": "OUTPUT__0", "parameters": {"classification": 2}}],
+            },
+            "the classification extension is not supported at body.outputs[0].parameters.classification",
+        ),
+        (
+            {
+                "inputs": [tensor_input("x", torch.ones(1), "FP32")],
+                "parameters": {"binary_data_output": 1},
+            },
+            "expected true or false, found 1 at body.parameters.binary_data_output",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        **tensor_input("x", torch.ones(1), "FP32"),
+                        "parameters": {"binary_data_size": 4},
+                    }
+                ]
+            },
+            "input 'x' has both \"data\" and parameters.binary_data_size at body.inputs[0]",
+        ),
     ],
 )
 def test_malformed_requests(client, request_doc, message):
@@ -368,46 +620,131 @@ def test_malformed_requests(client, request_doc, message):
 
 
 def binary_x(size: int, shape=(2,), datatype="FP32") -> dict:
-    return {"inputs": [{"name": "x", "shape": list(shape), "datatype": datatype, "parameters": {"binary_data_size": size}}]}
+    return {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": list(shape),
+                "datatype": datatype,
+                "parameters": {"binary_data_size": size},
+            }
+        ]
+    }
 
 
 @pytest.mark.parametrize(
     ("request_doc", "binary", "headers", "message"),
     [
-        (binary_x(8), b"\0" * 4, {}, "binary_data_size of input 'x' is 8 bytes, but only 4 bytes of binary data remain in the body"),
-        (binary_x(4), b"\0" * 4, {}, "binary_data_size of input 'x' is 4 bytes, but shape [2] of FP32 needs 8 bytes"),
-        (binary_x(8), b"\0" * 12, {}, "the body has 4 byte(s) of binary data after the inputs' binary_data_size bytes"),
-        (binary_x(8), b"\0" * 8, {HEADER: "100000"}, "Inference-Header-Content-Length is 100000, past the end of the 108-byte body"),
-        (binary_x(8), b"\0" * 8, {HEADER: "ten"}, "Inference-Header-Content-Length must be a non-negative integer, got 'ten'"),
-        (binary_x(8), b"\0" * 8, {HEADER: "10"}, "request JSON is not valid: The JSON document has an improper structure: missing or superfluous commas, braces, missing keys, etc."),
-        (binary_x(6, (2,), "BYTES"), serialize_bytes([b"a"]) + b"\0", {}, "BYTES data of input 'x' ends inside the length prefix of element 1"),
-        (binary_x(5, (2,), "BYTES"), serialize_bytes([b"a"]), {}, "BYTES data of input 'x' holds 1 element(s), but its shape needs 2"),
-        (binary_x(6, (1,), "BYTES"), struct.pack("<I", 9) + b"ab", {}, "BYTES data of input 'x': element 0 declares 9 bytes, but only 2 remain"),
+        (
+            binary_x(8),
+            b"\0" * 4,
+            {},
+            "binary_data_size of input 'x' is 8 bytes, but only 4 bytes of binary data remain in the body",
+        ),
+        (
+            binary_x(4),
+            b"\0" * 4,
+            {},
+            "binary_data_size of input 'x' is 4 bytes, but shape [2] of FP32 needs 8 bytes",
+        ),
+        (
+            binary_x(8),
+            b"\0" * 12,
+            {},
+            "the body has 4 byte(s) of binary data after the inputs' binary_data_size bytes",
+        ),
+        (
+            binary_x(8),
+            b"\0" * 8,
+            {HEADER: "100000"},
+            "Inference-Header-Content-Length is 100000, past the end of the 108-byte body",
+        ),
+        (
+            binary_x(8),
+            b"\0" * 8,
+            {HEADER: "ten"},
+            "Inference-Header-Content-Length must be a non-negative integer, got 'ten'",
+        ),
+        (
+            binary_x(8),
+            b"\0" * 8,
+            {HEADER: "10"},
+            "request JSON is not valid: The JSON document has an improper structure: missing or superfluous commas, braces, missing keys, etc.",
+        ),
+        (
+            binary_x(6, (2,), "BYTES"),
+            serialize_bytes([b"a"]) + b"\0",
+            {},
+            "BYTES data of input 'x' ends inside the length prefix of element 1",
+        ),
+        (
+            binary_x(5, (2,), "BYTES"),
+            serialize_bytes([b"a"]),
+            {},
+            "BYTES data of input 'x' holds 1 element(s), but its shape needs 2",
+        ),
+        (
+            binary_x(6, (1,), "BYTES"),
+            struct.pack("<I", 9) + b"ab",
+            {},
+            "BYTES data of input 'x': element 0 declares 9 bytes, but only 2 remain",
+        ),
     ],
 )
 def test_malformed_binary_framing(client, request_doc, binary, headers, message):
-    assert_v2_error(infer(client, "tiny", request_doc, binary, headers=headers), 400, message)
+    assert_v2_error(
+        infer(client, "tiny", request_doc, binary, headers=headers), 400, message
+    )
 
 
 def test_http_level_errors_use_the_v2_envelope(client):
-    assert_v2_error(client.simulate_get("/v2/models/tiny/infer"), 405, "/v2/models/tiny/infer answers POST only")
+    assert_v2_error(
+        client.simulate_get("/v2/models/tiny/infer"),
+        405,
+        "/v2/models/tiny/infer answers POST only",
+    )
     assert client.simulate_get("/v2/models/tiny/infer").headers["allow"] == "POST"
-    assert_v2_error(client.simulate_post("/v2/models/tiny"), 405, "/v2/models/tiny answers GET only")
-    assert_v2_error(client.simulate_get("/v2/health/nope"), 404, "GET /v2/health/nope: Not Found")
+    assert_v2_error(
+        client.simulate_post("/v2/models/tiny"), 405, "/v2/models/tiny answers GET only"
+    )
+    assert_v2_error(
+        client.simulate_get("/v2/health/nope"), 404, "GET /v2/health/nope: Not Found"
+    )
     big = {"inputs": [tensor_input("x", torch.zeros(20000), "FP32")]}
-    assert_v2_error(infer(client, "tiny", big), 413, f"body of {len(json.dumps(big))} bytes exceeds the limit of 65536 bytes")
-    gzip = infer(client, "tiny", binary_x(8), b"\0" * 8, headers={"Content-Encoding": "gzip"})
-    assert_v2_error(gzip, 415, "Content-Encoding gzip is not supported; send the body uncompressed")
-    complex_out = infer(client, "complex", {"inputs": [tensor_input("x", torch.ones(1), "FP32")]})
-    assert_v2_error(complex_out, 500, "output 'OUTPUT__0' has dtype ComplexFloat, which V2 cannot express")
+    assert_v2_error(
+        infer(client, "tiny", big),
+        413,
+        f"body of {len(json.dumps(big))} bytes exceeds the limit of 65536 bytes",
+    )
+    gzip = infer(
+        client, "tiny", binary_x(8), b"\0" * 8, headers={"Content-Encoding": "gzip"}
+    )
+    assert_v2_error(
+        gzip, 415, "Content-Encoding gzip is not supported; send the body uncompressed"
+    )
+    complex_out = infer(
+        client, "complex", {"inputs": [tensor_input("x", torch.ones(1), "FP32")]}
+    )
+    assert_v2_error(
+        complex_out,
+        500,
+        "output 'OUTPUT__0' has dtype ComplexFloat, which V2 cannot express",
+    )
 
 
 def test_failed_requests_leave_the_cache_and_later_answers_alone(client):
     good = {"inputs": [tensor_input("x", torch.tensor([1.0]), "FP32")]}
     assert infer(client, "tiny", good).status_code == 200
     before = client.simulate_get("/cache").json
-    for bad in ({"inputs": [{"name": "x"}]}, {"inputs": [tensor_input("y", torch.ones(1), "FP32")]}, {"inputs": 3}):
+    for bad in (
+        {"inputs": [{"name": "x"}]},
+        {"inputs": [tensor_input("y", torch.ones(1), "FP32")]},
+        {"inputs": 3},
+    ):
         assert infer(client, "tiny", bad).status_code == 400
     after = client.simulate_get("/cache").json
-    assert after["models"] == before["models"] and after["stats"]["loads"] == before["stats"]["loads"]
+    assert (
+        after["models"] == before["models"]
+        and after["stats"]["loads"] == before["stats"]["loads"]
+    )
     assert infer(client, "tiny", good).json["outputs"][0]["data"] == [3]
