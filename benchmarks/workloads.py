@@ -8,7 +8,13 @@ from pathlib import Path
 
 import torch
 
-from tests.models import AffineModel, EchoModel, REPO, example_model_class, script_and_save
+from tests.models import (
+    AffineModel,
+    EchoModel,
+    REPO,
+    example_model_class,
+    script_and_save,
+)
 
 
 class ImageClassifier(torch.nn.Module):
@@ -28,17 +34,44 @@ class ImageClassifier(torch.nn.Module):
 
 
 @dataclass(frozen=True)
+class BinaryRequest:
+    """The same request in the Open Inference Protocol's binary form."""
+
+    body: bytes
+    header_length: int
+
+
+@dataclass(frozen=True)
 class Workload:
     """One benchmark case: which model, and the bytes a client sends it."""
 
     name: str
     model: str
     body: bytes
+    binary: BinaryRequest | None = None
 
 
 def _tensor_body(tensor: torch.Tensor) -> bytes:
     # What a Python client sends: json.dumps of tensor.tolist().
     return json.dumps([{"type": "tensor", "value": tensor.tolist()}]).encode()
+
+
+def _binary_request(tensor: torch.Tensor) -> BinaryRequest:
+    # What tritonclient sends for one FP32 input with outputs in binary.
+    raw = tensor.numpy().tobytes()
+    header = {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": list(tensor.shape),
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ],
+        "parameters": {"binary_data_output": True},
+    }
+    header_bytes = json.dumps(header).encode()
+    return BinaryRequest(header_bytes + raw, len(header_bytes))
 
 
 def build(root: Path) -> list[Workload]:
@@ -51,7 +84,11 @@ def build(root: Path) -> list[Workload]:
     image = torch.rand(1, 3, 224, 224)
     return [
         Workload("tiny", "tiny.pt", _tensor_body(torch.tensor([[1.0, 2.0, 3.0, 4.0]]))),
-        Workload("example", "model-example.pt", (REPO / "example" / "post-data.json").read_bytes()),
-        Workload("image", "image.pt", _tensor_body(image)),
+        Workload(
+            "example",
+            "model-example.pt",
+            (REPO / "example" / "post-data.json").read_bytes(),
+        ),
+        Workload("image", "image.pt", _tensor_body(image), _binary_request(image)),
         Workload("echo", "echo.pt", _tensor_body(image)),
     ]
