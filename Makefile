@@ -36,7 +36,10 @@ $(VENV)/.built: $(VENV)/.deps $(NATIVE_SOURCES)
 model-example.pt: example/create_model.py $(VENV)/.deps
 	$(PY) example/create_model.py $@
 
-serve: setup model-example.pt
+scale.pt greeter.pt &: example/create_v2_models.py $(VENV)/.deps
+	$(PY) example/create_v2_models.py .
+
+serve: setup model-example.pt scale.pt greeter.pt
 	$(VENV)/bin/torch-serving --host $(HOST) --port $(PORT) --model-root .
 
 test: test-native test-python
@@ -97,4 +100,4 @@ sanitize: setup
 	cd .sanitize && $(SANITIZE_ENV) ../$(PY) -m pytest tests/unit/test_codec.py tests/unit/test_cache.py -q -p no:cacheprovider
 
 clean:
-	rm -rf $(CPP_BUILD) cpp-build-asan .sanitize .fuzz build *.egg-info torch_serving/*.so model-example.pt
+	rm -rf $(CPP_BUILD) cpp-build-asan .sanitize .fuzz build *.egg-info torch_serving/*.so model-example.pt scale.pt greeter.pt

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 
 import falcon.testing
 import numpy as np
 import pytest
 import torch
 
+from tests.models import REPO
 from torch_serving import Config, create_app
 
 HEADER = "Inference-Header-Content-Length"
@@ -748,3 +750,29 @@ def test_failed_requests_leave_the_cache_and_later_answers_alone(client):
         and after["stats"]["loads"] == before["stats"]["loads"]
     )
     assert infer(client, "tiny", good).json["outputs"][0]["data"] == [3]
+
+
+def test_the_documented_examples(tmp_path):
+    # docs/v2.md and the README call these models; keep their answers true.
+    sys.path.insert(0, str(REPO / "example"))
+    try:
+        import create_v2_models
+    finally:
+        sys.path.pop(0)
+    create_v2_models.main(str(tmp_path))
+    client = falcon.testing.TestClient(create_app(Config(model_root=tmp_path)))
+    request = {
+        "id": "42",
+        "inputs": [
+            {"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]},
+            {"name": "factor", "shape": [1], "datatype": "FP64", "data": [0.5]},
+        ],
+    }
+    assert infer(client, "scale", request).json == {
+        "model_name": "scale",
+        "model_version": "1",
+        "id": "42",
+        "outputs": [{"name": "OUTPUT__0", "datatype": "FP32", "shape": [2, 2], "data": [0.5, 1, 1.5, 2]}],
+    }
+    names = {"inputs": [{"name": "names", "shape": [2], "datatype": "BYTES", "data": ["Ada", "Alan"]}]}
+    assert infer(client, "greeter", names).json["outputs"][0]["data"] == ["Hello, Ada!", "Hello, Alan!"]
