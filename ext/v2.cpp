@@ -105,6 +105,15 @@ at::Tensor binary_tensor(std::string_view data, const Datatype& type, const std:
   return tensor;
 }
 
+std::string decimal(unsigned __int128 v) {
+  std::string digits;
+  do {
+    digits.insert(digits.begin(), char('0' + int(v % 10)));
+    v /= 10;
+  } while (v);
+  return digits;
+}
+
 void read_binary_input(Input& input, int64_t size, int64_t numel, BinaryCursor& binary, const BodyOwner& owner) {
   const std::string name = single_quoted(input.name);
   if (uint64_t(size) > binary.remaining()) {
@@ -123,7 +132,7 @@ void read_binary_input(Input& input, int64_t size, int64_t numel, BinaryCursor& 
   if (needed != (unsigned __int128)size) {
     throw DecodeError("binary_data_size of input " + name + " is " + std::to_string(size) + " bytes, but shape " +
                       shape_text(input.shape) + " of " + std::string(input.datatype->name) + " needs " +
-                      std::to_string(uint64_t(needed)) + " bytes");
+                      decimal(needed) + " bytes");
   }
   input.tensor = binary_tensor(data, *input.datatype, input.shape, owner);
 }
