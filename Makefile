@@ -69,14 +69,16 @@ $(VENV)/.fuzz-deps: requirements/fuzz.txt $(VENV)/.deps
 	$(PY) -m pip install -q -r requirements/fuzz.txt
 	@touch $@
 
-# Fuzz the decoder and the whole request path, FUZZ_SECONDS each, from the
-# seed corpus; new inputs and crash reproducers land in .fuzz/.
+# Fuzz the decoder, the whole /serve request path and the V2 inference path,
+# FUZZ_SECONDS each, from the seed corpora; new inputs and crash reproducers
+# land in .fuzz/.
 FUZZ_SECONDS ?= 60
 fuzz: setup $(VENV)/.fuzz-deps
-	@for target in decode request; do \
+	@for target in decode request v2; do \
+	  corpus=tests/fuzz/corpus; [ $$target = v2 ] && corpus=tests/fuzz/corpus_v2; \
 	  mkdir -p .fuzz/$$target; \
 	  echo "fuzzing $$target for $(FUZZ_SECONDS)s"; \
-	  PYTHONPATH=. $(PY) tests/fuzz/fuzz_$$target.py .fuzz/$$target tests/fuzz/corpus \
+	  PYTHONPATH=. $(PY) tests/fuzz/fuzz_$$target.py .fuzz/$$target $$corpus \
 	    -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=.fuzz/ -print_final_stats=1 2>&1 \
 	    | grep -E "^stat::number_of_executed_units|^Done|ERROR|Error|Traceback" ; \
 	  if ls .fuzz/crash-* >/dev/null 2>&1; then echo "crash reproducers in .fuzz/"; exit 1; fi; \

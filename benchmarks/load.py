@@ -42,26 +42,14 @@ f:close()
 """
 
 
-def _wrk_script(
-    directory: Path, name: str, body: bytes, header_length: int | None = None
-) -> Path:
+def _wrk_script(directory: Path, name: str, body: bytes, header_length: int | None = None) -> Path:
     """Write ``body`` and a wrk script that POSTs it; return the script's path."""
     body_file = directory / f"{name}.body"
     body_file.write_bytes(body)
-    extra = (
-        ""
-        if header_length is None
-        else f'wrk.headers["Inference-Header-Content-Length"] = "{header_length}"'
-    )
-    content_type = (
-        "application/json" if header_length is None else "application/octet-stream"
-    )
+    extra = "" if header_length is None else f'wrk.headers["Inference-Header-Content-Length"] = "{header_length}"'
+    content_type = "application/json" if header_length is None else "application/octet-stream"
     script = directory / f"{name}.lua"
-    script.write_text(
-        _WRK_SCRIPT.format(
-            content_type=content_type, extra_headers=extra, body=body_file
-        )
-    )
+    script.write_text(_WRK_SCRIPT.format(content_type=content_type, extra_headers=extra, body=body_file))
     return script
 
 
@@ -128,18 +116,10 @@ def _check_answer(url: str, workload: Workload, expected: dict | None) -> dict:
         timeout=60,
     )
     if response.status_code != 200:
-        raise RuntimeError(
-            f"{url} answered {response.status_code} for {workload.name}: {response.text[:300]}"
-        )
+        raise RuntimeError(f"{url} answered {response.status_code} for {workload.name}: {response.text[:300]}")
     doc = response.json()
-    if (
-        expected is not None
-        and doc["result"] is not None
-        and not _close(doc["result"], expected["result"])
-    ):
-        raise RuntimeError(
-            f"{url} answered {workload.name} differently from torch-serving"
-        )
+    if expected is not None and doc["result"] is not None and not _close(doc["result"], expected["result"]):
+        raise RuntimeError(f"{url} answered {workload.name} differently from torch-serving")
     return doc
 
 
@@ -152,17 +132,11 @@ def _check_binary_answer(url: str, workload: Workload, expected: dict) -> None:
         timeout=60,
     )
     if response.status_code != 200:
-        raise RuntimeError(
-            f"{url} answered {response.status_code} for {workload.name}: {response.text[:300]}"
-        )
+        raise RuntimeError(f"{url} answered {response.status_code} for {workload.name}: {response.text[:300]}")
     json_length = int(response.headers["Inference-Header-Content-Length"])
-    values = numpy.frombuffer(
-        response.content[json_length:], dtype=numpy.float32
-    ).tolist()
+    values = numpy.frombuffer(response.content[json_length:], dtype=numpy.float32).tolist()
     if not _close(values, expected["result"]["value"]):
-        raise RuntimeError(
-            f"{url} answered {workload.name} in binary differently from the JSON path"
-        )
+        raise RuntimeError(f"{url} answered {workload.name} in binary differently from the JSON path")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,12 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workloads", default="tiny,example,image,echo")
-    parser.add_argument(
-        "--workers", type=int, default=DEFAULTS.workers, help="for all three servers"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=DEFAULTS.threads, help="for all three servers"
-    )
+    parser.add_argument("--workers", type=int, default=DEFAULTS.workers, help="for all three servers")
+    parser.add_argument("--threads", type=int, default=DEFAULTS.threads, help="for all three servers")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -216,25 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         rates: dict[tuple[str, str], list[float]] = {}
         rss: dict[str, float] = {}
         with (
-            running(
-                commands["ours"], ports["ours"], tmp_path / "ours.log", env=env
-            ) as ours,
-            running(
-                commands["naive"], ports["naive"], tmp_path / "naive.log", env=env
-            ) as naive,
-            running(
-                commands["hello"], ports["hello"], tmp_path / "hello.log", env=env
-            ) as hello,
+            running(commands["ours"], ports["ours"], tmp_path / "ours.log", env=env) as ours,
+            running(commands["naive"], ports["naive"], tmp_path / "naive.log", env=env) as naive,
+            running(commands["hello"], ports["hello"], tmp_path / "hello.log", env=env) as hello,
         ):
             servers = {"ours": ours, "naive": naive, "hello": hello}
             for workload in workloads:
-                scripts = dict.fromkeys(
-                    servers, _wrk_script(tmp_path, workload.name, workload.body)
-                )
-                url = {
-                    name: f"{s.url}/serve?servable_identifier={workload.model}"
-                    for name, s in servers.items()
-                }
+                scripts = dict.fromkeys(servers, _wrk_script(tmp_path, workload.name, workload.body))
+                url = {name: f"{s.url}/serve?servable_identifier={workload.model}" for name, s in servers.items()}
                 reference = _check_answer(f"{ours.url}/serve", workload, None)
                 _check_answer(f"{naive.url}/serve", workload, reference)
                 if workload.binary:
@@ -252,16 +211,10 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(args.rounds):
                     for name in url:
                         rates.setdefault((workload.name, name), []).append(
-                            _wrk(
-                                url[name], scripts[name], args.seconds, args.connections
-                            )
+                            _wrk(url[name], scripts[name], args.seconds, args.connections)
                         )
                 if workload.name == "example":
-                    rss = {
-                        name: peak_rss_mib(s.process.pid)
-                        for name, s in servers.items()
-                        if name != "hello"
-                    }
+                    rss = {name: peak_rss_mib(s.process.pid) for name, s in servers.items() if name != "hello"}
 
     print(
         f"\nload benchmark: {args.rounds} rounds x {args.seconds}s, wrk -t1 -c{args.connections}, "
@@ -272,10 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     summary = {}
     for workload in workloads:
-        median = {
-            name: statistics.median(rates[(workload.name, name)])
-            for name in ("ours", "naive", "hello")
-        }
+        median = {name: statistics.median(rates[(workload.name, name)]) for name in ("ours", "naive", "hello")}
         summary[workload.name] = median
         print(
             f"{workload.name:<10}{median['ours']:>12.0f}{median['naive']:>13.0f}{median['hello']:>13.0f}"

@@ -39,13 +39,9 @@ class Server:
         device: str = "cpu",
         max_model_size: int = 0,
     ) -> None: ...
-    def serve(
-        self, relative: str, name: str, body: Buffer, invalidation_prob: float = 0.0
-    ) -> bytes:
+    def serve(self, relative: str, name: str, body: Buffer, invalidation_prob: float = 0.0) -> bytes:
         """Answer one request for the model file ``relative`` to the root; the GIL is released throughout."""
-    def infer(
-        self, relative: str, name: str, body: bytes, header_length: int = -1
-    ) -> tuple[bytes, int]:
+    def infer(self, relative: str, name: str, body: bytes, header_length: int = -1) -> tuple[bytes, int]:
         """Answer one V2 inference request; return the response and the length of its JSON part.
 
         The first ``header_length`` bytes of ``body`` are the request JSON (all of it when negative), the

@@ -56,9 +56,7 @@ _HOMES = {
 def __getattr__(name: str):
     if name not in __all__:
         raise AttributeError(f"module 'torch_serving' has no attribute {name!r}")
-    value = getattr(
-        importlib.import_module(_HOMES.get(name, "torch_serving._native")), name
-    )
+    value = getattr(importlib.import_module(_HOMES.get(name, "torch_serving._native")), name)
     globals()[name] = value
     return value
 

@@ -32,9 +32,7 @@ class NativeRunner:
     """
 
     def __init__(self, slots: int, queue_size: int, timeout: float) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=slots, thread_name_prefix="torch-serving"
-        )
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=slots, thread_name_prefix="torch-serving")
         self._limit = slots + queue_size
         self._timeout = timeout
         self._pending = 0

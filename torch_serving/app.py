@@ -73,9 +73,7 @@ class ServeResource:
         path = resolve_model(self._root, identifier)
         body = read_body(req, self._max_body_size)
         resp.content_type = falcon.MEDIA_JSON
-        resp.data = self._runner.run(
-            arrived, self._server.serve, path, identifier, body, invalidation_prob
-        )
+        resp.data = self._runner.run(arrived, self._server.serve, path, identifier, body, invalidation_prob)
 
 
 def _identifier(req: falcon.Request) -> str:
@@ -83,9 +81,7 @@ def _identifier(req: falcon.Request) -> str:
     if value is None:
         raise IdentifierError("missing query parameter servable_identifier")
     if isinstance(value, list):
-        raise IdentifierError(
-            "query parameter servable_identifier is repeated; give it once"
-        )
+        raise IdentifierError("query parameter servable_identifier is repeated; give it once")
     return value
 
 

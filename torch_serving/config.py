@@ -109,22 +109,14 @@ class Config:
         _positive("max model size", self.max_model_size)
         _positive("queue size", self.queue_size, minimum=0)
         if not 0 < self.timeout < math.inf:
-            raise ConfigError(
-                f"timeout must be a positive number of seconds, got {self.timeout}"
-            )
+            raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
         if self.log_level not in _LOG_LEVELS:
-            raise ConfigError(
-                f"log level must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}"
-            )
+            raise ConfigError(f"log level must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}")
         if not _DEVICE_PATTERN.match(self.device):
-            raise ConfigError(
-                f"device must be cpu, cuda or cuda:N, got {self.device!r}"
-            )
+            raise ConfigError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: object
-    ) -> Config:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Config:
         """Build a config from ``TORCH_SERVING_<NAME>`` variables.
 
         Args:
@@ -163,13 +155,9 @@ class Config:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(self.device.partition(":")[2] or 0)
         if count == 0:
-            raise ConfigError(
-                f"device {self.device} was asked for, but CUDA is not available here"
-            )
+            raise ConfigError(f"device {self.device} was asked for, but CUDA is not available here")
         if index >= count:
-            raise ConfigError(
-                f"device {self.device} was asked for, but only {count} CUDA device(s) exist"
-            )
+            raise ConfigError(f"device {self.device} was asked for, but only {count} CUDA device(s) exist")
 
 
 def parse_field(name: str, raw: str) -> object:
@@ -184,12 +172,8 @@ def parse_field(name: str, raw: str) -> object:
         return Path(raw)
     if name in _TEXT_FIELDS:
         return _TEXT_FIELDS[name](raw)
-    kind, convert = (
-        ("a number of seconds", float) if name == "timeout" else ("an integer", int)
-    )
+    kind, convert = ("a number of seconds", float) if name == "timeout" else ("an integer", int)
     try:
         return convert(raw)
     except ValueError:
-        raise ConfigError(
-            f"{name.replace('_', ' ')} must be {kind}, got {raw!r}"
-        ) from None
+        raise ConfigError(f"{name.replace('_', ' ')} must be {kind}, got {raw!r}") from None

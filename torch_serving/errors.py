@@ -103,9 +103,7 @@ def _on_request_error(req, resp, error: RequestError, params) -> None:
 
 
 def _on_native_error(req, resp, error: Exception, params) -> None:
-    status, description = next(
-        v for cls, v in _STATUS.items() if isinstance(error, cls)
-    )
+    status, description = next(v for cls, v in _STATUS.items() if isinstance(error, cls))
     _answer(req, resp, status, description, str(error))
 
 

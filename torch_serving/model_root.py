@@ -15,9 +15,7 @@ class IdentifierError(ValueError):
     """A servable identifier is malformed (empty, absolute, with ``..``)."""
 
 
-def resolve_model(
-    root: Path, identifier: str, label: str = "servable_identifier"
-) -> str:
+def resolve_model(root: Path, identifier: str, label: str = "servable_identifier") -> str:
     """Return the path of the model file ``identifier`` names, relative to ``root``.
 
     The native core opens that path beneath the root again, refusing any
@@ -44,13 +42,9 @@ def resolve_model(
     if "\0" in identifier:
         raise IdentifierError(f"{label} contains a NUL character")
     if identifier.startswith("/"):
-        raise IdentifierError(
-            f"{label} must be relative to the model root, got {identifier!r}"
-        )
+        raise IdentifierError(f"{label} must be relative to the model root, got {identifier!r}")
     if ".." in identifier.split("/"):
-        raise IdentifierError(
-            f"{label} must not contain '..' components, got {identifier!r}"
-        )
+        raise IdentifierError(f"{label} must not contain '..' components, got {identifier!r}")
     root_text = str(root).rstrip("/")
     try:
         resolved = os.path.realpath(os.path.join(root_text, identifier), strict=True)

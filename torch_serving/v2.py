@@ -26,9 +26,7 @@ VERSION = "1"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # `name` may hold slashes (tritonclient leaves them unquoted, and the server
 # decodes %2F), so the path is parsed from its end.
-_MODEL_PATH = re.compile(
-    r"^/v2/models/(?P<name>.+?)(?:/versions/(?P<version>[^/]*))?(?P<action>/ready|/infer)?$"
-)
+_MODEL_PATH = re.compile(r"^/v2/models/(?P<name>.+?)(?:/versions/(?P<version>[^/]*))?(?P<action>/ready|/infer)?$")
 _LABEL = "model name"
 
 
@@ -91,9 +89,7 @@ class ModelSink:
         arrived = time.monotonic()
         method = "POST" if action == "/infer" else "GET"
         if req.method != method:
-            raise falcon.HTTPMethodNotAllowed(
-                [method], description=f"{req.path} answers {method} only"
-            )
+            raise falcon.HTTPMethodNotAllowed([method], description=f"{req.path} answers {method} only")
         path = self._resolve(name, version)
         if action == "/infer":
             self._infer(req, resp, arrived, name, path)
@@ -107,9 +103,7 @@ class ModelSink:
 
     def _resolve(self, name: str, version: str | None) -> str:
         if version is not None and version != VERSION:
-            raise ModelNotFoundError(
-                f"model {name} has no version {version!r}; its only version is {VERSION!r}"
-            )
+            raise ModelNotFoundError(f"model {name} has no version {version!r}; its only version is {VERSION!r}")
         try:
             return resolve_model(self._root, name, _LABEL)
         except ModelNotFoundError:
@@ -118,9 +112,7 @@ class ModelSink:
         try:
             return resolve_model(self._root, name + ".pt", _LABEL)
         except ModelNotFoundError:
-            raise ModelNotFoundError(
-                f"no model file {name} or {name}.pt under the model root"
-            ) from None
+            raise ModelNotFoundError(f"no model file {name} or {name}.pt under the model root") from None
 
     def _infer(
         self,
@@ -132,9 +124,7 @@ class ModelSink:
     ) -> None:
         header_length = _header_length(req)
         body = read_body(req, self._max_body_size)
-        response, json_length = self._runner.run(
-            arrived, self._server.infer, path, name, body, header_length
-        )
+        response, json_length = self._runner.run(arrived, self._server.infer, path, name, body, header_length)
         if json_length < len(response):
             resp.set_header(HEADER_LENGTH, str(json_length))
             resp.content_type = "application/octet-stream"
@@ -157,9 +147,7 @@ def _header_length(req: falcon.Request) -> int:
     return int(text)
 
 
-def add_v2_routes(
-    app: falcon.App, server: Server, runner: NativeRunner, config: Config
-) -> None:
+def add_v2_routes(app: falcon.App, server: Server, runner: NativeRunner, config: Config) -> None:
     """Add the Open Inference Protocol endpoints to ``app``.
 
     Args:

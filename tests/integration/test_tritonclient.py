@@ -24,15 +24,9 @@ ARRAYS = {
     "INT32": np.array([[-(2**31), 0, 2**31 - 1], [5, -6, 7]], dtype=np.int32),
     "INT64": np.array([[-(2**63), 0, 2**63 - 1], [2**53 + 1, -8, 9]], dtype=np.int64),
     "FP16": np.array([[-65504, 0.1, 65504], [1.5, -2.25, 1e-3]], dtype=np.float16),
-    "FP32": np.array(
-        [[-3.4e38, 0.1, 3.4e38], [19.269815, -2.5, 1e-30]], dtype=np.float32
-    ),
-    "FP64": np.array(
-        [[-1.7e308, 0.1, 1.7e308], [5e-324, -2.5, 1 / 3]], dtype=np.float64
-    ),
-    "BF16": np.array(
-        [[-3.0e38, 0.1, 3.0e38], [1.5, -2.25, 1e-3]], dtype=ml_dtypes.bfloat16
-    ),
+    "FP32": np.array([[-3.4e38, 0.1, 3.4e38], [19.269815, -2.5, 1e-30]], dtype=np.float32),
+    "FP64": np.array([[-1.7e308, 0.1, 1.7e308], [5e-324, -2.5, 1 / 3]], dtype=np.float64),
+    "BF16": np.array([[-3.0e38, 0.1, 3.0e38], [1.5, -2.25, 1e-3]], dtype=ml_dtypes.bfloat16),
     "BYTES": np.array(
         [[b"", b"a", b"\xff\x00binary"], [b"spaces and \n", b"\xc3\xbc", b"z"]],
         dtype=np.object_,
@@ -40,9 +34,7 @@ ARRAYS = {
 }
 # JSON can carry BYTES only as UTF-8 text, and tritonclient sends BF16 only as binary.
 JSON_SAFE = {name: array for name, array in ARRAYS.items() if name != "BF16"}
-JSON_SAFE["BYTES"] = np.array(
-    [["", "a", "ü"], ["spaces and \n", '"quoted"', "z"]], dtype=np.object_
-)
+JSON_SAFE["BYTES"] = np.array([["", "a", "ü"], ["spaces and \n", '"quoted"', "z"]], dtype=np.object_)
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +62,7 @@ def client(server):
     triton.close()
 
 
-def input_of(
-    name: str, array: np.ndarray, datatype: str, binary: bool
-) -> httpclient.InferInput:
+def input_of(name: str, array: np.ndarray, datatype: str, binary: bool) -> httpclient.InferInput:
     tensor = httpclient.InferInput(name, list(array.shape), datatype)
     tensor.set_data_from_numpy(array, binary_data=binary)
     return tensor
@@ -81,10 +71,7 @@ def input_of(
 def test_health_and_server_metadata(client):
     assert client.is_server_live() and client.is_server_ready()
     metadata = client.get_server_metadata()
-    assert (
-        metadata["name"] == "torch-serving"
-        and "binary_tensor_data" in metadata["extensions"]
-    )
+    assert metadata["name"] == "torch-serving" and "binary_tensor_data" in metadata["extensions"]
 
 
 def test_model_readiness_and_metadata(client):
@@ -93,9 +80,7 @@ def test_model_readiness_and_metadata(client):
     assert not client.is_model_ready("nope") and not client.is_model_ready("tiny", "2")
     assert not client.is_model_ready("corrupt")
     metadata = client.get_model_metadata("pair")
-    assert metadata["platform"] == "pytorch_torchscript" and metadata["versions"] == [
-        "1"
-    ]
+    assert metadata["platform"] == "pytorch_torchscript" and metadata["versions"] == ["1"]
     assert [(i["name"], i["datatype"]) for i in metadata["inputs"]] == [
         ("a", "FP32"),
         ("b", "FP32"),
@@ -146,10 +131,7 @@ def test_several_inputs_and_outputs_with_id(client, binary):
     # No requested outputs: tritonclient asks for all of them in binary.
     result = client.infer("pair", inputs, request_id="req-42")
     assert result.get_response()["id"] == "req-42"
-    assert (
-        result.get_response()["model_name"] == "pair"
-        and result.get_response()["model_version"] == "1"
-    )
+    assert result.get_response()["model_name"] == "pair" and result.get_response()["model_version"] == "1"
     np.testing.assert_array_equal(result.as_numpy("OUTPUT__0"), a + b * 0.5)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT__1"), a * b)
 
@@ -181,14 +163,9 @@ def test_requested_output_subset(client):
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 def test_strings_in_and_out(client, binary):
-    words = np.array(
-        ["alpha", "beta"] if not binary else [b"alpha", b"beta"], dtype=np.object_
-    )
+    words = np.array(["alpha", "beta"] if not binary else [b"alpha", b"beta"], dtype=np.object_)
     prefix = np.array(["re-"] if not binary else [b"re-"], dtype=np.object_)
-    outputs = [
-        httpclient.InferRequestedOutput(f"OUTPUT__{k}", binary_data=binary)
-        for k in range(3)
-    ]
+    outputs = [httpclient.InferRequestedOutput(f"OUTPUT__{k}", binary_data=binary) for k in range(3)]
     result = client.infer(
         "words",
         [
@@ -217,13 +194,9 @@ def test_scalar_dict_and_list_models(client):
         [0.5],
         [True],
     ]
-    result = client.infer(
-        "dict_output", [input_of("w", np.array([1, 2], np.int16), "INT16", True)]
-    )
+    result = client.infer("dict_output", [input_of("w", np.array([1, 2], np.int16), "INT16", True)])
     assert result.as_numpy("w_doubled").tolist() == [2, 4]
-    result = client.infer(
-        "list_output", [input_of("x", np.array([1.0], np.float32), "FP32", True)]
-    )
+    result = client.infer("list_output", [input_of("x", np.array([1.0], np.float32), "FP32", True)])
     assert [result.as_numpy(f"OUTPUT__{k}").tolist() for k in range(3)] == [
         [1.0],
         [2.0],
@@ -284,10 +257,7 @@ def test_unknown_requested_output_and_version(client):
     x = [input_of("x", np.ones(1, np.float32), "FP32", True)]
     with pytest.raises(InferenceServerException) as error:
         client.infer("tiny", x, outputs=[httpclient.InferRequestedOutput("OUTPUT__9")])
-    assert (
-        error.value.message()
-        == "requested output 'OUTPUT__9' is not among the model's outputs: OUTPUT__0"
-    )
+    assert error.value.message() == "requested output 'OUTPUT__9' is not among the model's outputs: OUTPUT__0"
     with pytest.raises(InferenceServerException) as error:
         client.infer("tiny", x, model_version="3")
     assert (error.value.status(), error.value.message()) == (
@@ -301,9 +271,7 @@ def test_unknown_requested_output_and_version(client):
 
 def test_percent_encoded_model_name(server):
     body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [2]}]}
-    answer = requests.post(
-        f"{server.url}/v2/models/nested%2Ftriple/infer", json=body, timeout=30
-    )
+    answer = requests.post(f"{server.url}/v2/models/nested%2Ftriple/infer", json=body, timeout=30)
     assert answer.status_code == 200
     assert answer.json()["model_name"] == "nested/triple"
     assert answer.json()["outputs"][0]["data"] == [6]
@@ -343,9 +311,7 @@ def test_binary_framing_errors_over_http(server):
     )
     assert (short.status_code, short.json()) == (
         400,
-        {
-            "error": "binary_data_size of input 'x' is 8 bytes, but only 5 bytes of binary data remain in the body"
-        },
+        {"error": "binary_data_size of input 'x' is 8 bytes, but only 5 bytes of binary data remain in the body"},
     )
     good = requests.post(
         url,
@@ -357,9 +323,7 @@ def test_binary_framing_errors_over_http(server):
 
 
 def test_body_cut_short_is_400_and_the_server_keeps_serving(server):
-    header = json.dumps(
-        {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}
-    ).encode()
+    header = json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}).encode()
     request = (
         f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(header) + 50}\r\n\r\n".encode()
         + header

@@ -34,9 +34,7 @@ DATATYPES = [
 
 @pytest.fixture
 def client(model_root) -> falcon.testing.TestClient:
-    config = Config(
-        model_root=model_root, model_capacity=4, buffer_size=1, max_body_size=1 << 16
-    )
+    config = Config(model_root=model_root, model_capacity=4, buffer_size=1, max_body_size=1 << 16)
     return falcon.testing.TestClient(create_app(config))
 
 
@@ -61,9 +59,7 @@ def infer(
     header = json.dumps(request).encode() + b" " * json_padding
     headers = {HEADER: str(len(header))} if binary or json_padding else {}
     headers.update(kwargs.pop("headers", {}))
-    return client.simulate_post(
-        f"/v2/models/{model}/infer", body=header + binary, headers=headers, **kwargs
-    )
+    return client.simulate_post(f"/v2/models/{model}/infer", body=header + binary, headers=headers, **kwargs)
 
 
 def split_response(result) -> tuple[dict, dict[str, bytes]]:
@@ -92,9 +88,7 @@ def serialize_bytes(items: list[bytes]) -> bytes:
 
 def test_server_metadata_and_health(client):
     doc = client.simulate_get("/v2").json
-    assert doc["name"] == "torch-serving" and doc["extensions"] == [
-        "binary_tensor_data"
-    ]
+    assert doc["name"] == "torch-serving" and doc["extensions"] == ["binary_tensor_data"]
     assert doc["version"]
     assert client.simulate_get("/v2/health/live").json == {"live": True}
     assert client.simulate_get("/v2/health/ready").json == {"ready": True}
@@ -157,28 +151,32 @@ def test_model_ready_and_not_found(client):
     )
     unloadable = client.simulate_get("/v2/models/corrupt/ready")
     assert unloadable.status_code == 422
-    assert unloadable.json["error"].startswith(
-        "corrupt is not a loadable TorchScript module: PytorchStreamReader"
-    )
-    assert_v2_error(
-        client.simulate_get("/v2/models/../x/ready"),
-        400,
-        "model name must not contain '..' components, got '../x'",
-    )
+    assert unloadable.json["error"].startswith("corrupt is not a loadable TorchScript module: PytorchStreamReader")
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        ("/v2/models/../x/ready", 400, "model name must not contain '..' components, got '../x'"),
+        ("/v2/models/%2e%2e/x/infer", 400, "model name must not contain '..' components, got '../x'"),
+        ("/v2/models//etc/passwd/ready", 400, "model name must be relative to the model root, got '/etc/passwd'"),
+        ("/v2/models/a%00b", 400, "model name contains a NUL character"),
+        ("/v2/models/outside/ready", 404, "no model file outside or outside.pt under the model root"),
+    ],
+)
+def test_model_names_are_confined_to_the_root(tmp_path, path, status, message):
+    (tmp_path / "outside.pt").symlink_to("/etc/passwd")
+    client = falcon.testing.TestClient(create_app(Config(model_root=tmp_path)))
+    method = client.simulate_post if path.endswith("/infer") else client.simulate_get
+    assert_v2_error(method(path), status, message)
 
 
 def test_infer_json_with_id_flat_and_nested_data(client):
     flat = {
         "id": "req-7",
-        "inputs": [
-            {"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}
-        ],
+        "inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}],
     }
-    nested = {
-        "inputs": [
-            {"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3, 4]]}
-        ]
-    }
+    nested = {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3, 4]]}]}
     first, second = infer(client, "tiny", flat), infer(client, "tiny.pt", nested)
     assert first.status_code == second.status_code == 200
     assert first.headers["content-type"] == "application/json"
@@ -199,26 +197,16 @@ def test_infer_json_with_id_flat_and_nested_data(client):
     assert second.json["outputs"] == first.json["outputs"] and "id" not in second.json
 
 
-@pytest.mark.parametrize(
-    ("datatype", "dtype", "values"), DATATYPES, ids=[d[0] for d in DATATYPES]
-)
+@pytest.mark.parametrize(("datatype", "dtype", "values"), DATATYPES, ids=[d[0] for d in DATATYPES])
 def test_every_datatype_round_trips_in_json_and_binary(client, datatype, dtype, values):
     tensor = torch.tensor(values, dtype=dtype).reshape(2, 3)
     if datatype != "BF16":
-        result = infer(
-            client, "echo", {"inputs": [tensor_input("x", tensor, datatype)]}
-        )
+        result = infer(client, "echo", {"inputs": [tensor_input("x", tensor, datatype)]})
         assert result.status_code == 200, result.text
         (output,) = result.json["outputs"]
         assert (output["datatype"], output["shape"]) == (datatype, [2, 3])
-        assert torch.equal(
-            torch.tensor(output["data"], dtype=dtype).reshape(2, 3), tensor
-        )
-    raw = (
-        tensor.view(torch.uint8).numpy().tobytes()
-        if dtype != torch.bool
-        else tensor.numpy().tobytes()
-    )
+        assert torch.equal(torch.tensor(output["data"], dtype=dtype).reshape(2, 3), tensor)
+    raw = tensor.view(torch.uint8).numpy().tobytes() if dtype != torch.bool else tensor.numpy().tobytes()
     request = {
         "inputs": [
             {
@@ -351,9 +339,7 @@ def test_strings_in_json_and_binary(client):
         ],
         "parameters": {"binary_data_output": True},
     }
-    doc, buffers = split_response(
-        infer(client, "words", binary_request, words + prefix)
-    )
+    doc, buffers = split_response(infer(client, "words", binary_request, words + prefix))
     assert buffers["OUTPUT__0"] == serialize_bytes([b"qx", b"q", b"q\xff\x00"])
     assert buffers["OUTPUT__1"] == serialize_bytes([b"Q"])
     assert np.frombuffer(buffers["OUTPUT__2"], dtype=np.int64).tolist() == [3]
@@ -376,10 +362,7 @@ def test_scalar_arguments_and_results(client):
 
 def test_list_dict_and_tuple_outputs(client):
     x = tensor_input("x", torch.tensor([1, 2]), "INT64")
-    assert [
-        (o["name"], o["data"])
-        for o in infer(client, "list_output", {"inputs": [x]}).json["outputs"]
-    ] == [
+    assert [(o["name"], o["data"]) for o in infer(client, "list_output", {"inputs": [x]}).json["outputs"]] == [
         ("OUTPUT__0", [1, 2]),
         ("OUTPUT__1", [2, 4]),
         ("OUTPUT__2", [3, 6]),
@@ -425,10 +408,7 @@ def test_optional_argument_left_out_is_none(client):
         ],
         "outputs": [{"name": "OUTPUT__0"}, {"name": "OUTPUT__1"}],
     }
-    assert [
-        (o["datatype"], o["shape"], o["data"])
-        for o in infer(client, "kinds", request).json["outputs"]
-    ] == [
+    assert [(o["datatype"], o["shape"], o["data"]) for o in infer(client, "kinds", request).json["outputs"]] == [
         ("INT64", [0], []),
         ("FP64", [1], [2]),
     ]
@@ -449,7 +429,9 @@ def pair_inputs(**overrides) -> list[dict]:
     return [value for value in inputs.values() if value is not None]
 
 
-PAIR_SIGNATURE = "forward(__torch__.tests.models.PairModel self, Tensor a, Tensor b, float scale=1.) -> ((Tensor, Tensor))"
+PAIR_SIGNATURE = (
+    "forward(__torch__.tests.models.PairModel self, Tensor a, Tensor b, float scale=1.) -> ((Tensor, Tensor))"
+)
 
 
 @pytest.mark.parametrize(
@@ -467,29 +449,17 @@ PAIR_SIGNATURE = "forward(__torch__.tests.models.PairModel self, Tensor a, Tenso
         ),
         (
             "pair",
-            {
-                "inputs": pair_inputs(
-                    c=tensor_input("INPUT__0", torch.tensor([1.0]), "FP32")
-                )
-            },
+            {"inputs": pair_inputs(c=tensor_input("INPUT__0", torch.tensor([1.0]), "FP32"))},
             "inputs 'a' and 'INPUT__0' both give argument 'a' of forward",
         ),
         (
             "pair",
-            {
-                "inputs": pair_inputs(
-                    c=tensor_input("INPUT__7", torch.tensor([1.0]), "FP32")
-                )
-            },
+            {"inputs": pair_inputs(c=tensor_input("INPUT__7", torch.tensor([1.0]), "FP32"))},
             f"input 'INPUT__7' names position 7, but forward takes 3 argument(s); signature: {PAIR_SIGNATURE}",
         ),
         (
             "pair",
-            {
-                "inputs": pair_inputs(
-                    a={"name": "a", "shape": [1], "datatype": "BYTES", "data": ["x"]}
-                )
-            },
+            {"inputs": pair_inputs(a={"name": "a", "shape": [1], "datatype": "BYTES", "data": ["x"]})},
             "input 'a' (BYTES, shape [1]) cannot be argument 'a' of forward, which expects Tensor: BYTES cannot be a Tensor",
         ),
         (
@@ -531,11 +501,7 @@ def test_inputs_that_do_not_fit_the_model(client, model, request_doc, message):
             "input 'x' has neither \"data\" nor parameters.binary_data_size at body.inputs[0]",
         ),
         (
-            {
-                "inputs": [
-                    {"name": "x", "shape": [1], "datatype": "UINT32", "data": [1]}
-                ]
-            },
+            {"inputs": [{"name": "x", "shape": [1], "datatype": "UINT32", "data": [1]}]},
             'unknown datatype "UINT32" (expected one of BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, BF16, FP32, FP64, BYTES) '
             "at body.inputs[0].datatype",
         ),
@@ -570,11 +536,7 @@ def test_inputs_that_do_not_fit_the_model(client, model, request_doc, message):
             "expected a non-negative integer dimension, found -1 at body.inputs[0].shape[0]",
         ),
         (
-            {
-                "inputs": [
-                    {"name": "x", "shape": [1], "datatype": "INT8", "data": [300]}
-                ]
-            },
+            {"inputs": [{"name": "x", "shape": [1], "datatype": "INT8", "data": [300]}]},
             "expected an integer in [-128, 127] for int8, found 300 at body.inputs[0].data[0]",
         ),
         (
@@ -694,9 +656,7 @@ def binary_x(size: int, shape=(2,), datatype="FP32") -> dict:
     ],
 )
 def test_malformed_binary_framing(client, request_doc, binary, headers, message):
-    assert_v2_error(
-        infer(client, "tiny", request_doc, binary, headers=headers), 400, message
-    )
+    assert_v2_error(infer(client, "tiny", request_doc, binary, headers=headers), 400, message)
 
 
 def test_http_level_errors_use_the_v2_envelope(client):
@@ -706,27 +666,17 @@ def test_http_level_errors_use_the_v2_envelope(client):
         "/v2/models/tiny/infer answers POST only",
     )
     assert client.simulate_get("/v2/models/tiny/infer").headers["allow"] == "POST"
-    assert_v2_error(
-        client.simulate_post("/v2/models/tiny"), 405, "/v2/models/tiny answers GET only"
-    )
-    assert_v2_error(
-        client.simulate_get("/v2/health/nope"), 404, "GET /v2/health/nope: Not Found"
-    )
+    assert_v2_error(client.simulate_post("/v2/models/tiny"), 405, "/v2/models/tiny answers GET only")
+    assert_v2_error(client.simulate_get("/v2/health/nope"), 404, "GET /v2/health/nope: Not Found")
     big = {"inputs": [tensor_input("x", torch.zeros(20000), "FP32")]}
     assert_v2_error(
         infer(client, "tiny", big),
         413,
         f"body of {len(json.dumps(big))} bytes exceeds the limit of 65536 bytes",
     )
-    gzip = infer(
-        client, "tiny", binary_x(8), b"\0" * 8, headers={"Content-Encoding": "gzip"}
-    )
-    assert_v2_error(
-        gzip, 415, "Content-Encoding gzip is not supported; send the body uncompressed"
-    )
-    complex_out = infer(
-        client, "complex", {"inputs": [tensor_input("x", torch.ones(1), "FP32")]}
-    )
+    gzip = infer(client, "tiny", binary_x(8), b"\0" * 8, headers={"Content-Encoding": "gzip"})
+    assert_v2_error(gzip, 415, "Content-Encoding gzip is not supported; send the body uncompressed")
+    complex_out = infer(client, "complex", {"inputs": [tensor_input("x", torch.ones(1), "FP32")]})
     assert_v2_error(
         complex_out,
         500,
@@ -745,10 +695,7 @@ def test_failed_requests_leave_the_cache_and_later_answers_alone(client):
     ):
         assert infer(client, "tiny", bad).status_code == 400
     after = client.simulate_get("/cache").json
-    assert (
-        after["models"] == before["models"]
-        and after["stats"]["loads"] == before["stats"]["loads"]
-    )
+    assert after["models"] == before["models"] and after["stats"]["loads"] == before["stats"]["loads"]
     assert infer(client, "tiny", good).json["outputs"][0]["data"] == [3]
 
 
