@@ -46,3 +46,24 @@ def test_config_checks_the_cuda_index():
     Config(device="cuda:0").check_device()
     with pytest.raises(ConfigError, match="only"):
         Config(device=f"cuda:{torch.cuda.device_count()}").check_device()
+
+
+def test_v2_on_cuda_in_json_and_binary(model_root):
+    client = falcon.testing.TestClient(create_app(Config(model_root=model_root, device="cuda")))
+    x = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    raw = x.numpy().tobytes()
+    header = json.dumps(
+        {
+            "inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", "parameters": {"binary_data_size": len(raw)}}],
+            "outputs": [{"name": "OUTPUT__0", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    binary = client.simulate_post(
+        "/v2/models/tiny/infer", body=header + raw, headers={"Inference-Header-Content-Length": str(len(header))}
+    )
+    assert binary.status_code == 200, binary.text
+    length = int(binary.headers["inference-header-content-length"])
+    assert torch.frombuffer(bytearray(binary.content[length:]), dtype=torch.float32).tolist() == (x * 2 + 1).flatten().tolist()
+    request = {"inputs": [{"name": "left", "shape": [2], "datatype": "INT16", "data": [1, 2]}]}
+    result = client.simulate_post("/v2/models/dict_output/infer", body=json.dumps(request))
+    assert result.json["outputs"] == [{"name": "left_doubled", "datatype": "INT16", "shape": [2], "data": [2, 4]}]
