@@ -12,6 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+# The one place the release is written: pyproject.toml reads it from here,
+# and GET /v2 reports it, also from a source tree that was never installed.
+__version__ = "0.1.0"
+
 if TYPE_CHECKING:
     from torch_serving._native import (
         DecodeError,

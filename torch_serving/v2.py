@@ -6,13 +6,13 @@ that, ``name.pt``. Each model file has the single version ``"1"``.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import re
 import time
 
 import falcon
 
+from torch_serving import __version__
 from torch_serving._native import ModelNotFoundError, Server
 from torch_serving.admission import NativeRunner
 from torch_serving.config import Config
@@ -41,7 +41,7 @@ class ServerMetadataResource:
     def __init__(self) -> None:
         self._document = {
             "name": "torch-serving",
-            "version": importlib.metadata.version("torch-serving"),
+            "version": __version__,
             "extensions": ["binary_tensor_data"],
         }
 

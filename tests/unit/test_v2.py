@@ -3,6 +3,7 @@ JSON and binary framing, input binding, output naming, metadata and errors."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import struct
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import torch_serving
 from tests.models import REPO
 from torch_serving import Config, create_app
 
@@ -89,7 +91,7 @@ def serialize_bytes(items: list[bytes]) -> bytes:
 def test_server_metadata_and_health(client):
     doc = client.simulate_get("/v2").json
     assert doc["name"] == "torch-serving" and doc["extensions"] == ["binary_tensor_data"]
-    assert doc["version"]
+    assert doc["version"] == torch_serving.__version__ == importlib.metadata.version("torch-serving")
     assert client.simulate_get("/v2/health/live").json == {"live": True}
     assert client.simulate_get("/v2/health/ready").json == {"ready": True}
 
@@ -339,7 +341,7 @@ def test_strings_in_json_and_binary(client):
         ],
         "parameters": {"binary_data_output": True},
     }
-    doc, buffers = split_response(infer(client, "words", binary_request, words + prefix))
+    _, buffers = split_response(infer(client, "words", binary_request, words + prefix))
     assert buffers["OUTPUT__0"] == serialize_bytes([b"qx", b"q", b"q\xff\x00"])
     assert buffers["OUTPUT__1"] == serialize_bytes([b"Q"])
     assert np.frombuffer(buffers["OUTPUT__2"], dtype=np.int64).tolist() == [3]
