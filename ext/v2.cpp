@@ -415,7 +415,7 @@ OutputTensor to_output(const std::string& name, const c10::IValue& v) {
     const int64_t n = int64_t(list.size());
     if (elem->kind() == c10::TypeKind::StringType) {
       OutputTensor out{&bytes_datatype(), {n}, {}, {}};
-      for (const c10::IValue& item : list) out.strings.push_back(item.toStringRef());
+      for (size_t i = 0; i < list.size(); ++i) out.strings.push_back(list.get(i).toStringRef());
       return out;
     }
     at::ScalarType dtype = elem->kind() == c10::TypeKind::IntType     ? at::kLong
