@@ -55,10 +55,9 @@ setup(
             libraries=["simdjson"],
             # fmt comes header-only with torch's own headers; libtorch does not export it.
             define_macros=[("FMT_HEADER_ONLY", "1")],
-            # Hidden by default: the header-only fmt and every inline c10 function we
-            # instantiate stay private to _C, so they never interpose on (or unify
-            # with) libtorch's own copies. Exporting them crashed libtorch's schema
-            # printer on a torch 2.11 + CUDA build.
+            # Hidden by default, as pybind11 recommends: the header-only fmt and the
+            # inline c10 code instantiated here stay private to _C instead of being
+            # exported beside libtorch's own copies.
             extra_compile_args=["-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden", *cflags],
             extra_link_args=ldflags,
         )

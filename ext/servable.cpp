@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
+#include <cmath>
 
 #include "errors.h"
 
@@ -90,7 +92,43 @@ void move_to(c10::IValue& value, c10::Device device) {
   }
 }
 
+std::string default_text(const c10::IValue& value) {
+  if (value.isNone()) return "None";
+  if (value.isBool()) return value.toBool() ? "True" : "False";
+  if (value.isInt()) return std::to_string(value.toInt());
+  if (value.isDouble()) {
+    char buf[32];
+    const double v = value.toDouble();
+    std::string text(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+    // As Python writes a float: 1.0, not 1.
+    if (std::isfinite(v) && text.find_first_of(".e") == std::string::npos) text += ".0";
+    return text;
+  }
+  if (value.isString()) return "'" + value.toStringRef() + "'";
+  return "...";
+}
+
 }  // namespace
+
+std::string signature_text(const c10::FunctionSchema& schema) {
+  std::string text = schema.name() + "(";
+  const auto& params = schema.arguments();
+  for (size_t i = 1; i < params.size(); ++i) {  // params[0] is `self`
+    if (i > 1) text += ", ";
+    text += params[i].name() + ": " + params[i].type()->annotation_str();
+    if (params[i].default_value()) text += " = " + default_text(*params[i].default_value());
+  }
+  text += ") -> ";
+  const auto& returns = schema.returns();
+  if (returns.size() == 1) {
+    text += returns[0].type()->annotation_str();
+  } else {
+    std::string items;
+    for (const auto& r : returns) items += (items.empty() ? "" : ", ") + r.type()->annotation_str();
+    text += returns.empty() ? "None" : "Tuple[" + items + "]";
+  }
+  return text;
+}
 
 Servable::Servable(torch::jit::Module module, c10::FunctionSchema schema, c10::Device device)
     : module_(std::move(module)), schema_(std::move(schema)), device_(device) {}
@@ -114,19 +152,13 @@ std::shared_ptr<const Servable> Servable::load(const ModelFile& file, const std:
   return std::shared_ptr<const Servable>(new Servable(std::move(module), std::move(schema), device));
 }
 
-std::string Servable::signature() const {
-  std::stringstream out;
-  out << schema_;
-  return out.str();
-}
-
 void Servable::check_and_complete(std::vector<c10::IValue>& args) const {
   // arguments()[0] is `self`.
   const auto& params = schema_.arguments();
   const size_t max_args = params.size() - 1;
   if (args.size() > max_args) {
     throw SignatureError("forward takes at most " + std::to_string(max_args) + " argument(s), received " +
-                         std::to_string(args.size()) + "; signature: " + signature());
+                         std::to_string(args.size()) + "; signature: " + signature_text(schema_));
   }
   for (size_t i = 0; i < args.size(); ++i) {
     const c10::Argument& param = params[i + 1];

@@ -14,6 +14,13 @@
 
 namespace torch_serving {
 
+// Renders `schema` the way a Python user wrote it, without `self`, e.g.
+// `forward(x: Tensor, factor: float = 2.0) -> Tensor`. Built from names,
+// type annotations and our own rendering of defaults: printing a schema
+// through libtorch's stream operators crashed for float defaults on a
+// torch 2.11 + CUDA build.
+std::string signature_text(const c10::FunctionSchema& schema);
+
 class Servable {
  public:
   // Loads the module in `file` onto `device` in eval mode.
@@ -32,9 +39,6 @@ class Servable {
   const c10::FunctionSchema& schema() const { return schema_; }
 
  private:
-  // Returns forward's schema, e.g. `forward(__torch__.M self, Tensor x) -> Tensor`.
-  std::string signature() const;
-
   Servable(torch::jit::Module module, c10::FunctionSchema schema, c10::Device device);
 
   void check_and_complete(std::vector<c10::IValue>& args) const;

@@ -14,6 +14,7 @@
 #include "errors.h"
 #include "json_path.h"
 #include "json_tensor.h"
+#include "servable.h"
 
 namespace torch_serving::v2 {
 namespace {
@@ -630,12 +631,12 @@ std::vector<c10::IValue> bind_inputs(Request& request, const c10::FunctionSchema
     if (!position) {
       throw SignatureError("input " + single_quoted(input.name) + " matches no argument of forward; its arguments are " +
                            argument_names(params) + " (or INPUT__0 to INPUT__" + std::to_string(count - 1) +
-                           " by position); signature: " + c10::toString(schema));
+                           " by position); signature: " + signature_text(schema));
     }
     if (*position >= count) {
       throw SignatureError("input " + single_quoted(input.name) + " names position " + std::to_string(*position) +
                            ", but forward takes " + std::to_string(count) + " argument(s); signature: " +
-                           c10::toString(schema));
+                           signature_text(schema));
     }
     const c10::Argument& param = params[*position + 1];
     if (given_by[*position]) {
@@ -656,7 +657,7 @@ std::vector<c10::IValue> bind_inputs(Request& request, const c10::FunctionSchema
     } else {
       throw SignatureError("missing input for argument " + single_quoted(param.name()) + " (position " +
                            std::to_string(k) + ") of forward, which expects " + param.type()->repr_str() +
-                           "; signature: " + c10::toString(schema));
+                           "; signature: " + signature_text(schema));
     }
   }
   return args;

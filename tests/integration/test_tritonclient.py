@@ -218,7 +218,7 @@ def test_scalar_dict_and_list_models(client):
             [("a", np.ones(1, np.float32), "FP32")],
             "400",
             "missing input for argument 'b' (position 1) of forward, which expects Tensor; signature: "
-            "forward(__torch__.tests.models.PairModel self, Tensor a, Tensor b, float scale=1.) -> ((Tensor, Tensor))",
+            "forward(a: Tensor, b: Tensor, scale: float = 1.0) -> Tuple[Tensor, Tensor]",
         ),
         (
             "tiny",
@@ -228,7 +228,7 @@ def test_scalar_dict_and_list_models(client):
             ],
             "400",
             "input 'y' matches no argument of forward; its arguments are x (or INPUT__0 to INPUT__0 by position); "
-            "signature: forward(__torch__.tests.models.AffineModel self, Tensor x) -> Tensor",
+            "signature: forward(x: Tensor) -> Tensor",
         ),
         (
             "raising",

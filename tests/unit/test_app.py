@@ -98,7 +98,13 @@ def test_defaults_optional_and_int_to_float(client):
         {"type": "none", "value": None},
         {"type": "string", "value": "default"},
     ]
-    empty_list = body_of({"type": "list", "value": []}, {"type": "scalar", "value": 0.5}, {"type": "scalar", "value": False}, {"type": "none"}, {"type": "string", "value": "s"})
+    empty_list = body_of(
+        {"type": "list", "value": []},
+        {"type": "scalar", "value": 0.5},
+        {"type": "scalar", "value": False},
+        {"type": "none"},
+        {"type": "string", "value": "s"},
+    )
     assert serve(client, "servable_identifier=kinds.pt", empty_list).json["result"][0] == []
 
 
@@ -114,10 +120,22 @@ def test_dict_output_with_int_keys(client):
     [
         ("", "missing query parameter servable_identifier"),
         ("servable_identifier=", "servable_identifier is empty"),
-        ("servable_identifier=tiny.pt&servable_identifier=echo.pt", "query parameter servable_identifier is repeated; give it once"),
-        ("servable_identifier=/etc/passwd", "servable_identifier must be relative to the model root, got '/etc/passwd'"),
-        ("servable_identifier=../models/tiny.pt", "servable_identifier must not contain '..' components, got '../models/tiny.pt'"),
-        ("servable_identifier=nested/../tiny.pt", "servable_identifier must not contain '..' components, got 'nested/../tiny.pt'"),
+        (
+            "servable_identifier=tiny.pt&servable_identifier=echo.pt",
+            "query parameter servable_identifier is repeated; give it once",
+        ),
+        (
+            "servable_identifier=/etc/passwd",
+            "servable_identifier must be relative to the model root, got '/etc/passwd'",
+        ),
+        (
+            "servable_identifier=../models/tiny.pt",
+            "servable_identifier must not contain '..' components, got '../models/tiny.pt'",
+        ),
+        (
+            "servable_identifier=nested/../tiny.pt",
+            "servable_identifier must not contain '..' components, got 'nested/../tiny.pt'",
+        ),
         ("servable_identifier=tiny.pt%00.txt", "servable_identifier contains a NUL character"),
     ],
 )
@@ -132,13 +150,36 @@ def test_bad_invalidation_prob_is_400(client, value):
 
 
 def test_body_errors_are_400(client):
-    assert_error(serve(client, "servable_identifier=tiny.pt", b""), 400, "Invalid request body", "request body is empty")
     assert_error(
-        serve(client, "servable_identifier=tiny.pt", b"\xc3\x28"), 400, "Invalid request body", "request body is not valid UTF-8"
+        serve(client, "servable_identifier=tiny.pt", b""), 400, "Invalid request body", "request body is empty"
+    )
+    assert_error(
+        serve(client, "servable_identifier=tiny.pt", b"\xc3\x28"),
+        400,
+        "Invalid request body",
+        "request body is not valid UTF-8",
     )
     result = serve(client, "servable_identifier=tiny.pt", b'{"type": "tensor", "value": [1], "data_type": "int4"}')
     assert result.status_code == 400
     assert result.json["detail"].startswith('unknown data_type "int4"')
+
+
+@pytest.mark.parametrize(
+    ("model", "signature"),
+    [
+        ("pair.pt", "forward(a: Tensor, b: Tensor, scale: float = 1.0) -> Tuple[Tensor, Tensor]"),
+        (
+            "kinds.pt",
+            "forward(ints: List[int], ratio: float, flag: bool, maybe: Optional[Tensor] = None, label: str = 'default') "
+            "-> Tuple[List[int], float, bool, Optional[Tensor], str]",
+        ),
+        ("dict.pt", "forward(inputs: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[int, str]]"),
+    ],
+)
+def test_signatures_are_written_as_python(client, model, signature):
+    six = body_of(*[{"type": "none"}] * 6)
+    detail = serve(client, f"servable_identifier={model}", six).json["detail"]
+    assert detail.endswith(f"received 6; signature: {signature}")
 
 
 def test_signature_mismatches_are_400_naming_the_argument(client):
@@ -151,7 +192,10 @@ def test_signature_mismatches_are_400_naming_the_argument(client):
     too_many = body_of(tensor_json(torch.ones(1)), tensor_json(torch.ones(1)))
     result = serve(client, "servable_identifier=tiny.pt", too_many)
     assert result.status_code == 400
-    assert result.json["detail"].startswith("forward takes at most 1 argument(s), received 2; signature: forward(")
+    assert (
+        result.json["detail"]
+        == "forward takes at most 1 argument(s), received 2; signature: forward(x: Tensor) -> Tensor"
+    )
     assert_error(
         serve(client, "servable_identifier=kinds.pt", body_of({"type": "list", "value": []})),
         400,
@@ -173,7 +217,10 @@ def test_model_raising_is_400(client):
 @pytest.mark.parametrize("name", ["missing.pt", "folder.pt", "nested"])
 def test_missing_files_and_directories_are_404(client, name):
     assert_error(
-        serve(client, f"servable_identifier={name}", tiny_body(1)), 404, "Model not found", f"no model file {name} under the model root"
+        serve(client, f"servable_identifier={name}", tiny_body(1)),
+        404,
+        "Model not found",
+        f"no model file {name} under the model root",
     )
 
 
@@ -268,7 +315,9 @@ def test_failed_requests_never_disturb_the_cache_or_later_answers(client):
 
 
 def test_response_is_valid_json_with_specials(client):
-    result = serve(client, "servable_identifier=echo.pt", body_of({"type": "tensor", "value": ["NaN", "-Infinity", 1.5]}))
+    result = serve(
+        client, "servable_identifier=echo.pt", body_of({"type": "tensor", "value": ["NaN", "-Infinity", 1.5]})
+    )
     assert json.loads(result.text)["result"]["value"] == ["NaN", "-Infinity", 1.5]
 
 

@@ -431,7 +431,7 @@ def pair_inputs(**overrides) -> list[dict]:
 
 
 PAIR_SIGNATURE = (
-    "forward(__torch__.tests.models.PairModel self, Tensor a, Tensor b, float scale=1.) -> ((Tensor, Tensor))"
+    "forward(a: Tensor, b: Tensor, scale: float = 1.0) -> Tuple[Tensor, Tensor]"
 )
 
 
