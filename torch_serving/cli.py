@@ -46,7 +46,9 @@ class _GunicornApplication(BaseApplication):
             "workers": config.workers,
             "threads": config.threads,
             "worker_class": "gthread",
-            "accesslog": "-",
+            # Access lines are INFO records: a quieter --log-level drops them,
+            # and their cost (a few percent of a small request).
+            "accesslog": "-" if config.log_level in ("debug", "info") else None,
             "logger_class": "torch_serving.access_log.AccessLogger",
             "errorlog": "-",
             "loglevel": config.log_level,

@@ -46,11 +46,34 @@ def resolve_model(root: Path, identifier: str, label: str = "servable_identifier
     if ".." in identifier.split("/"):
         raise IdentifierError(f"{label} must not contain '..' components, got {identifier!r}")
     root_text = str(root).rstrip("/")
+    parts = [part for part in identifier.split("/") if part not in ("", ".")]
+    # Fast path, one lstat per component: no symlink on the way.
+    path = root_text
+    try:
+        for part in parts:
+            path += "/" + part
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                return _resolve_through_links(root_text, identifier)
+    except OSError:
+        raise _not_found(identifier) from None
+    if not parts or not stat.S_ISREG(mode):
+        raise _not_found(identifier)
+    return "/".join(parts)
+
+
+def _resolve_through_links(root_text: str, identifier: str) -> str:
     try:
         resolved = os.path.realpath(os.path.join(root_text, identifier), strict=True)
         is_regular = stat.S_ISREG(os.stat(resolved).st_mode)
     except (OSError, RuntimeError, ValueError):
         is_regular = False
     if not is_regular or not resolved.startswith(root_text + "/"):
-        raise ModelNotFoundError(f"no model file {identifier} under the model root")
+        raise _not_found(identifier)
     return resolved[len(root_text) + 1 :]
+
+
+def _not_found(identifier: str) -> ModelNotFoundError:
+    # Files outside the root get this same answer, so that no reply tells
+    # whether they exist.
+    return ModelNotFoundError(f"no model file {identifier} under the model root")

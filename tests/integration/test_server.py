@@ -126,13 +126,15 @@ def test_environment_variables_configure_the_cli(model_root, tmp_path):
     port = free_port()
     env = {"TORCH_SERVING_PORT": str(port), "TORCH_SERVING_MODEL_ROOT": str(model_root),
            "TORCH_SERVING_MAX_BODY_SIZE": "1KiB", "TORCH_SERVING_WORKERS": "1", "TORCH_SERVING_MODEL_CAPACITY": "1",
-           "TORCH_SERVING_BUFFER_SIZE": "0"}
+           "TORCH_SERVING_BUFFER_SIZE": "0", "TORCH_SERVING_LOG_LEVEL": "warning"}
     command = [sys.executable, "-m", "torch_serving"]
     with running(command, port, tmp_path / "log", env=env) as server:
         assert post(server, "tiny.pt", b" " * 2000).status_code == 413
         assert post(server, "tiny.pt", tiny_body(1)).status_code == 200
         assert post(server, "echo.pt", tiny_body(1)).status_code == 200
         assert requests.get(server.url + "/cache", timeout=5).json()["models"] == ["echo.pt"]
+        # Access lines are INFO records, which a warning level leaves out.
+        assert not server.wait_for_log("POST /serve", timeout_s=1.0)
 
 
 def test_wsgi_entry_point_under_plain_gunicorn(model_root, tmp_path):
