@@ -18,6 +18,7 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension
 SOURCES = [
     "ext/bindings.cpp",
     "ext/codec.cpp",
+    "ext/executor.cpp",
     "ext/json_tensor.cpp",
     "ext/model_cache.cpp",
     "ext/model_file.cpp",

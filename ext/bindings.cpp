@@ -3,9 +3,14 @@
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/extension.h>
 
+#include <functional>
+#include <limits>
+#include <mutex>
 #include <string_view>
+#include <vector>
 
 #include "codec.h"
+#include "executor.h"
 #include "errors.h"
 #include "server.h"
 
@@ -13,6 +18,8 @@ namespace py = pybind11;
 using namespace torch_serving;
 
 namespace {
+
+constexpr double kNoTimeout = std::numeric_limits<double>::infinity();
 
 // Python exception classes, created once at import and kept for the life of
 // the interpreter.
@@ -24,6 +31,8 @@ struct ExceptionClasses {
   PyObject* model_not_found;
   PyObject* model_load;
   PyObject* unknown_output;
+  PyObject* busy;
+  PyObject* deadline;
   PyObject* encode;
 };
 
@@ -49,6 +58,9 @@ void register_exceptions(py::module_& m) {
   c.model_load = add_exception(m, "ModelLoadError", c.serve, "The file is not a loadable TorchScript module.");
   c.unknown_output =
       add_exception(m, "UnknownOutputError", c.serve, "A requested output is not among the model's outputs.");
+  c.busy = add_exception(m, "BusyError", c.serve, "The executor holds as many calls as it may; nothing ran.");
+  c.deadline = add_exception(m, "DeadlineError", c.serve,
+                             "The call did not finish within its timeout; it runs on without its caller.");
   c.encode = add_exception(m, "EncodeError", c.serve, "The model returned a value the protocol cannot encode.");
 
   py::register_exception_translator([](std::exception_ptr error) {
@@ -67,6 +79,10 @@ void register_exceptions(py::module_& m) {
       PyErr_SetString(c.model_load, e.what());
     } catch (const UnknownOutputError& e) {
       PyErr_SetString(c.unknown_output, e.what());
+    } catch (const BusyError& e) {
+      PyErr_SetString(c.busy, e.what());
+    } catch (const DeadlineError& e) {
+      PyErr_SetString(c.deadline, e.what());
     } catch (const EncodeError& e) {
       PyErr_SetString(c.encode, e.what());
     } catch (const ServeError& e) {
@@ -121,22 +137,53 @@ py::bytes take_response(std::string& buffer) {
   return out;
 }
 
-std::string_view bytes_view(const py::buffer& body, py::buffer_info& info) {
+std::string_view buffer_view(const py::buffer& body, py::buffer_info& info) {
   info = body.request();
   if (info.ndim > 1 || info.itemsize != 1) throw py::type_error("body must be a bytes-like object of bytes");
   return {static_cast<const char*>(info.ptr), size_t(info.size)};
 }
 
-// Shares ownership of a bytes object with tensors made on its memory. The
-// caller keeps one owner until it holds the GIL again, so the reference is
-// normally dropped there; a tensor a model kept past the call drops it later
-// from whichever thread, taking the GIL for that.
+// Python objects whose last native owner let go of them without the GIL,
+// to be released by the next call that holds it.
+std::mutex released_mutex;
+std::vector<PyObject*> released_objects;
+
+// Expects the GIL held.
+void release_dropped_objects() {
+  std::vector<PyObject*> objects;
+  {
+    std::lock_guard<std::mutex> lock(released_mutex);
+    objects.swap(released_objects);
+  }
+  for (PyObject* object : objects) Py_DECREF(object);
+}
+
+// Shares ownership of a bytes object with native work and the tensors it
+// makes on the body's memory. Whichever thread drops the last owner, the
+// reference is released under the GIL later, so no native thread ever
+// waits for the GIL.
 v2::BodyOwner own(const py::bytes& body) {
   PyObject* object = body.inc_ref().ptr();
   return v2::BodyOwner(object, [](const void* p) {
-    py::gil_scoped_acquire gil;
-    Py_DECREF(static_cast<PyObject*>(const_cast<void*>(p)));
+    std::lock_guard<std::mutex> lock(released_mutex);
+    released_objects.push_back(static_cast<PyObject*>(const_cast<void*>(p)));
   });
+}
+
+std::string_view bytes_view(const py::bytes& body) {
+  return {PyBytes_AS_STRING(body.ptr()), size_t(PyBytes_GET_SIZE(body.ptr()))};
+}
+
+// Runs `work` with the GIL released: on `executor` within `timeout`
+// seconds, or in this thread when there is no executor. `work` owns what it
+// uses, since after a timeout it runs on alone.
+void run_released(Executor* executor, double timeout, std::function<void()> work) {
+  py::gil_scoped_release release;
+  if (executor) {
+    executor->run(std::move(work), timeout);
+  } else {
+    work();
+  }
 }
 
 }  // namespace
@@ -144,6 +191,10 @@ v2::BodyOwner own(const py::bytes& body) {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "Native core of torch-serving: codec, model cache and request pipeline.";
   register_exceptions(m);
+
+  py::class_<Executor>(m, "Executor")
+      .def(py::init<size_t, size_t>(), py::arg("threads"), py::arg("backlog"))
+      .def_property_readonly("limit", &Executor::limit, "Calls that may be running or queued at once.");
 
   py::class_<Server>(m, "Server")
       .def(py::init([](const std::string& model_root, size_t capacity, size_t buffer, const std::string& device,
@@ -154,44 +205,52 @@ PYBIND11_MODULE(_C, m) {
            py::arg("max_model_size") = 0)
       .def(
           "serve",
-          [](Server& self, const std::string& relative, const std::string& name, const py::buffer& body,
-             double invalidation_prob) {
-            py::buffer_info info;
-            std::string_view view = bytes_view(body, info);
-            std::string& response = response_buffer();
-            {
-              py::gil_scoped_release release;
-              self.serve(relative, name, view, invalidation_prob, response);
-            }
-            return take_response(response);
+          [](Server& self, const std::string& relative, const std::string& name, const py::bytes& body,
+             double invalidation_prob, Executor* executor, double timeout) {
+            release_dropped_objects();
+            auto owner = own(body);
+            auto response = std::make_shared<std::string>();
+            Server* server = &self;
+            run_released(executor, timeout, [server, relative, name, view = bytes_view(body), invalidation_prob,
+                                             owner, response] {
+              server->serve(relative, name, view, invalidation_prob, *response);
+            });
+            return py::bytes(*response);
           },
-          py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("invalidation_prob") = 0.0)
+          py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("invalidation_prob") = 0.0,
+          py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
       .def(
           "infer",
           [](Server& self, const std::string& relative, const std::string& name, const py::bytes& body,
-             int64_t header_length) {
-            std::string_view view(PyBytes_AS_STRING(body.ptr()), size_t(PyBytes_GET_SIZE(body.ptr())));
-            v2::BodyOwner owner = own(body);
-            std::string& response = response_buffer();
-            size_t json_length;
-            {
-              py::gil_scoped_release release;
-              json_length = self.infer(relative, name, view, header_length, owner, response);
-            }
-            return py::make_tuple(take_response(response), json_length);
+             int64_t header_length, Executor* executor, double timeout) {
+            release_dropped_objects();
+            auto owner = own(body);
+            struct Answer {
+              std::string response;
+              size_t json_length = 0;
+            };
+            auto answer = std::make_shared<Answer>();
+            Server* server = &self;
+            run_released(executor, timeout,
+                         [server, relative, name, view = bytes_view(body), header_length, owner, answer] {
+                           answer->json_length =
+                               server->infer(relative, name, view, header_length, owner, answer->response);
+                         });
+            return py::make_tuple(py::bytes(answer->response), answer->json_length);
           },
-          py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length") = -1)
+          py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length") = -1,
+          py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
       .def(
           "metadata",
-          [](Server& self, const std::string& relative, const std::string& name) {
-            std::string& response = response_buffer();
-            {
-              py::gil_scoped_release release;
-              self.metadata(relative, name, response);
-            }
-            return take_response(response);
+          [](Server& self, const std::string& relative, const std::string& name, Executor* executor,
+             double timeout) {
+            auto response = std::make_shared<std::string>();
+            Server* server = &self;
+            run_released(executor, timeout,
+                         [server, relative, name, response] { server->metadata(relative, name, *response); });
+            return py::bytes(*response);
           },
-          py::arg("relative"), py::arg("name"))
+          py::arg("relative"), py::arg("name"), py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
       .def(
           "cached_paths", [](Server& self) { return self.cache().paths(); },
           "Return the cached model paths (relative to the root), most recently used first.")
@@ -214,7 +273,7 @@ PYBIND11_MODULE(_C, m) {
       "decode",
       [](const py::buffer& body) {
         py::buffer_info info;
-        std::string_view view = bytes_view(body, info);
+        std::string_view view = buffer_view(body, info);
         std::vector<c10::IValue> args;
         {
           py::gil_scoped_release release;

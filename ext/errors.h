@@ -37,6 +37,16 @@ struct ModelLoadError : ServeError {
   using ServeError::ServeError;
 };
 
+// The executor already holds as many calls as it may; nothing ran.
+struct BusyError : ServeError {
+  using ServeError::ServeError;
+};
+
+// The call did not finish within its deadline; it runs on without its caller.
+struct DeadlineError : ServeError {
+  using ServeError::ServeError;
+};
+
 // A client asked for an output the model's result does not have.
 struct UnknownOutputError : ServeError {
   using ServeError::ServeError;

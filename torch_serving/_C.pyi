@@ -25,8 +25,22 @@ class ModelLoadError(ServeError):
 class UnknownOutputError(ServeError):
     """A requested output is not among the model's outputs."""
 
+class BusyError(ServeError):
+    """The executor holds as many calls as it may; nothing ran."""
+
+class DeadlineError(ServeError):
+    """The call did not finish within its timeout; it runs on without its caller."""
+
 class EncodeError(ServeError):
     """The model returned a value the protocol cannot encode."""
+
+class Executor:
+    """Native threads that run calls with a bounded backlog, so callers can stop waiting at a deadline."""
+
+    def __init__(self, threads: int, backlog: int) -> None: ...
+    @property
+    def limit(self) -> int:
+        """Calls that may be running or queued at once."""
 
 class Server:
     """The /serve pipeline with its LRU model cache; safe to share between threads."""
@@ -39,15 +53,36 @@ class Server:
         device: str = "cpu",
         max_model_size: int = 0,
     ) -> None: ...
-    def serve(self, relative: str, name: str, body: Buffer, invalidation_prob: float = 0.0) -> bytes:
-        """Answer one request for the model file ``relative`` to the root; the GIL is released throughout."""
-    def infer(self, relative: str, name: str, body: bytes, header_length: int = -1) -> tuple[bytes, int]:
+    def serve(
+        self,
+        relative: str,
+        name: str,
+        body: bytes,
+        invalidation_prob: float = 0.0,
+        executor: Executor | None = None,
+        timeout: float = ...,
+    ) -> bytes:
+        """Answer one request for the model file ``relative`` to the root; the GIL is released throughout.
+
+        With ``executor``, the call runs on its threads and raises DeadlineError after ``timeout`` seconds
+        (the call runs on) or BusyError when the executor is full; without, it runs in the calling thread.
+        """
+    def infer(
+        self,
+        relative: str,
+        name: str,
+        body: bytes,
+        header_length: int = -1,
+        executor: Executor | None = None,
+        timeout: float = ...,
+    ) -> tuple[bytes, int]:
         """Answer one V2 inference request; return the response and the length of its JSON part.
 
         The first ``header_length`` bytes of ``body`` are the request JSON (all of it when negative), the
-        rest the inputs' binary data. The GIL is released throughout.
+        rest the inputs' binary data. The GIL is released throughout; ``executor`` and ``timeout`` work as for
+        ``serve``.
         """
-    def metadata(self, relative: str, name: str) -> bytes:
+    def metadata(self, relative: str, name: str, executor: Executor | None = None, timeout: float = ...) -> bytes:
         """Return the V2 metadata of the model file ``relative`` as JSON, loading it if needed."""
     def cached_paths(self) -> list[str]:
         """Return the cached model paths (relative to the root), most recently used first."""

@@ -18,9 +18,12 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from torch_serving._native import (
+        BusyError,
+        DeadlineError,
         DecodeError,
         EncodeError,
         ExecutionError,
+        Executor,
         ModelLoadError,
         ModelNotFoundError,
         ServeError,
@@ -34,11 +37,14 @@ if TYPE_CHECKING:
     from torch_serving.config import Config, ConfigError
 
 __all__ = [
+    "BusyError",
     "Config",
     "ConfigError",
+    "DeadlineError",
     "DecodeError",
     "EncodeError",
     "ExecutionError",
+    "Executor",
     "ModelLoadError",
     "ModelNotFoundError",
     "ServeError",

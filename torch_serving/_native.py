@@ -3,9 +3,12 @@
 import torch  # noqa: F401  (loads libc10 and libtorch for the extension)
 
 from torch_serving._C import (
+    BusyError,
+    DeadlineError,
     DecodeError,
     EncodeError,
     ExecutionError,
+    Executor,
     ModelLoadError,
     ModelNotFoundError,
     ServeError,
@@ -17,9 +20,12 @@ from torch_serving._C import (
 )
 
 __all__ = [
+    "BusyError",
+    "DeadlineError",
     "DecodeError",
     "EncodeError",
     "ExecutionError",
+    "Executor",
     "ModelLoadError",
     "ModelNotFoundError",
     "ServeError",

@@ -4,17 +4,18 @@ Native work cannot be interrupted once it runs (a TorchScript forward has no
 cancellation point), so a request past its deadline is answered 504 while
 its work finishes in the background, still holding its slot. When a worker's
 slots and queue are full, further requests get a fast 503 with
-``Retry-After`` instead of waiting without bound.
+``Retry-After`` instead of waiting without bound. The slots are native
+threads (``torch_serving._C.Executor``): the request thread hands the call
+over and waits with the GIL released, and the call never takes the GIL.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from torch_serving._native import BusyError, DeadlineError, Executor
 from torch_serving.errors import RequestError
 
 __all__ = ["NativeRunner"]
@@ -32,48 +33,33 @@ class NativeRunner:
     """
 
     def __init__(self, slots: int, queue_size: int, timeout: float) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=slots, thread_name_prefix="torch-serving")
-        self._limit = slots + queue_size
+        self._executor = Executor(slots, queue_size)
         self._timeout = timeout
-        self._pending = 0
-        self._lock = threading.Lock()
 
     def run(self, arrived: float, fn: Callable[..., T], *args: object) -> T:
-        """Run ``fn(*args)`` and return its result, or raise 503 or 504.
+        """Run the native call ``fn(*args)`` and return its result, or raise 503 or 504.
 
         Args:
             arrived: ``time.monotonic()`` when the request arrived.
-            fn: the native call.
+            fn: a method of ``Server`` that takes ``executor`` and ``timeout``.
             *args: its arguments.
 
         Raises:
             RequestError: 503 when this worker is full, 504 past the deadline.
         """
-        with self._lock:
-            if self._pending >= self._limit:
-                raise RequestError(
-                    503,
-                    "Server busy",
-                    f"{self._pending} requests are running or queued in this worker, its limit; retry later",
-                    headers={"Retry-After": "1"},
-                )
-            self._pending += 1
-        try:
-            future = self._pool.submit(fn, *args)
-        except BaseException:
-            self._release()
-            raise
-        future.add_done_callback(lambda _: self._release())
         remaining = arrived + self._timeout - time.monotonic()
         try:
-            return future.result(timeout=max(remaining, 0.0))
-        except concurrent.futures.TimeoutError:
+            return fn(*args, executor=self._executor, timeout=max(remaining, 0.0))
+        except BusyError:
+            raise RequestError(
+                503,
+                "Server busy",
+                f"{self._executor.limit} requests are running or queued in this worker, its limit; retry later",
+                headers={"Retry-After": "1"},
+            ) from None
+        except DeadlineError:
             raise RequestError(
                 504,
                 "Deadline exceeded",
                 f"the request did not finish within the {self._timeout:g} s deadline; its work was abandoned",
             ) from None
-
-    def _release(self) -> None:
-        with self._lock:
-            self._pending -= 1

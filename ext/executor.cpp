@@ -1,0 +1,90 @@
+// The bounded native thread pool behind deadlines and 503s.
+#include "executor.h"
+
+#include <chrono>
+#include <cmath>
+#include <exception>
+#include <string>
+
+#include "errors.h"
+
+namespace torch_serving {
+
+struct Executor::Task {
+  std::function<void()> work;
+  std::mutex mutex;
+  std::condition_variable finished;
+  bool done = false;
+  std::exception_ptr error;
+};
+
+Executor::Executor(size_t threads, size_t backlog) : limit_(threads + backlog) {
+  threads_.reserve(threads);
+  for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { serve_tasks(); });
+}
+
+Executor::~Executor() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  queued_.notify_all();
+  for (auto& thread : threads_) thread.join();
+}
+
+void Executor::run(std::function<void()> work, double timeout) {
+  auto task = std::make_shared<Task>();
+  task->work = std::move(work);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (pending_ >= limit_) {
+      throw BusyError(std::to_string(pending_) + " calls are running or queued, the limit");
+    }
+    ++pending_;
+    queue_.push_back(task);
+  }
+  queued_.notify_one();
+  std::unique_lock<std::mutex> lock(task->mutex);
+  auto is_done = [&] { return task->done; };
+  // A deadline beyond what wait_for can represent means no deadline.
+  if (std::isfinite(timeout) && timeout < 1e9) {
+    auto limit = std::chrono::duration<double>(std::max(timeout, 0.0));
+    if (!task->finished.wait_for(lock, limit, is_done)) throw DeadlineError("the call did not finish in time");
+  } else {
+    task->finished.wait(lock, is_done);
+  }
+  if (task->error) std::rethrow_exception(task->error);
+}
+
+void Executor::serve_tasks() {
+  for (;;) {
+    std::shared_ptr<Task> task;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      queued_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, with nothing left to run
+      task = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    try {
+      task->work();
+    } catch (...) {
+      task->error = std::current_exception();
+    }
+    // Drop what the call held (its body, its model) now, not when the
+    // caller lets go of the task.
+    task->work = nullptr;
+    {
+      // Released before the caller wakes, so that it may submit again at once.
+      std::lock_guard<std::mutex> lock(mutex_);
+      --pending_;
+    }
+    {
+      std::lock_guard<std::mutex> lock(task->mutex);
+      task->done = true;
+    }
+    task->finished.notify_all();
+  }
+}
+
+}  // namespace torch_serving

@@ -1,0 +1,52 @@
+// Runs native calls on a fixed set of threads with a bounded backlog, so
+// that a request can stop waiting at its deadline while its call runs on:
+// a TorchScript forward cannot be interrupted.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace torch_serving {
+
+class Executor {
+ public:
+  // Starts `threads` threads; at most `threads + backlog` calls may be
+  // running or queued at once.
+  Executor(size_t threads, size_t backlog);
+
+  // Finishes the calls already accepted, then stops the threads.
+  ~Executor();
+
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  // Runs `work` on one of the threads and waits up to `timeout` seconds for
+  // it. `work` must own everything it uses: after a timeout it runs on
+  // without its caller.
+  //
+  // Throws BusyError when the limit of pending calls is reached (nothing
+  // runs), DeadlineError when the wait times out, and what `work` threw.
+  void run(std::function<void()> work, double timeout);
+
+  size_t limit() const { return limit_; }
+
+ private:
+  struct Task;
+
+  void serve_tasks();
+
+  const size_t limit_;
+  std::mutex mutex_;
+  std::condition_variable queued_;
+  std::deque<std::shared_ptr<Task>> queue_;
+  size_t pending_ = 0;  // running and queued
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace torch_serving

@@ -1,0 +1,75 @@
+// The executor without Python: results and errors come back to the caller,
+// a caller stops waiting at its deadline while the call runs on, and a full
+// executor refuses work without running it.
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <stdexcept>
+#include <thread>
+
+#include "errors.h"
+#include "executor.h"
+
+#include "doctest_after_torch.h"
+
+using torch_serving::BusyError;
+using torch_serving::DeadlineError;
+using torch_serving::Executor;
+
+TEST_CASE("a call runs on a pool thread and its exception reaches the caller") {
+  Executor executor(2, 0);
+  std::thread::id ran_on;
+  executor.run([&] { ran_on = std::this_thread::get_id(); }, 10.0);
+  CHECK(ran_on != std::this_thread::get_id());
+  CHECK_THROWS_WITH_AS(executor.run([] { throw std::invalid_argument("bad input"); }, 10.0), "bad input",
+                       std::invalid_argument);
+}
+
+TEST_CASE("a caller stops waiting at its deadline; the call finishes without it") {
+  Executor executor(1, 0);
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  auto finished = std::make_shared<std::atomic<bool>>(false);
+  auto started = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(executor.run(
+                      [released, finished] {
+                        released.wait();
+                        *finished = true;
+                      },
+                      0.05),
+                  DeadlineError);
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(5));
+  CHECK_FALSE(*finished);
+  // The abandoned call still holds the only slot.
+  CHECK_THROWS_WITH_AS(executor.run([] {}, 1.0), "1 calls are running or queued, the limit", BusyError);
+  release.set_value();
+  for (int i = 0; i < 500 && !*finished; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  CHECK(*finished);
+  // The slot is free again once the call ends.
+  int runs = 0;
+  for (int attempt = 0; attempt < 500 && runs == 0; ++attempt) {
+    try {
+      executor.run([&] { ++runs; }, 1.0);
+    } catch (const BusyError&) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+  CHECK(runs == 1);
+}
+
+TEST_CASE("the backlog queues calls up to the limit") {
+  Executor executor(1, 2);
+  CHECK(executor.limit() == 3);
+  std::atomic<int> done{0};
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 3; ++i) callers.emplace_back([&] {
+    executor.run(
+        [&] {
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+          ++done;
+        },
+        10.0);
+  });
+  for (auto& caller : callers) caller.join();
+  CHECK(done == 3);
+}
