@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import ml_dtypes
 import numpy as np
@@ -339,3 +340,32 @@ def test_body_cut_short_is_400_and_the_server_keeps_serving(server):
         f'{{"error": "received {len(header)} of the {len(header) + 50} bytes Content-Length announced"}}'.encode()
     )
     assert requests.get(f"{server.url}/v2/health/ready", timeout=30).status_code == 200
+
+
+def test_concurrent_clients_get_their_own_answers(server):
+    # Eight clients at once, mixing models, forms and sizes: every answer
+    # must be the one for its own request.
+    def client_session(seed: int) -> int:
+        rng = np.random.default_rng(seed)
+        triton = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
+        try:
+            for k in range(25):
+                binary = bool(k % 2)
+                x = rng.standard_normal((1, int(rng.integers(1, 2000)))).astype(np.float32)
+                if k % 3 == 0:
+                    result = triton.infer("tiny", [input_of("x", x, "FP32", binary)], request_id=f"{seed}-{k}")
+                    np.testing.assert_array_equal(result.as_numpy("OUTPUT__0"), x * 2 + 1)
+                elif k % 3 == 1:
+                    result = triton.infer("pair", [input_of("a", x, "FP32", binary), input_of("b", x, "FP32", True)])
+                    np.testing.assert_array_equal(result.as_numpy("OUTPUT__1"), x * x)
+                else:
+                    result = triton.infer("echo", [input_of("x", x.astype(np.float16), "FP16", binary)])
+                    np.testing.assert_array_equal(result.as_numpy("OUTPUT__0"), x.astype(np.float16))
+                if k % 3 == 0:
+                    assert result.get_response()["id"] == f"{seed}-{k}"
+            return 25
+        finally:
+            triton.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert sum(pool.map(client_session, range(8))) == 200
