@@ -121,22 +121,6 @@ c10::IValue to_ivalue(py::handle value) {
                        " to a TorchScript value");
 }
 
-// Responses are built in a per-thread buffer that keeps its capacity, so a
-// large answer does not pay for fresh pages on every request; only the copy
-// into the bytes object allocates.
-std::string& response_buffer() {
-  thread_local std::string buffer;
-  return buffer;
-}
-
-py::bytes take_response(std::string& buffer) {
-  // Do not keep more than this per thread after an exceptionally large answer.
-  constexpr size_t kMaxKeptCapacity = 64 << 20;
-  py::bytes out(buffer.data(), buffer.size());
-  if (buffer.capacity() > kMaxKeptCapacity) std::string().swap(buffer);
-  return out;
-}
-
 std::string_view buffer_view(const py::buffer& body, py::buffer_info& info) {
   info = body.request();
   if (info.ndim > 1 || info.itemsize != 1) throw py::type_error("body must be a bytes-like object of bytes");
@@ -289,13 +273,12 @@ PYBIND11_MODULE(_C, m) {
       "encode",
       [](py::handle value) {
         c10::IValue ivalue = to_ivalue(value);
-        std::string& out = response_buffer();
+        std::string out;
         {
           py::gil_scoped_release release;
-          out.clear();
           encode_result(ivalue, out);
         }
-        return take_response(out);
+        return py::bytes(out);
       },
       py::arg("value"), "Encode a value as the protocol's JSON result.");
 }

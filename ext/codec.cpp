@@ -71,18 +71,8 @@ constexpr std::array<KindInfo, 7> kKinds{{
 }};
 
 TypedFields read_fields(element e, const JsonPath& at) {
-  auto obj = expect_object(e, at);
   TypedFields f;
-  for (auto member : obj) {
-    std::optional<element>* slot = nullptr;
-    if (member.key == "type") slot = &f.type;
-    else if (member.key == "value") slot = &f.value;
-    else if (member.key == "shape") slot = &f.shape;
-    else if (member.key == "data_type") slot = &f.data_type;
-    else fail(at, "unknown key " + quote_text(member.key) + " (expected type, value, shape or data_type)");
-    if (*slot) fail(at, "duplicate key " + quote_text(member.key));
-    *slot = member.value;
-  }
+  read_members(e, at, {{"type", &f.type}, {"value", &f.value}, {"shape", &f.shape}, {"data_type", &f.data_type}});
   return f;
 }
 

@@ -39,16 +39,6 @@ constexpr std::array<DtypeName, 10> kDtypes{{
     {"float64", at::kDouble},
 }};
 
-std::string double_text(double v) {
-  char buf[32];
-  auto end = std::to_chars(buf, buf + sizeof buf, v).ptr;
-  std::string text(buf, end);
-  // A JSON number with a fraction that happens to be integral prints as an
-  // integer; keep the fraction so "found 2.0" is not read as "found 2".
-  if (std::isfinite(v) && text.find_first_of(".e") == std::string::npos) text += ".0";
-  return text;
-}
-
 // ---------------------------------------------------------------------------
 // Elements: one JSON value into one slot of a typed buffer.
 
@@ -300,6 +290,35 @@ std::string describe(element e) {
       return "null";
   }
   return "an unknown value";
+}
+
+std::string double_text(double v) {
+  char buf[32];
+  auto end = std::to_chars(buf, buf + sizeof buf, v).ptr;
+  std::string text(buf, end);
+  if (std::isfinite(v) && text.find_first_of(".e") == std::string::npos) text += ".0";
+  return text;
+}
+
+void read_members(element e, const JsonPath& at, std::initializer_list<Member> members) {
+  for (auto field : expect_object(e, at)) {
+    const Member* match = nullptr;
+    for (const Member& member : members) {
+      if (member.key == field.key) match = &member;
+    }
+    if (!match) {
+      std::string expected;
+      size_t i = 0;
+      for (const Member& member : members) {
+        if (i > 0) expected += i + 1 == members.size() ? " or " : ", ";
+        expected += member.key;
+        ++i;
+      }
+      fail(at, "unknown key " + quote_text(field.key) + " (expected " + expected + ")");
+    }
+    if (*match->slot) fail(at, "duplicate key " + quote_text(field.key));
+    *match->slot = field.value;
+  }
 }
 
 simdjson::dom::array expect_array(element e, const JsonPath& at) {

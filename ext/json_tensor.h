@@ -7,6 +7,7 @@
 #include <ATen/core/ivalue.h>
 #include <simdjson.h>
 
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -37,6 +38,20 @@ std::string shape_text(const std::vector<int64_t>& shape);
 simdjson::dom::array expect_array(element e, const JsonPath& at);
 simdjson::dom::object expect_object(element e, const JsonPath& at);
 std::string_view expect_string(element e, const JsonPath& at);
+
+// One member an object may have, and where its value goes.
+struct Member {
+  std::string_view key;
+  std::optional<element>* slot;
+};
+
+// Reads object `e`'s members into the slots of `members`; an unknown or a
+// repeated key fails naming `at`, an unknown one listing the keys expected.
+void read_members(element e, const JsonPath& at, std::initializer_list<Member> members);
+
+// Renders a double for a message in the shortest form that reads back the
+// same, keeping a fraction on integral values (`2.0`, not `2`).
+std::string double_text(double v);
 
 // Parses an array of non-negative dimensions, setting `*numel` to their
 // product; refuses ranks over kMaxRank and products that overflow.

@@ -7,10 +7,9 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
-#include <cmath>
 
 #include "errors.h"
+#include "json_tensor.h"
 
 namespace torch_serving {
 namespace {
@@ -53,11 +52,6 @@ class FdReadAdapter : public caffe2::serialize::ReadAdapterInterface {
   size_t size_;
 };
 
-c10::TypePtr strip_optional(const c10::TypePtr& type) {
-  if (auto optional = type->cast<c10::OptionalType>()) return optional->getElementType();
-  return type;
-}
-
 // Widens what JSON cannot tell apart from what forward asks for: an int where
 // a float is expected, and the element type of an empty or all-int list.
 void coerce(c10::IValue& value, const c10::TypePtr& expected) {
@@ -96,19 +90,17 @@ std::string default_text(const c10::IValue& value) {
   if (value.isNone()) return "None";
   if (value.isBool()) return value.toBool() ? "True" : "False";
   if (value.isInt()) return std::to_string(value.toInt());
-  if (value.isDouble()) {
-    char buf[32];
-    const double v = value.toDouble();
-    std::string text(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
-    // As Python writes a float: 1.0, not 1.
-    if (std::isfinite(v) && text.find_first_of(".e") == std::string::npos) text += ".0";
-    return text;
-  }
+  if (value.isDouble()) return json::double_text(value.toDouble());  // as Python writes a float: 1.0, not 1
   if (value.isString()) return "'" + value.toStringRef() + "'";
   return "...";
 }
 
 }  // namespace
+
+c10::TypePtr strip_optional(const c10::TypePtr& type) {
+  if (auto optional = type->cast<c10::OptionalType>()) return optional->getElementType();
+  return type;
+}
 
 std::string signature_text(const c10::FunctionSchema& schema) {
   std::string text = schema.name() + "(";

@@ -14,6 +14,9 @@
 
 namespace torch_serving {
 
+// Returns T for `Optional[T]`, `type` otherwise.
+c10::TypePtr strip_optional(const c10::TypePtr& type);
+
 // Renders `schema` the way a Python user wrote it, without `self`, e.g.
 // `forward(x: Tensor, factor: float = 2.0) -> Tensor`. Built from names,
 // type annotations and our own rendering of defaults: printing a schema

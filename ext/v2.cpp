@@ -188,17 +188,8 @@ std::optional<int64_t> binary_data_size(element parameters, const JsonPath& at) 
 
 Input read_input(element e, const JsonPath& at, BinaryCursor& binary, const BodyOwner& owner) {
   std::optional<element> name, shape, datatype, parameters, data;
-  for (auto member : expect_object(e, at)) {
-    std::optional<element>* slot = nullptr;
-    if (member.key == "name") slot = &name;
-    else if (member.key == "shape") slot = &shape;
-    else if (member.key == "datatype") slot = &datatype;
-    else if (member.key == "parameters") slot = &parameters;
-    else if (member.key == "data") slot = &data;
-    else fail(at, "unknown key " + quote_text(member.key) + " (expected name, shape, datatype, parameters or data)");
-    if (*slot) fail(at, "duplicate key " + quote_text(member.key));
-    *slot = member.value;
-  }
+  read_members(e, at,
+               {{"name", &name}, {"shape", &shape}, {"datatype", &datatype}, {"parameters", &parameters}, {"data", &data}});
   for (auto [key, field] : {std::pair{"name", &name}, {"shape", &shape}, {"datatype", &datatype}}) {
     if (!*field) fail(at, std::string("missing key \"") + key + "\"");
   }
@@ -229,14 +220,7 @@ Input read_input(element e, const JsonPath& at, BinaryCursor& binary, const Body
 
 RequestedOutput read_requested_output(element e, const JsonPath& at) {
   std::optional<element> name, parameters;
-  for (auto member : expect_object(e, at)) {
-    std::optional<element>* slot = nullptr;
-    if (member.key == "name") slot = &name;
-    else if (member.key == "parameters") slot = &parameters;
-    else fail(at, "unknown key " + quote_text(member.key) + " (expected name or parameters)");
-    if (*slot) fail(at, "duplicate key " + quote_text(member.key));
-    *slot = member.value;
-  }
+  read_members(e, at, {{"name", &name}, {"parameters", &parameters}});
   if (!name) fail(at, "missing key \"name\"");
   RequestedOutput output{std::string(expect_string(*name, at.member("name"))), std::nullopt};
   if (!parameters) return output;
@@ -251,13 +235,18 @@ RequestedOutput read_requested_output(element e, const JsonPath& at) {
   return output;
 }
 
+// Fails at `at`.name when the last of `items` has the name of an earlier one.
+template <typename T>
+void fail_if_name_repeats(const std::vector<T>& items, const JsonPath& at, const char* what) {
+  for (size_t k = 0; k + 1 < items.size(); ++k) {
+    if (items[k].name == items.back().name) {
+      fail(at.member("name"), std::string("duplicate ") + what + " name " + quote_text(items.back().name));
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Binding inputs to forward's arguments.
-
-c10::TypePtr strip_optional(const c10::TypePtr& type) {
-  if (auto optional = type->cast<c10::OptionalType>()) return optional->getElementType();
-  return type;
-}
 
 bool is_dict_of_tensors(const c10::TypePtr& type) {
   auto dict = strip_optional(type)->cast<c10::DictType>();
@@ -303,11 +292,10 @@ void check_primitive(const Input& input, const c10::Argument& param, Primitive k
               (kind == Primitive::kBool && d.dtype == at::kBool && !d.is_bytes()) ||
               (kind == Primitive::kString && d.is_bytes());
   if (!fits) {
-    const char* wanted = kind == Primitive::kInt     ? "an integer datatype"
+    std::string wanted = kind == Primitive::kInt     ? "an integer datatype"
                          : kind == Primitive::kFloat ? "a numeric datatype"
-                         : kind == Primitive::kBool  ? "BOOL"
-                                                     : "BYTES";
-    fail_conversion(input, param, std::string("give it as ") + wanted);
+                                                     : std::string(datatype_name(kind));
+    fail_conversion(input, param, "give it as " + wanted);
   }
 }
 
@@ -556,16 +544,7 @@ Request decode_request(std::string_view body, int64_t header_length, const BodyO
 
   const JsonPath root{nullptr, "body", -1};
   std::optional<element> id, parameters, inputs, outputs;
-  for (auto member : expect_object(doc, root)) {
-    std::optional<element>* slot = nullptr;
-    if (member.key == "id") slot = &id;
-    else if (member.key == "parameters") slot = &parameters;
-    else if (member.key == "inputs") slot = &inputs;
-    else if (member.key == "outputs") slot = &outputs;
-    else fail(root, "unknown key " + quote_text(member.key) + " (expected id, parameters, inputs or outputs)");
-    if (*slot) fail(root, "duplicate key " + quote_text(member.key));
-    *slot = member.value;
-  }
+  read_members(doc, root, {{"id", &id}, {"parameters", &parameters}, {"inputs", &inputs}, {"outputs", &outputs}});
   Request request;
   if (id) request.id = std::string(expect_string(*id, root.member("id")));
   if (parameters) {
@@ -581,11 +560,7 @@ Request decode_request(std::string_view body, int64_t header_length, const BodyO
   for (element e : expect_array(*inputs, inputs_at)) {
     JsonPath at = inputs_at.element(i++);
     request.inputs.push_back(read_input(e, at, binary, owner));
-    for (size_t k = 0; k + 1 < request.inputs.size(); ++k) {
-      if (request.inputs[k].name == request.inputs.back().name) {
-        fail(at.member("name"), "duplicate input name " + quote_text(request.inputs.back().name));
-      }
-    }
+    fail_if_name_repeats(request.inputs, at, "input");
   }
   if (binary.remaining() != 0) {
     throw DecodeError("the body has " + std::to_string(binary.remaining()) +
@@ -597,11 +572,7 @@ Request decode_request(std::string_view body, int64_t header_length, const BodyO
     for (element e : expect_array(*outputs, outputs_at)) {
       JsonPath at = outputs_at.element(k++);
       request.outputs.push_back(read_requested_output(e, at));
-      for (size_t j = 0; j + 1 < request.outputs.size(); ++j) {
-        if (request.outputs[j].name == request.outputs.back().name) {
-          fail(at.member("name"), "duplicate output name " + quote_text(request.outputs.back().name));
-        }
-      }
+      fail_if_name_repeats(request.outputs, at, "output");
     }
   }
   return request;

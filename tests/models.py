@@ -142,20 +142,24 @@ def example_model_class():
 
 def build_model_root(root: Path) -> Path:
     """Fill ``root`` with the models the tests use and return it."""
-    script_and_save(AffineModel(), root / "tiny.pt")
-    script_and_save(EchoModel(), root / "echo.pt")
-    script_and_save(KindsModel(), root / "kinds.pt")
-    script_and_save(DictModel(), root / "dict.pt")
-    script_and_save(RaisingModel(), root / "raising.pt")
-    script_and_save(ComplexOutputModel(), root / "complex.pt")
-    script_and_save(SlowModel(), root / "slow.pt")
-    script_and_save(AffineModel(3.0, 0.0), root / "nested" / "triple.pt")
-    script_and_save(PairModel(), root / "pair.pt")
-    script_and_save(WordsModel(), root / "words.pt")
-    script_and_save(StringEchoModel(), root / "string_echo.pt")
-    script_and_save(ScalarsModel(), root / "scalars.pt")
-    script_and_save(ListOutputModel(), root / "list_output.pt")
-    script_and_save(DictOutputModel(), root / "dict_output.pt")
+    models = {
+        "tiny.pt": AffineModel(),
+        "echo.pt": EchoModel(),
+        "kinds.pt": KindsModel(),
+        "dict.pt": DictModel(),
+        "raising.pt": RaisingModel(),
+        "complex.pt": ComplexOutputModel(),
+        "slow.pt": SlowModel(),
+        "nested/triple.pt": AffineModel(3.0, 0.0),
+        "pair.pt": PairModel(),
+        "words.pt": WordsModel(),
+        "string_echo.pt": StringEchoModel(),
+        "scalars.pt": ScalarsModel(),
+        "list_output.pt": ListOutputModel(),
+        "dict_output.pt": DictOutputModel(),
+    }
+    for name, module in models.items():
+        script_and_save(module, root / name)
     for k in range(6):
         script_and_save(AffineModel(1.0, float(k)), root / "many" / f"plus{k}.pt")
     example_model_class().main(str(root / "model-example.pt"))
