@@ -5,8 +5,11 @@ server of benchmarks/baselines and (c) a Falcon hello-world that reads the
 body and answers a constant, (b) and (c) under the same gunicorn worker
 settings as (a). Drives each with wrk (keep-alive), warm-up first, rounds
 interleaved so drift hits all sides alike, every answer's status checked.
-Prints median requests/s per workload and the ratios, and the summed peak
-RSS of each server after the `example` workload. Workloads with a binary
+Prints median requests/s per workload and the ratios; the CPU time each
+server's processes spent per request (user + system, summed over the
+process tree), which other tenants of a shared machine disturb far less
+than a rate; and the summed peak RSS of each server after the `example`
+workload. Workloads with a binary
 form (`image`) are also sent to our V2 endpoint as binary tensors, in the
 same rounds, and compared with the naive server's JSON rate.
 
@@ -17,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy
@@ -42,7 +47,7 @@ f:close()
 """
 
 
-def _wrk_script(directory: Path, name: str, body: bytes, header_length: int | None = None) -> Path:
+def wrk_script(directory: Path, name: str, body: bytes, header_length: int | None = None) -> Path:
     """Write ``body`` and a wrk script that POSTs it; return the script's path."""
     body_file = directory / f"{name}.body"
     body_file.write_bytes(body)
@@ -73,7 +78,16 @@ def _gunicorn(module: str, port: int, workers: int, threads: int) -> list[str]:
     ]
 
 
-def _wrk(url: str, script: Path, seconds: int, connections: int) -> float:
+@dataclass(frozen=True)
+class Round:
+    """One timed wrk run against one server."""
+
+    rate: float
+    cpu_ms_per_request: float
+
+
+def run_wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, int]:
+    """Drive ``url`` for ``seconds``; return requests/s and the requests completed."""
     result = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
         capture_output=True,
@@ -85,7 +99,26 @@ def _wrk(url: str, script: Path, seconds: int, connections: int) -> float:
     errors = re.search(r"Socket errors: (.*)", out)
     if bad or errors:
         raise RuntimeError(f"wrk saw failed requests against {url}:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return rate, int(re.search(r"(\d+) requests in", out).group(1))
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return the user + system CPU time of ``pid`` and all its descendants, in seconds."""
+    ticks = 0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited between the listing and the read
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def timed_round(server_pid: int, url: str, script: Path, seconds: int, connections: int) -> Round:
+    before = cpu_seconds(server_pid)
+    rate, requests_done = run_wrk(url, script, seconds, connections)
+    return Round(rate, (cpu_seconds(server_pid) - before) * 1000 / max(requests_done, 1))
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -108,7 +141,7 @@ def _close(a, b) -> bool:
     return a == b
 
 
-def _check_answer(url: str, workload: Workload, expected: dict | None) -> dict:
+def check_answer(url: str, workload: Workload, expected: dict | None) -> dict:
     response = requests.post(
         url,
         params={"servable_identifier": workload.model},
@@ -183,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.threads,
             ),
         }
-        rates: dict[tuple[str, str], list[float]] = {}
+        rounds: dict[tuple[str, str], list[Round]] = {}
         rss: dict[str, float] = {}
         with (
             running(commands["ours"], ports["ours"], tmp_path / "ours.log", env=env) as ours,
@@ -192,61 +225,86 @@ def main(argv: list[str] | None = None) -> int:
         ):
             servers = {"ours": ours, "naive": naive, "hello": hello}
             for workload in workloads:
-                scripts = dict.fromkeys(servers, _wrk_script(tmp_path, workload.name, workload.body))
+                scripts = dict.fromkeys(servers, wrk_script(tmp_path, workload.name, workload.body))
                 url = {name: f"{s.url}/serve?servable_identifier={workload.model}" for name, s in servers.items()}
-                reference = _check_answer(f"{ours.url}/serve", workload, None)
-                _check_answer(f"{naive.url}/serve", workload, reference)
+                reference = check_answer(f"{ours.url}/serve", workload, None)
+                check_answer(f"{naive.url}/serve", workload, reference)
                 if workload.binary:
                     url["ours-v2"] = f"{ours.url}/v2/models/{workload.model}/infer"
                     binary = workload.binary
-                    scripts["ours-v2"] = _wrk_script(
+                    scripts["ours-v2"] = wrk_script(
                         tmp_path,
                         workload.name + "-v2",
                         binary.body,
                         binary.header_length,
                     )
                     _check_binary_answer(url["ours-v2"], workload, reference)
-                for name in url:  # warm-up: load models, fill caches, JIT profiles
-                    _wrk(url[name], scripts[name], 1, args.connections)
+                for name, target in url.items():  # warm-up: load models, fill caches
+                    run_wrk(target, scripts[name], 1, args.connections)
                 for _ in range(args.rounds):
-                    for name in url:
-                        rates.setdefault((workload.name, name), []).append(
-                            _wrk(url[name], scripts[name], args.seconds, args.connections)
+                    for name, target in url.items():
+                        pid = servers[name.split("-")[0]].process.pid
+                        rounds.setdefault((workload.name, name), []).append(
+                            timed_round(pid, target, scripts[name], args.seconds, args.connections)
                         )
                 if workload.name == "example":
                     rss = {name: peak_rss_mib(s.process.pid) for name, s in servers.items() if name != "hello"}
+
+    _report(args, workloads, rounds, rss)
+    return 0
+
+
+def _report(
+    args: argparse.Namespace,
+    workloads: list[Workload],
+    rounds: dict[tuple[str, str], list[Round]],
+    rss: dict[str, float],
+) -> None:
+    """Print the medians and ratios, then the same as one JSON line."""
+
+    def median(workload: str, server: str, field: str) -> float:
+        return statistics.median(getattr(r, field) for r in rounds[(workload, server)])
 
     print(
         f"\nload benchmark: {args.rounds} rounds x {args.seconds}s, wrk -t1 -c{args.connections}, "
         f"gunicorn gthread -w {args.workers} --threads {args.threads}, torch threads {DEFAULTS.torch_threads}"
     )
-    print(
-        f"{'workload':<10}{'ours req/s':>12}{'naive req/s':>13}{'hello req/s':>13}{'ours/naive':>12}{'ours/hello':>12}"
-    )
-    summary = {}
-    for workload in workloads:
-        median = {name: statistics.median(rates[(workload.name, name)]) for name in ("ours", "naive", "hello")}
-        summary[workload.name] = median
+    servers = ("ours", "naive", "hello")
+    summary: dict[str, dict[str, float]] = {}
+    print(f"{'requests/s':<12}{'ours':>10}{'naive':>10}{'hello':>10}{'ours/naive':>12}{'ours/hello':>12}")
+    for w in workloads:
+        rate = {s: median(w.name, s, "rate") for s in servers}
+        summary[w.name] = {f"{s}_rate": rate[s] for s in servers}
         print(
-            f"{workload.name:<10}{median['ours']:>12.0f}{median['naive']:>13.0f}{median['hello']:>13.0f}"
-            f"{median['ours'] / median['naive']:>12.2f}{median['ours'] / median['hello']:>12.2f}"
+            f"{w.name:<12}{rate['ours']:>10.0f}{rate['naive']:>10.0f}{rate['hello']:>10.0f}"
+            f"{rate['ours'] / rate['naive']:>12.2f}{rate['ours'] / rate['hello']:>12.2f}"
         )
-    for workload in workloads:
-        if workload.binary:
-            v2 = statistics.median(rates[(workload.name, "ours-v2")])
-            summary[workload.name]["ours-v2"] = v2
-            naive_rate = summary[workload.name]["naive"]
+    # The same ratios from CPU time (naive's CPU per request over ours), so
+    # that a machine whose speed drifts during the run shows less.
+    print(f"{'CPU ms/req':<12}{'ours':>10}{'naive':>10}{'hello':>10}{'naive/ours':>12}{'hello/ours':>12}")
+    for w in workloads:
+        cpu = {s: median(w.name, s, "cpu_ms_per_request") for s in servers}
+        summary[w.name].update({f"{s}_cpu_ms": cpu[s] for s in servers})
+        print(
+            f"{w.name:<12}{cpu['ours']:>10.3f}{cpu['naive']:>10.3f}{cpu['hello']:>10.3f}"
+            f"{cpu['naive'] / cpu['ours']:>12.2f}{cpu['hello'] / cpu['ours']:>12.2f}"
+        )
+    for w in workloads:
+        if w.binary:
+            v2_rate = median(w.name, "ours-v2", "rate")
+            v2_cpu = median(w.name, "ours-v2", "cpu_ms_per_request")
+            summary[w.name].update(ours_v2_rate=v2_rate, ours_v2_cpu_ms=v2_cpu)
+            naive_rate, naive_cpu = summary[w.name]["naive_rate"], summary[w.name]["naive_cpu_ms"]
             print(
-                f"{workload.name + ' V2 binary':<22}ours {v2:.0f} req/s, ours JSON {summary[workload.name]['ours']:.0f}, "
-                f"naive JSON {naive_rate:.0f}: {v2 / naive_rate:.2f} x naive"
+                f"{w.name} through V2 binary tensors: {v2_rate:.0f} req/s, {v2_rate / naive_rate:.2f} x naive JSON; "
+                f"{v2_cpu:.3f} CPU ms/req, naive JSON / ours {naive_cpu / v2_cpu:.2f}"
             )
     if rss:
         print(
             f"peak RSS after example (MiB, all processes): ours {rss['ours']:.0f}, naive {rss['naive']:.0f}, "
             f"ratio {rss['ours'] / rss['naive']:.2f}"
         )
-    print(json.dumps({"rates": summary, "rss_mib": rss}))
-    return 0
+    print(json.dumps({"workloads": summary, "rss_mib": rss}))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ class Servable {
   // server's file system. Throws ModelLoadError.
   static std::shared_ptr<const Servable> load(const ModelFile& file, const std::string& name, c10::Device device);
 
-  // Runs forward on `args` under InferenceMode.
+  // Runs forward on `args` under InferenceMode, on CPU without the
+  // optimizing graph executor.
   //
   // Throws SignatureError when `args` do not fit forward's schema (naming the
   // argument) and ExecutionError when the model raises.

@@ -1,0 +1,81 @@
+"""Settings benchmark: torch-serving under several worker/thread settings, same run.
+
+The defaults (workers, request threads, torch threads) are chosen with this:
+it starts one torch-serving per setting on loopback, drives each with the
+load benchmark's workloads and wrk rounds, interleaved so drift hits all
+settings alike, and prints per setting the median requests/s, the CPU time
+per request and the summed peak RSS after the run.
+
+Usage: python -m benchmarks.settings [--settings 2x4x1,1x8x2] [--seconds 3] [--rounds 3]
+    (each setting is WORKERSxTHREADSxTORCH_THREADS)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import tempfile
+from pathlib import Path
+
+from benchmarks.load import Round, check_answer, peak_rss_mib, run_wrk, timed_round, wrk_script
+from benchmarks.workloads import build
+from tests.integration.server import cli_command, free_port, running
+
+_DEFAULT_SETTINGS = "2x4x1,2x2x1,2x8x1,1x4x1,1x8x2,2x4x2"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", default=_DEFAULT_SETTINGS, help="WORKERSxTHREADSxTORCH_THREADS, comma-separated")
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--workloads", default="tiny,example,image,echo")
+    args = parser.parse_args(argv)
+    settings = args.settings.split(",")
+
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        tmp_path = Path(tmp)
+        root = tmp_path / "models"
+        workloads = [w for w in build(root) if w.name in args.workloads.split(",")]
+        servers = {}
+        for setting in settings:
+            workers, threads, torch_threads = setting.split("x")
+            port = free_port()
+            command = cli_command(
+                port,
+                *("--model-root", str(root), "--log-level", "warning"),
+                *("--workers", workers, "--threads", threads, "--torch-threads", torch_threads),
+            )
+            servers[setting] = stack.enter_context(running(command, port, tmp_path / f"{setting}.log"))
+        rounds: dict[tuple[str, str], list[Round]] = {}
+        for workload in workloads:
+            script = wrk_script(tmp_path, workload.name, workload.body)
+            url = {s: f"{server.url}/serve?servable_identifier={workload.model}" for s, server in servers.items()}
+            for setting, server in servers.items():
+                check_answer(f"{server.url}/serve", workload, None)
+                run_wrk(url[setting], script, 1, args.connections)
+            for _ in range(args.rounds):
+                for setting, server in servers.items():
+                    rounds.setdefault((workload.name, setting), []).append(
+                        timed_round(server.process.pid, url[setting], script, args.seconds, args.connections)
+                    )
+        rss = {setting: peak_rss_mib(server.process.pid) for setting, server in servers.items()}
+
+    print(f"\nsettings benchmark: {args.rounds} rounds x {args.seconds}s, wrk -t1 -c{args.connections}")
+    print("setting = workers x request threads x torch threads; requests/s (CPU ms per request), medians")
+    print(f"{'setting':<10}" + "".join(f"{w.name:>20}" for w in workloads) + f"{'peak RSS MiB':>14}")
+    for setting in settings:
+        cells = []
+        for w in workloads:
+            results = rounds[(w.name, setting)]
+            rate = statistics.median(r.rate for r in results)
+            cpu = statistics.median(r.cpu_ms_per_request for r in results)
+            cells.append(f"{rate:>10.0f} ({cpu:>6.3f})")
+        print(f"{setting:<10}" + "".join(f"{c:>20}" for c in cells) + f"{rss[setting]:>14.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
