@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from tests.models import (
+    REPO,
     AffineModel,
     EchoModel,
-    REPO,
     example_model_class,
     script_and_save,
 )

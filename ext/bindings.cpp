@@ -5,7 +5,6 @@
 
 #include <functional>
 #include <limits>
-#include <mutex>
 #include <string_view>
 #include <vector>
 
@@ -127,35 +126,8 @@ std::string_view buffer_view(const py::buffer& body, py::buffer_info& info) {
   return {static_cast<const char*>(info.ptr), size_t(info.size)};
 }
 
-// Python objects whose last native owner let go of them without the GIL,
-// to be released by the next call that holds it.
-std::mutex released_mutex;
-std::vector<PyObject*> released_objects;
-
-// Expects the GIL held.
-void release_dropped_objects() {
-  std::vector<PyObject*> objects;
-  {
-    std::lock_guard<std::mutex> lock(released_mutex);
-    objects.swap(released_objects);
-  }
-  for (PyObject* object : objects) Py_DECREF(object);
-}
-
-// Shares ownership of a bytes object with native work and the tensors it
-// makes on the body's memory. Whichever thread drops the last owner, the
-// reference is released under the GIL later, so no native thread ever
-// waits for the GIL.
-v2::BodyOwner own(const py::bytes& body) {
-  PyObject* object = body.inc_ref().ptr();
-  return v2::BodyOwner(object, [](const void* p) {
-    std::lock_guard<std::mutex> lock(released_mutex);
-    released_objects.push_back(static_cast<PyObject*>(const_cast<void*>(p)));
-  });
-}
-
-std::string_view bytes_view(const py::bytes& body) {
-  return {PyBytes_AS_STRING(body.ptr()), size_t(PyBytes_GET_SIZE(body.ptr()))};
+std::string_view bytes_view(const py::bytes& data) {
+  return {PyBytes_AS_STRING(data.ptr()), size_t(PyBytes_GET_SIZE(data.ptr()))};
 }
 
 // Runs `work` with the GIL released: on `executor` within `timeout`
@@ -180,6 +152,18 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init<size_t, size_t>(), py::arg("threads"), py::arg("backlog"))
       .def_property_readonly("limit", &Executor::limit, "Calls that may be running or queued at once.");
 
+  py::class_<RequestBody, std::shared_ptr<RequestBody>>(
+      m, "RequestBody", py::buffer_protocol(),
+      "A request body in native memory with the parser's padding after it; a writable buffer to receive into.")
+      .def(py::init<size_t>(), py::arg("size"))
+      .def(py::init([](const py::bytes& data) { return RequestBody::copy_of(bytes_view(data)); }), py::arg("data"))
+      .def("__len__", &RequestBody::size)
+      .def_buffer([](RequestBody& body) {
+        return py::buffer_info(body.data(), 1, py::format_descriptor<uint8_t>::format(), 1,
+                               {py::ssize_t(body.size())}, {py::ssize_t(1)}, /*readonly=*/false);
+      });
+  py::implicitly_convertible<py::bytes, RequestBody>();
+
   py::class_<Server>(m, "Server")
       .def(py::init([](const std::string& model_root, size_t capacity, size_t buffer, const std::string& device,
                        int64_t max_model_size) {
@@ -189,15 +173,12 @@ PYBIND11_MODULE(_C, m) {
            py::arg("max_model_size") = 0)
       .def(
           "serve",
-          [](Server& self, const std::string& relative, const std::string& name, const py::bytes& body,
+          [](Server& self, const std::string& relative, const std::string& name, std::shared_ptr<RequestBody> body,
              double invalidation_prob, Executor* executor, double timeout) {
-            release_dropped_objects();
-            auto owner = own(body);
             auto response = std::make_shared<std::string>();
             Server* server = &self;
-            run_released(executor, timeout, [server, relative, name, view = bytes_view(body), invalidation_prob,
-                                             owner, response] {
-              server->serve(relative, name, view, invalidation_prob, *response);
+            run_released(executor, timeout, [server, relative, name, body, invalidation_prob, response] {
+              server->serve(relative, name, *body, invalidation_prob, *response);
             });
             return py::bytes(*response);
           },
@@ -205,21 +186,17 @@ PYBIND11_MODULE(_C, m) {
           py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
       .def(
           "infer",
-          [](Server& self, const std::string& relative, const std::string& name, const py::bytes& body,
+          [](Server& self, const std::string& relative, const std::string& name, std::shared_ptr<RequestBody> body,
              int64_t header_length, Executor* executor, double timeout) {
-            release_dropped_objects();
-            auto owner = own(body);
             struct Answer {
               std::string response;
               size_t json_length = 0;
             };
             auto answer = std::make_shared<Answer>();
             Server* server = &self;
-            run_released(executor, timeout,
-                         [server, relative, name, view = bytes_view(body), header_length, owner, answer] {
-                           answer->json_length =
-                               server->infer(relative, name, view, header_length, owner, answer->response);
-                         });
+            run_released(executor, timeout, [server, relative, name, body, header_length, answer] {
+              answer->json_length = server->infer(relative, name, body, header_length, answer->response);
+            });
             return py::make_tuple(py::bytes(answer->response), answer->json_length);
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length") = -1,

@@ -284,13 +284,13 @@ void write_value(const c10::IValue& v, std::string& out, const JsonPath& at) {
 
 }  // namespace
 
-std::vector<c10::IValue> decode_request(std::string_view body) {
+std::vector<c10::IValue> decode_request(std::string_view body, size_t readable) {
   JsonPath root{nullptr, "body", -1};
   if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) {
     throw DecodeError("request body is empty");
   }
   element doc;
-  auto error = thread_parser().parse(body.data(), body.size()).get(doc);
+  auto error = parse_document(body, readable).get(doc);
   if (error == simdjson::UTF8_ERROR) throw DecodeError("request body is not valid UTF-8");
   if (error) throw DecodeError(std::string("request body is not valid JSON: ") + simdjson::error_message(error));
 

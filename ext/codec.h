@@ -11,10 +11,12 @@
 namespace torch_serving {
 
 // Decodes a request body into the positional arguments of `forward`.
+// `readable` is how many bytes may be read from body.data(): with
+// simdjson's padding past the body, it is parsed in place, else copied.
 //
 // Throws DecodeError, whose message names the JSON path of the offending
 // element and says what was expected and what was found.
-std::vector<c10::IValue> decode_request(std::string_view body);
+std::vector<c10::IValue> decode_request(std::string_view body, size_t readable = 0);
 
 // Appends the protocol's JSON encoding of `value` to `out`.
 //

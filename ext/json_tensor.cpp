@@ -438,10 +438,11 @@ c10::IValue decode_scalar_as(element value, at::ScalarType dtype, const JsonPath
   return out;
 }
 
-simdjson::dom::parser& thread_parser() {
-  // One per thread keeps the GIL-free path free of locks.
+simdjson::simdjson_result<element> parse_document(std::string_view json, size_t readable) {
+  // One parser per thread keeps the GIL-free path free of locks.
   thread_local simdjson::dom::parser parser;
-  return parser;
+  const bool padded = readable >= json.size() + simdjson::SIMDJSON_PADDING;
+  return parser.parse(json.data(), json.size(), /*realloc_if_needed=*/!padded);
 }
 
 void write_values(const at::Tensor& t, std::string& out) {

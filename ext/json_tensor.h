@@ -81,8 +81,11 @@ std::optional<at::ScalarType> dtype_named(std::string_view name);
 constexpr std::string_view kDtypeList =
     "bool, uint8, int8, int16, int32, int64, float16, bfloat16, float32, float64";
 
-// The parser of the calling thread; it keeps its buffers between documents.
-simdjson::dom::parser& thread_parser();
+// Parses `json` with the calling thread's parser, which keeps its buffers
+// between documents: in place when `readable` bytes may be read from
+// json.data() (simdjson reads up to SIMDJSON_PADDING bytes past the end),
+// else from a padded copy.
+simdjson::simdjson_result<element> parse_document(std::string_view json, size_t readable);
 
 // Appends `s` as a JSON string; throws EncodeError naming `at` when `s` is
 // not valid UTF-8.

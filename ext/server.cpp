@@ -31,17 +31,17 @@ Server::Server(const std::string& model_root, size_t capacity, size_t buffer, c1
 
 Server::~Server() { ::close(root_fd_); }
 
-void Server::serve(const std::string& relative, const std::string& name, std::string_view body,
+void Server::serve(const std::string& relative, const std::string& name, const RequestBody& body,
                    double invalidation_prob, std::string& response) {
   // Decoding first means a bad body never costs a model load.
-  std::vector<c10::IValue> args = decode_request(body);
+  std::vector<c10::IValue> args = decode_request(body.view(), body.readable());
   encode_success(model(relative, name, draw(invalidation_prob))->run(std::move(args)), response);
 }
 
-size_t Server::infer(const std::string& relative, const std::string& name, std::string_view body,
-                     int64_t header_length, const v2::BodyOwner& owner, std::string& response) {
+size_t Server::infer(const std::string& relative, const std::string& name,
+                     const std::shared_ptr<const RequestBody>& body, int64_t header_length, std::string& response) {
   // Decoding first means a bad body never costs a model load.
-  v2::Request request = v2::decode_request(body, header_length, owner);
+  v2::Request request = v2::decode_request(body->view(), header_length, body, body->readable());
   auto servable = model(relative, name);
   c10::IValue result = servable->run(v2::bind_inputs(request, servable->schema()));
   return v2::encode_response(name, request, result, response);

@@ -4,10 +4,11 @@
 
 #include <c10/core/Device.h>
 
+#include <memory>
 #include <string>
-#include <string_view>
 
 #include "model_cache.h"
+#include "request_body.h"
 #include "v2.h"
 
 namespace torch_serving {
@@ -27,8 +28,8 @@ class Server {
   //
   // With probability `invalidation_prob` the cached model is loaded again
   // from disk first. Throws the errors of errors.h.
-  void serve(const std::string& relative, const std::string& name, std::string_view body, double invalidation_prob,
-             std::string& response);
+  void serve(const std::string& relative, const std::string& name, const RequestBody& body,
+             double invalidation_prob, std::string& response);
 
   // Answers one Open Inference Protocol inference request for the model
   // file `relative`, whose V2 name is `name`: `body` holds the request's
@@ -36,10 +37,10 @@ class Server {
   // the inputs' binary data after it. Writes the response, JSON first, into
   // `response` and returns the length of its JSON part.
   //
-  // Binary inputs may be views of `body`; `owner` keeps it alive. Throws the
+  // Binary inputs may be views of `body`, which they keep alive. Throws the
   // errors of errors.h.
-  size_t infer(const std::string& relative, const std::string& name, std::string_view body, int64_t header_length,
-               const v2::BodyOwner& owner, std::string& response);
+  size_t infer(const std::string& relative, const std::string& name, const std::shared_ptr<const RequestBody>& body,
+               int64_t header_length, std::string& response);
 
   // Writes the V2 metadata of the model file `relative` into `response`,
   // loading the model if it is not cached.

@@ -525,7 +525,7 @@ bool write_tensor_metadata(const std::string& name, const c10::TypePtr& type, st
 
 }  // namespace
 
-Request decode_request(std::string_view body, int64_t header_length, const BodyOwner& owner) {
+Request decode_request(std::string_view body, int64_t header_length, const BodyOwner& owner, size_t readable) {
   std::string_view json_part = body;
   BinaryCursor binary;
   if (header_length >= 0) {
@@ -538,7 +538,8 @@ Request decode_request(std::string_view body, int64_t header_length, const BodyO
   }
   if (json_part.find_first_not_of(" \t\r\n") == std::string_view::npos) throw DecodeError("request JSON is empty");
   element doc;
-  auto error = thread_parser().parse(json_part.data(), json_part.size()).get(doc);
+  // The binary part and the padding follow the JSON, so `readable` counts from it too.
+  auto error = parse_document(json_part, readable).get(doc);
   if (error == simdjson::UTF8_ERROR) throw DecodeError("request JSON is not valid UTF-8");
   if (error) throw DecodeError(std::string("request JSON is not valid: ") + simdjson::error_message(error));
 

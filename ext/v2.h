@@ -53,12 +53,15 @@ using BodyOwner = std::shared_ptr<const void>;
 
 // Decodes an inference request. The first `header_length` bytes of `body`
 // are its JSON and the rest the inputs' binary data; a negative
-// `header_length` means the whole body is JSON.
+// `header_length` means the whole body is JSON. `readable` is how many
+// bytes may be read from body.data(): with simdjson's padding past the
+// body, the JSON is parsed in place, else copied.
 //
 // Binary inputs are views of `body` where their alignment allows, holding
 // `owner`, and copies otherwise. Throws DecodeError, naming the JSON path or
 // the input and what was expected and found.
-Request decode_request(std::string_view body, int64_t header_length, const BodyOwner& owner);
+Request decode_request(std::string_view body, int64_t header_length, const BodyOwner& owner,
+                       size_t readable = 0);
 
 // Matches the request's inputs to the arguments of `schema` (a forward
 // method's) by name, or by position for names like `INPUT__0`, and returns

@@ -1,6 +1,6 @@
 """Native core of torch-serving: codec, model cache and request pipeline."""
 
-from typing import Any
+from typing import Any, overload
 
 from typing_extensions import Buffer
 
@@ -42,6 +42,20 @@ class Executor:
     def limit(self) -> int:
         """Calls that may be running or queued at once."""
 
+class RequestBody:
+    """A request body in native memory with the parser's padding after it; a writable buffer to receive into.
+
+    ``RequestBody(size)`` holds ``size`` bytes whose content is undefined until written;
+    ``RequestBody(data)`` holds a copy of ``data``. Wherever a body is expected, ``bytes`` is copied into one.
+    """
+
+    @overload
+    def __init__(self, size: int) -> None: ...
+    @overload
+    def __init__(self, data: bytes) -> None: ...
+    def __len__(self) -> int: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+
 class Server:
     """The /serve pipeline with its LRU model cache; safe to share between threads."""
 
@@ -57,7 +71,7 @@ class Server:
         self,
         relative: str,
         name: str,
-        body: bytes,
+        body: RequestBody | bytes,
         invalidation_prob: float = 0.0,
         executor: Executor | None = None,
         timeout: float = ...,
@@ -71,7 +85,7 @@ class Server:
         self,
         relative: str,
         name: str,
-        body: bytes,
+        body: RequestBody | bytes,
         header_length: int = -1,
         executor: Executor | None = None,
         timeout: float = ...,

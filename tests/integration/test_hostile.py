@@ -4,8 +4,10 @@ golden answer, and the cache holds what it held before."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import time
 import zipfile
 
 import pytest
@@ -156,9 +158,56 @@ def test_body_shorter_than_its_content_length(server, unchanged):
         b"POST /serve?servable_identifier=tiny.pt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
         b"Content-Length: %d\r\n\r\n" % len(GOLDEN_BODY)
     ) + body
-    answer = raw_exchange(server, request)
-    assert answer.startswith(b"HTTP/1.1 400")
-    assert b"Incomplete request body" in answer
+    status, body = split_responses(raw_exchange(server, request))[0]
+    assert status == 400
+    assert json.loads(body) == {
+        "code": 400,
+        "message": "Client Error",
+        "description": "Incomplete request body",
+        "detail": f"received 20 of the {len(GOLDEN_BODY)} bytes Content-Length announced",
+    }
+
+
+def split_responses(stream: bytes) -> list[tuple[int, bytes]]:
+    """Split the bytes of consecutive HTTP/1.1 answers into (status, body) pairs."""
+    answers = []
+    while stream:
+        head, _, rest = stream.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:"))
+        answers.append((int(lines[0].split()[1]), rest[:length]))
+        stream = rest[length:]
+    return answers
+
+
+def serve_request(body: bytes, close: bool) -> bytes:
+    connection = b"close" if close else b"keep-alive"
+    head = b"POST /serve?servable_identifier=tiny.pt HTTP/1.1\r\nHost: x\r\nConnection: %s\r\n" % connection
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def test_pipelined_requests_each_get_their_own_answer(server, unchanged):
+    # Sent in one write, the second request's bytes arrive with the first's:
+    # the server must keep them for the next request, not read them as body.
+    second_body = body_of(tensor_json(torch.tensor([[0.5, 1.0, 2.0, 3.0]])))
+    payload = serve_request(GOLDEN_BODY, close=False) + serve_request(second_body, close=True)
+    answers = split_responses(raw_exchange(server, payload))
+    assert [status for status, _ in answers] == [200, 200]
+    assert json.loads(answers[0][1])["result"] == GOLDEN_RESULT
+    assert json.loads(answers[1][1])["result"]["value"] == [2, 3, 5, 7]
+
+
+def test_body_arriving_in_pieces_is_read_whole(server, unchanged):
+    request = serve_request(GOLDEN_BODY, close=True)
+    split_at = request.index(b"\r\n\r\n") + 4 + 10
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        for start, end in [(0, split_at), (split_at, split_at + 7), (split_at + 7, len(request))]:
+            sock.sendall(request[start:end])
+            time.sleep(0.2)
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    status, body = split_responses(answer)[0]
+    assert status == 200
+    assert json.loads(body)["result"] == GOLDEN_RESULT
 
 
 def test_lying_content_length_under_the_limit(server, unchanged):
