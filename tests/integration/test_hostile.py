@@ -197,6 +197,22 @@ def test_pipelined_requests_each_get_their_own_answer(server, unchanged):
     assert json.loads(answers[1][1])["result"]["value"] == [2, 3, 5, 7]
 
 
+def test_body_sent_after_100_continue(server, unchanged):
+    # What curl does for bodies over 1 kB: the headers, then the body only
+    # once the server said to go on.
+    request = serve_request(GOLDEN_BODY, close=True)
+    head, _, body = request.partition(b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head + b"\r\nExpect: 100-continue\r\n\r\n")
+        interim = sock.recv(65536)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    status, answer_body = split_responses(answer)[0]
+    assert status == 200
+    assert json.loads(answer_body)["result"] == GOLDEN_RESULT
+
+
 def test_body_arriving_in_pieces_is_read_whole(server, unchanged):
     request = serve_request(GOLDEN_BODY, close=True)
     split_at = request.index(b"\r\n\r\n") + 4 + 10

@@ -2,12 +2,16 @@
 // name the path, floats come out in their dtype's shortest form.
 #include <ATen/ATen.h>
 
+#include <cstring>
+
 #include "codec.h"
 #include "errors.h"
+#include "request_body.h"
 
 #include "doctest_after_torch.h"
 
 using torch_serving::DecodeError;
+using torch_serving::RequestBody;
 using torch_serving::decode_request;
 using torch_serving::encode_result;
 
@@ -79,4 +83,16 @@ TEST_CASE("scalars, strings and None") {
   CHECK(encoded(c10::IValue(int64_t(30))) == R"({"type":"scalar","data_type":"int64","value":30})");
   CHECK(encoded(c10::IValue(std::string("a\"b"))) == R"({"type":"string","value":"a\"b"})");
   CHECK(encoded(c10::IValue()) == R"({"type":"none","value":null})");
+}
+
+TEST_CASE("a padded body is parsed in place, whatever its padding holds") {
+  auto body = RequestBody::copy_of(R"([{"type":"tensor","value":[1.5,2]},{"type":"scalar","value":7}])");
+  // Digits and quotes right after the end must not extend the last tokens.
+  std::memset(body->data() + body->size(), '9', body->readable() - body->size());
+  auto args = decode_request(body->view(), body->readable());
+  REQUIRE(args.size() == 2);
+  CHECK(args[0].toTensor()[1].item<float>() == 2.0f);
+  CHECK(args[1].toInt() == 7);
+  std::memset(body->data() + body->size(), '"', body->readable() - body->size());
+  CHECK(decode_request(body->view(), body->readable())[1].toInt() == 7);
 }

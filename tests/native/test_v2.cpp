@@ -8,6 +8,7 @@
 #include <string>
 
 #include "errors.h"
+#include "request_body.h"
 #include "v2.h"
 
 #include "doctest_after_torch.h"
@@ -91,4 +92,23 @@ TEST_CASE("a shape far larger than the data fails before any allocation") {
                        "binary_data_size of input 'x' is 8 bytes, but shape [4611686018427387904] of FP64 needs "
                        "36893488147419103232 bytes",
                        torch_serving::DecodeError);
+}
+
+TEST_CASE("a request body parsed in place is kept alive by its binary views") {
+  Body source = binary_body(0);
+  std::shared_ptr<const torch_serving::RequestBody> body = torch_serving::RequestBody::copy_of(*source.bytes);
+  std::weak_ptr<const torch_serving::RequestBody> alive = body;
+  const char* data = body->view().data() + source.header_length;
+  at::Tensor x;
+  {
+    v2::Request request = v2::decode_request(body->view(), int64_t(source.header_length), body, body->readable());
+    x = request.inputs.at(0).tensor;
+  }
+  const bool aligned = reinterpret_cast<uintptr_t>(data) % 4 == 0;
+  CHECK((x.data_ptr() == static_cast<const void*>(data)) == aligned);
+  body.reset();
+  CHECK(!alive.expired() == aligned);
+  CHECK(x[2].item<float>() == 3.25f);
+  x = at::Tensor();
+  CHECK(alive.expired());
 }
