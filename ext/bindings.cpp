@@ -130,17 +130,30 @@ std::string_view bytes_view(const py::bytes& data) {
   return {PyBytes_AS_STRING(data.ptr()), size_t(PyBytes_GET_SIZE(data.ptr()))};
 }
 
-// Runs `work` with the GIL released: on `executor` within `timeout`
-// seconds, or in this thread when there is no executor. `work` owns what it
-// uses, since after a timeout it runs on alone.
-void run_released(Executor* executor, double timeout, std::function<void()> work) {
-  py::gil_scoped_release release;
-  if (executor) {
-    executor->run(std::move(work), timeout);
-  } else {
-    work();
+// Runs `call(answer)` with the GIL released: on `executor` within
+// `timeout` seconds, or in this thread when there is no executor, and
+// returns the answer it wrote. `call` owns what it uses, and the answer is
+// shared with it, since after a timeout it runs on alone.
+template <typename Answer, typename Call>
+Answer run_released(Executor* executor, double timeout, Call call) {
+  auto answer = std::make_shared<Answer>();
+  std::function<void()> work = [answer, call = std::move(call)] { call(*answer); };
+  {
+    py::gil_scoped_release release;
+    if (executor) {
+      executor->run(std::move(work), timeout);
+    } else {
+      work();
+    }
   }
+  return std::move(*answer);  // the call finished: nothing else uses it
 }
+
+// What Server::infer answers: the response and the length of its JSON part.
+struct InferAnswer {
+  std::string response;
+  size_t json_length = 0;
+};
 
 }  // namespace
 
@@ -175,12 +188,12 @@ PYBIND11_MODULE(_C, m) {
           "serve",
           [](Server& self, const std::string& relative, const std::string& name, std::shared_ptr<RequestBody> body,
              double invalidation_prob, Executor* executor, double timeout) {
-            auto response = std::make_shared<std::string>();
             Server* server = &self;
-            run_released(executor, timeout, [server, relative, name, body, invalidation_prob, response] {
-              server->serve(relative, name, *body, invalidation_prob, *response);
-            });
-            return py::bytes(*response);
+            auto response = run_released<std::string>(
+                executor, timeout, [server, relative, name, body, invalidation_prob](std::string& out) {
+                  server->serve(relative, name, *body, invalidation_prob, out);
+                });
+            return py::bytes(response);
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("invalidation_prob") = 0.0,
           py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
@@ -188,16 +201,12 @@ PYBIND11_MODULE(_C, m) {
           "infer",
           [](Server& self, const std::string& relative, const std::string& name, std::shared_ptr<RequestBody> body,
              int64_t header_length, Executor* executor, double timeout) {
-            struct Answer {
-              std::string response;
-              size_t json_length = 0;
-            };
-            auto answer = std::make_shared<Answer>();
             Server* server = &self;
-            run_released(executor, timeout, [server, relative, name, body, header_length, answer] {
-              answer->json_length = server->infer(relative, name, body, header_length, answer->response);
-            });
-            return py::make_tuple(py::bytes(answer->response), answer->json_length);
+            auto answer = run_released<InferAnswer>(
+                executor, timeout, [server, relative, name, body, header_length](InferAnswer& out) {
+                  out.json_length = server->infer(relative, name, body, header_length, out.response);
+                });
+            return py::make_tuple(py::bytes(answer.response), answer.json_length);
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length") = -1,
           py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
@@ -205,11 +214,11 @@ PYBIND11_MODULE(_C, m) {
           "metadata",
           [](Server& self, const std::string& relative, const std::string& name, Executor* executor,
              double timeout) {
-            auto response = std::make_shared<std::string>();
             Server* server = &self;
-            run_released(executor, timeout,
-                         [server, relative, name, response] { server->metadata(relative, name, *response); });
-            return py::bytes(*response);
+            auto response = run_released<std::string>(executor, timeout, [server, relative, name](std::string& out) {
+              server->metadata(relative, name, out);
+            });
+            return py::bytes(response);
           },
           py::arg("relative"), py::arg("name"), py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
       .def(
