@@ -1,0 +1,76 @@
+"""Receiving a body from gunicorn's socket: exactly the body, nothing of the next request.
+
+These use gunicorn's own reader classes over a socket pair, so a gunicorn
+release that changes them makes these fail instead of silently sending
+every body through the slower stream.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from gunicorn.http.body import Body, LengthReader
+from gunicorn.http.unreader import SocketUnreader
+
+from torch_serving.request_body import _receive_from_gunicorn
+
+BODY = b'[{"type": "tensor", "value": [[1.0, 2.0, 3.0, 4.0]]}]'
+NEXT_REQUEST = b"POST /serve?servable_identifier=tiny.pt HTTP/1.1\r\n"
+
+
+@pytest.fixture
+def sockets():
+    server_side, client_side = socket.socketpair()
+    with server_side, client_side:
+        yield server_side, client_side
+
+
+def gunicorn_environ(sock: socket.socket, held: bytes, length: int) -> dict:
+    """The environ gunicorn builds, its reader already holding ``held``."""
+    unreader = SocketUnreader(sock)
+    unreader.unread(held)
+    return {"wsgi.input": Body(LengthReader(unreader, length)), "gunicorn.socket": sock}
+
+
+@pytest.mark.parametrize("held_length", [0, 10, len(BODY)])
+def test_the_body_is_what_gunicorn_held_then_the_socket(sockets, held_length):
+    server_side, client_side = sockets
+    env = gunicorn_environ(server_side, BODY[:held_length], len(BODY))
+    client_side.sendall(BODY[held_length:] + NEXT_REQUEST)
+
+    body, received = _receive_from_gunicorn(env, len(BODY))
+
+    assert (bytes(memoryview(body)), received) == (BODY, len(BODY))
+    assert env["wsgi.input"].read() == b""  # gunicorn sees the body consumed
+    assert server_side.recv(1024) == NEXT_REQUEST
+
+
+def test_bytes_of_a_pipelined_request_go_back_to_gunicorn(sockets):
+    server_side, _ = sockets
+    env = gunicorn_environ(server_side, BODY + NEXT_REQUEST, len(BODY))
+
+    body, received = _receive_from_gunicorn(env, len(BODY))
+
+    assert (bytes(memoryview(body)), received) == (BODY, len(BODY))
+    assert env["wsgi.input"].reader.unreader.read() == NEXT_REQUEST
+
+
+def test_a_client_that_stops_early_yields_what_arrived(sockets):
+    server_side, client_side = sockets
+    env = gunicorn_environ(server_side, b"", len(BODY))
+    client_side.sendall(BODY[:20])
+    client_side.shutdown(socket.SHUT_WR)
+
+    _, received = _receive_from_gunicorn(env, len(BODY))
+
+    assert received == 20
+
+
+def test_other_streams_and_sockets_with_a_timeout_are_left_alone(sockets):
+    server_side, _ = sockets
+    assert _receive_from_gunicorn({"wsgi.input": object(), "gunicorn.socket": server_side}, 5) is None
+    env = gunicorn_environ(server_side, BODY, len(BODY))
+    server_side.settimeout(5)
+    assert _receive_from_gunicorn(env, len(BODY)) is None
+    assert env["wsgi.input"].read() == BODY  # nothing was taken
