@@ -7,8 +7,8 @@ settings as (a). Drives each with wrk (keep-alive), warm-up first, rounds
 interleaved so drift hits all sides alike, every answer's status checked.
 Prints median requests/s per workload and the ratios; the CPU time each
 server's processes spent per request (user + system, summed over the
-process tree), which other tenants of a shared machine disturb far less
-than a rate; and the summed peak RSS of each server after the `example`
+process tree), a second view of the same ratios that does not depend on
+how much CPU other tenants leave us; and the summed peak RSS of each server after the `example`
 workload. Workloads with a binary
 form (`image`) are also sent to our V2 endpoint as binary tensors, in the
 same rounds, and compared with the naive server's JSON rate.
@@ -115,10 +115,29 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def timed_round(server_pid: int, url: str, script: Path, seconds: int, connections: int) -> Round:
-    before = cpu_seconds(server_pid)
-    rate, requests_done = run_wrk(url, script, seconds, connections)
-    return Round(rate, (cpu_seconds(server_pid) - before) * 1000 / max(requests_done, 1))
+@dataclass(frozen=True)
+class Target:
+    """What one series of wrk runs drives: a URL and script, and whose CPU time counts."""
+
+    server_pid: int
+    url: str
+    script: Path
+
+
+def interleaved_rounds(
+    targets: dict[str, Target], rounds: int, seconds: int, connections: int
+) -> dict[str, list[Round]]:
+    """Warm every target up, then time ``rounds`` runs of each, interleaved so drift hits all alike."""
+    for target in targets.values():  # loads models, fills caches
+        run_wrk(target.url, target.script, 1, connections)
+    results: dict[str, list[Round]] = {name: [] for name in targets}
+    for _ in range(rounds):
+        for name, target in targets.items():
+            before = cpu_seconds(target.server_pid)
+            rate, requests_done = run_wrk(target.url, target.script, seconds, connections)
+            cpu_ms = (cpu_seconds(target.server_pid) - before) * 1000 / max(requests_done, 1)
+            results[name].append(Round(rate, cpu_ms))
+    return results
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -225,28 +244,23 @@ def main(argv: list[str] | None = None) -> int:
         ):
             servers = {"ours": ours, "naive": naive, "hello": hello}
             for workload in workloads:
-                scripts = dict.fromkeys(servers, wrk_script(tmp_path, workload.name, workload.body))
-                url = {name: f"{s.url}/serve?servable_identifier={workload.model}" for name, s in servers.items()}
+                script = wrk_script(tmp_path, workload.name, workload.body)
+                targets = {
+                    name: Target(s.process.pid, f"{s.url}/serve?servable_identifier={workload.model}", script)
+                    for name, s in servers.items()
+                }
                 reference = check_answer(f"{ours.url}/serve", workload, None)
                 check_answer(f"{naive.url}/serve", workload, reference)
                 if workload.binary:
-                    url["ours-v2"] = f"{ours.url}/v2/models/{workload.model}/infer"
                     binary = workload.binary
-                    scripts["ours-v2"] = wrk_script(
-                        tmp_path,
-                        workload.name + "-v2",
-                        binary.body,
-                        binary.header_length,
+                    targets["ours-v2"] = Target(
+                        ours.process.pid,
+                        f"{ours.url}/v2/models/{workload.model}/infer",
+                        wrk_script(tmp_path, workload.name + "-v2", binary.body, binary.header_length),
                     )
-                    _check_binary_answer(url["ours-v2"], workload, reference)
-                for name, target in url.items():  # warm-up: load models, fill caches
-                    run_wrk(target, scripts[name], 1, args.connections)
-                for _ in range(args.rounds):
-                    for name, target in url.items():
-                        pid = servers[name.split("-")[0]].process.pid
-                        rounds.setdefault((workload.name, name), []).append(
-                            timed_round(pid, target, scripts[name], args.seconds, args.connections)
-                        )
+                    _check_binary_answer(targets["ours-v2"].url, workload, reference)
+                series = interleaved_rounds(targets, args.rounds, args.seconds, args.connections)
+                rounds.update({(workload.name, name): results for name, results in series.items()})
                 if workload.name == "example":
                     rss = {name: peak_rss_mib(s.process.pid) for name, s in servers.items() if name != "hello"}
 

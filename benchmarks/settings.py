@@ -18,7 +18,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.load import Round, check_answer, peak_rss_mib, run_wrk, timed_round, wrk_script
+from benchmarks.load import Round, Target, check_answer, interleaved_rounds, peak_rss_mib, wrk_script
 from benchmarks.workloads import build
 from tests.integration.server import cli_command, free_port, running
 
@@ -52,15 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         rounds: dict[tuple[str, str], list[Round]] = {}
         for workload in workloads:
             script = wrk_script(tmp_path, workload.name, workload.body)
-            url = {s: f"{server.url}/serve?servable_identifier={workload.model}" for s, server in servers.items()}
+            targets = {}
             for setting, server in servers.items():
                 check_answer(f"{server.url}/serve", workload, None)
-                run_wrk(url[setting], script, 1, args.connections)
-            for _ in range(args.rounds):
-                for setting, server in servers.items():
-                    rounds.setdefault((workload.name, setting), []).append(
-                        timed_round(server.process.pid, url[setting], script, args.seconds, args.connections)
-                    )
+                url = f"{server.url}/serve?servable_identifier={workload.model}"
+                targets[setting] = Target(server.process.pid, url, script)
+            series = interleaved_rounds(targets, args.rounds, args.seconds, args.connections)
+            rounds.update({(workload.name, setting): results for setting, results in series.items()})
         rss = {setting: peak_rss_mib(server.process.pid) for setting, server in servers.items()}
 
     print(f"\nsettings benchmark: {args.rounds} rounds x {args.seconds}s, wrk -t1 -c{args.connections}")

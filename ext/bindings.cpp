@@ -126,10 +126,6 @@ std::string_view buffer_view(const py::buffer& body, py::buffer_info& info) {
   return {static_cast<const char*>(info.ptr), size_t(info.size)};
 }
 
-std::string_view bytes_view(const py::bytes& data) {
-  return {PyBytes_AS_STRING(data.ptr()), size_t(PyBytes_GET_SIZE(data.ptr()))};
-}
-
 // Runs `call(answer)` with the GIL released: on `executor` within
 // `timeout` seconds, or in this thread when there is no executor, and
 // returns the answer it wrote. `call` owns what it uses, and the answer is
@@ -169,7 +165,11 @@ PYBIND11_MODULE(_C, m) {
       m, "RequestBody", py::buffer_protocol(),
       "A request body in native memory with the parser's padding after it; a writable buffer to receive into.")
       .def(py::init<size_t>(), py::arg("size"))
-      .def(py::init([](const py::bytes& data) { return RequestBody::copy_of(bytes_view(data)); }), py::arg("data"))
+      .def(py::init([](const py::buffer& data) {
+             py::buffer_info info;
+             return RequestBody::copy_of(buffer_view(data, info));
+           }),
+           py::arg("data"))
       .def("__len__", &RequestBody::size)
       .def_buffer([](RequestBody& body) {
         return py::buffer_info(body.data(), 1, py::format_descriptor<uint8_t>::format(), 1,

@@ -15,8 +15,9 @@ struct Executor::Task {
   std::function<void()> work;
   std::mutex mutex;
   std::condition_variable finished;
-  bool done = false;
-  std::atomic<bool> finished_flag{false};
+  // Set under `mutex`, so that a waiter cannot miss it, and atomic, so that
+  // the yielding caller may read it without the lock.
+  std::atomic<bool> done{false};
   std::exception_ptr error;
 };
 
@@ -53,11 +54,11 @@ void Executor::run(std::function<void()> work, double timeout) {
   // Small calls finish within a few scheduler turns: yielding to the pool
   // thread for them is cheaper than sleeping and being woken.
   for (int turn = 0; turn < kYieldTurns; ++turn) {
-    if (task->finished_flag.load(std::memory_order_acquire)) break;
+    if (task->done.load(std::memory_order_acquire)) break;
     std::this_thread::yield();
   }
   std::unique_lock<std::mutex> lock(task->mutex);
-  auto is_done = [&] { return task->done; };
+  auto is_done = [&] { return task->done.load(std::memory_order_acquire); };
   // A deadline beyond what wait_for can represent means no deadline.
   if (std::isfinite(timeout) && timeout < 1e9) {
     auto limit = std::chrono::duration<double>(std::max(timeout, 0.0));
@@ -93,9 +94,8 @@ void Executor::serve_tasks() {
     }
     {
       std::lock_guard<std::mutex> lock(task->mutex);
-      task->done = true;
+      task->done.store(true, std::memory_order_release);
     }
-    task->finished_flag.store(true, std::memory_order_release);
     task->finished.notify_all();
   }
 }

@@ -46,13 +46,14 @@ class RequestBody:
     """A request body in native memory with the parser's padding after it; a writable buffer to receive into.
 
     ``RequestBody(size)`` holds ``size`` bytes whose content is undefined until written;
-    ``RequestBody(data)`` holds a copy of ``data``. Wherever a body is expected, ``bytes`` is copied into one.
+    ``RequestBody(data)`` holds a copy of the bytes-like ``data``. Wherever a body is expected, ``bytes`` is
+    copied into one.
     """
 
     @overload
     def __init__(self, size: int) -> None: ...
     @overload
-    def __init__(self, data: bytes) -> None: ...
+    def __init__(self, data: Buffer) -> None: ...
     def __len__(self) -> int: ...
     def __buffer__(self, flags: int, /) -> memoryview: ...
 

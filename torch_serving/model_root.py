@@ -74,6 +74,4 @@ def _resolve_through_links(root_text: str, identifier: str) -> str:
 
 
 def _not_found(identifier: str) -> ModelNotFoundError:
-    # Files outside the root get this same answer, so that no reply tells
-    # whether they exist.
     return ModelNotFoundError(f"no model file {identifier} under the model root")

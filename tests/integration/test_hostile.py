@@ -146,10 +146,12 @@ def raw_exchange(server, payload: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(payload)
         sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
+        return read_until_closed(sock)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Return what the server sends until it closes the connection."""
+    return b"".join(iter(lambda: sock.recv(65536), b""))
 
 
 def test_body_shorter_than_its_content_length(server, unchanged):
@@ -207,7 +209,7 @@ def test_body_sent_after_100_continue(server, unchanged):
         interim = sock.recv(65536)
         assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(body)
-        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+        answer = read_until_closed(sock)
     status, answer_body = split_responses(answer)[0]
     assert status == 200
     assert json.loads(answer_body)["result"] == GOLDEN_RESULT
@@ -220,7 +222,7 @@ def test_body_arriving_in_pieces_is_read_whole(server, unchanged):
         for start, end in [(0, split_at), (split_at, split_at + 7), (split_at + 7, len(request))]:
             sock.sendall(request[start:end])
             time.sleep(0.2)
-        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+        answer = read_until_closed(sock)
     status, body = split_responses(answer)[0]
     assert status == 200
     assert json.loads(body)["result"] == GOLDEN_RESULT
