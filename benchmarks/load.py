@@ -86,10 +86,10 @@ class Round:
     cpu_ms_per_request: float
 
 
-def run_wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, int]:
-    """Drive ``url`` for ``seconds``; return requests/s and the requests completed."""
+def run_wrk(url: str, script: Path, seconds: int, connections: int, threads: int = 1) -> tuple[float, int]:
+    """Drive ``url`` for ``seconds`` from ``threads`` wrk threads; return requests/s and the requests completed."""
     result = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
@@ -125,16 +125,16 @@ class Target:
 
 
 def interleaved_rounds(
-    targets: dict[str, Target], rounds: int, seconds: int, connections: int
+    targets: dict[str, Target], rounds: int, seconds: int, connections: int, wrk_threads: int = 1
 ) -> dict[str, list[Round]]:
     """Warm every target up, then time ``rounds`` runs of each, interleaved so drift hits all alike."""
     for target in targets.values():  # loads models, fills caches
-        run_wrk(target.url, target.script, 1, connections)
+        run_wrk(target.url, target.script, 1, connections, wrk_threads)
     results: dict[str, list[Round]] = {name: [] for name in targets}
     for _ in range(rounds):
         for name, target in targets.items():
             before = cpu_seconds(target.server_pid)
-            rate, requests_done = run_wrk(target.url, target.script, seconds, connections)
+            rate, requests_done = run_wrk(target.url, target.script, seconds, connections, wrk_threads)
             cpu_ms = (cpu_seconds(target.server_pid) - before) * 1000 / max(requests_done, 1)
             results[name].append(Round(rate, cpu_ms))
     return results

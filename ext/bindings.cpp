@@ -29,6 +29,8 @@ struct ExceptionClasses {
   PyObject* execution;
   PyObject* model_not_found;
   PyObject* model_load;
+  PyObject* model_access;
+  PyObject* resource;
   PyObject* unknown_output;
   PyObject* busy;
   PyObject* deadline;
@@ -45,6 +47,17 @@ PyObject* add_exception(py::module_& m, const char* name, PyObject* bases, const
   return cls;
 }
 
+// Raises `cls` with the message of `error`. Messages quote what clients and
+// models sent, so bytes that are not UTF-8 are replaced rather than allowed
+// to turn the error into a 500.
+void set_error(PyObject* cls, const std::exception& error) {
+  std::string_view what = error.what();
+  PyObject* message = PyUnicode_DecodeUTF8(what.data(), Py_ssize_t(what.size()), "replace");
+  if (!message) return;  // the decode error stays set
+  PyErr_SetObject(cls, message);
+  Py_DECREF(message);
+}
+
 void register_exceptions(py::module_& m) {
   auto& c = exception_classes;
   c.serve = add_exception(m, "ServeError", PyExc_Exception, "Base of every error the native core raises.");
@@ -55,6 +68,10 @@ void register_exceptions(py::module_& m) {
   c.execution = add_exception(m, "ExecutionError", c.serve, "The model raised while running.");
   c.model_not_found = add_exception(m, "ModelNotFoundError", c.serve, "The model file does not exist.");
   c.model_load = add_exception(m, "ModelLoadError", c.serve, "The file is not a loadable TorchScript module.");
+  c.model_access = add_exception(m, "ModelAccessError", c.serve,
+                                 "The model file exists, but the server cannot read it.");
+  c.resource = add_exception(m, "ResourceError", c.serve,
+                             "The server ran out of memory or file descriptors for the request.");
   c.unknown_output =
       add_exception(m, "UnknownOutputError", c.serve, "A requested output is not among the model's outputs.");
   c.busy = add_exception(m, "BusyError", c.serve, "The executor holds as many calls as it may; nothing ran.");
@@ -67,25 +84,29 @@ void register_exceptions(py::module_& m) {
     try {
       if (error) std::rethrow_exception(error);
     } catch (const DecodeError& e) {
-      PyErr_SetString(c.decode, e.what());
+      set_error(c.decode, e);
     } catch (const SignatureError& e) {
-      PyErr_SetString(c.signature, e.what());
+      set_error(c.signature, e);
     } catch (const ExecutionError& e) {
-      PyErr_SetString(c.execution, e.what());
+      set_error(c.execution, e);
     } catch (const ModelNotFoundError& e) {
-      PyErr_SetString(c.model_not_found, e.what());
+      set_error(c.model_not_found, e);
     } catch (const ModelLoadError& e) {
-      PyErr_SetString(c.model_load, e.what());
+      set_error(c.model_load, e);
+    } catch (const ModelAccessError& e) {
+      set_error(c.model_access, e);
+    } catch (const ResourceError& e) {
+      set_error(c.resource, e);
     } catch (const UnknownOutputError& e) {
-      PyErr_SetString(c.unknown_output, e.what());
+      set_error(c.unknown_output, e);
     } catch (const BusyError& e) {
-      PyErr_SetString(c.busy, e.what());
+      set_error(c.busy, e);
     } catch (const DeadlineError& e) {
-      PyErr_SetString(c.deadline, e.what());
+      set_error(c.deadline, e);
     } catch (const EncodeError& e) {
-      PyErr_SetString(c.encode, e.what());
+      set_error(c.encode, e);
     } catch (const ServeError& e) {
-      PyErr_SetString(c.serve, e.what());
+      set_error(c.serve, e);
     }
   });
 }
@@ -177,18 +198,18 @@ PYBIND11_MODULE(_C, m) {
       });
   py::implicitly_convertible<py::bytes, RequestBody>();
 
-  py::class_<Server>(m, "Server")
+  // Shared-owned: a call abandoned at its deadline holds the Server until it ends.
+  py::class_<Server, std::shared_ptr<Server>>(m, "Server")
       .def(py::init([](const std::string& model_root, size_t capacity, size_t buffer, const std::string& device,
                        int64_t max_model_size) {
-             return std::make_unique<Server>(model_root, capacity, buffer, c10::Device(device), max_model_size);
+             return std::make_shared<Server>(model_root, capacity, buffer, c10::Device(device), max_model_size);
            }),
            py::arg("model_root"), py::arg("capacity"), py::arg("buffer"), py::arg("device") = "cpu",
            py::arg("max_model_size") = 0)
       .def(
           "serve",
-          [](Server& self, const std::string& relative, const std::string& name, std::shared_ptr<RequestBody> body,
-             double invalidation_prob, Executor* executor, double timeout) {
-            Server* server = &self;
+          [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
+             std::shared_ptr<RequestBody> body, double invalidation_prob, Executor* executor, double timeout) {
             auto response = run_released<std::string>(
                 executor, timeout, [server, relative, name, body, invalidation_prob](std::string& out) {
                   server->serve(relative, name, *body, invalidation_prob, out);
@@ -199,9 +220,8 @@ PYBIND11_MODULE(_C, m) {
           py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
       .def(
           "infer",
-          [](Server& self, const std::string& relative, const std::string& name, std::shared_ptr<RequestBody> body,
-             int64_t header_length, Executor* executor, double timeout) {
-            Server* server = &self;
+          [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
+             std::shared_ptr<RequestBody> body, int64_t header_length, Executor* executor, double timeout) {
             auto answer = run_released<InferAnswer>(
                 executor, timeout, [server, relative, name, body, header_length](InferAnswer& out) {
                   out.json_length = server->infer(relative, name, body, header_length, out.response);
@@ -212,9 +232,8 @@ PYBIND11_MODULE(_C, m) {
           py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
       .def(
           "metadata",
-          [](Server& self, const std::string& relative, const std::string& name, Executor* executor,
-             double timeout) {
-            Server* server = &self;
+          [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
+             Executor* executor, double timeout) {
             auto response = run_released<std::string>(executor, timeout, [server, relative, name](std::string& out) {
               server->metadata(relative, name, out);
             });

@@ -41,9 +41,10 @@ at::Tensor decode_tensor(const TypedFields& f, const JsonPath& at) {
   auto shape = parse_shape(*f.shape, at.member("shape"), &numel);
   auto values = expect_array(*f.value, value_at);
   // Compared before allocating, so a huge shape costs nothing.
-  if (int64_t(values.size()) != numel) {
+  const size_t found = array_length(values);
+  if (int64_t(found) != numel) {
     fail(value_at, "expected " + std::to_string(numel) + " values for shape " + shape_text(shape) +
-                       ", found " + std::to_string(values.size()));
+                       ", found " + std::to_string(found));
   }
   return decode_flat(values, dtype, shape, value_at);
 }
@@ -132,7 +133,10 @@ c10::IValue decode_list(const TypedFields& f, const JsonPath& at) {
   c10::TypePtr elem_type = c10::AnyType::get();
   bool widen_ints = false;
   for (size_t k = 0; k < decoded.size(); ++k) {
-    c10::TypePtr t = c10::unshapedType(decoded[k].type());
+    // Only a tensor's type carries a shape to drop: the containers decoded
+    // here already hold unshaped element types, and unshaping them again
+    // would walk the whole nesting at every level (quadratic in depth).
+    c10::TypePtr t = decoded[k].isTensor() ? c10::TensorType::get() : decoded[k].type();
     if (k == 0) {
       elem_type = t;
     } else if (*t != *elem_type) {
@@ -289,8 +293,9 @@ std::vector<c10::IValue> decode_request(std::string_view body, size_t readable) 
   if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) {
     throw DecodeError("request body is empty");
   }
-  element doc;
-  auto error = parse_document(body, readable).get(doc);
+  ParsedDocument parsed;
+  auto error = parsed.parse(body, readable);
+  element doc = parsed.root();
   if (error == simdjson::UTF8_ERROR) throw DecodeError("request body is not valid UTF-8");
   if (error) throw DecodeError(std::string("request body is not valid JSON: ") + simdjson::error_message(error));
 

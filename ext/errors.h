@@ -37,6 +37,18 @@ struct ModelLoadError : ServeError {
   using ServeError::ServeError;
 };
 
+// The model file exists, but the server cannot read it (permissions, an
+// I/O error): the server's fault, not the client's.
+struct ModelAccessError : ServeError {
+  using ServeError::ServeError;
+};
+
+// The server ran out of memory or file descriptors for this request; a
+// retry may succeed.
+struct ResourceError : ServeError {
+  using ServeError::ServeError;
+};
+
 // The executor already holds as many calls as it may; nothing ran.
 struct BusyError : ServeError {
   using ServeError::ServeError;

@@ -18,6 +18,8 @@ struct Executor::Task {
   // Set under `mutex`, so that a waiter cannot miss it, and atomic, so that
   // the yielding caller may read it without the lock.
   std::atomic<bool> done{false};
+  // Set by a caller that stopped waiting: a call still queued then never runs.
+  std::atomic<bool> abandoned{false};
   std::exception_ptr error;
 };
 
@@ -62,7 +64,10 @@ void Executor::run(std::function<void()> work, double timeout) {
   // A deadline beyond what wait_for can represent means no deadline.
   if (std::isfinite(timeout) && timeout < 1e9) {
     auto limit = std::chrono::duration<double>(std::max(timeout, 0.0));
-    if (!task->finished.wait_for(lock, limit, is_done)) throw DeadlineError("the call did not finish in time");
+    if (!task->finished.wait_for(lock, limit, is_done)) {
+      task->abandoned.store(true, std::memory_order_release);
+      throw DeadlineError("the call did not finish in time");
+    }
   } else {
     task->finished.wait(lock, is_done);
   }
@@ -80,7 +85,8 @@ void Executor::serve_tasks() {
       queue_.pop_front();
     }
     try {
-      task->work();
+      // Its caller answered 504 while it queued: the answer is no longer wanted.
+      if (!task->abandoned.load(std::memory_order_acquire)) task->work();
     } catch (...) {
       task->error = std::current_exception();
     }

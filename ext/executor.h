@@ -27,7 +27,7 @@ class Executor {
 
   // Runs `work` on one of the threads and waits up to `timeout` seconds for
   // it. `work` must own everything it uses: after a timeout it runs on
-  // without its caller.
+  // without its caller, unless it had not started, when it never runs.
   //
   // Throws BusyError when the limit of pending calls is reached (nothing
   // runs), DeadlineError when the wait times out, and what `work` threw.

@@ -4,9 +4,11 @@
 #include <ATen/ATen.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
+#include <c10/util/accumulate.h>
 #include <fmt/compile.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cmath>
@@ -20,6 +22,11 @@ namespace torch_serving::json {
 namespace {
 
 using simdjson::dom::element_type;
+
+// The integers the calling thread's current document had widened, as sent,
+// so that an error quotes the number the client wrote rather than its
+// rounded double.
+thread_local std::vector<std::string> widened_integers;
 
 struct DtypeName {
   std::string_view name;
@@ -140,8 +147,8 @@ std::vector<int64_t> infer_shape(element value) {
   element e = value;
   simdjson::dom::array a;
   while (e.get_array().get(a) == simdjson::SUCCESS && shape.size() < kMaxRank + 1) {
-    shape.push_back(int64_t(a.size()));
-    if (a.size() == 0) break;
+    shape.push_back(int64_t(array_length(a)));
+    if (shape.back() == 0) break;
     e = *a.begin();
   }
   return shape;
@@ -179,8 +186,8 @@ void fill_nested(element e, size_t depth, const std::vector<int64_t>& shape, T*&
     return;
   }
   simdjson::dom::array a;
-  if (e.get_array().get(a) != simdjson::SUCCESS || int64_t(a.size()) != shape[depth]) {
-    std::string found = e.is_array() ? "an array of length " + std::to_string(a.size()) : describe(e);
+  if (e.get_array().get(a) != simdjson::SUCCESS || int64_t(array_length(a)) != shape[depth]) {
+    std::string found = e.is_array() ? "an array of length " + std::to_string(array_length(a)) : describe(e);
     fail(at, "ragged nested value: expected an array of length " + std::to_string(shape[depth]) +
                  ", found " + found);
   }
@@ -188,7 +195,7 @@ void fill_nested(element e, size_t depth, const std::vector<int64_t>& shape, T*&
   if (depth + 1 == shape.size()) {
     // Innermost level: store without building a child path per element.
     fill_flat(a, dst, at, &shape);
-    dst += a.size();
+    dst += shape[depth];
     return;
   }
   for (element child : a) fill_nested(child, depth + 1, shape, dst, at.element(i++));
@@ -262,10 +269,20 @@ void fail(const JsonPath& at, const std::string& what) {
   throw DecodeError(what + " at " + at.str());
 }
 
+std::string_view utf8_prefix(std::string_view s, size_t max_bytes) {
+  if (s.size() <= max_bytes) return s;
+  size_t cut = max_bytes;
+  // Back up over continuation bytes (10xxxxxx) to the start of a character.
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+  return s.substr(0, cut);
+}
+
 std::string quote_text(std::string_view s) {
   constexpr size_t kMaxShown = 40;
+  std::string_view shown = utf8_prefix(s, kMaxShown);
   std::string out = "\"";
-  out += s.size() > kMaxShown ? std::string(s.substr(0, kMaxShown)) + "..." : std::string(s);
+  out += shown;
+  if (shown.size() < s.size()) out += "...";
   out += '"';
   return out;
 }
@@ -280,8 +297,13 @@ std::string describe(element e) {
       return std::to_string(int64_t(e.get_int64()));
     case element_type::UINT64:
       return std::to_string(uint64_t(e.get_uint64()));
-    case element_type::DOUBLE:
-      return double_text(double(e.get_double()));
+    case element_type::DOUBLE: {
+      const double v = double(e.get_double());
+      for (const std::string& sent : widened_integers) {
+        if (std::strtod(sent.c_str(), nullptr) == v) return sent;
+      }
+      return double_text(v);
+    }
     case element_type::STRING:
       return "string " + quote_text(std::string_view(e.get_string()));
     case element_type::BOOL:
@@ -321,6 +343,15 @@ void read_members(element e, const JsonPath& at, std::initializer_list<Member> m
   }
 }
 
+size_t array_length(simdjson::dom::array a) {
+  constexpr size_t kSaturated = 0xFFFFFF;
+  const size_t size = a.size();
+  if (size < kSaturated) return size;
+  size_t count = 0;
+  for ([[maybe_unused]] element e : a) ++count;
+  return count;
+}
+
 simdjson::dom::array expect_array(element e, const JsonPath& at) {
   simdjson::dom::array a;
   if (e.get_array().get(a) != simdjson::SUCCESS) fail(at, "expected an array, found " + describe(e));
@@ -351,7 +382,6 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 std::vector<int64_t> parse_shape(element field, const JsonPath& at, int64_t* numel) {
   auto dims = expect_array(field, at);
   std::vector<int64_t> shape;
-  int64_t count = 1;
   int64_t i = 0;
   for (element d : dims) {
     int64_t v;
@@ -359,12 +389,25 @@ std::vector<int64_t> parse_shape(element field, const JsonPath& at, int64_t* num
       fail(at.element(i), "expected a non-negative integer dimension, found " + describe(d));
     }
     if (shape.size() == kMaxRank) fail(at, "expected at most " + std::to_string(kMaxRank) + " dimensions");
-    if (__builtin_mul_overflow(count, v, &count)) fail(at, "shape's element count overflows int64");
     shape.push_back(v);
     ++i;
   }
-  *numel = count;
+  check_shape_size(shape, at);
+  *numel = c10::multiply_integers(shape);
   return shape;
+}
+
+void check_shape_size(const std::vector<int64_t>& shape, const JsonPath& at) {
+  // Torch multiplies the dimensions for strides and byte sizes even when one
+  // of them is 0 (as at least 1), so that product must fit int64 with room
+  // for the widest element.
+  int64_t span = 1;
+  for (int64_t d : shape) {
+    if (__builtin_mul_overflow(span, std::max<int64_t>(d, 1), &span) || span > kMaxElements) {
+      fail(at, "shape " + shape_text(shape) + " is too large: its dimensions multiply past " +
+                   std::to_string(kMaxElements) + " elements");
+    }
+  }
 }
 
 void write_string(std::string_view s, std::string& out, const JsonPath& at) {
@@ -438,11 +481,88 @@ c10::IValue decode_scalar_as(element value, at::ScalarType dtype, const JsonPath
   return out;
 }
 
-simdjson::simdjson_result<element> parse_document(std::string_view json, size_t readable) {
-  // One parser per thread keeps the GIL-free path free of locks.
+namespace {
+
+// One parser per thread keeps the GIL-free path free of locks.
+simdjson::dom::parser& thread_parser() {
   thread_local simdjson::dom::parser parser;
+  return parser;
+}
+
+bool is_number_char(char c) { return (c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-'; }
+
+// Returns `json` with each integer that fits neither int64 nor uint64
+// written as a float (`20000000000000000000.0`), which simdjson refuses as
+// an integer but reads as a double, and records those integers in
+// widened_integers; nothing when `json` has no such integer.
+std::optional<std::string> widen_big_integers(std::string_view json) {
+  std::string out;
+  size_t copied = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < json.size(); ++i) {
+    const char c = json[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+      continue;
+    }
+    if (c != '-' && (c < '0' || c > '9')) continue;
+    size_t end = i + 1;
+    while (end < json.size() && is_number_char(json[end])) ++end;
+    std::string_view token = json.substr(i, end - i);
+    const bool integer = token.find_first_of(".eE+") == std::string_view::npos &&
+                         token.find('-', 1) == std::string_view::npos && token != "-";
+    if (integer) {
+      int64_t as_signed;
+      uint64_t as_unsigned;
+      const char* first = token.data();
+      const char* last = first + token.size();
+      const bool fits = std::from_chars(first, last, as_signed).ec == std::errc() ||
+                        (token[0] != '-' && std::from_chars(first, last, as_unsigned).ec == std::errc());
+      if (!fits) {
+        widened_integers.emplace_back(token);
+        out.append(json.substr(copied, end - copied));
+        out += ".0";
+        copied = end;
+      }
+    }
+    i = end - 1;
+  }
+  if (copied == 0) return std::nullopt;
+  out.append(json.substr(copied));
+  return out;
+}
+
+}  // namespace
+
+ParsedDocument::~ParsedDocument() {
+  // A large body leaves the parser's buffers sized for it; keeping them
+  // would hold that memory per thread for the life of the worker.
+  simdjson::dom::parser& parser = thread_parser();
+  if (parser.capacity() > kKeptParserCapacity) parser = simdjson::dom::parser();
+  widened_integers.clear();
+}
+
+simdjson::error_code ParsedDocument::parse(std::string_view json, size_t readable) {
+  // RFC 8259 lets a parser skip a byte-order mark; Windows tools write one.
+  constexpr std::string_view kByteOrderMark = "\xEF\xBB\xBF";
+  if (json.substr(0, kByteOrderMark.size()) == kByteOrderMark) {
+    json.remove_prefix(kByteOrderMark.size());
+    readable = readable >= kByteOrderMark.size() ? readable - kByteOrderMark.size() : 0;
+  }
+  simdjson::dom::parser& parser = thread_parser();
   const bool padded = readable >= json.size() + simdjson::SIMDJSON_PADDING;
-  return parser.parse(json.data(), json.size(), /*realloc_if_needed=*/!padded);
+  auto error = parser.parse(json.data(), json.size(), /*realloc_if_needed=*/!padded).get(root_);
+  if (error != simdjson::NUMBER_ERROR) return error;
+  // simdjson refuses integers beyond 64 bits, which JSON allows: read them
+  // as floats, which the element rules then take or refuse by range.
+  std::optional<std::string> widened = widen_big_integers(json);
+  if (!widened) return error;
+  return parser.parse(widened->data(), widened->size(), /*realloc_if_needed=*/true).get(root_);
 }
 
 void write_values(const at::Tensor& t, std::string& out) {

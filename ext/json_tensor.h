@@ -8,6 +8,7 @@
 #include <simdjson.h>
 
 #include <initializer_list>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -35,6 +36,11 @@ std::string quote_text(std::string_view s);
 // Renders a shape as `[1, 3, 224, 224]`.
 std::string shape_text(const std::vector<int64_t>& shape);
 
+// The exact number of elements of `a`. simdjson's array::size() saturates
+// at 0xFFFFFF (16,777,215), so a longer array is counted; trusting the
+// saturated count would size a tensor smaller than the values written to it.
+size_t array_length(simdjson::dom::array a);
+
 simdjson::dom::array expect_array(element e, const JsonPath& at);
 simdjson::dom::object expect_object(element e, const JsonPath& at);
 std::string_view expect_string(element e, const JsonPath& at);
@@ -53,9 +59,21 @@ void read_members(element e, const JsonPath& at, std::initializer_list<Member> m
 // same, keeping a fraction on integral values (`2.0`, not `2`).
 std::string double_text(double v);
 
+// The most elements a shape may span, counting a 0 dimension as 1 (as
+// torch's stride arithmetic does), so that a byte size of any dtype fits int64.
+constexpr int64_t kMaxElements = std::numeric_limits<int64_t>::max() / 16;
+
 // Parses an array of non-negative dimensions, setting `*numel` to their
-// product; refuses ranks over kMaxRank and products that overflow.
+// product; refuses ranks over kMaxRank and shapes check_shape_size refuses.
 std::vector<int64_t> parse_shape(element field, const JsonPath& at, int64_t* numel);
+
+// Fails at `at` when the dimensions of `shape`, a 0 counted as 1, multiply
+// past kMaxElements: torch could not compute its strides or byte size.
+void check_shape_size(const std::vector<int64_t>& shape, const JsonPath& at);
+
+// The longest prefix of the UTF-8 text `s` of at most `max_bytes` bytes that
+// ends on a character boundary.
+std::string_view utf8_prefix(std::string_view s, size_t max_bytes);
 
 // Returns a tensor of `dtype` and `shape` filled from the flat array `values`,
 // whose length the caller has checked against `shape`.
@@ -81,11 +99,29 @@ std::optional<at::ScalarType> dtype_named(std::string_view name);
 constexpr std::string_view kDtypeList =
     "bool, uint8, int8, int16, int32, int64, float16, bfloat16, float32, float64";
 
-// Parses `json` with the calling thread's parser, which keeps its buffers
-// between documents: in place when `readable` bytes may be read from
-// json.data() (simdjson reads up to SIMDJSON_PADDING bytes past the end),
-// else from a padded copy.
-simdjson::simdjson_result<element> parse_document(std::string_view json, size_t readable);
+// A JSON document parsed by the calling thread's parser, valid while this
+// object lives. The parser keeps its buffers for the next document unless
+// they grew past kKeptParserCapacity bytes of JSON, when they are freed.
+class ParsedDocument {
+ public:
+  static constexpr size_t kKeptParserCapacity = 1 << 20;
+
+  ParsedDocument() = default;
+  ~ParsedDocument();
+  ParsedDocument(const ParsedDocument&) = delete;
+  ParsedDocument& operator=(const ParsedDocument&) = delete;
+
+  // Parses `json`, skipping a leading UTF-8 byte-order mark, in place when
+  // `readable` bytes may be read from json.data() (simdjson reads up to
+  // SIMDJSON_PADDING bytes past the end), else from a padded copy. Integers
+  // beyond 64 bits are read as doubles. Returns simdjson's error code.
+  simdjson::error_code parse(std::string_view json, size_t readable);
+
+  element root() const { return root_; }
+
+ private:
+  element root_;
+};
 
 // Appends `s` as a JSON string; throws EncodeError naming `at` when `s` is
 // not valid UTF-8.

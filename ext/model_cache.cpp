@@ -56,12 +56,15 @@ ModelCache::Model ModelCache::get(const std::string& key, const FileIdentity& id
   const uint64_t generation = next_generation_++;
   recency_.push_front(key);
   entries_.emplace(key, Entry{identity, promise.get_future().share(), recency_.begin(), generation});
-  evict_if_full();
   lock.unlock();
 
   try {
     Model model = counted_load(load);
     promise.set_value(model);
+    // Evicting only now means a file that fails to load never costs a
+    // healthy model its place.
+    lock.lock();
+    evict_if_full();
     return model;
   } catch (...) {
     promise.set_exception(std::current_exception());

@@ -29,8 +29,8 @@ struct CacheStats {
 // eviction happens in batches rather than on every miss.
 //
 // Concurrent misses for one file load it once; a failed load is never
-// cached; a model dropped while a request uses it lives until that request
-// lets go of it.
+// cached and evicts nothing (eviction follows a successful load); a model
+// dropped while a request uses it lives until that request lets go of it.
 class ModelCache {
  public:
   using Model = std::shared_ptr<const Servable>;

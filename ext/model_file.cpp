@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "errors.h"
 
@@ -29,12 +30,30 @@ int open_beneath(int root_fd, const std::string& relative) {
   return fd;
 }
 
+// Throws the error that `open_errno`, from opening the model `name`, means.
+[[noreturn]] void fail_open(int open_errno, const std::string& name) {
+  switch (open_errno) {
+    case EMFILE:
+    case ENFILE:
+    case ENOMEM:
+      throw ResourceError("the server could not open model file " + name + ": " + std::strerror(open_errno));
+    case EACCES:
+    case EPERM:
+    case EIO:
+      throw ModelAccessError("the server may not read model file " + name + ": " + std::strerror(open_errno));
+    default:
+      // ENOENT, ENOTDIR, and the refusals of symlinks (ELOOP) and escapes
+      // (EXDEV): nothing the client may reach is there.
+      throw ModelNotFoundError("no model file " + name + " under the model root");
+  }
+}
+
 }  // namespace
 
 ModelFile ModelFile::open(int root_fd, const std::string& relative, const std::string& name, int64_t max_size) {
   const std::string not_found = "no model file " + name + " under the model root";
   int fd = open_beneath(root_fd, relative);
-  if (fd < 0) throw ModelNotFoundError(not_found);
+  if (fd < 0) fail_open(errno, name);
   struct stat st;
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <new>
+#include <string_view>
 
 #include "errors.h"
 #include "json_tensor.h"
@@ -73,18 +75,46 @@ void coerce(c10::IValue& value, const c10::TypePtr& expected) {
   value = std::move(typed);
 }
 
+// Moves every tensor in `value`, however deeply nested in lists, tuples and
+// dicts, to `device`.
 void move_to(c10::IValue& value, c10::Device device) {
   if (value.isTensor()) {
     value = value.toTensor().to(device);
-  } else if (value.isTensorList()) {
-    auto list = value.toTensorList();
-    for (size_t i = 0; i < list.size(); ++i) list.set(i, list.get(i).to(device));
+  } else if (value.isList()) {
+    auto list = value.toList();
+    for (size_t i = 0; i < list.size(); ++i) {
+      c10::IValue item = list.get(i);
+      move_to(item, device);
+      list.set(i, std::move(item));
+    }
+  } else if (value.isTuple()) {
+    std::vector<c10::IValue> items = value.toTupleRef().elements().vec();
+    for (auto& item : items) move_to(item, device);
+    value = c10::ivalue::Tuple::create(std::move(items));
   } else if (value.isGenericDict()) {
-    auto dict = value.toGenericDict();
-    for (auto& entry : dict) {
-      if (entry.value().isTensor()) entry.setValue(entry.value().toTensor().to(device));
+    for (auto& entry : value.toGenericDict()) {
+      c10::IValue item = entry.value();
+      move_to(item, device);
+      entry.setValue(std::move(item));
     }
   }
+}
+
+// Whether `e` says an allocation failed: torch's OutOfMemoryError (CUDA),
+// std::bad_alloc, or the CPU allocator's error, which TorchScript rethrows
+// as a plain error carrying its text.
+bool is_out_of_memory(const std::exception& e) {
+  if (dynamic_cast<const c10::OutOfMemoryError*>(&e) || dynamic_cast<const std::bad_alloc*>(&e)) return true;
+  std::string_view what = e.what();
+  return what.find("can't allocate memory") != std::string_view::npos ||
+         what.find("out of memory") != std::string_view::npos;
+}
+
+// Throws what forward raising `e` (whose message is `what`) means.
+[[noreturn]] void fail_forward(const std::exception& e, const std::string& what) {
+  // An allocation failure is the server's state, not the inputs' fault.
+  if (is_out_of_memory(e)) throw ResourceError("forward ran out of memory: " + essential_message(what));
+  throw ExecutionError("forward raised: " + essential_message(what));
 }
 
 std::string default_text(const c10::IValue& value) {
@@ -187,10 +217,11 @@ c10::IValue Servable::run(std::vector<c10::IValue> args) const {
   try {
     return module_.forward(std::move(args));
   } catch (const c10::Error& e) {
-    throw ExecutionError("forward raised: " + essential_message(e.what_without_backtrace()));
+    fail_forward(e, e.what_without_backtrace());
   } catch (const std::exception& e) {
-    throw ExecutionError("forward raised: " + essential_message(e.what()));
+    fail_forward(e, e.what());
   }
 }
+
 
 }  // namespace torch_serving

@@ -36,7 +36,8 @@ class Servable {
   // optimizing graph executor.
   //
   // Throws SignatureError when `args` do not fit forward's schema (naming the
-  // argument) and ExecutionError when the model raises.
+  // argument), ResourceError when forward runs out of memory and
+  // ExecutionError when it raises otherwise.
   c10::IValue run(std::vector<c10::IValue> args) const;
 
   // Returns forward's schema.

@@ -10,6 +10,7 @@
 #include <array>
 #include <cstring>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "errors.h"
 #include "json_path.h"
@@ -39,6 +40,8 @@ constexpr std::array<Datatype, 11> kDatatypes{{
 constexpr std::string_view kDatatypeList = "BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, BF16, FP32, FP64, BYTES";
 
 const Datatype& bytes_datatype() { return kDatatypes.back(); }
+
+constexpr char kNoClassification[] = "the classification extension is not supported";
 
 const Datatype* datatype_of(at::ScalarType dtype) {
   for (const auto& d : kDatatypes) {
@@ -135,6 +138,15 @@ void read_binary_input(Input& input, int64_t size, int64_t numel, BinaryCursor& 
                       shape_text(input.shape) + " of " + std::string(input.datatype->name) + " needs " +
                       decimal(needed) + " bytes");
   }
+  if (input.datatype->dtype == at::kBool) {
+    // A torch bool must hold 0 or 1; any other byte is undefined behaviour.
+    const size_t bad = data.find_first_not_of(std::string_view("\0\1", 2));
+    if (bad != std::string_view::npos) {
+      throw DecodeError("BOOL data of input " + name + " holds byte " +
+                        std::to_string(static_cast<unsigned char>(data[bad])) + " at offset " + std::to_string(bad) +
+                        " of its binary data; each BOOL element must be the byte 0 or 1");
+    }
+  }
   input.tensor = binary_tensor(data, *input.datatype, input.shape, owner);
 }
 
@@ -229,20 +241,17 @@ RequestedOutput read_requested_output(element e, const JsonPath& at) {
     if (member.key == "binary_data") {
       output.binary = read_bool(member.value, parameters_at.member(member.key));
     } else if (member.key == "classification") {
-      fail(parameters_at.member(member.key), "the classification extension is not supported");
+      fail(parameters_at.member(member.key), kNoClassification);
     }
   }
   return output;
 }
 
-// Fails at `at`.name when the last of `items` has the name of an earlier one.
-template <typename T>
-void fail_if_name_repeats(const std::vector<T>& items, const JsonPath& at, const char* what) {
-  for (size_t k = 0; k + 1 < items.size(); ++k) {
-    if (items[k].name == items.back().name) {
-      fail(at.member("name"), std::string("duplicate ") + what + " name " + quote_text(items.back().name));
-    }
-  }
+// Fails at `at`.name when `name` is among `seen`, else adds it: a hash set,
+// so that a body of many names costs time linear in them.
+void fail_if_name_repeats(std::unordered_set<std::string>& seen, const std::string& name, const JsonPath& at,
+                          const char* what) {
+  if (!seen.insert(name).second) fail(at.member("name"), std::string("duplicate ") + what + " name " + quote_text(name));
 }
 
 // ---------------------------------------------------------------------------
@@ -423,7 +432,7 @@ OutputTensor to_output(const std::string& name, const c10::IValue& v) {
 }
 
 // Names the parts of a result: dict entries by key, tuple and list-of-tensor
-// elements as OUTPUT__i, anything else as OUTPUT__0.
+// elements as OUTPUT__i, anything else (a list of lists too) as OUTPUT__0.
 std::vector<std::pair<std::string, c10::IValue>> named_outputs(const c10::IValue& result) {
   std::vector<std::pair<std::string, c10::IValue>> named;
   auto positional = [&](const auto& items) {
@@ -438,7 +447,7 @@ std::vector<std::pair<std::string, c10::IValue>> named_outputs(const c10::IValue
     }
   } else if (result.isTuple()) {
     positional(result.toTupleRef().elements());
-  } else if (result.isList() && !is_primitive_list(result)) {
+  } else if (result.isList() && result.toList().elementType()->kind() == c10::TypeKind::TensorType) {
     positional(result.toListRef());
   } else {
     named.emplace_back("OUTPUT__0", result);
@@ -537,9 +546,10 @@ Request decode_request(std::string_view body, int64_t header_length, const BodyO
     binary.data = body.substr(size_t(header_length));
   }
   if (json_part.find_first_not_of(" \t\r\n") == std::string_view::npos) throw DecodeError("request JSON is empty");
-  element doc;
   // The binary part and the padding follow the JSON, so `readable` counts from it too.
-  auto error = parse_document(json_part, readable).get(doc);
+  ParsedDocument parsed;
+  auto error = parsed.parse(json_part, readable);
+  element doc = parsed.root();
   if (error == simdjson::UTF8_ERROR) throw DecodeError("request JSON is not valid UTF-8");
   if (error) throw DecodeError(std::string("request JSON is not valid: ") + simdjson::error_message(error));
 
@@ -553,15 +563,17 @@ Request decode_request(std::string_view body, int64_t header_length, const BodyO
     for (auto member : expect_object(*parameters, at)) {
       // Other parameters (priority, timeout, sequences) are hints this server ignores.
       if (member.key == "binary_data_output") request.binary_outputs = read_bool(member.value, at.member(member.key));
+      if (member.key == "classification") fail(at.member(member.key), kNoClassification);
     }
   }
   if (!inputs) fail(root, "missing key \"inputs\"");
   JsonPath inputs_at = root.member("inputs");
   int64_t i = 0;
+  std::unordered_set<std::string> names;
   for (element e : expect_array(*inputs, inputs_at)) {
     JsonPath at = inputs_at.element(i++);
     request.inputs.push_back(read_input(e, at, binary, owner));
-    fail_if_name_repeats(request.inputs, at, "input");
+    fail_if_name_repeats(names, request.inputs.back().name, at, "input");
   }
   if (binary.remaining() != 0) {
     throw DecodeError("the body has " + std::to_string(binary.remaining()) +
@@ -570,10 +582,11 @@ Request decode_request(std::string_view body, int64_t header_length, const BodyO
   if (outputs) {
     JsonPath outputs_at = root.member("outputs");
     int64_t k = 0;
+    names.clear();
     for (element e : expect_array(*outputs, outputs_at)) {
       JsonPath at = outputs_at.element(k++);
       request.outputs.push_back(read_requested_output(e, at));
-      fail_if_name_repeats(request.outputs, at, "output");
+      fail_if_name_repeats(names, request.outputs.back().name, at, "output");
     }
   }
   return request;
@@ -642,11 +655,11 @@ size_t encode_response(const std::string& model_name, const Request& request, co
   if (request.outputs.empty()) {
     for (const auto& entry : named) chosen.emplace_back(&entry, request.binary_outputs);
   } else {
+    std::unordered_map<std::string_view, const std::pair<std::string, c10::IValue>*> by_name;
+    for (const auto& entry : named) by_name.emplace(entry.first, &entry);
     for (const RequestedOutput& wanted : request.outputs) {
-      const std::pair<std::string, c10::IValue>* found = nullptr;
-      for (const auto& entry : named) {
-        if (entry.first == wanted.name) found = &entry;
-      }
+      auto it = by_name.find(wanted.name);
+      const std::pair<std::string, c10::IValue>* found = it == by_name.end() ? nullptr : it->second;
       if (!found) {
         std::string names;
         for (const auto& entry : named) names += (names.empty() ? "" : ", ") + entry.first;
@@ -699,21 +712,21 @@ void encode_metadata(const std::string& model_name, const c10::FunctionSchema& s
     }
   }
   out += R"(],"outputs":[)";
-  first = true;
   const c10::TypePtr returned = schema.returns().size() == 1 ? schema.returns()[0].type() : c10::NoneType::get();
-  auto add_output = [&](size_t position, const c10::TypePtr& type) {
-    std::string entry;
-    if (write_tensor_metadata("OUTPUT__" + std::to_string(position), type, entry)) {
-      separate();
-      out += entry;
+  auto tuple = returned->cast<c10::TupleType>();
+  const std::vector<c10::TypePtr> parts = tuple ? tuple->elements().vec() : std::vector<c10::TypePtr>{returned};
+  // Listed only when every output can be: dict keys and the length of a list
+  // of tensors are known only at run time, and a partial list would hide the
+  // outputs that V2 cannot express.
+  std::string entries;
+  for (size_t k = 0; k < parts.size(); ++k) {
+    if (k) entries += ',';
+    if (!write_tensor_metadata("OUTPUT__" + std::to_string(k), parts[k], entries)) {
+      entries.clear();
+      break;
     }
-  };
-  // Dict keys and the length of a list of tensors are known only at run time.
-  if (auto tuple = returned->cast<c10::TupleType>()) {
-    for (size_t k = 0; k < tuple->elements().size(); ++k) add_output(k, tuple->elements()[k]);
-  } else {
-    add_output(0, returned);
   }
+  out += entries;
   out += "]}";
 }
 

@@ -58,3 +58,9 @@ def tensor_json(tensor: torch.Tensor, dtype: str | None = None) -> dict:
 def body_of(*args: dict) -> bytes:
     """Return a request body holding the typed objects ``args``."""
     return json.dumps(list(args)).encode()
+
+
+def nested_groups_body() -> bytes:
+    """A ``List[List[Tensor]]`` for nested_groups.pt, whose answer is 11."""
+    group = lambda *tensors: {"type": "tensor_list", "value": [tensor_json(t) for t in tensors]}  # noqa: E731
+    return body_of({"type": "list", "value": [group(torch.tensor([1.0, 2.0]), torch.tensor([3.0])), group(torch.zeros(2))]})

@@ -130,6 +130,49 @@ class DictOutputModel(torch.nn.Module):
         return {name + "_doubled": value * 2 for name, value in inputs.items()}
 
 
+class NestedListsModel(torch.nn.Module):
+    """Returns a list of lists of ints, which V2 cannot express as tensors."""
+
+    def forward(self, x: torch.Tensor) -> List[List[int]]:
+        return [[1, 2], [x.numel()]]
+
+
+class WordGridModel(torch.nn.Module):
+    """Returns a list of lists of strings, which V2 cannot express as tensors."""
+
+    def forward(self, x: torch.Tensor) -> List[List[str]]:
+        return [["a", "b"], ["c"]]
+
+
+class TupleWithListModel(torch.nn.Module):
+    """Returns a list of tensors beside a tensor: V2 can express only the second."""
+
+    def forward(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        return [x, x], x * 2
+
+
+class NestedGroupsModel(torch.nn.Module):
+    """Adds a buffer (on the model's device) to every tensor of nested lists, and sums."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("one", torch.ones(1))
+
+    def forward(self, groups: List[List[torch.Tensor]]) -> torch.Tensor:
+        total = torch.zeros(1, device=self.one.device)
+        for group in groups:
+            for t in group:
+                total = total + (t + self.one).sum()
+        return total
+
+
+class AllocatingModel(torch.nn.Module):
+    """Allocates ``n`` float32 zeros: past the machine's memory, forward fails to allocate."""
+
+    def forward(self, n: int) -> torch.Tensor:
+        return torch.zeros(n)
+
+
 def example_model_class():
     """Return ExampleModel from example/create_model.py, the original's model."""
     sys.path.insert(0, str(REPO / "example"))
@@ -157,6 +200,11 @@ def build_model_root(root: Path) -> Path:
         "scalars.pt": ScalarsModel(),
         "list_output.pt": ListOutputModel(),
         "dict_output.pt": DictOutputModel(),
+        "nested_lists.pt": NestedListsModel(),
+        "word_grid.pt": WordGridModel(),
+        "tuple_with_list.pt": TupleWithListModel(),
+        "allocating.pt": AllocatingModel(),
+        "nested_groups.pt": NestedGroupsModel(),
     }
     for name, module in models.items():
         script_and_save(module, root / name)

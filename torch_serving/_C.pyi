@@ -22,6 +22,12 @@ class ModelNotFoundError(ServeError):
 class ModelLoadError(ServeError):
     """The file is not a loadable TorchScript module."""
 
+class ModelAccessError(ServeError):
+    """The model file exists, but the server cannot read it."""
+
+class ResourceError(ServeError):
+    """The server ran out of memory or file descriptors for the request."""
+
 class UnknownOutputError(ServeError):
     """A requested output is not among the model's outputs."""
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from torch_serving._native import BusyError, DeadlineError, Executor
+from torch_serving.envelope import RETRY_AFTER
 from torch_serving.errors import RequestError
 
 __all__ = ["NativeRunner"]
@@ -36,6 +37,10 @@ class NativeRunner:
         self._executor = Executor(slots, queue_size)
         self._timeout = timeout
 
+    def deadline(self, arrived: float) -> float:
+        """Return the ``time.monotonic()`` by which a request that arrived at ``arrived`` must be answered."""
+        return arrived + self._timeout
+
     def run(self, arrived: float, fn: Callable[..., T], *args: object) -> T:
         """Run the native call ``fn(*args)`` and return its result, or raise 503 or 504.
 
@@ -47,7 +52,7 @@ class NativeRunner:
         Raises:
             RequestError: 503 when this worker is full, 504 past the deadline.
         """
-        remaining = arrived + self._timeout - time.monotonic()
+        remaining = self.deadline(arrived) - time.monotonic()
         try:
             return fn(*args, executor=self._executor, timeout=max(remaining, 0.0))
         except BusyError:
@@ -55,7 +60,7 @@ class NativeRunner:
                 503,
                 "Server busy",
                 f"{self._executor.limit} requests are running or queued in this worker, its limit; retry later",
-                headers={"Retry-After": "1"},
+                headers=RETRY_AFTER,
             ) from None
         except DeadlineError:
             raise RequestError(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 
 import falcon
 import torch
@@ -16,6 +15,7 @@ from torch_serving.errors import RequestError, install_error_handlers
 from torch_serving.model_root import IdentifierError, resolve_model
 from torch_serving.request_body import read_body
 from torch_serving.v2 import add_v2_routes
+from torch_serving.worker import arrival_time
 
 __all__ = ["create_app"]
 
@@ -28,6 +28,9 @@ class HealthResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_JSON
         resp.data = _HEALTHY
+
+    # HEAD answers as GET does; Falcon sends the headers without the body.
+    on_head = on_get
 
 
 class CacheResource:
@@ -51,6 +54,8 @@ class CacheResource:
             "stats": self._server.stats(),
         }
 
+    on_head = on_get
+
 
 class ServeResource:
     """``POST /serve``: run a model on the typed JSON body.
@@ -67,11 +72,11 @@ class ServeResource:
         self._max_body_size = config.max_body_size
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        arrived = time.monotonic()
+        arrived = arrival_time()
         identifier = _identifier(req)
         invalidation_prob = _probability(req)
         path = resolve_model(self._root, identifier)
-        body = read_body(req, self._max_body_size)
+        body = read_body(req, self._max_body_size, self._runner.deadline(arrived))
         resp.content_type = falcon.MEDIA_JSON
         resp.data = self._runner.run(arrived, self._server.serve, path, identifier, body, invalidation_prob)
 

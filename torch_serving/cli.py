@@ -1,4 +1,4 @@
-"""The ``torch-serving`` command: run the app under gunicorn with gthread workers."""
+"""The ``torch-serving`` command: run the app under gunicorn in ``ServingWorker`` workers (gthread)."""
 
 from __future__ import annotations
 
@@ -44,8 +44,11 @@ class _GunicornApplication(BaseApplication):
         settings = {
             "bind": f"{config.host}:{config.port}",
             "workers": config.workers,
-            "threads": config.threads,
-            "worker_class": "gthread",
+            # Request threads: those running native work, plus those waiting
+            # in the queue (receiving bodies, then waiting for a slot). The
+            # worker answers 503 beyond them (torch_serving.worker).
+            "threads": config.threads + config.queue_size,
+            "worker_class": "torch_serving.worker.ServingWorker",
             # Access lines are INFO records: a quieter --log-level drops them,
             # and their cost (a few percent of a small request).
             "accesslog": "-" if config.log_level in ("debug", "info") else None,

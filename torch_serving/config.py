@@ -127,15 +127,16 @@ class Config:
             The validated config.
 
         Raises:
-            ConfigError: a variable holds a value that does not parse or validate.
+            ConfigError: a variable that is not overridden holds a value that
+                does not parse, or the resulting settings do not validate.
         """
         environ = os.environ if environ is None else environ
-        values: dict[str, object] = {}
+        values = {name: value for name, value in overrides.items() if value is not None}
         for field in dataclasses.fields(cls):
             raw = environ.get(ENV_PREFIX + field.name.upper())
-            if raw is not None:
+            # An overridden variable is not read, so a bad value in it cannot stop the server.
+            if raw is not None and field.name not in values:
                 values[field.name] = parse_field(field.name, raw)
-        values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     def check_device(self) -> None:

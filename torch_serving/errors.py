@@ -1,16 +1,8 @@
-"""The one place where errors become HTTP answers.
-
-An error answer of the /serve API has the envelope
-``{"code": N, "message": "Client Error"|"Server Error", "description": SHORT, "detail": LONGER}``
-with ``N`` equal to the HTTP status. ``description`` is a stable phrase a
-client can switch on; ``detail`` says exactly what was wrong. Under ``/v2``
-the same status answers with the Open Inference Protocol's ``{"error": DETAIL}``.
-"""
+"""The one place where errors become HTTP answers (in the shape of ``envelope``)."""
 
 from __future__ import annotations
 
 import http
-import json
 import logging
 
 import falcon
@@ -19,16 +11,17 @@ from torch_serving._native import (
     DecodeError,
     EncodeError,
     ExecutionError,
+    ModelAccessError,
     ModelLoadError,
     ModelNotFoundError,
+    ResourceError,
     SignatureError,
     UnknownOutputError,
 )
+from torch_serving.envelope import RETRY_AFTER, error_document
 from torch_serving.model_root import IdentifierError
 
-__all__ = ["RequestError", "error_body", "install_error_handlers"]
-
-_V2_PREFIX = "/v2"
+__all__ = ["RequestError", "install_error_handlers"]
 
 logger = logging.getLogger("torch_serving")
 
@@ -42,6 +35,8 @@ _STATUS = {
     ModelNotFoundError: (404, "Model not found"),
     ModelLoadError: (422, "Model not loadable"),
     EncodeError: (500, "Unsupported model output"),
+    ModelAccessError: (500, "Model not readable"),
+    ResourceError: (503, "Server out of resources"),
 }
 
 
@@ -69,51 +64,35 @@ class RequestError(Exception):
         self.headers = headers or {}
 
 
-def error_body(status: int, description: str, detail: str) -> bytes:
-    """Return the JSON envelope of an error answer."""
-    message = "Client Error" if status < 500 else "Server Error"
-    envelope = {
-        "code": status,
-        "message": message,
-        "description": description,
-        "detail": detail,
-    }
-    return json.dumps(envelope).encode()
-
-
 def _answer(
     req: falcon.Request,
     resp: falcon.Response,
     status: int,
     description: str,
     detail: str,
+    headers: dict[str, str] | None = None,
 ) -> None:
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
-    if req.path == _V2_PREFIX or req.path.startswith(_V2_PREFIX + "/"):
-        resp.data = json.dumps({"error": detail}).encode()
-    else:
-        resp.data = error_body(status, description, detail)
+    resp.data = error_document(req.path, status, description, detail)
+    for name, value in (headers or {}).items():
+        resp.set_header(name, value)
 
 
 def _on_request_error(req, resp, error: RequestError, params) -> None:
-    _answer(req, resp, error.status, error.description, error.detail)
-    for name, value in error.headers.items():
-        resp.set_header(name, value)
+    _answer(req, resp, error.status, error.description, error.detail, error.headers)
 
 
 def _on_native_error(req, resp, error: Exception, params) -> None:
     status, description = next(v for cls, v in _STATUS.items() if isinstance(error, cls))
-    _answer(req, resp, status, description, str(error))
+    _answer(req, resp, status, description, str(error), RETRY_AFTER if status == 503 else None)
 
 
 def _on_http_error(req, resp, error: falcon.HTTPError, params) -> None:
     status = int(error.status_code)
     description = http.HTTPStatus(status).phrase
     detail = error.description or f"{req.method} {req.path}: {description}"
-    _answer(req, resp, status, description, detail)
-    for name, value in (error.headers or {}).items():
-        resp.set_header(name, value)
+    _answer(req, resp, status, description, detail, error.headers)
 
 
 def _on_unexpected_error(req, resp, error: Exception, params) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
 
-from torch_serving._native import ModelNotFoundError
+from torch_serving._native import ModelAccessError, ModelNotFoundError, ResourceError
 
 __all__ = ["IdentifierError", "resolve_model"]
 
@@ -35,6 +36,8 @@ def resolve_model(root: Path, identifier: str, label: str = "servable_identifier
         ModelNotFoundError: no regular file by that name lies inside the
             root. Files outside it get this same answer, so that no reply
             tells whether they exist.
+        ModelAccessError: the server may not look the path up (permissions).
+        ResourceError: the server is out of file descriptors or memory.
     """
     # Plain string operations: this runs on every request.
     if not identifier:
@@ -55,8 +58,8 @@ def resolve_model(root: Path, identifier: str, label: str = "servable_identifier
             mode = os.lstat(path).st_mode
             if stat.S_ISLNK(mode):
                 return _resolve_through_links(root_text, identifier)
-    except OSError:
-        raise _not_found(identifier) from None
+    except OSError as error:
+        raise _open_failure(identifier, error) from None
     if not parts or not stat.S_ISREG(mode):
         raise _not_found(identifier)
     return "/".join(parts)
@@ -71,6 +74,15 @@ def _resolve_through_links(root_text: str, identifier: str) -> str:
     if not is_regular or not resolved.startswith(root_text + "/"):
         raise _not_found(identifier)
     return resolved[len(root_text) + 1 :]
+
+
+def _open_failure(identifier: str, error: OSError) -> Exception:
+    """The error a failed look-up of ``identifier`` answers: only a missing file is 404."""
+    if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+        return ResourceError(f"the server could not open model file {identifier}: {error.strerror}")
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EIO):
+        return ModelAccessError(f"the server may not read model file {identifier}: {error.strerror}")
+    return _not_found(identifier)
 
 
 def _not_found(identifier: str) -> ModelNotFoundError:

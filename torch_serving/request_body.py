@@ -11,6 +11,11 @@ stream is read and copied once into a ``RequestBody``.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+
 import falcon
 from gunicorn.http.body import Body, LengthReader
 
@@ -21,18 +26,22 @@ __all__ = ["read_body"]
 
 # Read in pieces so a body without Content-Length is capped while it streams.
 _READ_CHUNK = 1 << 20
+# The shortest wait for body bytes: a socket timeout of 0 would mean non-blocking.
+_MIN_WAIT_S = 0.001
 
 
-def read_body(req: falcon.Request, limit: int) -> RequestBody:
+def read_body(req: falcon.Request, limit: int, deadline: float) -> RequestBody:
     """Return the whole request body.
 
     Args:
         req: the request.
         limit: the largest body accepted, in bytes.
+        deadline: ``time.monotonic()`` by which the body must have arrived;
+            under gunicorn, a client that sends it slower gets 408.
 
     Raises:
         RequestError: 413 past ``limit``, 400 for a body shorter than its
-            Content-Length, 415 for a compressed body.
+            Content-Length, 415 for a compressed body, 408 past ``deadline``.
     """
     encoding = req.get_header("Content-Encoding")
     if encoding is not None and encoding.strip().lower() != "identity":
@@ -45,9 +54,10 @@ def read_body(req: falcon.Request, limit: int) -> RequestBody:
     if length is not None and length > limit:
         raise _too_large(f"body of {length} bytes exceeds the limit of {limit} bytes")
     if length is not None:
-        received = _receive_from_gunicorn(req.env, length)
+        received = _receive_from_gunicorn(req.env, length, deadline)
         if received is None:
-            data = req.bounded_stream.read(length)
+            with _bounded_by(req.env, deadline):
+                data = req.bounded_stream.read(length)
             received = RequestBody(data), len(data)
         body, count = received
         if count < length:
@@ -60,15 +70,37 @@ def read_body(req: falcon.Request, limit: int) -> RequestBody:
     # Without Content-Length (chunked), the server's stream ends with the
     # body; Falcon's bounded stream would read nothing.
     pieces, total = [], 0
-    while chunk := req.stream.read(_READ_CHUNK):
-        total += len(chunk)
-        if total > limit:
-            raise _too_large(f"body exceeds the limit of {limit} bytes")
-        pieces.append(chunk)
+    with _bounded_by(req.env, deadline):
+        while chunk := req.stream.read(_READ_CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(f"body exceeds the limit of {limit} bytes")
+            pieces.append(chunk)
     return RequestBody(b"".join(pieces))
 
 
-def _receive_from_gunicorn(env: dict, length: int) -> tuple[RequestBody, int] | None:
+@contextlib.contextmanager
+def _bounded_by(env: dict, deadline: float) -> Iterator[None]:
+    """Let reads from gunicorn's client socket in the block end at ``deadline`` with 408.
+
+    The timeout bounds each wait for data, so a client that trickles bytes
+    is stopped by the byte count only; elsewhere reads are not bounded.
+    """
+    sock = env.get("gunicorn.socket")
+    if sock is None or sock.gettimeout() is not None:
+        yield
+        return
+    sock.settimeout(max(deadline - time.monotonic(), _MIN_WAIT_S))
+    try:
+        yield
+    except TimeoutError:
+        _fail_body(env.get("wsgi.input"), sock)
+        raise _too_slow() from None
+    finally:
+        sock.settimeout(None)
+
+
+def _receive_from_gunicorn(env: dict, length: int, deadline: float) -> tuple[RequestBody, int] | None:
     """Receive a body of ``length`` bytes from gunicorn's client socket.
 
     Returns the body and how many of its bytes arrived (fewer when the
@@ -98,15 +130,44 @@ def _receive_from_gunicorn(env: dict, length: int) -> tuple[RequestBody, int] | 
     view = memoryview(body)
     view[: len(held)] = held
     received = len(held)
-    while received < length:
-        count = sock.recv_into(view[received:])
-        if count == 0:
-            break
-        received += count
+    if received < length:  # small bodies came with the headers: no system call
+        try:
+            while received < length:
+                remaining_s = deadline - time.monotonic()
+                if remaining_s <= 0:
+                    raise TimeoutError
+                sock.settimeout(remaining_s)
+                count = sock.recv_into(view[received:])
+                if count == 0:
+                    break
+                received += count
+        except TimeoutError:
+            reader.length = length - received
+            _fail_body(stream, sock)
+            raise _too_slow(received, length) from None
+        finally:
+            sock.settimeout(None)
     # Gunicorn must not read this body again: it is consumed, or after an
     # early end, gone.
     reader.length = 0
     return body, received
+
+
+def _fail_body(stream: object, sock) -> None:
+    """Make gunicorn close the connection: where the next request starts is unknown."""
+    if isinstance(stream, Body):
+        stream.failed = True
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
+
+
+def _too_slow(received: int | None = None, length: int | None = None) -> RequestError:
+    got = "" if received is None else f" (received {received} of the {length} bytes Content-Length announced)"
+    return RequestError(
+        408,
+        "Request Timeout",
+        f"the request body did not arrive before the request's deadline{got}",
+    )
 
 
 def _too_large(detail: str) -> RequestError:

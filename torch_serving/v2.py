@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import falcon
 
@@ -19,6 +18,7 @@ from torch_serving.config import Config
 from torch_serving.errors import RequestError
 from torch_serving.model_root import resolve_model
 from torch_serving.request_body import read_body
+from torch_serving.worker import arrival_time
 
 __all__ = ["add_v2_routes"]
 
@@ -48,6 +48,9 @@ class ServerMetadataResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         _json(resp, self._document)
 
+    # HEAD answers as GET does; Falcon sends the headers without the body.
+    on_head = on_get
+
 
 class HealthResource:
     """``GET /v2/health/live`` and ``/v2/health/ready``: the worker answers, so both hold.
@@ -61,6 +64,8 @@ class HealthResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         _json(resp, self._document)
+
+    on_head = on_get
 
 
 class ModelSink:
@@ -86,10 +91,12 @@ class ModelSink:
         version: str | None,
         action: str | None,
     ) -> None:
-        arrived = time.monotonic()
-        method = "POST" if action == "/infer" else "GET"
-        if req.method != method:
-            raise falcon.HTTPMethodNotAllowed([method], description=f"{req.path} answers {method} only")
+        arrived = arrival_time()
+        allowed = ("POST",) if action == "/infer" else ("GET", "HEAD")
+        if req.method not in allowed:
+            raise falcon.HTTPMethodNotAllowed(
+                list(allowed), description=f"{req.path} answers {' and '.join(allowed)} only"
+            )
         path = self._resolve(name, version)
         if action == "/infer":
             self._infer(req, resp, arrived, name, path)
@@ -122,8 +129,8 @@ class ModelSink:
         name: str,
         path: str,
     ) -> None:
-        header_length = _header_length(req)
-        body = read_body(req, self._max_body_size)
+        header_length = _header_length(req, self._max_body_size)
+        body = read_body(req, self._max_body_size, self._runner.deadline(arrived))
         response, json_length = self._runner.run(arrived, self._server.infer, path, name, body, header_length)
         if json_length < len(response):
             resp.set_header(HEADER_LENGTH, str(json_length))
@@ -133,7 +140,7 @@ class ModelSink:
         resp.data = response
 
 
-def _header_length(req: falcon.Request) -> int:
+def _header_length(req: falcon.Request, max_body_size: int) -> int:
     value = req.get_header(HEADER_LENGTH)
     if value is None:
         return -1
@@ -144,7 +151,15 @@ def _header_length(req: falcon.Request) -> int:
             "Invalid header",
             f"{HEADER_LENGTH} must be a non-negative integer, got {value!r}",
         )
-    return int(text)
+    length = int(text)
+    if length > max_body_size:
+        raise RequestError(
+            400,
+            "Invalid header",
+            f"{HEADER_LENGTH} is {text}, past the end of any body this server accepts"
+            f" (at most {max_body_size} bytes)",
+        )
+    return length
 
 
 def add_v2_routes(app: falcon.App, server: Server, runner: NativeRunner, config: Config) -> None:

@@ -121,10 +121,11 @@ BODIES = [
     (b'{"type": "tensor", "type": "tensor", "value": [1]}', 'duplicate key "type" at body'),
     (b'{"type": "tensor", "value": [1e400]}', "request body is not valid JSON: "),
     (b'{"type": "tensor", "value": [-0.0, 5e-324, 1.7976931348623157e308]}', "expected a finite number"),
-    (b'{"type": "tensor", "value": [1], "data_type": "int64", "shape": [9223372036854775807]}', "expected 9223372036854775807 values"),
+    (b'{"type": "tensor", "value": [1], "data_type": "int64", "shape": [9223372036854775807]}', "shape [9223372036854775807] is too large"),
     (b'{"type": "tensor", "value": ["Infinity", "nan"]}', "expected a finite number"),
     (b'{"type": "tensor", "value": [1, 2', "request body is not valid JSON: "),
-    (b"\xef\xbb\xbf[]", "request body is not valid JSON: "),
+    (b"\xef\xbb\xbf[]", "missing argument 'x' (position 0) of forward"),
+    (('{"type": "tensor", "value": ["a' + "\u00e9" * 20 + '"]}').encode(), "expected a finite number"),
     (b"[]", "missing argument 'x' (position 0) of forward"),
 ]
 

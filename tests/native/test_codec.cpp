@@ -60,7 +60,8 @@ TEST_CASE("errors say expected and found, at the JSON path") {
 
 TEST_CASE("a shape whose element count overflows is refused before allocating") {
   CHECK(decode_error(R"({"type":"tensor","shape":[4294967296,4294967296],"value":[]})") ==
-        "shape's element count overflows int64 at body.shape");
+        "shape [4294967296, 4294967296] is too large: its dimensions multiply past 576460752303423487 elements at "
+        "body.shape");
 }
 
 TEST_CASE("floats are written in the shortest form of their own dtype") {
@@ -95,4 +96,28 @@ TEST_CASE("a padded body is parsed in place, whatever its padding holds") {
   CHECK(args[1].toInt() == 7);
   std::memset(body->data() + body->size(), '"', body->readable() - body->size());
   CHECK(decode_request(body->view(), body->readable())[1].toInt() == 7);
+}
+
+TEST_CASE("arrays longer than simdjson's saturated size count (16,777,215) are measured exactly") {
+  // simdjson's array::size() stops at 0xFFFFFF; a tensor sized from it would
+  // be smaller than the values written into it.
+  constexpr size_t kSaturated = 0xFFFFFF;
+  std::string values;
+  values.reserve((kSaturated + 10) * 2);
+  for (size_t i = 0; i < kSaturated + 10; ++i) values += i ? ",1" : "1";
+  auto nested = decode_request(R"({"type":"tensor","data_type":"uint8","value":[)" + values + "]}");
+  CHECK(nested[0].toTensor().numel() == int64_t(kSaturated + 10));
+  CHECK(nested[0].toTensor().sum().item<int64_t>() == int64_t(kSaturated + 10));
+  CHECK(decode_error(R"({"type":"tensor","data_type":"uint8","shape":[16777215],"value":[)" + values + "]}") ==
+        "expected 16777215 values for shape [16777215], found 16777225 at body.value");
+}
+
+TEST_CASE("numbers beyond 64 bits are read as floats; a byte-order mark is skipped") {
+  auto args = decode_request("\xEF\xBB\xBF" R"({"type":"tensor","data_type":"float64","value":[-20000000000000000000]})");
+  CHECK(args[0].toTensor()[0].item<double>() == -2e19);
+  CHECK(decode_error(R"({"type":"tensor","data_type":"int64","value":[-9223372036854775809]})") ==
+        "expected an integer in [-9223372036854775808, 9223372036854775807] for int64, found "
+        "-9223372036854775809 at body.value[0]");
+  CHECK(decode_error(R"({"type":"tensor","value":[01]})") ==
+        "request body is not valid JSON: Problem while parsing a number");
 }

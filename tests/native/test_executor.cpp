@@ -73,3 +73,19 @@ TEST_CASE("the backlog queues calls up to the limit") {
   for (auto& caller : callers) caller.join();
   CHECK(done == 3);
 }
+
+TEST_CASE("a call whose caller gave up while it queued never runs") {
+  Executor executor(1, 1);
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  // Hold the only thread, so that the next call queues.
+  std::thread holder([&] { executor.run([released] { released.wait(); }, 10.0); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto ran = std::make_shared<std::atomic<bool>>(false);
+  CHECK_THROWS_AS(executor.run([ran] { *ran = true; }, 0.05), DeadlineError);
+  release.set_value();
+  holder.join();
+  // The queue is drained once a later call completes on the single thread.
+  executor.run([] {}, 10.0);
+  CHECK_FALSE(*ran);
+}

@@ -1,6 +1,7 @@
 // ModelCache with counting loaders over real TorchScript files, and
 // ModelFile's refusals.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <torch/csrc/jit/api/module.h>
 #include <unistd.h>
@@ -119,6 +120,22 @@ TEST_CASE("a failed load is not cached and the next request loads again") {
   CHECK(loader.calls == 2);
 }
 
+TEST_CASE("a failed load in a full cache evicts nothing") {
+  ModelFolder folder;
+  CountingLoader loader{folder};
+  ModelCache cache(2, 1);
+  for (int k = 0; k < 3; ++k) loader.get(cache, k);
+  const std::vector<std::string> before = cache.paths();
+  loader.fail = true;
+  CHECK_THROWS_AS(loader.get(cache, 3), ModelLoadError);
+  CHECK(cache.paths() == before);
+  CHECK(cache.stats().evictions == 0);
+  loader.fail = false;
+  loader.get(cache, 3);  // a successful load then evicts down to the capacity
+  const std::vector<std::string> after{"m3.pt", "m2.pt"};
+  CHECK(cache.paths() == after);
+}
+
 TEST_CASE("a model evicted while in use stays alive for its holder") {
   ModelFolder folder;
   CountingLoader loader{folder};
@@ -160,4 +177,21 @@ TEST_CASE("model files: symlinks, escapes, special files and size limits are ref
   CHECK_THROWS_WITH_AS(open("m1.pt", 10), doctest::Contains("over the model size limit of 10 bytes"),
                        ModelLoadError);
   CHECK(open("m1.pt").identity().size > 0);
+}
+
+TEST_CASE("a model file that cannot be opened for want of descriptors is not 'not found'") {
+  ModelFolder folder;
+  struct rlimit saved;
+  ::getrlimit(RLIMIT_NOFILE, &saved);
+  std::vector<int> held;
+  // Use up the descriptors under a low limit, then open a model.
+  struct rlimit low = saved;
+  low.rlim_cur = 64;
+  ::setrlimit(RLIMIT_NOFILE, &low);
+  for (int fd; (fd = ::open("/dev/null", O_RDONLY)) >= 0;) held.push_back(fd);
+  CHECK_THROWS_WITH_AS(folder.open(1), doctest::Contains("the server could not open model file m1.pt: Too many open files"),
+                       torch_serving::ResourceError);
+  for (int fd : held) ::close(fd);
+  ::setrlimit(RLIMIT_NOFILE, &saved);
+  CHECK(folder.open(1).identity().size > 0);
 }

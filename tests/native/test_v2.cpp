@@ -82,16 +82,24 @@ TEST_CASE("outputs are named by dict key and tuple position, and framed after th
 }
 
 TEST_CASE("a shape far larger than the data fails before any allocation") {
-  // 2**62 float64s need 2**65 bytes, past what 64 bits can count.
+  // The most elements a shape may span: 2**59 - 1 float64s need almost 2**62 bytes.
   std::string body =
-      R"({"inputs":[{"name":"x","shape":[4611686018427387904],"datatype":"FP64","parameters":{"binary_data_size":8}}]})";
+      R"({"inputs":[{"name":"x","shape":[576460752303423487],"datatype":"FP64","parameters":{"binary_data_size":8}}]})";
   size_t header_length = body.size();
   body.append(8, '\0');
   auto owner = std::make_shared<int>(0);
   CHECK_THROWS_WITH_AS(v2::decode_request(body, int64_t(header_length), owner),
-                       "binary_data_size of input 'x' is 8 bytes, but shape [4611686018427387904] of FP64 needs "
-                       "36893488147419103232 bytes",
+                       "binary_data_size of input 'x' is 8 bytes, but shape [576460752303423487] of FP64 needs "
+                       "4611686018427387896 bytes",
                        torch_serving::DecodeError);
+  // One more element, or dimensions whose product passes it (a 0 counted as 1), is refused by the shape alone.
+  for (const char* shape : {"[576460752303423488]", "[0,9223372036854775807,9223372036854775807]"}) {
+    std::string huge = std::string(R"({"inputs":[{"name":"x","shape":)") + shape +
+                       R"(,"datatype":"FP64","parameters":{"binary_data_size":0}}]})";
+    CHECK_THROWS_WITH_AS(v2::decode_request(huge, int64_t(huge.size()), owner),
+                         doctest::Contains("is too large: its dimensions multiply past 576460752303423487 elements"),
+                         torch_serving::DecodeError);
+  }
 }
 
 TEST_CASE("a request body parsed in place is kept alive by its binary views") {

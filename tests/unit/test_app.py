@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import torch_serving.app
-from tests.conftest import body_of, tensor_json
+import torch_serving.model_root
+from tests.conftest import body_of, nested_groups_body, tensor_json
 from torch_serving import Config, create_app
 
 TINY = "servable_identifier=tiny.pt"
@@ -278,7 +279,7 @@ def test_unexpected_error_is_a_bare_500_with_the_trace_logged(client, monkeypatc
     def explode(*args):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(torch_serving.app, "read_body", lambda req, limit: explode())
+    monkeypatch.setattr(torch_serving.app, "read_body", lambda req, limit, deadline: explode())
     with caplog.at_level(logging.ERROR, logger="torch_serving"):
         result = serve(client, "servable_identifier=tiny.pt", tiny_body(1))
     assert_error(result, 500, "Internal Server Error", "an unexpected error occurred; the server log has the details")
@@ -371,3 +372,67 @@ def test_requests_queue_for_a_slot_within_the_limit(model_root):
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda _: serve(client, "servable_identifier=slow.pt", slow_body(50)), range(4)))
     assert [r.status_code for r in results] == [200] * 4
+
+
+def test_a_forward_that_runs_out_of_memory_answers_503(client):
+    body = body_of({"type": "scalar", "value": 1 << 50})
+    result = serve(client, "servable_identifier=allocating.pt", body)
+    assert result.status_code == 503
+    assert result.headers["retry-after"] == "1"
+    assert result.json["description"] == "Server out of resources"
+    assert result.json["detail"].startswith("forward ran out of memory: ")
+    assert "can't allocate memory" in result.json["detail"]
+    # The worker serves on.
+    assert serve(client, TINY, tiny_body(1)).json["result"]["value"] == [3]
+
+
+def test_a_lookup_the_server_may_not_make_is_not_404(client, monkeypatch):
+    import errno
+    import os
+
+    def refuse(path, *args, **kwargs):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+    monkeypatch.setattr(torch_serving.model_root.os, "lstat", refuse)
+    assert_error(
+        serve(client, TINY, tiny_body(1)),
+        500,
+        "Model not readable",
+        "the server may not read model file tiny.pt: Permission denied",
+    )
+
+    def exhausted(path, *args, **kwargs):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), path)
+
+    monkeypatch.setattr(torch_serving.model_root.os, "lstat", exhausted)
+    result = serve(client, TINY, tiny_body(1))
+    assert_error(result, 503, "Server out of resources", "the server could not open model file tiny.pt: Too many open files")
+    assert result.headers["retry-after"] == "1"
+
+
+def test_head_answers_wherever_get_does(client):
+    for path in ["/healthcheck", "/cache"]:
+        got, head = client.simulate_get(path), client.simulate_head(path)
+        assert head.status_code == got.status_code == 200
+        assert head.content == b""
+
+
+def test_a_byte_order_mark_before_the_body_is_skipped(client):
+    assert serve(client, TINY, b"\xef\xbb\xbf" + tiny_body(1, 2)).json["result"]["value"] == [3, 5]
+
+
+def test_an_error_detail_is_cut_on_a_character_boundary(client):
+    body = ('{"type": "tensor", "value": ["a' + "\u00e9" * 20 + '"]}').encode()
+    assert_error(
+        serve(client, TINY, body),
+        400,
+        "Invalid request body",
+        'expected a finite number within the range of float32 or "NaN", "Infinity", "-Infinity", found string "a'
+        + "\u00e9" * 19
+        + '..." at body.value[0]',
+    )
+
+
+def test_nested_lists_of_tensors_reach_the_model(client):
+    result = serve(client, "servable_identifier=nested_groups.pt", nested_groups_body())
+    assert result.json["result"]["value"] == [11]

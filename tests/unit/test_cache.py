@@ -3,9 +3,11 @@ loading, eviction while in use, invalidation and files changing on disk."""
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import torch
 
 from tests.conftest import body_of, tensor_json
 from tests.models import AffineModel, script_and_save
-from torch_serving import ModelLoadError, ModelNotFoundError, Server
+from torch_serving import BusyError, DeadlineError, Executor, ModelLoadError, ModelNotFoundError, Server
 
 BODY = body_of(tensor_json(torch.tensor([1.0, 2.0])))
 
@@ -201,3 +203,23 @@ def test_deleted_file_is_not_found(tmp_path, model_root, plus, make_server):
     path.unlink()
     with pytest.raises(ModelNotFoundError, match="no model file m.pt under the model root"):
         answer(server, "m.pt")
+
+
+def test_abandoned_work_keeps_its_server_alive(model_root):
+    executor = Executor(1, 1)
+    server = Server(str(model_root), 2, 0)
+    slow = body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": 2000})
+    with pytest.raises(DeadlineError):
+        server.serve("slow.pt", "slow.pt", slow, executor=executor, timeout=0.05)
+    # The caller lets go of the Server while its abandoned call still runs
+    # on it; the call holds its own reference, so nothing is freed under it.
+    del server
+    gc.collect()
+    fresh = Server(str(model_root), 2, 0)
+    for _ in range(600):
+        try:
+            value = json.loads(fresh.serve("tiny.pt", "tiny.pt", BODY, executor=executor, timeout=30))
+            break
+        except BusyError:
+            time.sleep(0.05)
+    assert value["result"]["value"] == [3, 5]

@@ -230,7 +230,33 @@ DECODE_ERRORS = [
     ),
     (
         b'[{"type": "tensor", "shape": [4294967296, 4294967296], "value": []}]',
-        "shape's element count overflows int64 at body[0].shape",
+        "shape [4294967296, 4294967296] is too large: its dimensions multiply past 576460752303423487 elements"
+        " at body[0].shape",
+    ),
+    (
+        b'{"type":"tensor","value":[],"shape":[0,9223372036854775807,9223372036854775807]}',
+        "shape [0, 9223372036854775807, 9223372036854775807] is too large: its dimensions multiply past"
+        " 576460752303423487 elements at body.shape",
+    ),
+    (
+        b'{"type":"tensor","value":[1, 20000000000000000000],"data_type":"int64"}',
+        "expected an integer in [-9223372036854775808, 9223372036854775807] for int64, found 20000000000000000000"
+        " at body.value[1]",
+    ),
+    (
+        b'{"type":"tensor","value":[-9223372036854775809],"data_type":"int64"}',
+        "expected an integer in [-9223372036854775808, 9223372036854775807] for int64, found -9223372036854775809"
+        " at body.value[0]",
+    ),
+    (
+        b'{"type":"scalar","value":-20000000000000000000,"data_type":"float16"}',
+        'expected a finite number within the range of float16 or "NaN", "Infinity", "-Infinity",'
+        " found -20000000000000000000 at body.value",
+    ),
+    (
+        ('{"type":"tensor","value":["a' + "é" * 20 + '"]}').encode(),
+        'expected a finite number within the range of float32 or "NaN", "Infinity", "-Infinity",'
+        ' found string "a' + "é" * 19 + '..." at body.value[0]',
     ),
     (
         b'[{"type": "tensor", "shape": [100000000000], "value": [1]}]',
@@ -372,3 +398,28 @@ def test_encode_refuses_unsupported_dict_keys():
     with pytest.raises(EncodeError) as info:
         encode({1.5: "x"})
     assert str(info.value) == "cannot encode a dict key of type float at result.value"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # JavaScript's JSON.stringify(2e19) and Go write integers beyond 64 bits.
+        (b'{"type":"tensor","value":[20000000000000000000, -1]}', torch.tensor([2e19, -1.0])),
+        (b'{"type":"tensor","value":[1e3, 123456789012345678901234],"data_type":"float64"}',
+         torch.tensor([1e3, 123456789012345678901234.0], dtype=torch.float64)),
+        (b'{"type":"tensor","value":[18446744073709551615],"data_type":"float64"}',
+         torch.tensor([18446744073709551615.0], dtype=torch.float64)),
+        # A UTF-8 byte-order mark before the JSON is skipped (RFC 8259).
+        (b'\xef\xbb\xbf{"type":"tensor","value":[1, 2]}', torch.tensor([1.0, 2.0])),
+    ],
+)
+def test_numbers_beyond_64_bits_and_a_byte_order_mark_are_read(body, expected):
+    (decoded,) = decode(body)
+    assert decoded.dtype == expected.dtype
+    assert torch.equal(decoded, expected)
+
+
+def test_a_big_integer_inside_a_string_is_left_alone():
+    body = b'[{"type":"string","value":"12345678901234567890123 \\" 99999999999999999999"},' \
+        b' {"type":"scalar","value":99999999999999999999}]'
+    assert decode(body) == ['12345678901234567890123 " 99999999999999999999', 1e20]

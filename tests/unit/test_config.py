@@ -49,6 +49,15 @@ def test_environment_then_overrides(tmp_path):
     assert (config.port, config.model_root, config.threads, config.workers) == (9001, tmp_path.resolve(), 8, 2)
 
 
+def test_a_flag_wins_over_an_invalid_variable(tmp_path):
+    environ = {"TORCH_SERVING_THREADS": "many", "TORCH_SERVING_MAX_BODY_SIZE": "huge", "TORCH_SERVING_PORT": "9002"}
+    config = Config.from_env(environ, model_root=tmp_path, threads=3, max_body_size=1024)
+    assert (config.threads, config.max_body_size, config.port) == (3, 1024, 9002)
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(environ, model_root=tmp_path, max_body_size=1024)
+    assert str(info.value) == "threads must be an integer, got 'many'"
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

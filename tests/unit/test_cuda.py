@@ -8,7 +8,7 @@ import falcon.testing
 import pytest
 import torch
 
-from tests.conftest import body_of, tensor_json
+from tests.conftest import body_of, nested_groups_body, tensor_json
 from torch_serving import Config, Server, create_app, encode
 
 pytestmark = pytest.mark.cuda
@@ -67,3 +67,10 @@ def test_v2_on_cuda_in_json_and_binary(model_root):
     request = {"inputs": [{"name": "left", "shape": [2], "datatype": "INT16", "data": [1, 2]}]}
     result = client.simulate_post("/v2/models/dict_output/infer", body=json.dumps(request))
     assert result.json["outputs"] == [{"name": "left_doubled", "datatype": "INT16", "shape": [2], "data": [2, 4]}]
+
+
+def test_nested_inputs_are_moved_to_the_models_device(model_root):
+    client = falcon.testing.TestClient(create_app(Config(model_root=model_root, device="cuda")))
+    result = client.simulate_post("/serve", query_string="servable_identifier=nested_groups.pt", body=nested_groups_body())
+    assert result.status_code == 200, result.text
+    assert result.json["result"]["value"] == [11]

@@ -8,15 +8,18 @@ every body through the slower stream.
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 from gunicorn.http.body import Body, LengthReader
 from gunicorn.http.unreader import SocketUnreader
 
+from torch_serving.errors import RequestError
 from torch_serving.request_body import _receive_from_gunicorn
 
 BODY = b'[{"type": "tensor", "value": [[1.0, 2.0, 3.0, 4.0]]}]'
 NEXT_REQUEST = b"POST /serve?servable_identifier=tiny.pt HTTP/1.1\r\n"
+LATER = time.monotonic() + 3600  # a deadline these tests never reach
 
 
 @pytest.fixture
@@ -39,7 +42,7 @@ def test_the_body_is_what_gunicorn_held_then_the_socket(sockets, held_length):
     env = gunicorn_environ(server_side, BODY[:held_length], len(BODY))
     client_side.sendall(BODY[held_length:] + NEXT_REQUEST)
 
-    body, received = _receive_from_gunicorn(env, len(BODY))
+    body, received = _receive_from_gunicorn(env, len(BODY), LATER)
 
     assert (bytes(memoryview(body)), received) == (BODY, len(BODY))
     assert env["wsgi.input"].read() == b""  # gunicorn sees the body consumed
@@ -50,7 +53,7 @@ def test_bytes_of_a_pipelined_request_go_back_to_gunicorn(sockets):
     server_side, _ = sockets
     env = gunicorn_environ(server_side, BODY + NEXT_REQUEST, len(BODY))
 
-    body, received = _receive_from_gunicorn(env, len(BODY))
+    body, received = _receive_from_gunicorn(env, len(BODY), LATER)
 
     assert (bytes(memoryview(body)), received) == (BODY, len(BODY))
     assert env["wsgi.input"].reader.unreader.read() == NEXT_REQUEST
@@ -62,15 +65,33 @@ def test_a_client_that_stops_early_yields_what_arrived(sockets):
     client_side.sendall(BODY[:20])
     client_side.shutdown(socket.SHUT_WR)
 
-    _, received = _receive_from_gunicorn(env, len(BODY))
+    _, received = _receive_from_gunicorn(env, len(BODY), LATER)
 
     assert received == 20
 
 
 def test_other_streams_and_sockets_with_a_timeout_are_left_alone(sockets):
     server_side, _ = sockets
-    assert _receive_from_gunicorn({"wsgi.input": object(), "gunicorn.socket": server_side}, 5) is None
+    assert _receive_from_gunicorn({"wsgi.input": object(), "gunicorn.socket": server_side}, 5, LATER) is None
     env = gunicorn_environ(server_side, BODY, len(BODY))
     server_side.settimeout(5)
-    assert _receive_from_gunicorn(env, len(BODY)) is None
+    assert _receive_from_gunicorn(env, len(BODY), LATER) is None
     assert env["wsgi.input"].read() == BODY  # nothing was taken
+
+
+def test_a_client_that_stalls_past_the_deadline_gets_408_and_the_connection_ends(sockets):
+    server_side, client_side = sockets
+    env = gunicorn_environ(server_side, BODY[:10], len(BODY))
+    client_side.sendall(BODY[10:20])
+
+    with pytest.raises(RequestError) as info:
+        _receive_from_gunicorn(env, len(BODY), time.monotonic() + 0.2)
+
+    assert (info.value.status, info.value.description) == (408, "Request Timeout")
+    assert info.value.detail == (
+        "the request body did not arrive before the request's deadline"
+        f" (received 20 of the {len(BODY)} bytes Content-Length announced)"
+    )
+    # Gunicorn must close the connection, not read the rest as a next request.
+    assert env["wsgi.input"].failed is True
+    assert server_side.gettimeout() is None

@@ -563,6 +563,23 @@ def test_inputs_that_do_not_fit_the_model(client, model, request_doc, message):
         (
             {
                 "inputs": [tensor_input("x", torch.ones(1), "FP32")],
+                "parameters": {"classification": 2},
+            },
+            "the classification extension is not supported at body.parameters.classification",
+        ),
+        (
+            {"inputs": [{"name": "x", "shape": [0, 2**63 - 1, 2**63 - 1], "datatype": "FP32", "data": []}]},
+            "shape [0, 9223372036854775807, 9223372036854775807] is too large: its dimensions multiply past"
+            " 576460752303423487 elements at body.inputs[0].shape",
+        ),
+        (
+            {"inputs": [{"name": "x", "shape": [2], "datatype": "INT64", "data": [1, 20000000000000000000]}]},
+            "expected an integer in [-9223372036854775808, 9223372036854775807] for int64,"
+            " found 20000000000000000000 at body.inputs[0].data[1]",
+        ),
+        (
+            {
+                "inputs": [tensor_input("x", torch.ones(1), "FP32")],
                 "parameters": {"binary_data_output": 1},
             },
             "expected true or false, found 1 at body.parameters.binary_data_output",
@@ -621,8 +638,8 @@ def binary_x(size: int, shape=(2,), datatype="FP32") -> dict:
         (
             binary_x(8),
             b"\0" * 8,
-            {HEADER: "100000"},
-            "Inference-Header-Content-Length is 100000, past the end of the 108-byte body",
+            {HEADER: "60000"},
+            "Inference-Header-Content-Length is 60000, past the end of the 108-byte body",
         ),
         (
             binary_x(8),
@@ -635,6 +652,27 @@ def binary_x(size: int, shape=(2,), datatype="FP32") -> dict:
             b"\0" * 8,
             {HEADER: "10"},
             "request JSON is not valid: The JSON document has an improper structure: missing or superfluous commas, braces, missing keys, etc.",
+        ),
+        (
+            binary_x(8),
+            b"\0" * 8,
+            {HEADER: "99999999999999999999"},
+            "Inference-Header-Content-Length is 99999999999999999999, past the end of any body this server"
+            " accepts (at most 65536 bytes)",
+        ),
+        (
+            binary_x(4, (4,), "BOOL"),
+            b"\x01\x00\x02\xff",
+            {},
+            "BOOL data of input 'x' holds byte 2 at offset 2 of its binary data; each BOOL element must be"
+            " the byte 0 or 1",
+        ),
+        (
+            binary_x(0, (0, 2**63 - 1, 2**63 - 1)),
+            b"",
+            {},
+            "shape [0, 9223372036854775807, 9223372036854775807] is too large: its dimensions multiply past"
+            " 576460752303423487 elements at body.inputs[0].shape",
         ),
         (
             binary_x(6, (2,), "BYTES"),
@@ -667,7 +705,7 @@ def test_http_level_errors_use_the_v2_envelope(client):
         "/v2/models/tiny/infer answers POST only",
     )
     assert client.simulate_get("/v2/models/tiny/infer").headers["allow"] == "POST"
-    assert_v2_error(client.simulate_post("/v2/models/tiny"), 405, "/v2/models/tiny answers GET only")
+    assert_v2_error(client.simulate_post("/v2/models/tiny"), 405, "/v2/models/tiny answers GET and HEAD only")
     assert_v2_error(client.simulate_get("/v2/health/nope"), 404, "GET /v2/health/nope: Not Found")
     big = {"inputs": [tensor_input("x", torch.zeros(20000), "FP32")]}
     assert_v2_error(
@@ -724,3 +762,42 @@ def test_the_documented_examples(tmp_path):
     }
     names = {"inputs": [{"name": "names", "shape": [2], "datatype": "BYTES", "data": ["Ada", "Alan"]}]}
     assert infer(client, "greeter", names).json["outputs"][0]["data"] == ["Hello, Ada!", "Hello, Alan!"]
+
+
+def test_big_integers_and_a_byte_order_mark_are_read(client):
+    body = b'\xef\xbb\xbf{"inputs": [{"name": "x", "shape": [2], "datatype": "FP64", "data": [20000000000000000000, 1]}]}'
+    result = client.simulate_post("/v2/models/echo/infer", body=body)
+    assert result.json["outputs"][0]["data"] == [2e19, 1]
+
+
+@pytest.mark.parametrize("model", ["nested_lists", "word_grid"])
+def test_a_list_of_lists_is_one_output_v2_cannot_express(client, model):
+    x = tensor_input("x", torch.ones(2), "FP32")
+    message = "List[List[int]]" if model == "nested_lists" else "List[List[str]]"
+    assert_v2_error(
+        infer(client, model, {"inputs": [x]}),
+        500,
+        f"output 'OUTPUT__0' is a {message}, which V2 cannot express as a tensor",
+    )
+    assert client.simulate_get(f"/v2/models/{model}").json["outputs"] == []
+
+
+def test_a_tuple_holding_a_list_of_tensors(client):
+    x = tensor_input("x", torch.tensor([1.0, 2.0]), "FP32")
+    # Metadata lists no outputs rather than a partial list with a gap.
+    assert client.simulate_get("/v2/models/tuple_with_list").json["outputs"] == []
+    assert_v2_error(
+        infer(client, "tuple_with_list", {"inputs": [x]}),
+        500,
+        "output 'OUTPUT__0' is a List[Tensor], which V2 cannot express as a tensor",
+    )
+    chosen = infer(client, "tuple_with_list", {"inputs": [x], "outputs": [{"name": "OUTPUT__1"}]})
+    assert chosen.json["outputs"][0]["data"] == [2, 4]
+
+
+def test_head_answers_wherever_get_does(client):
+    for path in ["/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/tiny", "/v2/models/tiny/ready"]:
+        got, head = client.simulate_get(path), client.simulate_head(path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b""
+        assert head.headers["content-length"] == str(len(got.content))

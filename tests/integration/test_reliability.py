@@ -1,0 +1,174 @@
+"""What no client, burst or file may cost a worker, through real gunicorn:
+stalled uploads, bursts beyond the threads, a large body's memory, a failed
+load in a full cache, queued work past its deadline, and gunicorn's own
+refusals answered in the envelope."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+
+from tests.conftest import body_of, tensor_json
+from tests.integration.server import cli_command, free_port, running
+from tests.integration.test_hostile import raw_exchange, read_until_closed, serve_request, split_responses
+
+BODY = body_of(tensor_json(torch.tensor([1.0, 2.0])))
+
+
+def post(url: str, identifier: str, body: bytes = BODY, timeout: float = 60) -> requests.Response:
+    return requests.post(f"{url}/serve", params={"servable_identifier": identifier}, data=body, timeout=timeout)
+
+
+def slow_body(rounds: int) -> bytes:
+    return body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": rounds})
+
+
+@pytest.fixture
+def start(model_root, tmp_path):
+    def start_server(*options: str, root: Path = model_root):
+        port = free_port()
+        command = cli_command(port, "--model-root", str(root), "--workers", "1", *options)
+        return running(command, port, tmp_path / f"{port}.log")
+
+    return start_server
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_stalled_uploads_get_408_while_others_are_served(start):
+    with start("--threads", "4", "--timeout", "3") as server:
+        request = serve_request(BODY, close=True)
+        stalled = []
+        for _ in range(8):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            sock.sendall(request[: request.index(b"\r\n\r\n") + 4 + 5])  # headers and 5 body bytes
+            stalled.append(sock)
+        try:
+            # While the eight uploads stall, everybody else is served.
+            for _ in range(5):
+                assert requests.get(f"{server.url}/healthcheck", timeout=2).status_code == 200
+                assert post(server.url, "tiny.pt", timeout=2).json()["result"]["value"] == [3, 5]
+            # Each stalled upload is answered 408 at its deadline and closed.
+            for sock in stalled:
+                status, body = split_responses(read_until_closed(sock))[0]
+                assert status == 408
+                assert json.loads(body) == {
+                    "code": 408,
+                    "message": "Client Error",
+                    "description": "Request Timeout",
+                    "detail": "the request body did not arrive before the request's deadline"
+                    f" (received 5 of the {len(BODY)} bytes Content-Length announced)",
+                }
+        finally:
+            for sock in stalled:
+                sock.close()
+        assert post(server.url, "tiny.pt").json()["result"]["value"] == [3, 5]
+
+
+def test_a_burst_beyond_the_threads_gets_fast_503s(start):
+    with start("--threads", "1", "--queue-size", "1", "--timeout", "60") as server:
+        post(server.url, "slow.pt", slow_body(1))
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            slow = [pool.submit(post, server.url, "slow.pt", slow_body(3000)) for _ in range(2)]
+            time.sleep(0.5)  # both slow requests hold the worker's two request threads
+            burst = [pool.submit(post, server.url, "tiny.pt") for _ in range(6)]
+            refused = [future.result() for future in burst]
+            # Refused while the slow ones still run: nothing waited for them.
+            assert not any(future.done() for future in slow)
+            assert [future.result().status_code for future in slow] == [200, 200]
+        for response in refused:
+            assert response.status_code == 503
+            assert response.headers["Retry-After"] == "1"
+            assert response.json() == {
+                "code": 503,
+                "message": "Server Error",
+                "description": "Server busy",
+                "detail": "all 2 request threads of this worker are busy; retry later",
+            }
+        assert post(server.url, "tiny.pt").json()["result"]["value"] == [3, 5]
+
+
+def test_a_request_whose_deadline_passed_in_the_queue_never_runs(start, model_root, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    for name in ["slow.pt", "tiny.pt"]:
+        shutil.copy(model_root / name, root / name)
+    with start("--threads", "1", "--queue-size", "4", "--timeout", "1", root=root) as server:
+        post(server.url, "slow.pt", slow_body(1))
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            holder = pool.submit(post, server.url, "slow.pt", slow_body(3000))
+            time.sleep(0.3)
+            queued = post(server.url, "tiny.pt")
+            assert queued.status_code == 504
+            assert holder.result().status_code == 504
+        # The slot is free again; had the queued call run, it would have loaded tiny.pt.
+        time.sleep(0.5)
+        assert requests.get(f"{server.url}/cache", timeout=10).json()["models"] == ["slow.pt"]
+
+
+def test_a_failed_load_in_a_full_cache_evicts_nothing(start, model_root):
+    with start("--model-capacity", "2", "--buffer-size", "1") as server:
+        for k in range(3):
+            assert post(server.url, f"many/plus{k}.pt").status_code == 200
+        before = requests.get(f"{server.url}/cache", timeout=10).json()
+        broken = post(server.url, "corrupt.pt")
+        assert broken.status_code == 422
+        after = requests.get(f"{server.url}/cache", timeout=10).json()
+        assert after["models"] == before["models"]
+        assert after["stats"]["evictions"] == 0
+
+
+def test_memory_returns_near_its_baseline_after_a_large_body(start):
+    with start("--threads", "4", "--max-body-size", "80MiB") as server:
+        (worker,) = server.workers()
+        # Warm every thread with small requests before the baseline.
+        for _ in range(20):
+            post(server.url, "tiny.pt")
+        baseline = rss_bytes(worker)
+        # 64 MiB of numbers, refused after the whole body is parsed: kinds.pt
+        # wants a List[int] first.
+        large = b'[{"type":"tensor","value":[' + b"1," * (32 * 1024 * 1024 - 8) + b"1]}]"
+        for _ in range(2):
+            response = post(server.url, "kinds.pt", large, timeout=120)
+            assert response.status_code == 400
+        time.sleep(0.5)
+        grown = rss_bytes(worker) - baseline
+        assert grown < 64 * 1024 * 1024, f"RSS grew by {grown / 2**20:.0f} MiB after large bodies"
+
+
+def test_gunicorns_own_refusals_use_the_envelope(start):
+    with start() as server:
+        line = b"GET /healthcheck?" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        status, body = split_responses(raw_exchange(server, line))[0]
+        doc = json.loads(body)
+        assert (status, doc["code"], doc["description"]) == (414, 414, "URI Too Long")
+        assert doc["message"] == "Client Error" and "4094" in doc["detail"]
+        headers = b"".join(b"X-Flood-%d: y\r\n" % i for i in range(150))
+        flood = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n" + headers + b"Connection: close\r\n\r\n"
+        status, body = split_responses(raw_exchange(server, flood))[0]
+        assert status == 431
+        assert json.loads(body)["code"] == 431
+        assert requests.get(f"{server.url}/healthcheck", timeout=10).status_code == 200
+
+
+def test_head_answers_like_get(start):
+    with start() as server:
+        for path in ["/healthcheck", "/cache", "/v2/health/ready", "/v2/models/tiny"]:
+            got = requests.get(server.url + path, timeout=10)
+            head = requests.head(server.url + path, timeout=10)
+            assert head.status_code == got.status_code == 200, path
+            assert head.content == b""
+

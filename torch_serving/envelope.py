@@ -1,0 +1,41 @@
+"""The error envelope: the one shape every error answer takes.
+
+An error answer of the /serve API is
+``{"code": N, "message": "Client Error"|"Server Error", "description": SHORT, "detail": LONGER}``
+with ``N`` equal to the HTTP status. ``description`` is a stable phrase a
+client can switch on; ``detail`` says exactly what was wrong. Under ``/v2``
+the same status answers with the Open Inference Protocol's ``{"error": DETAIL}``.
+
+This module loads no torch, so that the gunicorn worker class can answer
+gunicorn's own refusals with it.
+"""
+
+from __future__ import annotations
+
+import json
+
+__all__ = ["RETRY_AFTER", "error_body", "error_document"]
+
+# The header of every 503: how many seconds the client should wait.
+RETRY_AFTER = {"Retry-After": "1"}
+
+_V2_PREFIX = "/v2"
+
+
+def error_body(status: int, description: str, detail: str) -> bytes:
+    """Return the /serve JSON envelope of an error answer."""
+    message = "Client Error" if status < 500 else "Server Error"
+    envelope = {
+        "code": status,
+        "message": message,
+        "description": description,
+        "detail": detail,
+    }
+    return json.dumps(envelope).encode()
+
+
+def error_document(path: str, status: int, description: str, detail: str) -> bytes:
+    """Return the error answer for a request to ``path``: V2's form under /v2, the envelope elsewhere."""
+    if path == _V2_PREFIX or path.startswith(_V2_PREFIX + "/"):
+        return json.dumps({"error": detail}).encode()
+    return error_body(status, description, detail)

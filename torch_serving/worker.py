@@ -1,0 +1,185 @@
+"""The gunicorn worker torch-serving runs in: gthread with admission control.
+
+Gunicorn's gthread worker hands every readable connection to its thread
+pool, whose queue has no bound, and a request's clock would start only when
+a thread takes it. This worker instead:
+
+* answers a fast 503 with ``Retry-After`` from its event loop when all of its
+  request threads are busy, so a burst beyond them is refused at once
+  instead of queueing without a deadline;
+* stamps each request with when the event loop handed it over, so the
+  deadline counts from there (``arrival_time``);
+* answers gunicorn's own refusals (a request line or headers over its limits,
+  malformed HTTP) with the JSON error envelope instead of an HTML page.
+
+The CLI sizes its thread pool to ``--threads`` + ``--queue-size``: the
+request threads receive bodies and wait, while at most ``--threads`` of them
+run native work at once (``admission.NativeRunner``). No torch is loaded
+here: gunicorn imports the worker class in its master.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import re
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from functools import partial
+
+from gunicorn import util
+from gunicorn.workers.gthread import ThreadWorker
+
+from torch_serving.envelope import RETRY_AFTER, error_body, error_document
+
+__all__ = ["ServingWorker", "arrival_time"]
+
+# How long a refused connection stays open for the client to read its 503:
+# closing at once, with its request unread, would reset the connection and
+# could lose the answer.
+_REFUSED_LINGER_S = 2.0
+_GUNICORN_STATUS = re.compile(rb"^HTTP/1\.1 (\d{3}) ([^\r\n]*)")
+_GUNICORN_DETAIL = re.compile(rb"</h1>\s*(.*?)\s*</body>", re.DOTALL)
+_UNEXPECTED = "an unexpected error occurred; the server log has the details"
+
+_arrival = threading.local()
+
+
+def arrival_time() -> float:
+    """Return when the current request was handed to its thread (``time.monotonic()``).
+
+    Under ``ServingWorker`` that is when the event loop found it readable;
+    elsewhere, and for a new connection whose request had not arrived yet,
+    it is now.
+    """
+    arrived = getattr(_arrival, "time", None)
+    return time.monotonic() if arrived is None else arrived
+
+
+def _http_response(status: int, reason: str, body: bytes, headers: dict[str, str]) -> bytes:
+    lines = [
+        f"HTTP/1.1 {status} {reason}",
+        "Connection: close",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class _CapturedSocket:
+    """Stands in for the client socket while gunicorn writes its HTML error page."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def gettimeout(self) -> float:
+        return 0.0  # non-blocking, so gunicorn writes at once
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
+class ServingWorker(ThreadWorker):
+    """Gunicorn's gthread worker with a bounded number of requests in flight."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Touched only by the event loop thread (enqueue_req, finish_request).
+        self._in_flight = 0
+        self._lingering: deque[tuple[float, socket.socket]] = deque()
+        self._busy_answer = _http_response(
+            503,
+            "Service Unavailable",
+            error_body(
+                503,
+                "Server busy",
+                f"all {self.cfg.threads} request threads of this worker are busy; retry later",
+            ),
+            RETRY_AFTER,
+        )
+
+    def enqueue_req(self, conn) -> None:
+        if self._in_flight >= self.cfg.threads:
+            self._refuse(conn)
+            return
+        self._in_flight += 1
+        conn.arrived = time.monotonic()
+        super().enqueue_req(conn)
+
+    def finish_request(self, conn, fs) -> None:
+        self._in_flight -= 1
+        super().finish_request(conn, fs)
+
+    def handle(self, conn):
+        # A new connection may wait here for its request to arrive; its
+        # clock then starts when the app sees it.
+        _arrival.time = conn.arrived if conn.initialized or conn.data_ready else None
+        return super().handle(conn)
+
+    def _refuse(self, conn) -> None:
+        """Answer 503 and close, from the event loop, without a thread."""
+        self.nr_conns -= 1
+        sock = conn.sock
+        try:
+            sock.setblocking(False)
+            _discard_readable(sock)
+            sock.send(self._busy_answer)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            util.close(sock)
+            return
+        self._lingering.append((time.monotonic() + _REFUSED_LINGER_S, sock))
+        self.poller.register(sock, selectors.EVENT_READ, partial(self._on_refused_readable, sock))
+
+    def _on_refused_readable(self, sock: socket.socket, _fileobj) -> None:
+        try:
+            if _discard_readable(sock):
+                return
+        except OSError:
+            pass
+        self._close_lingering(sock)
+
+    def _close_lingering(self, sock: socket.socket) -> None:
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(sock)
+        util.close(sock)
+
+    def murder_keepalived(self, force: bool = False) -> None:
+        # Runs on every turn of the event loop: also close refused
+        # connections whose client has had its time to read the 503.
+        super().murder_keepalived(force)
+        now = time.monotonic()
+        while self._lingering and (force or self._lingering[0][0] <= now):
+            _, sock = self._lingering.popleft()
+            if sock.fileno() >= 0:
+                self._close_lingering(sock)
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        # Gunicorn decides the status and logs; the page it writes is
+        # replaced by the JSON envelope.
+        page = _CapturedSocket()
+        super().handle_error(req, page, addr, exc)
+        status_line = _GUNICORN_STATUS.match(page.data)
+        if status_line is None:
+            return
+        status, reason = int(status_line.group(1)), status_line.group(2).decode("latin-1")
+        detail_match = _GUNICORN_DETAIL.search(page.data)
+        detail = html.unescape(detail_match.group(1).decode("latin-1")) if detail_match else ""
+        path = getattr(req, "path", None) or ""
+        body = error_document(path, status, reason, detail or _UNEXPECTED)
+        with contextlib.suppress(OSError):
+            util.write_nonblock(client, _http_response(status, reason, body, {}))
+
+
+def _discard_readable(sock: socket.socket) -> bool:
+    """Read and drop what a non-blocking socket holds; return whether it is still open."""
+    while True:
+        try:
+            if not sock.recv(65536):
+                return False
+        except BlockingIOError:
+            return True
