@@ -33,7 +33,7 @@ import numpy
 import requests
 
 from benchmarks.workloads import Workload, build
-from tests.integration.server import cli_command, free_port, process_tree, running
+from tests.integration.server import RunningServer, cli_command, free_port, process_tree, running
 from torch_serving.config import Config
 
 DEFAULTS = Config(model_root=Path.cwd())
@@ -122,6 +122,17 @@ class Target:
     server_pid: int
     url: str
     script: Path
+
+
+def serve_targets(servers: dict[str, RunningServer], workload: Workload, scratch: Path) -> dict[str, Target]:
+    """Check each server's /serve answer to ``workload`` and return the wrk target that drives it."""
+    script = wrk_script(scratch, workload.name, workload.body)
+    targets = {}
+    for name, server in servers.items():
+        check_answer(f"{server.url}/serve", workload, None)
+        url = f"{server.url}/serve?servable_identifier={workload.model}"
+        targets[name] = Target(server.process.pid, url, script)
+    return targets
 
 
 def interleaved_rounds(

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.load import Target, check_answer, interleaved_rounds, wrk_script
+from benchmarks.load import interleaved_rounds, serve_targets
 from benchmarks.workloads import build
 from tests.integration.server import cli_command, free_port, running
 from tests.models import REPO
@@ -31,7 +31,8 @@ def built_revision(revision: str, scratch: Path):
     tree = scratch / "revision"
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tree), revision], check=True)
     try:
-        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree, check=True)
+        build = [sys.executable, "setup.py", "-q", "build_ext", "--inplace"]
+        subprocess.run(build, cwd=tree, check=True, stdout=subprocess.DEVNULL)
         yield tree
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=True)
@@ -62,12 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print("| workload | this tree req/s | other req/s | ratio | this tree CPU ms | other CPU ms | CPU ratio (other/this) |")
         print("|---|---|---|---|---|---|---|")
         for workload in workloads:
-            script = wrk_script(scratch, workload.name, workload.body)
-            targets = {}
-            for name, server in servers.items():
-                check_answer(f"{server.url}/serve", workload, None)
-                url = f"{server.url}/serve?servable_identifier={workload.model}"
-                targets[name] = Target(server.process.pid, url, script)
+            targets = serve_targets(servers, workload, scratch)
             series = interleaved_rounds(targets, args.rounds, args.seconds, args.connections, args.wrk_threads)
             rate = {name: statistics.median(r.rate for r in rounds) for name, rounds in series.items()}
             cpu = {name: statistics.median(r.cpu_ms_per_request for r in rounds) for name, rounds in series.items()}

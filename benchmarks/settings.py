@@ -18,7 +18,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.load import Round, Target, check_answer, interleaved_rounds, peak_rss_mib, wrk_script
+from benchmarks.load import Round, interleaved_rounds, peak_rss_mib, serve_targets
 from benchmarks.workloads import build
 from tests.integration.server import cli_command, free_port, running
 
@@ -51,12 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             servers[setting] = stack.enter_context(running(command, port, tmp_path / f"{setting}.log"))
         rounds: dict[tuple[str, str], list[Round]] = {}
         for workload in workloads:
-            script = wrk_script(tmp_path, workload.name, workload.body)
-            targets = {}
-            for setting, server in servers.items():
-                check_answer(f"{server.url}/serve", workload, None)
-                url = f"{server.url}/serve?servable_identifier={workload.model}"
-                targets[setting] = Target(server.process.pid, url, script)
+            targets = serve_targets(servers, workload, tmp_path)
             series = interleaved_rounds(targets, args.rounds, args.seconds, args.connections)
             rounds.update({(workload.name, setting): results for setting, results in series.items()})
         rss = {setting: peak_rss_mib(server.process.pid) for setting, server in servers.items()}

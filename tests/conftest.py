@@ -62,5 +62,6 @@ def body_of(*args: dict) -> bytes:
 
 def nested_groups_body() -> bytes:
     """A ``List[List[Tensor]]`` for nested_groups.pt, whose answer is 11."""
-    group = lambda *tensors: {"type": "tensor_list", "value": [tensor_json(t) for t in tensors]}  # noqa: E731
-    return body_of({"type": "list", "value": [group(torch.tensor([1.0, 2.0]), torch.tensor([3.0])), group(torch.zeros(2))]})
+    groups = [[torch.tensor([1.0, 2.0]), torch.tensor([3.0])], [torch.zeros(2)]]
+    value = [{"type": "tensor_list", "value": [tensor_json(t) for t in group]} for group in groups]
+    return body_of({"type": "list", "value": value})

@@ -116,3 +116,12 @@ def _stop(process: subprocess.Popen) -> None:
 def cli_command(port: int, *options: str) -> list[str]:
     """Return the torch-serving command line for ``port`` plus ``options``."""
     return [sys.executable, "-m", "torch_serving", "--port", str(port), *options]
+
+
+@contextlib.contextmanager
+def serving(tmp_path_factory, name: str, *options: str) -> Iterator[RunningServer]:
+    """Run torch-serving with ``options`` on a free port, its log in a fresh folder named after ``name``."""
+    port = free_port()
+    log = tmp_path_factory.mktemp(f"{name}-logs") / "server.log"
+    with running(cli_command(port, *options), port, log) as server:
+        yield server

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from tests.adversarial import ADVERSARIES
-from tests.integration.server import cli_command, free_port, running
+from tests.integration.server import serving
 
 LIMIT = 64 * 1024 * 1024
 # Far above the few seconds each takes here, far below quadratic costs (hours).
@@ -17,10 +17,8 @@ GENEROUS_BOUND_S = 60
 
 @pytest.fixture(scope="module")
 def server(model_root, tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("adversarial-logs") / "server.log"
     options = ["--model-root", str(model_root), "--workers", "1", "--timeout", "120", "--log-level", "warning"]
-    with running(cli_command(port, *options), port, log) as running_server:
+    with serving(tmp_path_factory, "adversarial", *options) as running_server:
         yield running_server
 
 

@@ -15,7 +15,7 @@ import requests
 import torch
 
 from tests.conftest import body_of, tensor_json
-from tests.integration.server import cli_command, free_port, running
+from tests.integration.server import serving
 
 GOLDEN_BODY = body_of(tensor_json(torch.tensor([[1.0, -2.5, 1e-3, 7.0]])))
 GOLDEN_RESULT = {"type": "tensor", "data_type": "float32", "shape": [1, 4], "value": [3, -4, 1.002, 15]}
@@ -50,10 +50,8 @@ def hostile_root(model_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(hostile_root, tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("hostile-logs") / "server.log"
     options = ["--model-root", str(hostile_root), "--workers", "1", "--threads", "4", "--max-body-size", "1MiB"]
-    with running(cli_command(port, *options), port, log) as running_server:
+    with serving(tmp_path_factory, "hostile", *options) as running_server:
         yield running_server
 
 
