@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import falcon
 from gunicorn.http.body import Body, LengthReader
@@ -70,29 +70,38 @@ def read_body(req: falcon.Request, limit: int, deadline: float) -> RequestBody:
     # Without Content-Length (chunked), the server's stream ends with the
     # body; Falcon's bounded stream would read nothing.
     pieces, total = [], 0
-    with _bounded_by(req.env, deadline):
+    with _bounded_by(req.env, deadline) as rearm:
         while chunk := req.stream.read(_READ_CHUNK):
             total += len(chunk)
             if total > limit:
                 raise _too_large(f"body exceeds the limit of {limit} bytes")
             pieces.append(chunk)
+            rearm()
     return RequestBody(b"".join(pieces))
 
 
 @contextlib.contextmanager
-def _bounded_by(env: dict, deadline: float) -> Iterator[None]:
+def _bounded_by(env: dict, deadline: float) -> Iterator[Callable[[], None]]:
     """Let reads from gunicorn's client socket in the block end at ``deadline`` with 408.
 
-    The timeout bounds each wait for data, so a client that trickles bytes
-    is stopped by the byte count only; elsewhere reads are not bounded.
+    Each wait for data is bounded by the time left when the timeout was
+    last armed; the block calls the function it is given to arm it again
+    between reads. Outside gunicorn, reads are not bounded.
     """
     sock = env.get("gunicorn.socket")
     if sock is None or sock.gettimeout() is not None:
-        yield
+        yield lambda: None
         return
-    sock.settimeout(max(deadline - time.monotonic(), _MIN_WAIT_S))
+
+    def rearm() -> None:
+        remaining_s = deadline - time.monotonic()
+        if remaining_s <= 0:
+            raise TimeoutError
+        sock.settimeout(max(remaining_s, _MIN_WAIT_S))
+
     try:
-        yield
+        rearm()
+        yield rearm
     except TimeoutError:
         _fail_body(env.get("wsgi.input"), sock)
         raise _too_slow() from None

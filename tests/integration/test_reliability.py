@@ -78,6 +78,17 @@ def test_stalled_uploads_get_408_while_others_are_served(start):
         assert post(server.url, "tiny.pt").json()["result"]["value"] == [3, 5]
 
 
+def test_a_stalled_chunked_upload_gets_408(start):
+    with start("--timeout", "2") as server:
+        head = b"POST /serve?servable_identifier=tiny.pt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(head + b"5\r\n[{\"ty\r\n")
+            status, body = split_responses(read_until_closed(sock))[0]
+        assert status == 408
+        assert json.loads(body)["detail"] == "the request body did not arrive before the request's deadline"
+        assert post(server.url, "tiny.pt").json()["result"]["value"] == [3, 5]
+
+
 def test_a_burst_beyond_the_threads_gets_fast_503s(start):
     with start("--threads", "1", "--queue-size", "1", "--timeout", "60") as server:
         post(server.url, "slow.pt", slow_body(1))
