@@ -42,7 +42,8 @@ class _GunicornApplication(BaseApplication):
     def load_config(self) -> None:
         config = self._config
         settings = {
-            "bind": f"{config.host}:{config.port}",
+            # An IPv6 address is bracketed, or gunicorn splits it at its first colon.
+            "bind": f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}",
             "workers": config.workers,
             # Request threads: those running native work, plus those waiting
             # in the queue (receiving bodies, then waiting for a slot). The

@@ -39,10 +39,10 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` (IPv4 or IPv6) that nothing listens on right now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
@@ -53,6 +53,7 @@ class RunningServer:
     process: subprocess.Popen
     port: int
     log_path: Path
+    host: str = "127.0.0.1"
 
     def workers(self) -> list[int]:
         """Return the pids of the gunicorn workers (the master's children)."""
@@ -60,7 +61,8 @@ class RunningServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -89,13 +91,18 @@ def _wait_until_healthy(server: RunningServer) -> None:
 
 @contextlib.contextmanager
 def running(
-    command: Sequence[str], port: int, log_path: Path, env: dict[str, str] | None = None, cwd: Path = REPO
+    command: Sequence[str],
+    port: int,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path = REPO,
+    host: str = "127.0.0.1",
 ) -> Iterator[RunningServer]:
-    """Run ``command`` until the block ends; it must serve /healthcheck on ``port``."""
+    """Run ``command`` until the block ends; it must serve /healthcheck on ``host``:``port``."""
     environ = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environ, cwd=cwd, start_new_session=True)
-    server = RunningServer(process, port, log_path)
+    server = RunningServer(process, port, log_path, host)
     try:
         _wait_until_healthy(server)
         yield server

@@ -137,12 +137,21 @@ def test_environment_variables_configure_the_cli(model_root, tmp_path):
         assert not server.wait_for_log("POST /serve", timeout_s=1.0)
 
 
-def test_wsgi_entry_point_under_plain_gunicorn(model_root, tmp_path):
+@pytest.mark.parametrize("worker_class", ["gthread", "torch_serving.worker.ServingWorker"])
+def test_wsgi_entry_point_under_plain_gunicorn(model_root, tmp_path, worker_class):
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "2", "--no-control-socket",
+    command = [sys.executable, "-m", "gunicorn", "-k", worker_class, "--threads", "2", "--no-control-socket",
                "-b", f"127.0.0.1:{port}", "torch_serving.wsgi:app"]
     with running(command, port, tmp_path / "log", env={"TORCH_SERVING_MODEL_ROOT": str(model_root)}) as server:
         assert post(server, "nested/triple.pt", tiny_body(2)).json()["result"]["value"] == [6]
+
+
+@pytest.mark.parametrize("host", ["::1", "127.0.0.1"])
+def test_the_cli_listens_on_ipv6_and_ipv4_hosts(model_root, tmp_path, host):
+    port = free_port(host)
+    command = cli_command(port, "--host", host, "--model-root", str(model_root), "--workers", "1")
+    with running(command, port, tmp_path / "log", host=host) as server:
+        assert post(server, "tiny.pt", tiny_body(1)).json()["result"]["value"] == [3]
 
 
 @pytest.mark.parametrize(
