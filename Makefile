@@ -4,7 +4,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libsimdjson-dev doctest-dev cmake g++ curl wrk
+APT_PACKAGES := libsimdjson-dev libturbojpeg0-dev libpng-dev libwebp-dev doctest-dev cmake g++ curl wrk
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 NATIVE_SOURCES := $(wildcard ext/*.cpp ext/*.h) setup.py pyproject.toml
 CPP_BUILD := cpp-build
@@ -39,7 +39,10 @@ model-example.pt: example/create_model.py $(VENV)/.deps
 scale.pt greeter.pt &: example/create_v2_models.py $(VENV)/.deps
 	$(PY) example/create_v2_models.py .
 
-serve: setup model-example.pt scale.pt greeter.pt
+classifier.pt picture.jpg &: example/create_image_model.py $(VENV)/.deps
+	$(PY) example/create_image_model.py .
+
+serve: setup model-example.pt scale.pt greeter.pt classifier.pt picture.jpg
 	$(VENV)/bin/torch-serving --host $(HOST) --port $(PORT) --model-root .
 
 test: test-native test-python
@@ -102,4 +105,4 @@ sanitize: setup
 	cd .sanitize && $(SANITIZE_ENV) ../$(PY) -m pytest tests/unit/test_codec.py tests/unit/test_cache.py tests/unit/test_v2.py -q -p no:cacheprovider
 
 clean:
-	rm -rf $(CPP_BUILD) cpp-build-asan .sanitize .fuzz build *.egg-info torch_serving/*.so model-example.pt scale.pt greeter.pt
+	rm -rf $(CPP_BUILD) cpp-build-asan .sanitize .fuzz build *.egg-info torch_serving/*.so model-example.pt scale.pt greeter.pt classifier.pt picture.jpg

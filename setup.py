@@ -16,9 +16,11 @@ from setuptools import setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension
 
 SOURCES = [
+    "ext/base64.cpp",
     "ext/bindings.cpp",
     "ext/codec.cpp",
     "ext/executor.cpp",
+    "ext/image.cpp",
     "ext/json_tensor.cpp",
     "ext/model_cache.cpp",
     "ext/model_file.cpp",
@@ -53,7 +55,7 @@ setup(
         CppExtension(
             name="torch_serving._C",
             sources=SOURCES,
-            libraries=["simdjson"],
+            libraries=["simdjson", "turbojpeg", "png", "webp"],
             # fmt comes header-only with torch's own headers; libtorch does not export it.
             define_macros=[("FMT_HEADER_ONLY", "1")],
             # Hidden by default, as pybind11 recommends: the header-only fmt and the

@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--workloads", default="tiny,example,image,echo")
+    parser.add_argument("--workloads", default="tiny,example,image,echo,jpeg,jpeg-means")
     parser.add_argument("--workers", type=int, default=DEFAULTS.workers, help="for all three servers")
     parser.add_argument("--threads", type=int, default=DEFAULTS.threads, help="for all three servers")
     args = parser.parse_args(argv)

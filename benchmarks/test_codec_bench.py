@@ -8,6 +8,8 @@ Bodies are what real clients send: json.dumps of tensor.tolist().
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 
 import numpy as np
@@ -15,7 +17,9 @@ import orjson
 import pytest
 import simdjson
 import torch
+from PIL import Image
 
+from benchmarks.workloads import benchmark_jpeg
 from torch_serving import decode, encode
 
 SIZES = {"4": (1, 4), "1k": (1, 1000), "150k": (1, 3, 224, 224), "1.5M": (1, 30, 224, 224)}
@@ -74,6 +78,36 @@ def test_encode_floor_orjson(case, measure):
     name, tensor, _, _ = case
     array = tensor.numpy()
     measure(f"encode-{name}", "floor", orjson.dumps, array, None, orjson.OPT_SERIALIZE_NUMPY)
+
+
+@pytest.fixture(scope="module")
+def jpeg():
+    raw = benchmark_jpeg()
+    return raw, json.dumps({"type": "image", "value": base64.b64encode(raw).decode()}).encode()
+
+
+def test_image_decode_ours(jpeg, measure):
+    raw, body = jpeg
+    (pixels,) = measure("image-jpeg-224", "ours", decode, body)
+    assert pixels.shape == (3, 224, 224)
+
+
+def test_image_decode_floor_pillow(jpeg, measure):
+    # The floor: Pillow decoding the raw bytes (no base64, no JSON) to an array.
+    raw, _ = jpeg
+    array = measure("image-jpeg-224", "floor", lambda: np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")))
+    assert array.shape == (224, 224, 3)
+
+
+def test_image_decode_naive(jpeg, measure):
+    _, body = jpeg
+
+    def naive():
+        doc = orjson.loads(body)
+        image = Image.open(io.BytesIO(base64.b64decode(doc["value"]))).convert("RGB")
+        return torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
+
+    assert measure("image-jpeg-224", "naive", naive).shape == (3, 224, 224)
 
 
 def test_encode_naive(case, measure):

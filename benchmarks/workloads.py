@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from tests.models import (
     REPO,
@@ -31,6 +35,32 @@ class ImageClassifier(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).flatten(1))
+
+
+class PictureClassifier(ImageClassifier):
+    """The same classifier for one decoded image, [3, H, W] float32 in [0, 1]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.unsqueeze(0))
+
+
+class ChannelMeans(torch.nn.Module):
+    """The mean of each channel of a uint8 image [C, H, W]: almost no forward."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return image.float().mean(dim=(1, 2))
+
+
+def benchmark_jpeg() -> bytes:
+    """A 224 x 224 JPEG (quality 90) of smooth shapes and mild noise, made by code."""
+    generator = np.random.default_rng(0)
+    y, x = np.mgrid[0:224, 0:224]
+    rgb = np.stack([x, y, (x + y) // 2], axis=-1).astype(np.float64)
+    rgb[(x - 140) ** 2 + (y - 100) ** 2 < 60**2] = (220, 70, 50)
+    rgb += generator.normal(0, 6, rgb.shape)
+    out = io.BytesIO()
+    Image.fromarray(rgb.clip(0, 255).astype(np.uint8), "RGB").save(out, "JPEG", quality=90)
+    return out.getvalue()
 
 
 @dataclass(frozen=True)
@@ -80,6 +110,9 @@ def build(root: Path) -> list[Workload]:
     script_and_save(AffineModel(), root / "tiny.pt")
     script_and_save(ImageClassifier().eval(), root / "image.pt")
     script_and_save(EchoModel(), root / "echo.pt")
+    script_and_save(PictureClassifier().eval(), root / "picture.pt")
+    script_and_save(ChannelMeans(), root / "means.pt")
+    jpeg = base64.b64encode(benchmark_jpeg()).decode()
     example_model_class().main(str(root / "model-example.pt"))
     image = torch.rand(1, 3, 224, 224)
     return [
@@ -91,4 +124,10 @@ def build(root: Path) -> list[Workload]:
         ),
         Workload("image", "image.pt", _tensor_body(image), _binary_request(image)),
         Workload("echo", "echo.pt", _tensor_body(image)),
+        Workload(
+            "jpeg",
+            "picture.pt",
+            json.dumps([{"type": "image", "value": jpeg, "data_type": "float32"}]).encode(),
+        ),
+        Workload("jpeg-means", "means.pt", json.dumps([{"type": "image", "value": jpeg}]).encode()),
     ]

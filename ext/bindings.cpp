@@ -201,11 +201,12 @@ PYBIND11_MODULE(_C, m) {
   // Shared-owned: a call abandoned at its deadline holds the Server until it ends.
   py::class_<Server, std::shared_ptr<Server>>(m, "Server")
       .def(py::init([](const std::string& model_root, size_t capacity, size_t buffer, const std::string& device,
-                       int64_t max_model_size) {
-             return std::make_shared<Server>(model_root, capacity, buffer, c10::Device(device), max_model_size);
+                       int64_t max_model_size, int64_t max_image_pixels) {
+             return std::make_shared<Server>(model_root, capacity, buffer, c10::Device(device), max_model_size,
+                                             max_image_pixels);
            }),
            py::arg("model_root"), py::arg("capacity"), py::arg("buffer"), py::arg("device") = "cpu",
-           py::arg("max_model_size") = 0)
+           py::arg("max_model_size") = 0, py::arg("max_image_pixels") = kDefaultMaxImagePixels)
       .def(
           "serve",
           [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
@@ -260,19 +261,20 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "decode",
-      [](const py::buffer& body) {
+      [](const py::buffer& body, int64_t max_image_pixels) {
         py::buffer_info info;
         std::string_view view = buffer_view(body, info);
         std::vector<c10::IValue> args;
         {
           py::gil_scoped_release release;
-          args = decode_request(view);
+          args = decode_request(view, 0, max_image_pixels);
         }
         py::list out;
         for (const auto& arg : args) out.append(torch::jit::toPyObject(arg));
         return out;
       },
-      py::arg("body"), "Decode a /serve request body into forward's positional arguments.");
+      py::arg("body"), py::arg("max_image_pixels") = kDefaultMaxImagePixels,
+      "Decode a /serve request body into forward's positional arguments.");
 
   m.def(
       "encode",

@@ -9,7 +9,9 @@
 #include <array>
 #include <optional>
 
+#include "base64.h"
 #include "errors.h"
+#include "image.h"
 #include "json_path.h"
 #include "json_tensor.h"
 
@@ -19,7 +21,7 @@ namespace {
 using namespace json;
 using simdjson::dom::element_type;
 
-constexpr std::string_view kTypeList = "tensor, tensor_list, tensor_dict, scalar, string, list, none";
+constexpr std::string_view kTypeList = "tensor, image, tensor_list, tensor_dict, scalar, string, list, none";
 
 at::ScalarType parse_dtype(std::optional<element> field, const JsonPath& at) {
   if (!field) return at::kFloat;
@@ -29,7 +31,7 @@ at::ScalarType parse_dtype(std::optional<element> field, const JsonPath& at) {
 }
 
 struct TypedFields {
-  std::optional<element> type, value, shape, data_type;
+  std::optional<element> type, value, shape, data_type, mode;
 };
 
 at::Tensor decode_tensor(const TypedFields& f, const JsonPath& at) {
@@ -52,28 +54,32 @@ at::Tensor decode_tensor(const TypedFields& f, const JsonPath& at) {
 // ---------------------------------------------------------------------------
 // Typed objects.
 
-enum class Kind { kTensor, kTensorList, kTensorDict, kScalar, kString, kList, kNone };
+enum class Kind { kTensor, kImage, kTensorList, kTensorDict, kScalar, kString, kList, kNone };
 
 struct KindInfo {
   std::string_view name;
   Kind kind;
   bool allows_shape;
   bool allows_data_type;
+  bool allows_mode;
 };
 
-constexpr std::array<KindInfo, 7> kKinds{{
-    {"tensor", Kind::kTensor, true, true},
-    {"tensor_list", Kind::kTensorList, false, false},
-    {"tensor_dict", Kind::kTensorDict, false, false},
-    {"scalar", Kind::kScalar, false, true},
-    {"string", Kind::kString, false, false},
-    {"list", Kind::kList, false, false},
-    {"none", Kind::kNone, false, false},
+constexpr std::array<KindInfo, 8> kKinds{{
+    {"tensor", Kind::kTensor, true, true, false},
+    {"image", Kind::kImage, false, true, true},
+    {"tensor_list", Kind::kTensorList, false, false, false},
+    {"tensor_dict", Kind::kTensorDict, false, false, false},
+    {"scalar", Kind::kScalar, false, true, false},
+    {"string", Kind::kString, false, false, false},
+    {"list", Kind::kList, false, false, false},
+    {"none", Kind::kNone, false, false, false},
 }};
 
 TypedFields read_fields(element e, const JsonPath& at) {
   TypedFields f;
-  read_members(e, at, {{"type", &f.type}, {"value", &f.value}, {"shape", &f.shape}, {"data_type", &f.data_type}});
+  read_members(e, at,
+               {{"type", &f.type}, {"value", &f.value}, {"shape", &f.shape}, {"data_type", &f.data_type},
+                {"mode", &f.mode}});
   return f;
 }
 
@@ -87,18 +93,55 @@ const KindInfo& read_kind(const TypedFields& f, const JsonPath& at) {
       if (f.data_type && !k.allows_data_type) {
         fail(at, "key \"data_type\" is not allowed for type " + std::string(name));
       }
+      if (f.mode && !k.allows_mode) fail(at, "key \"mode\" is not allowed for type " + std::string(name));
       return k;
     }
   }
   fail(type_at, "unknown type " + quote_text(name) + " (expected one of " + std::string(kTypeList) + ")");
 }
 
-at::Tensor decode_tensor_object(element e, const JsonPath& at) {
-  TypedFields f = read_fields(e, at);
-  if (read_kind(f, at).kind != Kind::kTensor) {
-    fail(at.member("type"), "expected type \"tensor\", found " + describe(*f.type));
+// An image: base64 (or a data URL) of a JPEG, PNG or WebP file, decoded
+// into a [C, H, W] tensor of uint8 or (scaled to [0, 1]) float32.
+at::Tensor decode_image(const TypedFields& f, const JsonPath& at, int64_t max_image_pixels) {
+  if (!f.value) fail(at, "missing key \"value\"");
+  JsonPath value_at = at.member("value");
+  std::string_view text = expect_string(*f.value, value_at);
+  if (text.substr(0, 5) == "data:") {
+    const size_t comma = text.find(',');
+    constexpr std::string_view kBase64Marker = ";base64";
+    if (comma == std::string_view::npos || comma < kBase64Marker.size() ||
+        text.substr(comma - kBase64Marker.size(), kBase64Marker.size()) != kBase64Marker) {
+      fail(value_at, "a data URL must be base64-encoded: data:image/...;base64,...");
+    }
+    text.remove_prefix(comma + 1);
   }
-  return decode_tensor(f, at);
+  image::Mode mode = image::Mode::kRGB;
+  if (f.mode) {
+    std::string_view name = expect_string(*f.mode, at.member("mode"));
+    auto named = image::mode_named(name);
+    if (!named) {
+      fail(at.member("mode"), "unknown mode " + quote_text(name) + " (expected one of " +
+                                  std::string(image::kModeList) + ")");
+    }
+    mode = *named;
+  }
+  at::ScalarType dtype = f.data_type ? parse_dtype(f.data_type, at.member("data_type")) : at::kByte;
+  if (dtype != at::kByte && dtype != at::kFloat) {
+    fail(at.member("data_type"), "an image's data_type must be uint8 or float32, found " +
+                                     quote_text(*dtype_name(dtype)));
+  }
+  at::Tensor pixels = image::decode(decode_base64(text, value_at), mode, max_image_pixels, value_at);
+  return dtype == at::kFloat ? pixels.to(at::kFloat).div_(255.0f) : pixels;
+}
+
+// A tensor where the protocol takes one: a `tensor`, or an `image`.
+at::Tensor decode_tensor_object(element e, const JsonPath& at, int64_t max_image_pixels) {
+  TypedFields f = read_fields(e, at);
+  switch (read_kind(f, at).kind) {
+    case Kind::kTensor: return decode_tensor(f, at);
+    case Kind::kImage: return decode_image(f, at, max_image_pixels);
+    default: fail(at.member("type"), "expected type \"tensor\" or \"image\", found " + describe(*f.type));
+  }
 }
 
 c10::IValue decode_scalar(const TypedFields& f, const JsonPath& at) {
@@ -117,16 +160,16 @@ c10::IValue decode_scalar(const TypedFields& f, const JsonPath& at) {
   }
 }
 
-c10::IValue decode_typed(element e, const JsonPath& at);
+c10::IValue decode_typed(element e, const JsonPath& at, int64_t max_image_pixels);
 
-c10::IValue decode_list(const TypedFields& f, const JsonPath& at) {
+c10::IValue decode_list(const TypedFields& f, const JsonPath& at, int64_t max_image_pixels) {
   if (!f.value) fail(at, "missing key \"value\"");
   JsonPath value_at = at.member("value");
   auto items = expect_array(*f.value, value_at);
   std::vector<c10::IValue> decoded;
   decoded.reserve(items.size());
   int64_t i = 0;
-  for (element item : items) decoded.push_back(decode_typed(item, value_at.element(i++)));
+  for (element item : items) decoded.push_back(decode_typed(item, value_at.element(i++), max_image_pixels));
 
   // One element type for the whole list; ints beside floats widen to float,
   // as a JSON array of numbers would.
@@ -160,20 +203,22 @@ c10::IValue decode_list(const TypedFields& f, const JsonPath& at) {
   return list;
 }
 
-c10::IValue decode_typed(element e, const JsonPath& at) {
+c10::IValue decode_typed(element e, const JsonPath& at, int64_t max_image_pixels) {
   TypedFields f = read_fields(e, at);
   const KindInfo& kind = read_kind(f, at);
   JsonPath value_at = at.member("value");
   switch (kind.kind) {
     case Kind::kTensor:
       return decode_tensor(f, at);
+    case Kind::kImage:
+      return decode_image(f, at, max_image_pixels);
     case Kind::kTensorList: {
       if (!f.value) fail(at, "missing key \"value\"");
       auto items = expect_array(*f.value, value_at);
       c10::List<at::Tensor> list;
       list.reserve(items.size());
       int64_t i = 0;
-      for (element item : items) list.push_back(decode_tensor_object(item, value_at.element(i++)));
+      for (element item : items) list.push_back(decode_tensor_object(item, value_at.element(i++), max_image_pixels));
       return list;
     }
     case Kind::kTensorDict: {
@@ -183,7 +228,7 @@ c10::IValue decode_typed(element e, const JsonPath& at) {
       for (auto member : members) {
         std::string key(member.key);
         if (dict.contains(key)) fail(value_at, "duplicate key " + quote_text(key));
-        dict.insert(key, decode_tensor_object(member.value, value_at.member(member.key)));
+        dict.insert(key, decode_tensor_object(member.value, value_at.member(member.key), max_image_pixels));
       }
       return dict;
     }
@@ -193,7 +238,7 @@ c10::IValue decode_typed(element e, const JsonPath& at) {
       if (!f.value) fail(at, "missing key \"value\"");
       return std::string(expect_string(*f.value, value_at));
     case Kind::kList:
-      return decode_list(f, at);
+      return decode_list(f, at, max_image_pixels);
     case Kind::kNone:
       if (f.value && !f.value->is_null()) fail(value_at, "expected null, found " + describe(*f.value));
       return c10::IValue();
@@ -288,7 +333,7 @@ void write_value(const c10::IValue& v, std::string& out, const JsonPath& at) {
 
 }  // namespace
 
-std::vector<c10::IValue> decode_request(std::string_view body, size_t readable) {
+std::vector<c10::IValue> decode_request(std::string_view body, size_t readable, int64_t max_image_pixels) {
   JsonPath root{nullptr, "body", -1};
   if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) {
     throw DecodeError("request body is empty");
@@ -304,9 +349,9 @@ std::vector<c10::IValue> decode_request(std::string_view body, size_t readable) 
     auto items = doc.get_array();
     args.reserve(items.size());
     int64_t i = 0;
-    for (element item : items) args.push_back(decode_typed(item, root.element(i++)));
+    for (element item : items) args.push_back(decode_typed(item, root.element(i++), max_image_pixels));
   } else if (doc.is_object()) {
-    args.push_back(decode_typed(doc, root));
+    args.push_back(decode_typed(doc, root, max_image_pixels));
   } else {
     fail(root, "expected a typed object or an array of typed objects, found " + describe(doc));
   }

@@ -4,19 +4,26 @@
 
 #include <ATen/core/ivalue.h>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace torch_serving {
 
+// Pillow's default limit on the pixels of one image (MAX_IMAGE_PIXELS).
+constexpr int64_t kDefaultMaxImagePixels = 89'478'485;
+
 // Decodes a request body into the positional arguments of `forward`.
 // `readable` is how many bytes may be read from body.data(): with
 // simdjson's padding past the body, it is parsed in place, else copied.
+// Images of more than `max_image_pixels` pixels are refused from their
+// header, before any pixel is decoded.
 //
 // Throws DecodeError, whose message names the JSON path of the offending
 // element and says what was expected and what was found.
-std::vector<c10::IValue> decode_request(std::string_view body, size_t readable = 0);
+std::vector<c10::IValue> decode_request(std::string_view body, size_t readable = 0,
+                                        int64_t max_image_pixels = kDefaultMaxImagePixels);
 
 // Appends the protocol's JSON encoding of `value` to `out`.
 //

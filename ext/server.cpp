@@ -21,10 +21,11 @@ bool draw(double probability) {
 }  // namespace
 
 Server::Server(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device,
-               int64_t max_model_size)
+               int64_t max_model_size, int64_t max_image_pixels)
     : root_fd_(::open(model_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC)),
       device_(device),
       max_model_size_(max_model_size),
+      max_image_pixels_(max_image_pixels),
       cache_(capacity, buffer) {
   if (root_fd_ < 0) throw std::invalid_argument("model root " + model_root + " is not a directory");
 }
@@ -34,7 +35,7 @@ Server::~Server() { ::close(root_fd_); }
 void Server::serve(const std::string& relative, const std::string& name, const RequestBody& body,
                    double invalidation_prob, std::string& response) {
   // Decoding first means a bad body never costs a model load.
-  std::vector<c10::IValue> args = decode_request(body.view(), body.readable());
+  std::vector<c10::IValue> args = decode_request(body.view(), body.readable(), max_image_pixels_);
   encode_success(model(relative, name, draw(invalidation_prob))->run(std::move(args)), response);
 }
 

@@ -16,8 +16,10 @@ namespace torch_serving {
 class Server {
  public:
   // Serves the models beneath the directory `model_root`, refusing files
-  // over `max_model_size` bytes (0: no limit).
-  Server(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device, int64_t max_model_size);
+  // over `max_model_size` bytes (0: no limit) and images of more than
+  // `max_image_pixels` pixels.
+  Server(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device, int64_t max_model_size,
+         int64_t max_image_pixels);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -56,6 +58,7 @@ class Server {
   int root_fd_;
   c10::Device device_;
   int64_t max_model_size_;
+  int64_t max_image_pixels_;
   ModelCache cache_;
 };
 

@@ -73,6 +73,7 @@ class Server:
         buffer: int,
         device: str = "cpu",
         max_model_size: int = 0,
+        max_image_pixels: int = 89_478_485,
     ) -> None: ...
     def serve(
         self,
@@ -112,7 +113,7 @@ class Server:
     def clear(self) -> None:
         """Drop every cached model."""
 
-def decode(body: Buffer) -> list[Any]:
+def decode(body: Buffer, max_image_pixels: int = 89_478_485) -> list[Any]:
     """Decode a /serve request body into forward's positional arguments."""
 
 def encode(value: Any) -> bytes:

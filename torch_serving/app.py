@@ -132,6 +132,7 @@ def create_app(config: Config) -> falcon.App:
         config.buffer_size,
         config.device,
         config.max_model_size,
+        config.max_image_pixels,
     )
     app = falcon.App(media_type=falcon.MEDIA_JSON)
     app.req_options.keep_blank_qs_values = True

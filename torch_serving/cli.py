@@ -26,6 +26,7 @@ _HELP = {
     "device": "where models run: cpu, cuda or cuda:N",
     "max_body_size": "largest request body, in bytes or with a unit (64MiB, 10MB)",
     "max_model_size": "largest model file the server loads, in bytes or with a unit",
+    "max_image_pixels": "most pixels an image in a request may have, checked before decoding",
     "timeout": "seconds a request may take before it is answered 504 (its work is abandoned)",
     "queue_size": "requests each worker queues for a free thread before it answers 503",
     "log_level": "debug, info, warning, error or critical",

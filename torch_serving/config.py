@@ -73,6 +73,8 @@ class Config:
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         max_body_size: largest request body accepted, in bytes.
         max_model_size: largest model file loaded, in bytes.
+        max_image_pixels: most pixels an image in a request may have
+            (Pillow's default limit), checked before it is decoded.
         timeout: seconds a request may take before it is answered 504.
         queue_size: requests a worker queues for a free thread before it answers 503.
         log_level: one of debug, info, warning, error, critical.
@@ -89,6 +91,7 @@ class Config:
     device: str = "cpu"
     max_body_size: int = 64 * 1024**2
     max_model_size: int = 8 * 1024**3
+    max_image_pixels: int = 89_478_485
     timeout: float = 60.0
     queue_size: int = 16
     log_level: str = "info"
@@ -107,6 +110,7 @@ class Config:
         _positive("torch threads", self.torch_threads)
         _positive("max body size", self.max_body_size)
         _positive("max model size", self.max_model_size)
+        _positive("max image pixels", self.max_image_pixels)
         _positive("queue size", self.queue_size, minimum=0)
         if not 0 < self.timeout < math.inf:
             raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")

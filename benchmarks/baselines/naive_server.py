@@ -1,7 +1,7 @@
 """The naive way to serve the /serve protocol, for the load benchmark.
 
-Falcon + orjson + numpy + torch.jit.load, all in Python: what a user would
-write in an afternoon. It handles the protocol's common cases (no error
+Falcon + orjson + numpy + torch.jit.load (and base64 + Pillow for images),
+all in Python: what a user would write in an afternoon. It handles the protocol's common cases (no error
 envelope subtleties), so its answers can be checked like ours.
 
 Run: TORCH_SERVING_MODEL_ROOT=... gunicorn benchmarks.baselines.naive_server:app
@@ -9,6 +9,8 @@ Run: TORCH_SERVING_MODEL_ROOT=... gunicorn benchmarks.baselines.naive_server:app
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import threading
 import warnings
@@ -17,6 +19,7 @@ import falcon
 import numpy as np
 import orjson
 import torch
+from PIL import Image
 
 _DTYPES = {
     "bool": np.bool_,
@@ -40,10 +43,22 @@ def _tensor(obj: dict) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
+_IMAGE_MODES = {"RGB": "RGB", "GRAY": "L", "RGBA": "RGBA"}
+
+
+def _image(obj: dict) -> torch.Tensor:
+    image = Image.open(io.BytesIO(base64.b64decode(obj["value"]))).convert(_IMAGE_MODES[obj.get("mode", "RGB")])
+    array = np.asarray(image)
+    pixels = torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1)).permute(2, 0, 1)
+    return pixels.float().div_(255) if obj.get("data_type") == "float32" else pixels.contiguous()
+
+
 def _argument(obj: dict):
     kind = obj["type"]
     if kind == "tensor":
         return _tensor(obj)
+    if kind == "image":
+        return _image(obj)
     if kind == "tensor_list":
         return [_tensor(t) for t in obj["value"]]
     if kind == "tensor_dict":

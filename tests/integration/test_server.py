@@ -179,7 +179,7 @@ def test_cli_refuses_cuda_where_there_is_none():
 def test_cli_help_lists_every_option():
     result = subprocess.run([sys.executable, "-m", "torch_serving", "--help"], capture_output=True, text=True, timeout=60)
     for option in ["--host", "--port", "--model-root", "--model-capacity", "--buffer-size", "--workers", "--threads",
-                   "--torch-threads", "--device", "--max-body-size", "--log-level"]:
+                   "--torch-threads", "--device", "--max-body-size", "--max-image-pixels", "--log-level"]:
         assert option in result.stdout
     assert "TORCH_SERVING_MAX_BODY_SIZE" in result.stdout
 

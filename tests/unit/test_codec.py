@@ -140,13 +140,15 @@ DECODE_ERRORS = [
     (b'[{"value": [1]}]', 'missing key "type" at body[0]'),
     (b'[{"type": 3}]', "expected a string, found 3 at body[0].type"),
     (
-        b'[{"type": "image"}]',
-        'unknown type "image" (expected one of tensor, tensor_list, tensor_dict, scalar, string, list, none) at body[0].type',
+        b'[{"type": "picture"}]',
+        'unknown type "picture" (expected one of tensor, image, tensor_list, tensor_dict, scalar, string, list, none)'
+        " at body[0].type",
     ),
+    (b'[{"type": "image"}]', 'missing key "value" at body[0]'),
     (b'[{"type": "tensor"}]', 'missing key "value" at body[0]'),
     (
         b'[{"type": "tensor", "value": [1], "dtype": "int64"}]',
-        'unknown key "dtype" (expected type, value, shape or data_type) at body[0]',
+        'unknown key "dtype" (expected type, value, shape, data_type or mode) at body[0]',
     ),
     (b'[{"type": "string", "value": "a", "shape": [1]}]', 'key "shape" is not allowed for type string at body[0]'),
     (
@@ -274,7 +276,7 @@ DECODE_ERRORS = [
     ),
     (
         b'[{"type": "tensor_list", "value": [{"type": "string", "value": "a"}]}]',
-        'expected type "tensor", found string "string" at body[0].value[0].type',
+        'expected type "tensor" or "image", found string "string" at body[0].value[0].type',
     ),
     (b'[{"type": "tensor_list", "value": {}}]', "expected an array, found an object at body[0].value"),
     (b'[{"type": "string", "value": 3}]', "expected a string, found 3 at body[0].value"),
@@ -294,8 +296,8 @@ DECODE_ERRORS = [
     ),
     (
         b'[{"type": "list", "value": [{"type": "scalar", "value": 1}, {"type": "bogus"}]}]',
-        'unknown type "bogus" (expected one of tensor, tensor_list, tensor_dict, scalar, string, list, none) '
-        "at body[0].value[1].type",
+        'unknown type "bogus" (expected one of tensor, image, tensor_list, tensor_dict, scalar, string, list, none)'
+        " at body[0].value[1].type",
     ),
 ]
 
