@@ -41,7 +41,7 @@ class PictureClassifier(ImageClassifier):
     """The same classifier for one decoded image, [3, H, W] float32 in [0, 1]."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.unsqueeze(0))
+        return self.head(self.features(x.unsqueeze(0)).flatten(1))
 
 
 class ChannelMeans(torch.nn.Module):

@@ -307,7 +307,9 @@ at::Tensor decode(std::string_view bytes, Mode mode, int64_t max_pixels, const J
     case Format::kPng: hwc = decode_png(bytes, mode, max_pixels, at); break;
     case Format::kWebp: hwc = decode_webp(bytes, mode, max_pixels, at); break;
   }
-  return hwc.permute({2, 0, 1}).contiguous();
+  // A view, as torchvision returns: copying to contiguous [C, H, W] would
+  // cost a strided pass over every pixel, and models take either layout.
+  return hwc.permute({2, 0, 1});
 }
 
 }  // namespace torch_serving::image

@@ -27,7 +27,8 @@ constexpr std::string_view kModeList = "RGB, GRAY, RGBA, UNCHANGED";
 std::optional<Mode> mode_named(std::string_view name);
 
 // Decodes the JPEG, PNG or WebP file in `bytes` into a uint8 tensor
-// [C, H, W] in `mode`, with a JPEG's EXIF orientation applied. The size in
+// [C, H, W] in `mode` (a view of pixels stored [H, W, C], as torchvision's
+// decoders return), with a JPEG's EXIF orientation applied. The size in
 // the file's header is checked against `max_pixels` before any pixel is
 // decoded. Throws DecodeError naming `at`: an unsupported or unrecognised
 // format (naming what was found), a corrupt or truncated file, too many
