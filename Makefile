@@ -92,7 +92,7 @@ fuzz: setup $(VENV)/.fuzz-deps
 soak: setup
 	$(PY) -m benchmarks.soak
 
-# ASan + UBSan: the native unit tests, then the codec and cache tests against
+# ASan + UBSan: the native unit tests, then the codec, cache, V2 and image tests against
 # a sanitized build of the extension (in a scratch copy of the tree).
 SANITIZE_ENV := LD_PRELOAD="$$(gcc -print-file-name=libasan.so):$$(gcc -print-file-name=libubsan.so)" ASAN_OPTIONS=detect_leaks=0
 sanitize: setup
@@ -102,7 +102,7 @@ sanitize: setup
 	ASAN_OPTIONS=detect_leaks=0 cpp-build-asan/native_tests
 	rm -rf .sanitize && mkdir .sanitize && git ls-files -z | xargs -0 cp --parents -t .sanitize
 	cd .sanitize && TORCH_SERVING_SANITIZE=1 ../$(PY) setup.py -q build_ext --inplace
-	cd .sanitize && $(SANITIZE_ENV) ../$(PY) -m pytest tests/unit/test_codec.py tests/unit/test_cache.py tests/unit/test_v2.py -q -p no:cacheprovider
+	cd .sanitize && $(SANITIZE_ENV) ../$(PY) -m pytest tests/unit/test_codec.py tests/unit/test_cache.py tests/unit/test_v2.py tests/unit/test_image.py -q -p no:cacheprovider
 
 clean:
 	rm -rf $(CPP_BUILD) cpp-build-asan .sanitize .fuzz build *.egg-info torch_serving/*.so model-example.pt scale.pt greeter.pt classifier.pt picture.jpg
