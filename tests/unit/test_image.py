@@ -98,6 +98,27 @@ def test_a_palette_with_a_transparent_colour_has_alpha(client):
     assert torch.equal(decoded(client, data), pillow_chw(reference, "RGB"))
 
 
+def png_of_16_bit_rgb(samples: np.ndarray) -> bytes:
+    """A PNG of 16-bit RGB ``samples`` [H, W, 3], written by hand: Pillow cannot write one."""
+    height, width, _ = samples.shape
+    rows = b"".join(b"\0" + samples[y].astype(">u2").tobytes() for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b"")
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def test_a_16_bit_png_keeps_the_high_byte_as_pillow_does(client):
+    samples = (np.arange(5 * 7 * 3).reshape(5, 7, 3) * 1553 % 65536).astype(np.uint16)
+    data = png_of_16_bit_rgb(samples)
+    reference = Image.open(io.BytesIO(data))
+    assert reference.mode == "RGB"
+    assert torch.equal(decoded(client, data), pillow_chw(reference, "RGB"))
+    assert torch.equal(decoded(client, data), torch.from_numpy((samples >> 8).astype(np.uint8)).permute(2, 0, 1))
+
+
 @pytest.mark.parametrize("source", ["RGB", "L"])
 @pytest.mark.parametrize("mode", ["RGB", "GRAY", "RGBA", "UNCHANGED"])
 def test_jpeg_equals_pillows_decode_of_the_same_bytes(client, source, mode):
@@ -154,12 +175,9 @@ def test_base64_forms(client, text):
 
 def png_declaring(width: int, height: int) -> bytes:
     """A small PNG whose header declares ``width`` x ``height`` RGB pixels."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    idat = zlib.compress(b"\0" * 1000)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
 PNG = encoded(picture("RGB"), "PNG")
