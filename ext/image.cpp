@@ -97,11 +97,11 @@ int tiff_orientation(std::string_view tiff) {
   const bool little = tiff.substr(0, 2) == "II";
   if ((!little && tiff.substr(0, 2) != "MM") || read_u16(tiff, 2, little) != 42) return 1;
   const size_t ifd = read_u32(tiff, 4, little);
-  if (ifd > tiff.size() - 2) return 1;
+  if (ifd + 2 > tiff.size()) return 1;
   const size_t entries = read_u16(tiff, ifd, little);
   for (size_t k = 0; k < entries; ++k) {
     const size_t entry = ifd + 2 + 12 * k;
-    if (entry > tiff.size() - 12) return 1;
+    if (entry + 12 > tiff.size()) return 1;
     if (read_u16(tiff, entry, little) != 0x0112) continue;
     const uint32_t value = read_u16(tiff, entry + 8, little);  // a SHORT, left-justified
     return read_u16(tiff, entry + 2, little) == 3 && value >= 1 && value <= 8 ? int(value) : 1;

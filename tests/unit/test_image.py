@@ -138,6 +138,14 @@ def test_exif_orientation_is_applied_as_pillow_does(client, orientation):
     assert torch.equal(decoded(client, data), pillow_chw(reference, "RGB"))
 
 
+@pytest.mark.parametrize("tiff", [b"II*\x00\x08\x00\x00\x00\x05\x00", b"MM\x00*\x00\x00\xff\xff", b"II"])
+def test_a_malformed_exif_segment_is_ignored(client, tiff):
+    data = encoded(picture("RGB", (9, 5)), "JPEG", quality=95)
+    segment = b"Exif\x00\x00" + tiff
+    with_exif = data[:2] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + data[2:]
+    assert torch.equal(decoded(client, with_exif), pillow_chw(Image.open(io.BytesIO(data)), "RGB"))
+
+
 def test_float32_is_scaled_to_the_unit_interval(client):
     data = encoded(picture("RGB"), "PNG")
     pixels = decoded(client, data, data_type="float32")
