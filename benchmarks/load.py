@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--wrk-threads", type=int, default=1, help="2 on 2 cores: the client competes for the CPU")
     parser.add_argument("--workloads", default="tiny,example,image,echo,jpeg,jpeg-means")
     parser.add_argument("--workers", type=int, default=DEFAULTS.workers, help="for all three servers")
     parser.add_argument("--threads", type=int, default=DEFAULTS.threads, help="for all three servers")
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                         wrk_script(tmp_path, workload.name + "-v2", binary.body, binary.header_length),
                     )
                     _check_binary_answer(targets["ours-v2"].url, workload, reference)
-                series = interleaved_rounds(targets, args.rounds, args.seconds, args.connections)
+                series = interleaved_rounds(targets, args.rounds, args.seconds, args.connections, args.wrk_threads)
                 rounds.update({(workload.name, name): results for name, results in series.items()})
                 if workload.name == "example":
                     rss = {name: peak_rss_mib(s.process.pid) for name, s in servers.items() if name != "hello"}
@@ -291,7 +292,7 @@ def _report(
         return statistics.median(getattr(r, field) for r in rounds[(workload, server)])
 
     print(
-        f"\nload benchmark: {args.rounds} rounds x {args.seconds}s, wrk -t1 -c{args.connections}, "
+        f"\nload benchmark: {args.rounds} rounds x {args.seconds}s, wrk -t{args.wrk_threads} -c{args.connections}, "
         f"gunicorn gthread -w {args.workers} --threads {args.threads}, torch threads {DEFAULTS.torch_threads}"
     )
     servers = ("ours", "naive", "hello")
