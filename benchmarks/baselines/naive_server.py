@@ -50,7 +50,7 @@ def _image(obj: dict) -> torch.Tensor:
     image = Image.open(io.BytesIO(base64.b64decode(obj["value"]))).convert(_IMAGE_MODES[obj.get("mode", "RGB")])
     array = np.asarray(image)
     pixels = torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1)).permute(2, 0, 1)
-    return pixels.float().div_(255) if obj.get("data_type") == "float32" else pixels.contiguous()
+    return pixels.float().div_(255) if obj.get("data_type") == "float32" else pixels
 
 
 def _argument(obj: dict):
