@@ -81,12 +81,13 @@ def read_body(req: falcon.Request, limit: int, deadline: float) -> RequestBody:
 
 
 @contextlib.contextmanager
-def _bounded_by(env: dict, deadline: float) -> Iterator[Callable[[], None]]:
+def _bounded_by(env: dict, deadline: float, progress: Callable[[], str] = str) -> Iterator[Callable[[], None]]:
     """Let reads from gunicorn's client socket in the block end at ``deadline`` with 408.
 
     Each wait for data is bounded by the time left when the timeout was
     last armed; the block calls the function it is given to arm it again
-    between reads. Outside gunicorn, reads are not bounded.
+    between reads. ``progress()`` says, for the 408's detail, how much
+    arrived. Outside gunicorn, reads are not bounded.
     """
     sock = env.get("gunicorn.socket")
     if sock is None or sock.gettimeout() is not None:
@@ -103,8 +104,17 @@ def _bounded_by(env: dict, deadline: float) -> Iterator[Callable[[], None]]:
         rearm()
         yield rearm
     except TimeoutError:
-        _fail_body(env.get("wsgi.input"), sock)
-        raise _too_slow() from None
+        # Gunicorn must close the connection: where the next request starts is unknown.
+        stream = env.get("wsgi.input")
+        if isinstance(stream, Body):
+            stream.failed = True
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RD)
+        raise RequestError(
+            408,
+            "Request Timeout",
+            f"the request body did not arrive before the request's deadline{progress()}",
+        ) from None
     finally:
         sock.settimeout(None)
 
@@ -140,43 +150,21 @@ def _receive_from_gunicorn(env: dict, length: int, deadline: float) -> tuple[Req
     view[: len(held)] = held
     received = len(held)
     if received < length:  # small bodies came with the headers: no system call
-        try:
+
+        def progress() -> str:
+            return f" (received {received} of the {length} bytes Content-Length announced)"
+
+        with _bounded_by(env, deadline, progress) as rearm:
             while received < length:
-                remaining_s = deadline - time.monotonic()
-                if remaining_s <= 0:
-                    raise TimeoutError
-                sock.settimeout(remaining_s)
                 count = sock.recv_into(view[received:])
                 if count == 0:
                     break
                 received += count
-        except TimeoutError:
-            reader.length = length - received
-            _fail_body(stream, sock)
-            raise _too_slow(received, length) from None
-        finally:
-            sock.settimeout(None)
+                rearm()
     # Gunicorn must not read this body again: it is consumed, or after an
     # early end, gone.
     reader.length = 0
     return body, received
-
-
-def _fail_body(stream: object, sock) -> None:
-    """Make gunicorn close the connection: where the next request starts is unknown."""
-    if isinstance(stream, Body):
-        stream.failed = True
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RD)
-
-
-def _too_slow(received: int | None = None, length: int | None = None) -> RequestError:
-    got = "" if received is None else f" (received {received} of the {length} bytes Content-Length announced)"
-    return RequestError(
-        408,
-        "Request Timeout",
-        f"the request body did not arrive before the request's deadline{got}",
-    )
 
 
 def _too_large(detail: str) -> RequestError:
