@@ -163,16 +163,16 @@ class ServingWorker(ThreadWorker):
         # replaced by the JSON envelope.
         page = _CapturedSocket()
         super().handle_error(req, page, addr, exc)
+        answer = page.data  # should gunicorn's page change shape, it is sent as it is
         status_line = _GUNICORN_STATUS.match(page.data)
-        if status_line is None:
-            return
-        status, reason = int(status_line.group(1)), status_line.group(2).decode("latin-1")
-        detail_match = _GUNICORN_DETAIL.search(page.data)
-        detail = html.unescape(detail_match.group(1).decode("latin-1")) if detail_match else ""
-        path = getattr(req, "path", None) or ""
-        body = error_document(path, status, reason, detail or _UNEXPECTED)
+        if status_line is not None:
+            status, reason = int(status_line.group(1)), status_line.group(2).decode("latin-1")
+            detail_match = _GUNICORN_DETAIL.search(page.data)
+            detail = html.unescape(detail_match.group(1).decode("latin-1")) if detail_match else ""
+            path = getattr(req, "path", None) or ""
+            answer = _http_response(status, reason, error_document(path, status, reason, detail or _UNEXPECTED), {})
         with contextlib.suppress(OSError):
-            util.write_nonblock(client, _http_response(status, reason, body, {}))
+            util.write_nonblock(client, answer)
 
 
 def _discard_readable(sock: socket.socket) -> bool:
