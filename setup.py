@@ -17,6 +17,7 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension
 
 SOURCES = [
     "ext/base64.cpp",
+    "ext/batching.cpp",
     "ext/bindings.cpp",
     "ext/codec.cpp",
     "ext/executor.cpp",

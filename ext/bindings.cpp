@@ -148,22 +148,34 @@ std::string_view buffer_view(const py::buffer& body, py::buffer_info& info) {
 }
 
 // Runs `call(answer)` with the GIL released: on `executor` within
-// `timeout` seconds, or in this thread when there is no executor, and
-// returns the answer it wrote. `call` owns what it uses, and the answer is
-// shared with it, since after a timeout it runs on alone.
+// `timeout` seconds (in this thread if `quick` and the executor is idle), or
+// in this thread when there is no executor, and returns the answer it
+// wrote. `call` owns what it uses, and the answer is shared with it, since
+// after a timeout it runs on alone.
 template <typename Answer, typename Call>
-Answer run_released(Executor* executor, double timeout, Call call) {
+Answer run_released(Executor* executor, double timeout, Call call, bool quick = false) {
   auto answer = std::make_shared<Answer>();
   std::function<void()> work = [answer, call = std::move(call)] { call(*answer); };
   {
     py::gil_scoped_release release;
     if (executor) {
-      executor->run(std::move(work), timeout);
+      executor->run(std::move(work), timeout, quick);
     } else {
       work();
     }
   }
   return std::move(*answer);  // the call finished: nothing else uses it
+}
+
+// Logs `message` as a warning of the `torch_serving` Python logger, from
+// any thread.
+void warn_in_python(const std::string& message) {
+  py::gil_scoped_acquire gil;
+  try {
+    py::module_::import("logging").attr("getLogger")("torch_serving").attr("warning")("%s", message);
+  } catch (const py::error_already_set&) {
+    // Logging itself failed (the interpreter is shutting down): the warning is lost, the request is not.
+  }
 }
 
 // What Server::infer answers: the response and the length of its JSON part.
@@ -203,7 +215,7 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init([](const std::string& model_root, size_t capacity, size_t buffer, const std::string& device,
                        int64_t max_model_size, int64_t max_image_pixels) {
              return std::make_shared<Server>(model_root, capacity, buffer, c10::Device(device), max_model_size,
-                                             max_image_pixels);
+                                             max_image_pixels, warn_in_python);
            }),
            py::arg("model_root"), py::arg("capacity"), py::arg("buffer"), py::arg("device") = "cpu",
            py::arg("max_model_size") = 0, py::arg("max_image_pixels") = kDefaultMaxImagePixels)
@@ -211,10 +223,14 @@ PYBIND11_MODULE(_C, m) {
           "serve",
           [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
              std::shared_ptr<RequestBody> body, double invalidation_prob, Executor* executor, double timeout) {
+            // A probable reload is never quick.
+            bool quick = invalidation_prob <= 0 && server->is_quick(relative, body->size());
             auto response = run_released<std::string>(
-                executor, timeout, [server, relative, name, body, invalidation_prob](std::string& out) {
+                executor, timeout,
+                [server, relative, name, body, invalidation_prob](std::string& out) {
                   server->serve(relative, name, *body, invalidation_prob, out);
-                });
+                },
+                quick);
             return py::bytes(response);
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("invalidation_prob") = 0.0,
@@ -224,9 +240,11 @@ PYBIND11_MODULE(_C, m) {
           [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
              std::shared_ptr<RequestBody> body, int64_t header_length, Executor* executor, double timeout) {
             auto answer = run_released<InferAnswer>(
-                executor, timeout, [server, relative, name, body, header_length](InferAnswer& out) {
+                executor, timeout,
+                [server, relative, name, body, header_length](InferAnswer& out) {
                   out.json_length = server->infer(relative, name, body, header_length, out.response);
-                });
+                },
+                server->is_quick(relative, body->size()));
             return py::make_tuple(py::bytes(answer.response), answer.json_length);
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length") = -1,
@@ -237,6 +255,16 @@ PYBIND11_MODULE(_C, m) {
              Executor* executor, double timeout) {
             auto response = run_released<std::string>(executor, timeout, [server, relative, name](std::string& out) {
               server->metadata(relative, name, out);
+            });
+            return py::bytes(response);
+          },
+          py::arg("relative"), py::arg("name"), py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
+      .def(
+          "config",
+          [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
+             Executor* executor, double timeout) {
+            auto response = run_released<std::string>(executor, timeout, [server, relative, name](std::string& out) {
+              server->config(relative, name, out);
             });
             return py::bytes(response);
           },
@@ -253,9 +281,19 @@ PYBIND11_MODULE(_C, m) {
             out["loads"] = stats.loads;
             out["failed_loads"] = stats.failed_loads;
             out["evictions"] = stats.evictions;
+            py::dict models;
+            for (const auto& [path, servable] : self.cache().models()) {
+              py::dict counters;
+              counters["requests"] = servable->requests();
+              counters["executions"] = servable->executions();
+              counters["max_batch_size"] = servable->batch_policy().enabled() ? servable->batch_policy().max_batch_size : 0;
+              models[py::str(path)] = counters;
+            }
+            out["models"] = models;
             return out;
           },
-          "Return the cache's counters: hits, loads, failed_loads, evictions.")
+          "Return the cache's counters (hits, loads, failed_loads, evictions) and, under models, each loaded"
+          " model's requests, forward executions and max_batch_size.")
       .def(
           "clear", [](Server& self) { self.cache().clear(); }, "Drop every cached model.");
 

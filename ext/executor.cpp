@@ -27,7 +27,7 @@ namespace {
 constexpr int kYieldTurns = 50;
 }
 
-Executor::Executor(size_t threads, size_t backlog) : limit_(threads + backlog) {
+Executor::Executor(size_t threads, size_t backlog) : threads_count_(threads), limit_(threads + backlog) {
   threads_.reserve(threads);
   for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { serve_tasks(); });
 }
@@ -41,7 +41,32 @@ Executor::~Executor() {
   for (auto& thread : threads_) thread.join();
 }
 
-void Executor::run(std::function<void()> work, double timeout) {
+void Executor::run(std::function<void()> work, double timeout, bool inline_if_idle) {
+  if (inline_if_idle) {
+    bool idle = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      idle = running_ < threads_count_ && queue_.empty();
+      if (idle) {
+        ++running_;
+        ++pending_;
+      }
+    }
+    if (idle) {
+      if (!(timeout > 0)) {
+        finish_inline();
+        throw DeadlineError("the deadline passed before the call began");
+      }
+      try {
+        work();
+      } catch (...) {
+        finish_inline();
+        throw;
+      }
+      finish_inline();
+      return;
+    }
+  }
   auto task = std::make_shared<Task>();
   task->work = std::move(work);
   {
@@ -74,15 +99,30 @@ void Executor::run(std::function<void()> work, double timeout) {
   if (task->error) std::rethrow_exception(task->error);
 }
 
+void Executor::finish_inline() {
+  bool queued = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    --running_;
+    --pending_;
+    queued = !queue_.empty();
+  }
+  // A queued call may take the share this one held. Waking a thread for
+  // nothing would cost more than the inline call saved.
+  if (queued) queued_.notify_one();
+}
+
 void Executor::serve_tasks() {
   for (;;) {
     std::shared_ptr<Task> task;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      queued_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      // Inline calls hold shares too: a thread waits for a free one.
+      queued_.wait(lock, [&] { return stopping_ || (!queue_.empty() && running_ < threads_count_); });
       if (queue_.empty()) return;  // stopping, with nothing left to run
       task = std::move(queue_.front());
       queue_.pop_front();
+      ++running_;
     }
     try {
       // Its caller answered 504 while it queued: the answer is no longer wanted.
@@ -97,6 +137,7 @@ void Executor::serve_tasks() {
       // Released before the caller wakes, so that it may submit again at once.
       std::lock_guard<std::mutex> lock(mutex_);
       --pending_;
+      --running_;
     }
     {
       std::lock_guard<std::mutex> lock(task->mutex);

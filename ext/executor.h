@@ -29,9 +29,16 @@ class Executor {
   // it. `work` must own everything it uses: after a timeout it runs on
   // without its caller, unless it had not started, when it never runs.
   //
+  // With `inline_if_idle`, `work` runs in the calling thread instead when a
+  // thread's share is free and no call waits: it still counts against the
+  // limits, but cannot be abandoned at the deadline, so ask for it only for
+  // calls known to be short. Handing a call over and waking its caller cost
+  // more than a small model's whole forward.
+  //
   // Throws BusyError when the limit of pending calls is reached (nothing
-  // runs), DeadlineError when the wait times out, and what `work` threw.
-  void run(std::function<void()> work, double timeout);
+  // runs), DeadlineError when the wait times out or the deadline passed
+  // before an inline call began, and what `work` threw.
+  void run(std::function<void()> work, double timeout, bool inline_if_idle = false);
 
   size_t limit() const { return limit_; }
 
@@ -40,11 +47,16 @@ class Executor {
 
   void serve_tasks();
 
+  // Ends an inline call: gives its share back to the threads.
+  void finish_inline();
+
+  const size_t threads_count_;
   const size_t limit_;
   std::mutex mutex_;
   std::condition_variable queued_;
   std::deque<std::shared_ptr<Task>> queue_;
   size_t pending_ = 0;  // running and queued
+  size_t running_ = 0;  // on the threads or inline; at most threads_count_
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };

@@ -106,6 +106,32 @@ CacheStats ModelCache::stats() const {
   return stats_;
 }
 
+ModelCache::Model ModelCache::peek(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = entries_.find(key);
+  if (it == entries_.end() || !is_ready(it->second.model)) return nullptr;
+  try {
+    return it->second.model.get();
+  } catch (...) {
+    return nullptr;  // a failed load, about to be dropped
+  }
+}
+
+std::vector<std::pair<std::string, ModelCache::Model>> ModelCache::models() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<std::pair<std::string, Model>> out;
+  for (const std::string& key : recency_) {
+    const auto& model = entries_.at(key).model;
+    if (!is_ready(model)) continue;
+    try {
+      out.emplace_back(key, model.get());
+    } catch (...) {
+      // a failed load, about to be dropped
+    }
+  }
+  return out;
+}
+
 std::vector<std::string> ModelCache::paths() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return {recency_.begin(), recency_.end()};

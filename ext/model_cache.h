@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "model_file.h"
@@ -43,8 +44,15 @@ class ModelCache {
   // loaded again and replaced only if that load succeeds.
   Model get(const std::string& key, const FileIdentity& identity, const Loader& load, bool reload = false);
 
+  // Returns the model cached under `key` if it is loaded, else null;
+  // neither loads, nor counts, nor checks the file.
+  Model peek(const std::string& key) const;
+
   // Returns the cached keys, most recently used first.
   std::vector<std::string> paths() const;
+
+  // Returns the loaded models with their keys, most recently used first.
+  std::vector<std::pair<std::string, Model>> models() const;
 
   CacheStats stats() const;
 

@@ -6,6 +6,7 @@
 
 #include <random>
 #include <stdexcept>
+#include <utility>
 
 #include "codec.h"
 
@@ -21,11 +22,12 @@ bool draw(double probability) {
 }  // namespace
 
 Server::Server(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device,
-               int64_t max_model_size, int64_t max_image_pixels)
+               int64_t max_model_size, int64_t max_image_pixels, Warn warn)
     : root_fd_(::open(model_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC)),
       device_(device),
       max_model_size_(max_model_size),
       max_image_pixels_(max_image_pixels),
+      warn_(std::move(warn)),
       cache_(capacity, buffer) {
   if (root_fd_ < 0) throw std::invalid_argument("model root " + model_root + " is not a directory");
 }
@@ -52,9 +54,22 @@ void Server::metadata(const std::string& relative, const std::string& name, std:
   v2::encode_metadata(name, model(relative, name)->schema(), response);
 }
 
+void Server::config(const std::string& relative, const std::string& name, std::string& response) {
+  auto servable = model(relative, name);
+  v2::encode_config(name, servable->schema(), servable->batch_policy().max_batch_size, response);
+}
+
+bool Server::is_quick(const std::string& relative, size_t body_size) const {
+  // Decoding a body this size takes well under a millisecond.
+  constexpr size_t kQuickBodyBytes = 64 * 1024;
+  if (body_size > kQuickBodyBytes) return false;
+  auto servable = cache_.peek(relative);
+  return servable && servable->is_quick();
+}
+
 ModelCache::Model Server::model(const std::string& relative, const std::string& name, bool reload) {
   const ModelFile file = ModelFile::open(root_fd_, relative, name, max_model_size_);
-  auto load = [&] { return Servable::load(file, name, device_); };
+  auto load = [&] { return Servable::load(file, name, device_, warn_); };
   return cache_.get(relative, file.identity(), load, reload);
 }
 

@@ -18,8 +18,9 @@ class Server {
   // Serves the models beneath the directory `model_root`, refusing files
   // over `max_model_size` bytes (0: no limit) and images of more than
   // `max_image_pixels` pixels.
+  // Warnings about models (a malformed batch policy) go to `warn`.
   Server(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device, int64_t max_model_size,
-         int64_t max_image_pixels);
+         int64_t max_image_pixels, Warn warn);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -48,6 +49,16 @@ class Server {
   // loading the model if it is not cached.
   void metadata(const std::string& relative, const std::string& name, std::string& response);
 
+  // Writes the model's configuration, as Triton's model configuration
+  // extension answers it, into `response`, loading the model if it is not
+  // cached.
+  void config(const std::string& relative, const std::string& name, std::string& response);
+
+  // Whether a request with a body of `body_size` bytes for the model file
+  // `relative` is known to be short enough to run in its caller's thread:
+  // the model is loaded and quick (Servable::is_quick) and the body small.
+  bool is_quick(const std::string& relative, size_t body_size) const;
+
   ModelCache& cache() { return cache_; }
 
  private:
@@ -59,6 +70,7 @@ class Server {
   c10::Device device_;
   int64_t max_model_size_;
   int64_t max_image_pixels_;
+  Warn warn_;
   ModelCache cache_;
 };
 

@@ -505,31 +505,79 @@ void write_output(const std::string& name, const OutputTensor& output, bool bina
   out += "]}";
 }
 
-// Appends a metadata entry `{"name":..,"datatype":..,"shape":..}` for a value
-// of `type`; returns false, writing nothing, for a type V2 cannot express.
-bool write_tensor_metadata(const std::string& name, const c10::TypePtr& type, std::string& out) {
-  c10::TypePtr t = strip_optional(type);
+// How metadata and configuration describe one input or output.
+struct TensorDescription {
+  std::string name;
   std::string_view datatype;
-  std::vector<int64_t> shape{-1};
+  std::vector<int64_t> shape;
+};
+
+// Describes a value of `type` named `name`; nothing for a type V2 cannot express.
+std::optional<TensorDescription> describe(const std::string& name, const c10::TypePtr& type) {
+  c10::TypePtr t = strip_optional(type);
   // The schema records no dtype for tensors; FP32 is torch's default one.
-  if (t->kind() == c10::TypeKind::TensorType) {
-    datatype = "FP32";
-  } else if (Primitive kind = primitive_of(t); kind != Primitive::kNone) {
-    shape = {1};
-    datatype = datatype_name(kind);
-  } else if (auto list = t->cast<c10::ListType>(); list && primitive_of(list->getElementType()) != Primitive::kNone) {
-    datatype = datatype_name(primitive_of(list->getElementType()));
-  } else {
-    return false;
+  if (t->kind() == c10::TypeKind::TensorType) return TensorDescription{name, "FP32", {-1}};
+  if (Primitive kind = primitive_of(t); kind != Primitive::kNone) {
+    return TensorDescription{name, datatype_name(kind), {1}};
   }
-  out += R"({"name":)";
-  write_string(name, out, JsonPath{nullptr, "metadata", -1});
-  out += R"(,"datatype":")";
-  out += datatype;
-  out += R"(","shape":)";
-  write_shape(shape, out);
-  out += '}';
-  return true;
+  if (auto list = t->cast<c10::ListType>(); list && primitive_of(list->getElementType()) != Primitive::kNone) {
+    return TensorDescription{name, datatype_name(primitive_of(list->getElementType())), {-1}};
+  }
+  return std::nullopt;
+}
+
+// Describes forward's inputs and outputs, as far as V2 can express them.
+struct ModelDescription {
+  std::vector<TensorDescription> inputs;
+  std::vector<TensorDescription> outputs;
+};
+
+ModelDescription describe(const c10::FunctionSchema& schema) {
+  ModelDescription model;
+  const auto& params = schema.arguments();
+  // A forward taking one Dict[str, Tensor] accepts inputs of any name.
+  if (!(params.size() == 2 && is_dict_of_tensors(params[1].type()))) {
+    for (size_t k = 1; k < params.size(); ++k) {
+      if (auto input = describe(params[k].name(), params[k].type())) model.inputs.push_back(std::move(*input));
+    }
+  }
+  const c10::TypePtr returned = schema.returns().size() == 1 ? schema.returns()[0].type() : c10::NoneType::get();
+  auto tuple = returned->cast<c10::TupleType>();
+  const std::vector<c10::TypePtr> parts = tuple ? tuple->elements().vec() : std::vector<c10::TypePtr>{returned};
+  // Listed only when every output can be: dict keys and the length of a list
+  // of tensors are known only at run time, and a partial list would hide the
+  // outputs that V2 cannot express.
+  for (size_t k = 0; k < parts.size(); ++k) {
+    auto output = describe("OUTPUT__" + std::to_string(k), parts[k]);
+    if (!output) {
+      model.outputs.clear();
+      break;
+    }
+    model.outputs.push_back(std::move(*output));
+  }
+  return model;
+}
+
+// Appends `[{"name":..,"<type_key>":"<prefix><datatype>","<shape_key>":[..]},..]`.
+void write_descriptions(const std::vector<TensorDescription>& tensors, std::string_view type_key,
+                        std::string_view type_prefix, std::string_view shape_key, std::string& out) {
+  out += '[';
+  for (size_t k = 0; k < tensors.size(); ++k) {
+    if (k) out += ',';
+    out += R"({"name":)";
+    write_string(tensors[k].name, out, JsonPath{nullptr, "metadata", -1});
+    out += ",\"";
+    out += type_key;
+    out += "\":\"";
+    out += type_prefix;
+    out += tensors[k].datatype;
+    out += "\",\"";
+    out += shape_key;
+    out += "\":";
+    write_shape(tensors[k].shape, out);
+    out += '}';
+  }
+  out += ']';
 }
 
 }  // namespace
@@ -691,43 +739,28 @@ size_t encode_response(const std::string& model_name, const Request& request, co
 }
 
 void encode_metadata(const std::string& model_name, const c10::FunctionSchema& schema, std::string& out) {
-  const JsonPath root{nullptr, "metadata", -1};
+  const ModelDescription model = describe(schema);
   out.assign(R"({"name":)");
-  write_string(model_name, out, root.member("name"));
-  out += R"(,"versions":["1"],"platform":"pytorch_torchscript","inputs":[)";
-  const auto& params = schema.arguments();
-  bool first = true;
-  auto separate = [&] {
-    if (!first) out += ',';
-    first = false;
-  };
-  // A forward taking one Dict[str, Tensor] accepts inputs of any name.
-  if (!(params.size() == 2 && is_dict_of_tensors(params[1].type()))) {
-    for (size_t k = 1; k < params.size(); ++k) {
-      std::string entry;
-      if (write_tensor_metadata(params[k].name(), params[k].type(), entry)) {
-        separate();
-        out += entry;
-      }
-    }
-  }
-  out += R"(],"outputs":[)";
-  const c10::TypePtr returned = schema.returns().size() == 1 ? schema.returns()[0].type() : c10::NoneType::get();
-  auto tuple = returned->cast<c10::TupleType>();
-  const std::vector<c10::TypePtr> parts = tuple ? tuple->elements().vec() : std::vector<c10::TypePtr>{returned};
-  // Listed only when every output can be: dict keys and the length of a list
-  // of tensors are known only at run time, and a partial list would hide the
-  // outputs that V2 cannot express.
-  std::string entries;
-  for (size_t k = 0; k < parts.size(); ++k) {
-    if (k) entries += ',';
-    if (!write_tensor_metadata("OUTPUT__" + std::to_string(k), parts[k], entries)) {
-      entries.clear();
-      break;
-    }
-  }
-  out += entries;
-  out += "]}";
+  write_string(model_name, out, JsonPath{nullptr, "metadata", -1});
+  out += R"(,"versions":["1"],"platform":"pytorch_torchscript","inputs":)";
+  write_descriptions(model.inputs, "datatype", "", "shape", out);
+  out += R"(,"outputs":)";
+  write_descriptions(model.outputs, "datatype", "", "shape", out);
+  out += '}';
+}
+
+void encode_config(const std::string& model_name, const c10::FunctionSchema& schema, int64_t max_batch_size,
+                   std::string& out) {
+  const ModelDescription model = describe(schema);
+  out.assign(R"({"name":)");
+  write_string(model_name, out, JsonPath{nullptr, "config", -1});
+  out += R"(,"platform":"pytorch_libtorch","backend":"pytorch","max_batch_size":)";
+  write_number(max_batch_size > 1 ? max_batch_size : int64_t(0), out);
+  out += R"(,"input":)";
+  write_descriptions(model.inputs, "data_type", "TYPE_", "dims", out);
+  out += R"(,"output":)";
+  write_descriptions(model.outputs, "data_type", "TYPE_", "dims", out);
+  out += '}';
 }
 
 }  // namespace torch_serving::v2

@@ -85,4 +85,12 @@ size_t encode_response(const std::string& model_name, const Request& request, co
 // `schema` into `out`.
 void encode_metadata(const std::string& model_name, const c10::FunctionSchema& schema, std::string& out);
 
+// Writes the configuration of model `model_name` into `out` as Triton's
+// model configuration extension answers it: `max_batch_size` (0 for a model
+// that does not batch), and inputs and outputs with Triton's `TYPE_`
+// datatypes. Their `dims` are those of the metadata's shapes, since a
+// TorchScript schema records no sizes.
+void encode_config(const std::string& model_name, const c10::FunctionSchema& schema, int64_t max_batch_size,
+                   std::string& out);
+
 }  // namespace torch_serving::v2

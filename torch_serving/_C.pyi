@@ -108,8 +108,11 @@ class Server:
         """Return the V2 metadata of the model file ``relative`` as JSON, loading it if needed."""
     def cached_paths(self) -> list[str]:
         """Return the cached model paths (relative to the root), most recently used first."""
-    def stats(self) -> dict[str, int]:
-        """Return the cache's counters: hits, loads, failed_loads, evictions."""
+    def config(self, relative: str, name: str, executor: Executor | None = None, timeout: float = ...) -> bytes:
+        """Return the model configuration (Triton's extension) of the model file ``relative`` as JSON."""
+    def stats(self) -> dict[str, Any]:
+        """Return the cache's counters (hits, loads, failed_loads, evictions) and, under ``models``,
+        each loaded model's ``requests``, forward ``executions`` and ``max_batch_size``."""
     def clear(self) -> None:
         """Drop every cached model."""
 

@@ -46,7 +46,7 @@ class NativeRunner:
 
         Args:
             arrived: ``time.monotonic()`` when the request arrived.
-            fn: a method of ``Server`` that takes ``executor`` and ``timeout``.
+            fn: a method of ``Server`` whose last two parameters are ``executor`` and ``timeout``.
             *args: its arguments.
 
         Raises:
@@ -54,7 +54,8 @@ class NativeRunner:
         """
         remaining = self.deadline(arrived) - time.monotonic()
         try:
-            return fn(*args, executor=self._executor, timeout=max(remaining, 0.0))
+            # Positional: pybind11 matches keywords by name, at a cost a small request notices.
+            return fn(*args, self._executor, max(remaining, 0.0))
         except BusyError:
             raise RequestError(
                 503,

@@ -40,16 +40,21 @@ class _GunicornApplication(BaseApplication):
         self._config = config
         super().__init__()
 
+    @property
+    def queue_size(self) -> int:
+        """Requests each worker holds beyond its threads (read by ``ServingWorker``)."""
+        return self._config.queue_size
+
     def load_config(self) -> None:
         config = self._config
         settings = {
             # An IPv6 address is bracketed, or gunicorn splits it at its first colon.
             "bind": f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}",
             "workers": config.workers,
-            # Request threads: those running native work, plus those waiting
-            # in the queue (receiving bodies, then waiting for a slot). The
-            # worker answers 503 beyond them (torch_serving.worker).
-            "threads": config.threads + config.queue_size,
+            # Request threads. More of them, idle or not, cost a small
+            # request a third of its rate in GIL hand-offs (docs/performance.md);
+            # requests beyond them wait unread in the worker's bounded queue.
+            "threads": config.threads,
             "worker_class": "torch_serving.worker.ServingWorker",
             # Access lines are INFO records: a quieter --log-level drops them,
             # and their cost (a few percent of a small request).

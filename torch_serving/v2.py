@@ -26,7 +26,7 @@ VERSION = "1"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # `name` may hold slashes (tritonclient leaves them unquoted, and the server
 # decodes %2F), so the path is parsed from its end.
-_MODEL_PATH = re.compile(r"^/v2/models/(?P<name>.+?)(?:/versions/(?P<version>[^/]*))?(?P<action>/ready|/infer)?$")
+_MODEL_PATH = re.compile(r"^/v2/models/(?P<name>.+?)(?:/versions/(?P<version>[^/]*))?(?P<action>/ready|/infer|/config)?$")
 _LABEL = "model name"
 
 
@@ -69,7 +69,7 @@ class HealthResource:
 
 
 class ModelSink:
-    """Everything under ``/v2/models/``: metadata, readiness and inference.
+    """Everything under ``/v2/models/``: metadata, readiness, configuration and inference.
 
     Args:
         server: the native pipeline holding this worker's model cache.
@@ -100,6 +100,10 @@ class ModelSink:
         path = self._resolve(name, version)
         if action == "/infer":
             self._infer(req, resp, arrived, name, path)
+            return
+        if action == "/config":
+            resp.content_type = falcon.MEDIA_JSON
+            resp.data = self._runner.run(arrived, self._server.config, path, name)
             return
         metadata = self._runner.run(arrived, self._server.metadata, path, name)
         if action == "/ready":

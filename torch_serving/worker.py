@@ -4,18 +4,19 @@ Gunicorn's gthread worker hands every readable connection to its thread
 pool, whose queue has no bound, and a request's clock would start only when
 a thread takes it. This worker instead:
 
-* answers a fast 503 with ``Retry-After`` from its event loop when all of its
-  request threads are busy, so a burst beyond them is refused at once
-  instead of queueing without a deadline;
+* holds at most its threads + ``queue_size`` requests (running, or waiting
+  unread for a thread), and answers a fast 503 with ``Retry-After`` from its
+  event loop beyond them, so a burst is refused at once instead of queueing
+  without a deadline;
 * stamps each request with when the event loop handed it over, so the
   deadline counts from there (``arrival_time``);
 * answers gunicorn's own refusals (a request line or headers over its limits,
   malformed HTTP) with the JSON error envelope instead of an HTML page.
 
-The CLI sizes its thread pool to ``--threads`` + ``--queue-size``: the
-request threads receive bodies and wait, while at most ``--threads`` of them
-run native work at once (``admission.NativeRunner``). No torch is loaded
-here: gunicorn imports the worker class in its master.
+The CLI sizes the thread pool to ``--threads`` and the queue to
+``--queue-size`` (an application without a ``queue_size`` attribute gets
+``Config``'s default). No torch is loaded here: gunicorn imports the worker
+class in its master.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from functools import partial
 from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
+from torch_serving.config import Config
 from torch_serving.envelope import RETRY_AFTER, error_body, error_document
 
 __all__ = ["ServingWorker", "arrival_time"]
@@ -90,6 +92,8 @@ class ServingWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         # Touched only by the event loop thread (enqueue_req, finish_request).
         self._in_flight = 0
+        queue_size = getattr(self.app, "queue_size", Config.queue_size)
+        self._limit = self.cfg.threads + queue_size
         self._lingering: deque[tuple[float, socket.socket]] = deque()
         self._busy_answer = _http_response(
             503,
@@ -97,13 +101,14 @@ class ServingWorker(ThreadWorker):
             error_body(
                 503,
                 "Server busy",
-                f"all {self.cfg.threads} request threads of this worker are busy; retry later",
+                f"this worker holds {self._limit} requests, its limit"
+                f" ({self.cfg.threads} running, {queue_size} waiting); retry later",
             ),
             RETRY_AFTER,
         )
 
     def enqueue_req(self, conn) -> None:
-        if self._in_flight >= self.cfg.threads:
+        if self._in_flight >= self._limit:
             self._refuse(conn)
             return
         self._in_flight += 1

@@ -65,7 +65,7 @@ struct CountingLoader {
       ++calls;
       std::this_thread::sleep_for(delay);
       if (fail) throw ModelLoadError(ModelFolder::name(k) + " failed on purpose");
-      return Servable::load(file, ModelFolder::name(k), c10::kCPU);
+      return Servable::load(file, ModelFolder::name(k), c10::kCPU, [](const std::string&) {});
     }, reload);
   }
 };

@@ -1,0 +1,349 @@
+// Forming, merging and splitting batches of one model's requests.
+#include "batching.h"
+
+#include <ATen/ATen.h>
+#include <simdjson.h>
+
+#include <chrono>
+#include <cmath>
+#include <exception>
+#include <stdexcept>
+
+namespace torch_serving {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Appends every tensor in `value`, however nested, in a fixed order.
+void collect_tensors(const c10::IValue& value, std::vector<at::Tensor>& out) {
+  if (value.isTensor()) {
+    out.push_back(value.toTensor());
+  } else if (value.isList()) {
+    for (const c10::IValue& item : value.toListRef()) collect_tensors(item, out);
+  } else if (value.isTuple()) {
+    for (const c10::IValue& item : value.toTupleRef().elements()) collect_tensors(item, out);
+  } else if (value.isGenericDict()) {
+    for (const auto& entry : value.toGenericDict()) collect_tensors(entry.value(), out);
+  }
+}
+
+// Returns `value` with its tensors replaced, in collect_tensors' order, by
+// those `next` yields.
+c10::IValue replace_tensors(const c10::IValue& value, const std::function<at::Tensor()>& next) {
+  if (value.isTensor()) return next();
+  if (value.isList()) {
+    auto list = value.toList();
+    c10::impl::GenericList out(list.elementType());
+    out.reserve(list.size());
+    for (const c10::IValue& item : list) out.push_back(replace_tensors(item, next));
+    return out;
+  }
+  if (value.isTuple()) {
+    std::vector<c10::IValue> items;
+    for (const c10::IValue& item : value.toTupleRef().elements()) items.push_back(replace_tensors(item, next));
+    return c10::ivalue::Tuple::create(std::move(items));
+  }
+  if (value.isGenericDict()) {
+    auto dict = value.toGenericDict();
+    c10::impl::GenericDict out(dict.keyType(), dict.valueType());
+    for (const auto& entry : dict) out.insert(entry.key(), replace_tensors(entry.value(), next));
+    return out;
+  }
+  return value;
+}
+
+// Whether two values that are not tensors or containers are equal.
+bool same_plain_value(const c10::IValue& a, const c10::IValue& b) {
+  if (a.tagKind() != b.tagKind()) return false;
+  if (a.isNone()) return true;
+  if (a.isBool()) return a.toBool() == b.toBool();
+  if (a.isInt()) return a.toInt() == b.toInt();
+  if (a.isDouble()) return a.toDouble() == b.toDouble();
+  if (a.isString()) return a.toStringRef() == b.toStringRef();
+  return false;  // anything else is never assumed equal
+}
+
+// Whether `a` and `b` can share a forward: the same structure, tensors alike
+// in all but dimension 0, everything else equal.
+bool mergeable(const c10::IValue& a, const c10::IValue& b) {
+  if (a.isTensor() || b.isTensor()) {
+    if (!a.isTensor() || !b.isTensor()) return false;
+    const at::Tensor& x = a.toTensor();
+    const at::Tensor& y = b.toTensor();
+    return x.scalar_type() == y.scalar_type() && x.device() == y.device() && x.dim() == y.dim() &&
+           x.sizes().slice(1) == y.sizes().slice(1);
+  }
+  if (a.isList() || b.isList()) {
+    if (!a.isList() || !b.isList()) return false;
+    auto x = a.toListRef();
+    auto y = b.toListRef();
+    if (x.size() != y.size()) return false;
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (!mergeable(x[i], y[i])) return false;
+    }
+    return true;
+  }
+  if (a.isTuple() || b.isTuple()) {
+    if (!a.isTuple() || !b.isTuple()) return false;
+    const auto& x = a.toTupleRef().elements();
+    const auto& y = b.toTupleRef().elements();
+    if (x.size() != y.size()) return false;
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (!mergeable(x[i], y[i])) return false;
+    }
+    return true;
+  }
+  if (a.isGenericDict() || b.isGenericDict()) {
+    if (!a.isGenericDict() || !b.isGenericDict()) return false;
+    auto x = a.toGenericDict();
+    auto y = b.toGenericDict();
+    if (x.size() != y.size()) return false;
+    for (auto ix = x.begin(), iy = y.begin(); ix != x.end(); ++ix, ++iy) {
+      if (!same_plain_value(ix->key(), iy->key()) || !mergeable(ix->value(), iy->value())) return false;
+    }
+    return true;
+  }
+  return same_plain_value(a, b);
+}
+
+// Thrown inside split() when an output has a part that is not a tensor
+// whose dimension 0 is the batch's.
+struct Unsplittable {
+  std::string what;
+};
+
+// Splits `value`, a batched forward's output, into each request's share:
+// `rows[i]` rows of every tensor, in order.
+std::vector<c10::IValue> split(const c10::IValue& value, const std::vector<int64_t>& rows, int64_t total) {
+  const size_t n = rows.size();
+  std::vector<c10::IValue> out(n);
+  if (value.isTensor()) {
+    const at::Tensor& t = value.toTensor();
+    if (t.dim() == 0 || t.size(0) != total) {
+      throw Unsplittable{"a tensor of shape " + c10::str(t.sizes()) + ", whose dimension 0 is not the batch's " +
+                         std::to_string(total) + " rows"};
+    }
+    int64_t offset = 0;
+    for (size_t i = 0; i < n; ++i) {
+      out[i] = t.narrow(0, offset, rows[i]);
+      offset += rows[i];
+    }
+    return out;
+  }
+  if (value.isList()) {
+    auto list = value.toList();
+    // c10 lists share their contents when copied: each share gets its own.
+    std::vector<c10::impl::GenericList> parts;
+    for (size_t i = 0; i < n; ++i) parts.emplace_back(list.elementType());
+    for (const c10::IValue& item : list) {
+      std::vector<c10::IValue> shares = split(item, rows, total);
+      for (size_t i = 0; i < n; ++i) parts[i].push_back(std::move(shares[i]));
+    }
+    for (size_t i = 0; i < n; ++i) out[i] = std::move(parts[i]);
+    return out;
+  }
+  if (value.isTuple()) {
+    std::vector<std::vector<c10::IValue>> parts(n);
+    for (const c10::IValue& item : value.toTupleRef().elements()) {
+      std::vector<c10::IValue> shares = split(item, rows, total);
+      for (size_t i = 0; i < n; ++i) parts[i].push_back(std::move(shares[i]));
+    }
+    for (size_t i = 0; i < n; ++i) out[i] = c10::ivalue::Tuple::create(std::move(parts[i]));
+    return out;
+  }
+  if (value.isGenericDict()) {
+    auto dict = value.toGenericDict();
+    std::vector<c10::impl::GenericDict> parts;
+    for (size_t i = 0; i < n; ++i) parts.emplace_back(dict.keyType(), dict.valueType());
+    for (const auto& entry : dict) {
+      std::vector<c10::IValue> shares = split(entry.value(), rows, total);
+      for (size_t i = 0; i < n; ++i) parts[i].insert(entry.key(), std::move(shares[i]));
+    }
+    for (size_t i = 0; i < n; ++i) out[i] = std::move(parts[i]);
+    return out;
+  }
+  throw Unsplittable{"a value of type " + value.type()->repr_str() + ", which has no batch dimension"};
+}
+
+// The rows a request holds: the common dimension 0 of its tensors, or 0
+// when it has none or they disagree, and it cannot share a forward.
+int64_t batch_rows(const std::vector<at::Tensor>& tensors) {
+  if (tensors.empty() || tensors[0].dim() == 0) return 0;
+  const int64_t rows = tensors[0].size(0);
+  for (const at::Tensor& t : tensors) {
+    if (t.dim() == 0 || t.size(0) != rows) return 0;
+  }
+  return rows;
+}
+
+}  // namespace
+
+BatchPolicy parse_batch_policy(std::string_view json) {
+  simdjson::dom::parser parser;
+  simdjson::padded_string text(json);
+  simdjson::dom::element document;
+  if (parser.parse(text).get(document) != simdjson::SUCCESS) throw std::invalid_argument("it is not valid JSON");
+  simdjson::dom::object fields;
+  if (document.get_object().get(fields) != simdjson::SUCCESS) {
+    throw std::invalid_argument("it must be a JSON object, like {\"max_batch_size\": 8, \"max_batch_delay_ms\": 0}");
+  }
+  BatchPolicy policy;
+  bool has_size = false;
+  for (auto field : fields) {
+    if (field.key == "max_batch_size") {
+      int64_t size = 0;
+      if (field.value.get_int64().get(size) != simdjson::SUCCESS || size < 1) {
+        throw std::invalid_argument("max_batch_size must be an integer of at least 1, got " +
+                                    simdjson::to_string(field.value));
+      }
+      policy.max_batch_size = size;
+      has_size = true;
+    } else if (field.key == "max_batch_delay_ms") {
+      double delay_ms = 0;
+      if (field.value.get_double().get(delay_ms) != simdjson::SUCCESS || !(delay_ms >= 0) ||
+          !std::isfinite(delay_ms)) {
+        throw std::invalid_argument("max_batch_delay_ms must be a number of at least 0, got " +
+                                    simdjson::to_string(field.value));
+      }
+      policy.max_delay_s = delay_ms / 1000.0;
+    } else {
+      throw std::invalid_argument("unknown key \"" + std::string(field.key) +
+                                  "\"; the keys are max_batch_size and max_batch_delay_ms");
+    }
+  }
+  if (!has_size) throw std::invalid_argument("max_batch_size is missing");
+  return policy;
+}
+
+struct Batcher::Pending {
+  std::vector<c10::IValue> args;
+  std::vector<at::Tensor> tensors;  // those in args, in collect_tensors' order
+  int64_t rows = 0;
+  Clock::time_point arrived = Clock::now();
+  bool lead = false;  // this request forms the next batch
+  bool done = false;
+  c10::IValue result;
+  std::exception_ptr error;
+};
+
+Batcher::Batcher(BatchPolicy policy, Forward forward, std::string name, Warn warn)
+    : policy_(policy), forward_(std::move(forward)), name_(std::move(name)), warn_(std::move(warn)) {}
+
+c10::IValue Batcher::run(std::vector<c10::IValue> args) {
+  Pending me;
+  me.args = std::move(args);
+  for (const c10::IValue& arg : me.args) collect_tensors(arg, me.tensors);
+  me.rows = batch_rows(me.tensors);
+  if (me.rows == 0 || me.rows >= policy_.max_batch_size) return forward_(std::move(me.args));
+
+  std::unique_lock<std::mutex> lock(mutex_);
+  queue_.push_back(&me);
+  queued_rows_ += me.rows;
+  if (!leading_) {
+    leading_ = true;
+    me.lead = true;
+  } else {
+    changed_.notify_all();  // a leader waiting out its delay counts the rows
+  }
+  changed_.wait(lock, [&] { return me.done || me.lead; });
+  if (!me.done) {
+    // This request is the oldest waiting: it forms the next batch.
+    if (policy_.max_delay_s > 0) {
+      auto until = me.arrived + std::chrono::duration_cast<Clock::duration>(
+                                    std::chrono::duration<double>(policy_.max_delay_s));
+      changed_.wait_until(lock, until, [&] { return queued_rows_ >= policy_.max_batch_size; });
+    }
+    std::vector<Pending*> batch = take_batch();
+    lock.unlock();
+    execute(batch);
+    lock.lock();
+    for (Pending* p : batch) p->done = true;
+    if (queue_.empty()) {
+      leading_ = false;
+    } else {
+      queue_.front()->lead = true;
+    }
+    changed_.notify_all();
+  }
+  lock.unlock();
+  if (me.error) std::rethrow_exception(me.error);
+  return std::move(me.result);
+}
+
+std::vector<Batcher::Pending*> Batcher::take_batch() {
+  std::vector<Pending*> batch{queue_.front()};
+  queue_.pop_front();
+  int64_t rows = batch[0]->rows;
+  for (auto it = queue_.begin(); it != queue_.end() && rows < policy_.max_batch_size;) {
+    Pending* p = *it;
+    bool fits = rows + p->rows <= policy_.max_batch_size && p->args.size() == batch[0]->args.size();
+    for (size_t i = 0; fits && i < p->args.size(); ++i) fits = mergeable(batch[0]->args[i], p->args[i]);
+    if (fits) {
+      batch.push_back(p);
+      rows += p->rows;
+      it = queue_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (Pending* p : batch) queued_rows_ -= p->rows;
+  return batch;
+}
+
+void Batcher::execute(const std::vector<Pending*>& batch) {
+  if (batch.size() == 1) {
+    execute_alone(batch);
+    return;
+  }
+  std::vector<int64_t> rows;
+  int64_t total = 0;
+  for (Pending* p : batch) {
+    rows.push_back(p->rows);
+    total += p->rows;
+  }
+  c10::IValue output;
+  try {
+    std::vector<at::Tensor> merged;
+    const size_t count = batch[0]->tensors.size();
+    for (size_t k = 0; k < count; ++k) {
+      std::vector<at::Tensor> parts;
+      parts.reserve(batch.size());
+      for (Pending* p : batch) parts.push_back(p->tensors[k]);
+      merged.push_back(at::cat(parts, 0));
+    }
+    size_t next = 0;
+    auto take = [&] { return merged[next++]; };
+    std::vector<c10::IValue> args;
+    for (const c10::IValue& arg : batch[0]->args) args.push_back(replace_tensors(arg, take));
+    output = forward_(std::move(args));
+  } catch (...) {
+    // One request's data may have made the merged forward fail: each runs
+    // alone and gets its own answer.
+    execute_alone(batch);
+    return;
+  }
+  std::vector<c10::IValue> shares;
+  try {
+    shares = split(output, rows, total);
+  } catch (const Unsplittable& e) {
+    if (!warned_unsplittable_.exchange(true)) {
+      warn_("model " + name_ + " declares batching, but its output holds " + e.what +
+            "; its batches are answered one request at a time");
+    }
+    execute_alone(batch);
+    return;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) batch[i]->result = std::move(shares[i]);
+}
+
+void Batcher::execute_alone(const std::vector<Pending*>& batch) {
+  for (Pending* p : batch) {
+    try {
+      p->result = forward_(p->args);
+    } catch (...) {
+      p->error = std::current_exception();
+    }
+  }
+}
+
+}  // namespace torch_serving
