@@ -51,9 +51,8 @@ class _GunicornApplication(BaseApplication):
             # An IPv6 address is bracketed, or gunicorn splits it at its first colon.
             "bind": f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}",
             "workers": config.workers,
-            # Request threads. More of them, idle or not, cost a small
-            # request a third of its rate in GIL hand-offs (docs/performance.md);
-            # requests beyond them wait unread in the worker's bounded queue.
+            # Core request threads; the worker adds --queue-size spare ones
+            # (torch_serving.worker) and answers 503 beyond both.
             "threads": config.threads,
             "worker_class": "torch_serving.worker.ServingWorker",
             # Access lines are INFO records: a quieter --log-level drops them,

@@ -4,17 +4,22 @@ Gunicorn's gthread worker hands every readable connection to its thread
 pool, whose queue has no bound, and a request's clock would start only when
 a thread takes it. This worker instead:
 
-* holds at most its threads + ``queue_size`` requests (running, or waiting
-  unread for a thread), and answers a fast 503 with ``Retry-After`` from its
-  event loop beyond them, so a burst is refused at once instead of queueing
-  without a deadline;
+* holds at most its threads + ``queue_size`` requests, and answers a fast
+  503 with ``Retry-After`` from its event loop beyond them, so a burst is
+  refused at once instead of queueing without a deadline;
+* runs a request on one of its ``threads`` core threads while one is free,
+  and on one of ``queue_size`` spare threads otherwise (there it receives
+  its body and waits for a native slot). A pool of all of them would wake
+  a cold, idle thread for every request: that cost a small request a fifth
+  of its rate (docs/performance.md). Spares keep stalled uploads from
+  holding up everybody else;
 * stamps each request with when the event loop handed it over, so the
   deadline counts from there (``arrival_time``);
 * answers gunicorn's own refusals (a request line or headers over its limits,
   malformed HTTP) with the JSON error envelope instead of an HTML page.
 
-The CLI sizes the thread pool to ``--threads`` and the queue to
-``--queue-size`` (an application without a ``queue_size`` attribute gets
+The CLI passes ``--threads`` as gunicorn's threads and ``--queue-size``
+as the application's ``queue_size`` (an application without one gets
 ``Config``'s default). No torch is loaded here: gunicorn imports the worker
 class in its master.
 """
@@ -29,6 +34,7 @@ import socket
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from gunicorn import util
@@ -92,8 +98,11 @@ class ServingWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         # Touched only by the event loop thread (enqueue_req, finish_request).
         self._in_flight = 0
+        self._on_core = 0
         queue_size = getattr(self.app, "queue_size", Config.queue_size)
         self._limit = self.cfg.threads + queue_size
+        # Threads start on first use, after the fork.
+        self._spare_pool = ThreadPoolExecutor(max(queue_size, 1), thread_name_prefix="spare")
         self._lingering: deque[tuple[float, socket.socket]] = deque()
         self._busy_answer = _http_response(
             503,
@@ -113,10 +122,19 @@ class ServingWorker(ThreadWorker):
             return
         self._in_flight += 1
         conn.arrived = time.monotonic()
-        super().enqueue_req(conn)
+        conn.on_core = self._on_core < self.cfg.threads
+        if conn.on_core:
+            self._on_core += 1
+            super().enqueue_req(conn)
+            return
+        # As gunicorn's enqueue_req does on its own pool.
+        future = self._spare_pool.submit(self.handle, conn)
+        future.add_done_callback(lambda done: self.method_queue.defer(self.finish_request, conn, done))
 
     def finish_request(self, conn, fs) -> None:
         self._in_flight -= 1
+        if conn.on_core:
+            self._on_core -= 1
         super().finish_request(conn, fs)
 
     def handle(self, conn):

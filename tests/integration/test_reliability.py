@@ -94,7 +94,7 @@ def test_a_burst_beyond_the_threads_gets_fast_503s(start):
         post(server.url, "slow.pt", slow_body(1))
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             slow = [pool.submit(post, server.url, "slow.pt", slow_body(3000)) for _ in range(2)]
-            time.sleep(0.5)  # one slow request holds the worker's thread, the other waits in its queue
+            time.sleep(0.5)  # one slow request holds the worker's thread, the other its spare thread
             burst = [pool.submit(post, server.url, "tiny.pt") for _ in range(6)]
             refused = [future.result() for future in burst]
             # Refused while the slow ones still run: nothing waited for them.

@@ -328,7 +328,16 @@ def test_cache_endpoint_lists_models_relative_to_the_root(client):
     serve(client, TINY, tiny_body(1))
     doc = client.simulate_get("/cache").json
     assert doc["models"] == ["tiny.pt", "nested/triple.pt"]
-    assert doc["stats"] == {"hits": 1, "loads": 2, "failed_loads": 0, "evictions": 0}
+    assert doc["stats"] == {
+        "hits": 1,
+        "loads": 2,
+        "failed_loads": 0,
+        "evictions": 0,
+        "models": {
+            "tiny.pt": {"requests": 2, "executions": 2, "max_batch_size": 0},
+            "nested/triple.pt": {"requests": 1, "executions": 1, "max_batch_size": 0},
+        },
+    }
 
 
 def test_invalidation_prob_reloads_from_disk(client):

@@ -47,7 +47,14 @@ def test_holds_capacity_plus_buffer_then_evicts_down_to_capacity(plus, make_serv
     assert names(server) == ["plus2.pt", "plus1.pt", "plus0.pt"]
     answer(server, plus[3])
     assert names(server) == ["plus3.pt", "plus2.pt"]
-    assert server.stats() == {"hits": 0, "loads": 4, "failed_loads": 0, "evictions": 2}
+    stats = server.stats()
+    assert {key: stats[key] for key in ("hits", "loads", "failed_loads", "evictions")} == {
+        "hits": 0,
+        "loads": 4,
+        "failed_loads": 0,
+        "evictions": 2,
+    }
+    assert list(stats["models"]) == server.cached_paths()
 
 
 def test_evicts_least_recently_used(plus, make_server):
