@@ -12,12 +12,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def script_and_save(module: torch.nn.Module, path: Path) -> Path:
-    """Script ``module`` and save it at ``path``."""
+def script_and_save(module: torch.nn.Module, path: Path, batch_policy: str | None = None) -> Path:
+    """Script ``module`` and save it at ``path``, with ``batch_policy`` as its torch_serving.json if given."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    extra_files = {} if batch_policy is None else {"torch_serving.json": batch_policy}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\S+` is deprecated", category=DeprecationWarning)
-        torch.jit.script(module).save(str(path))
+        torch.jit.script(module).save(str(path), _extra_files=extra_files)
     return path
 
 
@@ -173,6 +174,55 @@ class AllocatingModel(torch.nn.Module):
         return torch.zeros(n)
 
 
+class BatchLinearModel(torch.nn.Module):
+    """A seeded linear layer: each row's output depends on that row alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class BatchScaleModel(torch.nn.Module):
+    """``x * factor``, refusing negative inputs, so a bad row fails the whole forward."""
+
+    def forward(self, x: torch.Tensor, factor: float = 2.0) -> torch.Tensor:
+        if bool((x < 0).any()):
+            raise ValueError("negative input")
+        return x * factor
+
+
+class BatchStructuresModel(torch.nn.Module):
+    """Tensors nested in a list and a dict, and a tuple with a dict out."""
+
+    def forward(
+        self, pair: List[torch.Tensor], named: Dict[str, torch.Tensor]
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        return pair[0] + pair[1], {"sum": named["a"] + named["b"]}
+
+
+class BatchCountModel(torch.nn.Module):
+    """Returns the rows it saw, an int that no batch can split."""
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, int]:
+        return x + 1, x.size(0)
+
+
+# What each batched test model declares in its archive, by file name.
+BATCH_POLICIES = {
+    "batch_linear.pt": ('{"max_batch_size": 8, "max_batch_delay_ms": 300}', BatchLinearModel),
+    "batch_linear_eager.pt": ('{"max_batch_size": 8, "max_batch_delay_ms": 0}', BatchLinearModel),
+    "batch_scale.pt": ('{"max_batch_size": 8, "max_batch_delay_ms": 300}', BatchScaleModel),
+    "batch_structures.pt": ('{"max_batch_size": 8, "max_batch_delay_ms": 300}', BatchStructuresModel),
+    "batch_count.pt": ('{"max_batch_size": 8, "max_batch_delay_ms": 300}', BatchCountModel),
+    "batch_two_rows.pt": ('{"max_batch_size": 2, "max_batch_delay_ms": 300}', BatchLinearModel),
+    "batch_malformed.pt": ('{"max_batch_size": "eight"}', BatchLinearModel),
+}
+
+
 def example_model_class():
     """Return ExampleModel from example/create_model.py, the original's model."""
     sys.path.insert(0, str(REPO / "example"))
@@ -210,6 +260,8 @@ def build_model_root(root: Path) -> Path:
         script_and_save(module, root / name)
     for k in range(6):
         script_and_save(AffineModel(1.0, float(k)), root / "many" / f"plus{k}.pt")
+    for name, (policy, model_class) in BATCH_POLICIES.items():
+        script_and_save(model_class(), root / name, policy)
     example_model_class().main(str(root / "model-example.pt"))
     (root / "corrupt.pt").write_bytes(b"this is not a zip archive")
     torch.save({"weight": torch.ones(2)}, root / "state_dict.pt")

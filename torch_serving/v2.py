@@ -26,7 +26,9 @@ VERSION = "1"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # `name` may hold slashes (tritonclient leaves them unquoted, and the server
 # decodes %2F), so the path is parsed from its end.
-_MODEL_PATH = re.compile(r"^/v2/models/(?P<name>.+?)(?:/versions/(?P<version>[^/]*))?(?P<action>/ready|/infer|/config)?$")
+_MODEL_PATH = re.compile(
+    r"^/v2/models/(?P<name>.+?)(?:/versions/(?P<version>[^/]*))?(?P<action>/ready|/infer|/config)?$"
+)
 _LABEL = "model name"
 
 
@@ -160,8 +162,7 @@ def _header_length(req: falcon.Request, max_body_size: int) -> int:
         raise RequestError(
             400,
             "Invalid header",
-            f"{HEADER_LENGTH} is {text}, past the end of any body this server accepts"
-            f" (at most {max_body_size} bytes)",
+            f"{HEADER_LENGTH} is {text}, past the end of any body this server accepts (at most {max_body_size} bytes)",
         )
     return length
 
