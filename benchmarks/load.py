@@ -26,13 +26,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy
 import requests
 
-from benchmarks.workloads import Workload, build
+from benchmarks.workloads import SWEEP_SIZES, Workload, build
 from tests.integration.server import RunningServer, cli_command, free_port, process_tree, running
 from torch_serving.config import Config
 
@@ -160,14 +161,14 @@ def peak_rss_mib(pid: int) -> float:
     return total_kib / 1024
 
 
-def _close(a, b) -> bool:
-    """Compare two results; floats to float32 precision, as the naive server prints doubles."""
+def _close(a, b, rel: float = 1e-6) -> bool:
+    """Compare two results; floats to ``rel`` (float32 precision: the naive server prints doubles)."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b))
     if isinstance(a, float) or isinstance(b, float):
-        return abs(a - b) <= 1e-6 * max(abs(a), abs(b), 1e-30)
+        return abs(a - b) <= rel * max(abs(a), abs(b), 1e-30)
     return a == b
 
 
@@ -202,13 +203,54 @@ def _check_binary_answer(url: str, workload: Workload, expected: dict) -> None:
         raise RuntimeError(f"{url} answered {workload.name} in binary differently from the JSON path")
 
 
+def distinct_example_bodies(body: bytes, count: int) -> list[bytes]:
+    """Return ``count`` variants of the example body, each with its own first input."""
+    bodies = []
+    for k in range(count):
+        doc = json.loads(body)
+        doc[0]["value"][0]["value"] = [1.0 + k, 2.0 - 0.5 * k]
+        bodies.append(json.dumps(doc).encode())
+    return bodies
+
+
+def check_batched_answers(url: str, batched: str, unbatched: str, body: bytes, clients: int) -> None:
+    """Send distinct requests to the batched model at once; each must equal the unbatched model's answer."""
+
+    def post(identifier: str, data: bytes) -> dict:
+        response = requests.post(url, params={"servable_identifier": identifier}, data=data, timeout=60)
+        response.raise_for_status()
+        return response.json()["result"]
+
+    bodies = distinct_example_bodies(body, clients)
+    with ThreadPoolExecutor(clients) as pool:
+        for _ in range(5):  # several bursts, so that some surely share forwards
+            answers = list(pool.map(lambda data: post(batched, data), bodies))
+            for data, answer in zip(bodies, answers):
+                if not _close(answer, post(unbatched, data), rel=1e-5):
+                    raise RuntimeError(f"{batched} answered a batched request differently from {unbatched}")
+
+
+def batch_counters(url: str, model: str, samples: int = 20) -> tuple[int, int]:
+    """Return requests and forward executions of ``model``, summed over the workers /cache reached."""
+    per_worker = {}
+    for _ in range(samples):
+        doc = requests.get(f"{url}/cache", timeout=10).json()
+        counters = doc["stats"]["models"].get(model)
+        if counters:
+            per_worker[doc["pid"]] = (counters["requests"], counters["executions"])
+    return sum(r for r, _ in per_worker.values()), sum(e for _, e in per_worker.values())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--wrk-threads", type=int, default=1, help="2 on 2 cores: the client competes for the CPU")
-    parser.add_argument("--workloads", default="tiny,example,image,echo,jpeg,jpeg-means")
+    parser.add_argument(
+        "--workloads",
+        default="tiny,example,example-batched,image,echo,jpeg,jpeg-means," + ",".join(f"tiny-{n}" for n in SWEEP_SIZES),
+    )
     parser.add_argument("--workers", type=int, default=DEFAULTS.workers, help="for all three servers")
     parser.add_argument("--threads", type=int, default=DEFAULTS.threads, help="for all three servers")
     args = parser.parse_args(argv)
@@ -249,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         rounds: dict[tuple[str, str], list[Round]] = {}
         rss: dict[str, float] = {}
+        batches: dict[str, tuple[int, int]] = {}
         with (
             running(commands["ours"], ports["ours"], tmp_path / "ours.log", env=env) as ours,
             running(commands["naive"], ports["naive"], tmp_path / "naive.log", env=env) as naive,
@@ -271,12 +314,23 @@ def main(argv: list[str] | None = None) -> int:
                         wrk_script(tmp_path, workload.name + "-v2", binary.body, binary.header_length),
                     )
                     _check_binary_answer(targets["ours-v2"].url, workload, reference)
+                if workload.name == "example-batched":
+                    check_batched_answers(
+                        f"{ours.url}/serve", workload.model, "model-example.pt", workload.body, args.connections
+                    )
                 series = interleaved_rounds(targets, args.rounds, args.seconds, args.connections, args.wrk_threads)
                 rounds.update({(workload.name, name): results for name, results in series.items()})
+                if workload.name == "example-batched":
+                    batches[workload.name] = batch_counters(ours.url, workload.model)
                 if workload.name == "example":
                     rss = {name: peak_rss_mib(s.process.pid) for name, s in servers.items() if name != "hello"}
 
     _report(args, workloads, rounds, rss)
+    for name, (requests_done, executions) in batches.items():
+        print(
+            f"{name}: {requests_done} requests in {executions} forwards (mean batch {requests_done / executions:.2f})"
+            " in the workers /cache reached; batched answers equal the unbatched ones within 1e-5"
+        )
     return 0
 
 
@@ -297,22 +351,22 @@ def _report(
     )
     servers = ("ours", "naive", "hello")
     summary: dict[str, dict[str, float]] = {}
-    print(f"{'requests/s':<12}{'ours':>10}{'naive':>10}{'hello':>10}{'ours/naive':>12}{'ours/hello':>12}")
+    print(f"{'requests/s':<16}{'ours':>10}{'naive':>10}{'hello':>10}{'ours/naive':>12}{'ours/hello':>12}")
     for w in workloads:
         rate = {s: median(w.name, s, "rate") for s in servers}
         summary[w.name] = {f"{s}_rate": rate[s] for s in servers}
         print(
-            f"{w.name:<12}{rate['ours']:>10.0f}{rate['naive']:>10.0f}{rate['hello']:>10.0f}"
+            f"{w.name:<16}{rate['ours']:>10.0f}{rate['naive']:>10.0f}{rate['hello']:>10.0f}"
             f"{rate['ours'] / rate['naive']:>12.2f}{rate['ours'] / rate['hello']:>12.2f}"
         )
     # The same ratios from CPU time (naive's CPU per request over ours), so
     # that a machine whose speed drifts during the run shows less.
-    print(f"{'CPU ms/req':<12}{'ours':>10}{'naive':>10}{'hello':>10}{'naive/ours':>12}{'hello/ours':>12}")
+    print(f"{'CPU ms/req':<16}{'ours':>10}{'naive':>10}{'hello':>10}{'naive/ours':>12}{'hello/ours':>12}")
     for w in workloads:
         cpu = {s: median(w.name, s, "cpu_ms_per_request") for s in servers}
         summary[w.name].update({f"{s}_cpu_ms": cpu[s] for s in servers})
         print(
-            f"{w.name:<12}{cpu['ours']:>10.3f}{cpu['naive']:>10.3f}{cpu['hello']:>10.3f}"
+            f"{w.name:<16}{cpu['ours']:>10.3f}{cpu['naive']:>10.3f}{cpu['hello']:>10.3f}"
             f"{cpu['naive'] / cpu['ours']:>12.2f}{cpu['hello'] / cpu['ours']:>12.2f}"
         )
     for w in workloads:

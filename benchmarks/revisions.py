@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             env = {"PYTHONPATH": str(tree)}
             servers[name] = stack.enter_context(running(command, port, scratch / f"{port}.log", env=env, cwd=tree))
         print(f"\n{args.rounds} rounds x {args.seconds}s, wrk -t{args.wrk_threads} -c{args.connections}; medians")
-        print("| workload | this tree req/s | other req/s | ratio | this tree CPU ms | other CPU ms | CPU ratio (other/this) |")
+        print(
+            "| workload | this tree req/s | other req/s | ratio | this tree CPU ms | other CPU ms | CPU ratio (other/this) |"
+        )
         print("|---|---|---|---|---|---|---|")
         for workload in workloads:
             targets = serve_targets(servers, workload, scratch)

@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         for k in range(args.models):
             script_and_save(AffineModel(1.0, float(k)), root / f"plus{k}.pt")
         port = free_port()
-        command = cli_command(port, "--model-root", str(root), "--model-capacity", "2", "--buffer-size", "1",
-                              "--log-level", "warning")
+        command = cli_command(
+            port, "--model-root", str(root), "--model-capacity", "2", "--buffer-size", "1", "--log-level", "warning"
+        )
         with running(command, port, Path(tmp) / "server.log") as server:
             remaining = [args.requests]
             lock = threading.Lock()
@@ -68,8 +69,12 @@ def main(argv: list[str] | None = None) -> int:
                             remaining[0] -= 1
                         k = rng.randrange(args.models)
                         x = float(rng.randint(-1000, 1000))
-                        response = session.post(f"{server.url}/serve", params={"servable_identifier": f"plus{k}.pt"},
-                                                data=body_of(tensor_json(torch.tensor([x]))), timeout=60)
+                        response = session.post(
+                            f"{server.url}/serve",
+                            params={"servable_identifier": f"plus{k}.pt"},
+                            data=body_of(tensor_json(torch.tensor([x]))),
+                            timeout=60,
+                        )
                         if response.status_code != 200 or response.json()["result"]["value"] != [x + k]:
                             failures.append(f"plus{k}.pt on {x}: {response.status_code} {response.text[:200]}")
 

@@ -104,6 +104,12 @@ def _binary_request(tensor: torch.Tensor) -> BinaryRequest:
     return BinaryRequest(header_bytes + raw, len(header_bytes))
 
 
+# What `example-batched` declares: batch whatever waits, never wait for more.
+BATCH_POLICY = '{"max_batch_size": 8, "max_batch_delay_ms": 0}'
+# Payload sizes of the sweep: `x * 2 + 1` on [1, n] float32.
+SWEEP_SIZES = (64, 1024, 16384, 262144)
+
+
 def build(root: Path) -> list[Workload]:
     """Save the workloads' models under ``root`` and return the workloads."""
     torch.manual_seed(0)
@@ -114,6 +120,7 @@ def build(root: Path) -> list[Workload]:
     script_and_save(ChannelMeans(), root / "means.pt")
     jpeg = base64.b64encode(benchmark_jpeg()).decode()
     example_model_class().main(str(root / "model-example.pt"))
+    example_model_class().main(str(root / "model-example-batched.pt"), BATCH_POLICY)
     image = torch.rand(1, 3, 224, 224)
     return [
         Workload("tiny", "tiny.pt", _tensor_body(torch.tensor([[1.0, 2.0, 3.0, 4.0]]))),
@@ -122,6 +129,8 @@ def build(root: Path) -> list[Workload]:
             "model-example.pt",
             (REPO / "example" / "post-data.json").read_bytes(),
         ),
+        Workload("example-batched", "model-example-batched.pt", (REPO / "example" / "post-data.json").read_bytes()),
+        *(Workload(f"tiny-{n}", "tiny.pt", _tensor_body(torch.rand(1, n))) for n in SWEEP_SIZES),
         Workload("image", "image.pt", _tensor_body(image), _binary_request(image)),
         Workload("echo", "echo.pt", _tensor_body(image)),
         Workload(

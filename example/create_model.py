@@ -4,7 +4,13 @@ Its forward takes a list of tensors, a tensor, a dict of tensors, an int and
 a string, and returns a dict holding a tuple of a tensor list, the string and
 the int. The seed is fixed, so its outputs are the same on every machine.
 
-Usage: python example/create_model.py [OUTPUT]  (default model-example.pt)
+With a batch policy (the JSON of a torch_serving.json), concurrent requests
+share forwards: its string and int outputs are its own arguments, equal in
+every request of a batch, so each request gets them as they are.
+
+Usage: python example/create_model.py [OUTPUT [BATCH_POLICY]]
+  (default model-example.pt, no batching), e.g.
+  python example/create_model.py model-example-batched.pt '{"max_batch_size": 8}'
 """
 
 import sys
@@ -37,12 +43,13 @@ class ExampleModel(torch.nn.Module):
         return {"out": ([hidden + y * 2, shifted], a_string, an_integer)}
 
 
-def main(output: str = "model-example.pt") -> None:
-    """Script the example model and save it to ``output``."""
+def main(output: str = "model-example.pt", batch_policy: str | None = None) -> None:
+    """Script the example model and save it to ``output``, declaring ``batch_policy`` if given."""
     torch.manual_seed(0)
+    extra_files = {} if batch_policy is None else {"torch_serving.json": batch_policy}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\S+` is deprecated", category=DeprecationWarning)
-        torch.jit.script(ExampleModel(2, 3)).save(output)
+        torch.jit.script(ExampleModel(2, 3)).save(output, _extra_files=extra_files)
 
 
 if __name__ == "__main__":

@@ -113,8 +113,10 @@ struct Unsplittable {
 };
 
 // Splits `value`, a batched forward's output, into each request's share:
-// `rows[i]` rows of every tensor, in order.
-std::vector<c10::IValue> split(const c10::IValue& value, const std::vector<int64_t>& rows, int64_t total) {
+// `rows[i]` rows of every tensor, in order, and with `share_plain`, every
+// other value as it is.
+std::vector<c10::IValue> split(const c10::IValue& value, const std::vector<int64_t>& rows, int64_t total,
+                               bool share_plain) {
   const size_t n = rows.size();
   std::vector<c10::IValue> out(n);
   if (value.isTensor()) {
@@ -136,7 +138,7 @@ std::vector<c10::IValue> split(const c10::IValue& value, const std::vector<int64
     std::vector<c10::impl::GenericList> parts;
     for (size_t i = 0; i < n; ++i) parts.emplace_back(list.elementType());
     for (const c10::IValue& item : list) {
-      std::vector<c10::IValue> shares = split(item, rows, total);
+      std::vector<c10::IValue> shares = split(item, rows, total, share_plain);
       for (size_t i = 0; i < n; ++i) parts[i].push_back(std::move(shares[i]));
     }
     for (size_t i = 0; i < n; ++i) out[i] = std::move(parts[i]);
@@ -145,7 +147,7 @@ std::vector<c10::IValue> split(const c10::IValue& value, const std::vector<int64
   if (value.isTuple()) {
     std::vector<std::vector<c10::IValue>> parts(n);
     for (const c10::IValue& item : value.toTupleRef().elements()) {
-      std::vector<c10::IValue> shares = split(item, rows, total);
+      std::vector<c10::IValue> shares = split(item, rows, total, share_plain);
       for (size_t i = 0; i < n; ++i) parts[i].push_back(std::move(shares[i]));
     }
     for (size_t i = 0; i < n; ++i) out[i] = c10::ivalue::Tuple::create(std::move(parts[i]));
@@ -156,12 +158,13 @@ std::vector<c10::IValue> split(const c10::IValue& value, const std::vector<int64
     std::vector<c10::impl::GenericDict> parts;
     for (size_t i = 0; i < n; ++i) parts.emplace_back(dict.keyType(), dict.valueType());
     for (const auto& entry : dict) {
-      std::vector<c10::IValue> shares = split(entry.value(), rows, total);
+      std::vector<c10::IValue> shares = split(entry.value(), rows, total, share_plain);
       for (size_t i = 0; i < n; ++i) parts[i].insert(entry.key(), std::move(shares[i]));
     }
     for (size_t i = 0; i < n; ++i) out[i] = std::move(parts[i]);
     return out;
   }
+  if (share_plain) return std::vector<c10::IValue>(n, value);
   throw Unsplittable{"a value of type " + value.type()->repr_str() + ", which has no batch dimension"};
 }
 
@@ -226,8 +229,12 @@ struct Batcher::Pending {
   std::exception_ptr error;
 };
 
-Batcher::Batcher(BatchPolicy policy, Forward forward, std::string name, Warn warn)
-    : policy_(policy), forward_(std::move(forward)), name_(std::move(name)), warn_(std::move(warn)) {}
+Batcher::Batcher(BatchPolicy policy, Forward forward, std::string name, Warn warn, bool share_plain_outputs)
+    : policy_(policy),
+      forward_(std::move(forward)),
+      name_(std::move(name)),
+      warn_(std::move(warn)),
+      share_plain_outputs_(share_plain_outputs) {}
 
 c10::IValue Batcher::run(std::vector<c10::IValue> args) {
   Pending me;
@@ -324,7 +331,7 @@ void Batcher::execute(const std::vector<Pending*>& batch) {
   }
   std::vector<c10::IValue> shares;
   try {
-    shares = split(output, rows, total);
+    shares = split(output, rows, total, share_plain_outputs_);
   } catch (const Unsplittable& e) {
     if (!warned_unsplittable_.exchange(true)) {
       warn_("model " + name_ + " declares batching, but its output holds " + e.what +

@@ -48,8 +48,11 @@ class Batcher {
   using Forward = std::function<c10::IValue(std::vector<c10::IValue>)>;
 
   // `forward` runs the model on complete, checked arguments; `name` is the
-  // model's name in warnings.
-  Batcher(BatchPolicy policy, Forward forward, std::string name, Warn warn);
+  // model's name in warnings. With `share_plain_outputs`, values in the
+  // result that are not tensors are known to be forward's own arguments
+  // or constants (see `run`), and each request of a batch gets them as they
+  // are; otherwise they make a result that cannot be split.
+  Batcher(BatchPolicy policy, Forward forward, std::string name, Warn warn, bool share_plain_outputs);
 
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
@@ -61,7 +64,9 @@ class Batcher {
   // tuples and dicts) has at least one dimension and the same length N in
   // dimension 0, and agrees with the batch's first request in structure,
   // dtype, device and every dimension but the first, and every other value
-  // is equal; the request's share of each output is then its N rows. When
+  // is equal; the request's share of each tensor in the result is then its
+  // N rows, and of each other value (with `share_plain_outputs`) the value,
+  // which depends only on arguments equal across the batch. When
   // a merged forward raises, or returns a value that cannot be split that
   // way, each request of the batch runs alone, so that each gets its own
   // answer.
@@ -83,6 +88,7 @@ class Batcher {
   const Forward forward_;
   const std::string name_;
   const Warn warn_;
+  const bool share_plain_outputs_;
 
   std::mutex mutex_;
   std::condition_variable changed_;

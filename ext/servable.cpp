@@ -3,12 +3,14 @@
 
 #include <caffe2/serialize/read_adapter_interface.h>
 #include <c10/core/InferenceMode.h>
+#include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/csrc/jit/serialization/import.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <functional>
 #include <new>
 #include <string_view>
 
@@ -127,6 +129,35 @@ std::string default_text(const c10::IValue& value) {
   return "...";
 }
 
+// Whether every value that forward returns, looking through the lists,
+// tuples and dicts its graph builds the result with, is a tensor, one of
+// forward's own arguments or a constant. In a batch, whose arguments that
+// are not tensors are equal, such values are the same for every request.
+bool plain_outputs_are_arguments(const torch::jit::Graph& graph) {
+  std::function<bool(const torch::jit::Value*)> shared = [&](const torch::jit::Value* value) {
+    if (value->type()->kind() == c10::TypeKind::TensorType) return true;  // split by rows instead
+    const torch::jit::Node* node = value->node();
+    switch (node->kind()) {
+      case c10::prim::Param:
+      case c10::prim::Constant:
+        return true;
+      case c10::prim::ListConstruct:
+      case c10::prim::TupleConstruct:
+      case c10::prim::DictConstruct:
+        for (const torch::jit::Value* input : node->inputs()) {
+          if (!shared(input)) return false;
+        }
+        return true;
+      default:
+        return false;
+    }
+  };
+  for (const torch::jit::Value* output : graph.outputs()) {
+    if (!shared(output)) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 c10::TypePtr strip_optional(const c10::TypePtr& type) {
@@ -181,8 +212,10 @@ std::shared_ptr<const Servable> Servable::load(const ModelFile& file, const std:
       BatchPolicy policy = parse_batch_policy(policy_text);
       if (policy.enabled()) {
         const Servable* self = servable.get();  // the batcher lives and dies with it
+        const bool share_plain = plain_outputs_are_arguments(*servable->module_.get_method("forward").graph());
         servable->batcher_ = std::make_unique<Batcher>(
-            policy, [self](std::vector<c10::IValue> args) { return self->forward(std::move(args)); }, name, warn);
+            policy, [self](std::vector<c10::IValue> args) { return self->forward(std::move(args)); }, name, warn,
+            share_plain);
       }
     } catch (const std::invalid_argument& e) {
       warn("model " + name + " has a malformed " + kPolicyFile + " (" + e.what() + "); it is served without batching");

@@ -211,12 +211,20 @@ class BatchCountModel(torch.nn.Module):
         return x + 1, x.size(0)
 
 
+class BatchLabelModel(torch.nn.Module):
+    """Returns its string argument beside the tensor: the same for every request of a batch."""
+
+    def forward(self, x: torch.Tensor, label: str) -> Tuple[torch.Tensor, str]:
+        return x * 2, label
+
+
 # What each batched test model declares in its archive, by file name.
 BATCH_POLICIES = {
     "batch_linear.pt": ('{"max_batch_size": 8, "max_batch_delay_ms": 300}', BatchLinearModel),
     "batch_linear_eager.pt": ('{"max_batch_size": 8, "max_batch_delay_ms": 0}', BatchLinearModel),
     "batch_scale.pt": ('{"max_batch_size": 8, "max_batch_delay_ms": 300}', BatchScaleModel),
     "batch_structures.pt": ('{"max_batch_size": 8, "max_batch_delay_ms": 300}', BatchStructuresModel),
+    "batch_label.pt": ('{"max_batch_size": 8, "max_batch_delay_ms": 300}', BatchLabelModel),
     "batch_count.pt": ('{"max_batch_size": 8, "max_batch_delay_ms": 300}', BatchCountModel),
     "batch_two_rows.pt": ('{"max_batch_size": 2, "max_batch_delay_ms": 300}', BatchLinearModel),
     "batch_malformed.pt": ('{"max_batch_size": "eight"}', BatchLinearModel),

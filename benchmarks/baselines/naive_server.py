@@ -32,8 +32,15 @@ _DTYPES = {
     "float32": np.float32,
     "float64": np.float64,
 }
-_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.int64: "int64", torch.int32: "int32",
-          torch.bool: "bool", torch.uint8: "uint8", torch.float16: "float16"}
+_NAMES = {
+    torch.float32: "float32",
+    torch.float64: "float64",
+    torch.int64: "int64",
+    torch.int32: "int32",
+    torch.bool: "bool",
+    torch.uint8: "uint8",
+    torch.float16: "float16",
+}
 
 
 def _tensor(obj: dict) -> torch.Tensor:
@@ -72,8 +79,12 @@ def _argument(obj: dict):
 
 def _encode(value):
     if isinstance(value, torch.Tensor):
-        return {"type": "tensor", "data_type": _NAMES[value.dtype], "shape": list(value.shape),
-                "value": value.flatten().tolist()}
+        return {
+            "type": "tensor",
+            "data_type": _NAMES[value.dtype],
+            "shape": list(value.shape),
+            "value": value.flatten().tolist(),
+        }
     if isinstance(value, (list, tuple)):
         return [_encode(v) for v in value]
     if isinstance(value, dict):

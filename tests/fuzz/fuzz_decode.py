@@ -22,8 +22,13 @@ with atheris.instrument_imports():
     from torch_serving import DecodeError, decode
 
 DTYPES = list(reference_codec.DTYPES)
-RANGES = {"uint8": (0, 255), "int8": (-128, 127), "int16": (-(2**15), 2**15 - 1),
-          "int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+RANGES = {
+    "uint8": (0, 255),
+    "int8": (-128, 127),
+    "int16": (-(2**15), 2**15 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+}
 FLOAT_LIMITS = {"float16": 65504.0, "bfloat16": 3.0e38, "float32": 3.0e38, "float64": 1.7e308}
 
 
@@ -75,7 +80,10 @@ def typed(fdp: atheris.FuzzedDataProvider, depth: int = 0) -> dict:
     if kind == 4:
         return {"type": "string", "value": fdp.ConsumeUnicodeNoSurrogates(12)}
     if kind == 5:
-        return {"type": "list", "value": [{"type": "string", "value": str(i)} for i in range(fdp.ConsumeIntInRange(0, 3))]}
+        return {
+            "type": "list",
+            "value": [{"type": "string", "value": str(i)} for i in range(fdp.ConsumeIntInRange(0, 3))],
+        }
     return {"type": "none"}
 
 

@@ -101,7 +101,9 @@ def running(
     """Run ``command`` until the block ends; it must serve /healthcheck on ``host``:``port``."""
     environ = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environ, cwd=cwd, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=environ, cwd=cwd, start_new_session=True
+        )
     server = RunningServer(process, port, log_path, host)
     try:
         _wait_until_healthy(server)

@@ -119,7 +119,10 @@ BODIES = [
     (b'{"type": "tensor", "type": "tensor", "value": [1]}', 'duplicate key "type" at body'),
     (b'{"type": "tensor", "value": [1e400]}', "request body is not valid JSON: "),
     (b'{"type": "tensor", "value": [-0.0, 5e-324, 1.7976931348623157e308]}', "expected a finite number"),
-    (b'{"type": "tensor", "value": [1], "data_type": "int64", "shape": [9223372036854775807]}', "shape [9223372036854775807] is too large"),
+    (
+        b'{"type": "tensor", "value": [1], "data_type": "int64", "shape": [9223372036854775807]}',
+        "shape [9223372036854775807] is too large",
+    ),
     (b'{"type": "tensor", "value": ["Infinity", "nan"]}', "expected a finite number"),
     (b'{"type": "tensor", "value": [1, 2', "request body is not valid JSON: "),
     (b"\xef\xbb\xbf[]", "missing argument 'x' (position 0) of forward"),
@@ -229,9 +232,13 @@ def test_body_arriving_in_pieces_is_read_whole(server, unchanged):
 
 def test_lying_content_length_under_the_limit(server, unchanged):
     request = (
-        b"POST /serve?servable_identifier=tiny.pt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-        b"Content-Length: 5\r\n\r\n"
-    ) + GOLDEN_BODY + b" " * 1000
+        (
+            b"POST /serve?servable_identifier=tiny.pt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Length: 5\r\n\r\n"
+        )
+        + GOLDEN_BODY
+        + b" " * 1000
+    )
     answer = raw_exchange(server, request)
     assert answer.startswith(b"HTTP/1.1 400")
 

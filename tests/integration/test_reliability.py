@@ -82,7 +82,7 @@ def test_a_stalled_chunked_upload_gets_408(start):
     with start("--timeout", "2") as server:
         head = b"POST /serve?servable_identifier=tiny.pt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-            sock.sendall(head + b"5\r\n[{\"ty\r\n")
+            sock.sendall(head + b'5\r\n[{"ty\r\n')
             status, body = split_responses(read_until_closed(sock))[0]
         assert status == 408
         assert json.loads(body)["detail"] == "the request body did not arrive before the request's deadline"
@@ -182,4 +182,3 @@ def test_head_answers_like_get(start):
             head = requests.head(server.url + path, timeout=10)
             assert head.status_code == got.status_code == 200, path
             assert head.content == b""
-

@@ -23,14 +23,28 @@ from tests.models import REPO
 def server(model_root, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("logs") / "server.log"
-    options = ["--model-root", str(model_root), "--workers", "2", "--threads", "4",
-               "--model-capacity", "2", "--buffer-size", "1", "--max-body-size", "64KiB"]
+    options = [
+        "--model-root",
+        str(model_root),
+        "--workers",
+        "2",
+        "--threads",
+        "4",
+        "--model-capacity",
+        "2",
+        "--buffer-size",
+        "1",
+        "--max-body-size",
+        "64KiB",
+    ]
     with running(cli_command(port, *options), port, log) as running_server:
         yield running_server
 
 
 def post(server, identifier: str, body: bytes, **kwargs) -> requests.Response:
-    return requests.post(f"{server.url}/serve", params={"servable_identifier": identifier}, data=body, timeout=30, **kwargs)
+    return requests.post(
+        f"{server.url}/serve", params={"servable_identifier": identifier}, data=body, timeout=30, **kwargs
+    )
 
 
 def tiny_body(*values: float) -> bytes:
@@ -124,9 +138,15 @@ def test_many_clients_over_more_models_than_the_cache(server):
 
 def test_environment_variables_configure_the_cli(model_root, tmp_path):
     port = free_port()
-    env = {"TORCH_SERVING_PORT": str(port), "TORCH_SERVING_MODEL_ROOT": str(model_root),
-           "TORCH_SERVING_MAX_BODY_SIZE": "1KiB", "TORCH_SERVING_WORKERS": "1", "TORCH_SERVING_MODEL_CAPACITY": "1",
-           "TORCH_SERVING_BUFFER_SIZE": "0", "TORCH_SERVING_LOG_LEVEL": "warning"}
+    env = {
+        "TORCH_SERVING_PORT": str(port),
+        "TORCH_SERVING_MODEL_ROOT": str(model_root),
+        "TORCH_SERVING_MAX_BODY_SIZE": "1KiB",
+        "TORCH_SERVING_WORKERS": "1",
+        "TORCH_SERVING_MODEL_CAPACITY": "1",
+        "TORCH_SERVING_BUFFER_SIZE": "0",
+        "TORCH_SERVING_LOG_LEVEL": "warning",
+    }
     command = [sys.executable, "-m", "torch_serving"]
     with running(command, port, tmp_path / "log", env=env) as server:
         assert post(server, "tiny.pt", b" " * 2000).status_code == 413
@@ -140,8 +160,19 @@ def test_environment_variables_configure_the_cli(model_root, tmp_path):
 @pytest.mark.parametrize("worker_class", ["gthread", "torch_serving.worker.ServingWorker"])
 def test_wsgi_entry_point_under_plain_gunicorn(model_root, tmp_path, worker_class):
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "-k", worker_class, "--threads", "2", "--no-control-socket",
-               "-b", f"127.0.0.1:{port}", "torch_serving.wsgi:app"]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        worker_class,
+        "--threads",
+        "2",
+        "--no-control-socket",
+        "-b",
+        f"127.0.0.1:{port}",
+        "torch_serving.wsgi:app",
+    ]
     with running(command, port, tmp_path / "log", env={"TORCH_SERVING_MODEL_ROOT": str(model_root)}) as server:
         assert post(server, "nested/triple.pt", tiny_body(2)).json()["result"]["value"] == [6]
 
@@ -177,9 +208,23 @@ def test_cli_refuses_cuda_where_there_is_none():
 
 
 def test_cli_help_lists_every_option():
-    result = subprocess.run([sys.executable, "-m", "torch_serving", "--help"], capture_output=True, text=True, timeout=60)
-    for option in ["--host", "--port", "--model-root", "--model-capacity", "--buffer-size", "--workers", "--threads",
-                   "--torch-threads", "--device", "--max-body-size", "--max-image-pixels", "--log-level"]:
+    result = subprocess.run(
+        [sys.executable, "-m", "torch_serving", "--help"], capture_output=True, text=True, timeout=60
+    )
+    for option in [
+        "--host",
+        "--port",
+        "--model-root",
+        "--model-capacity",
+        "--buffer-size",
+        "--workers",
+        "--threads",
+        "--torch-threads",
+        "--device",
+        "--max-body-size",
+        "--max-image-pixels",
+        "--log-level",
+    ]:
         assert option in result.stdout
     assert "TORCH_SERVING_MAX_BODY_SIZE" in result.stdout
 

@@ -415,7 +415,9 @@ def test_a_lookup_the_server_may_not_make_is_not_404(client, monkeypatch):
 
     monkeypatch.setattr(torch_serving.model_root.os, "lstat", exhausted)
     result = serve(client, TINY, tiny_body(1))
-    assert_error(result, 503, "Server out of resources", "the server could not open model file tiny.pt: Too many open files")
+    assert_error(
+        result, 503, "Server out of resources", "the server could not open model file tiny.pt: Too many open files"
+    )
     assert result.headers["retry-after"] == "1"
 
 

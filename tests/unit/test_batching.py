@@ -126,6 +126,20 @@ def test_batches_hold_at_most_max_batch_size_rows(server):
     assert counters(server, "batch_two_rows.pt")["executions"] == 3
 
 
+def test_arguments_returned_as_they_are_go_to_every_request_of_the_batch(server):
+    def body(k: float, label: str) -> bytes:
+        return body_of(tensor_json(torch.full((1, 2), k)), {"type": "string", "value": label})
+
+    results = serve_at_once(server, "batch_label.pt", [body(1.0, "a"), body(2.0, "a"), body(3.0, "b")])
+    assert [(doubled["value"], label["value"]) for doubled, label in results] == [
+        ([2.0, 2.0], "a"),
+        ([4.0, 4.0], "a"),
+        ([6.0, 6.0], "b"),
+    ]
+    # Unequal labels are not merged: "a" shared a forward, "b" ran alone.
+    assert counters(server, "batch_label.pt")["executions"] == 2
+
+
 def test_an_output_that_cannot_be_split_is_answered_per_request_and_logged_once(server, caplog):
     caplog.set_level(logging.WARNING, logger="torch_serving")
     for _ in range(2):

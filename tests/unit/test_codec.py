@@ -78,7 +78,9 @@ def test_float_specials_and_integers(dtype):
 
 def test_float32_is_the_default_and_bool_accepts_numbers():
     default, flags = check_decode(
-        body_of({"type": "tensor", "value": [1, 2.5]}, {"type": "tensor", "value": [True, 0, 1, False], "data_type": "bool"})
+        body_of(
+            {"type": "tensor", "value": [1, 2.5]}, {"type": "tensor", "value": [True, 0, 1, False], "data_type": "bool"}
+        )
     )
     assert default.dtype == torch.float32
     assert flags.tolist() == [True, False, True, False]
@@ -103,9 +105,12 @@ def test_single_object_is_one_argument():
 
 def test_containers_strings_scalars_and_none():
     body = body_of(
-        {"type": "tensor_list", "value": [tensor_json(torch.ones(2)), tensor_json(torch.zeros(1, 2, dtype=torch.int32), "int32")]},
+        {
+            "type": "tensor_list",
+            "value": [tensor_json(torch.ones(2)), tensor_json(torch.zeros(1, 2, dtype=torch.int32), "int32")],
+        },
         {"type": "tensor_dict", "value": {"b": tensor_json(torch.ones(1)), "a": tensor_json(torch.ones(2), "float64")}},
-        {"type": "string", "value": "héllo \"quoted\" \n"},
+        {"type": "string", "value": 'héllo "quoted" \n'},
         {"type": "scalar", "value": 9007199254740993},
         {"type": "scalar", "value": 1.5},
         {"type": "scalar", "value": 2.0},
@@ -355,9 +360,7 @@ def test_encode_random_floats_shortest_round_trip(dtype):
 
 def test_float32_is_written_in_its_own_shortest_form():
     text = encode(torch.tensor([19.269815, 0.1, 1e-8, 3.0e38]))
-    assert text == (
-        b'{"type":"tensor","data_type":"float32","shape":[4],"value":[19.269815,0.1,1e-08,3e+38]}'
-    )
+    assert text == (b'{"type":"tensor","data_type":"float32","shape":[4],"value":[19.269815,0.1,1e-08,3e+38]}')
 
 
 def test_encode_non_finite_and_extremes():
@@ -407,10 +410,14 @@ def test_encode_refuses_unsupported_dict_keys():
     [
         # JavaScript's JSON.stringify(2e19) and Go write integers beyond 64 bits.
         (b'{"type":"tensor","value":[20000000000000000000, -1]}', torch.tensor([2e19, -1.0])),
-        (b'{"type":"tensor","value":[1e3, 123456789012345678901234],"data_type":"float64"}',
-         torch.tensor([1e3, 123456789012345678901234.0], dtype=torch.float64)),
-        (b'{"type":"tensor","value":[18446744073709551615],"data_type":"float64"}',
-         torch.tensor([18446744073709551615.0], dtype=torch.float64)),
+        (
+            b'{"type":"tensor","value":[1e3, 123456789012345678901234],"data_type":"float64"}',
+            torch.tensor([1e3, 123456789012345678901234.0], dtype=torch.float64),
+        ),
+        (
+            b'{"type":"tensor","value":[18446744073709551615],"data_type":"float64"}',
+            torch.tensor([18446744073709551615.0], dtype=torch.float64),
+        ),
         # A UTF-8 byte-order mark before the JSON is skipped (RFC 8259).
         (b'\xef\xbb\xbf{"type":"tensor","value":[1, 2]}', torch.tensor([1.0, 2.0])),
     ],
@@ -422,6 +429,8 @@ def test_numbers_beyond_64_bits_and_a_byte_order_mark_are_read(body, expected):
 
 
 def test_a_big_integer_inside_a_string_is_left_alone():
-    body = b'[{"type":"string","value":"12345678901234567890123 \\" 99999999999999999999"},' \
+    body = (
+        b'[{"type":"string","value":"12345678901234567890123 \\" 99999999999999999999"},'
         b' {"type":"scalar","value":99999999999999999999}]'
+    )
     assert decode(body) == ['12345678901234567890123 " 99999999999999999999', 1e20]

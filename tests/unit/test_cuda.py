@@ -36,7 +36,9 @@ def test_app_on_cuda_device(model_root):
     result = client.simulate_post("/serve", query_string="servable_identifier=dict.pt", body=body)
     assert result.status_code == 200
     assert result.json["result"][0]["value"]["total"]["value"] == [5]
-    tiny = client.simulate_post("/serve", query_string="servable_identifier=tiny.pt", body=body_of(tensor_json(torch.tensor([1.0, 2.0]))))
+    tiny = client.simulate_post(
+        "/serve", query_string="servable_identifier=tiny.pt", body=body_of(tensor_json(torch.tensor([1.0, 2.0])))
+    )
     assert tiny.json["result"]["value"] == [3, 5]
 
 
@@ -54,7 +56,9 @@ def test_v2_on_cuda_in_json_and_binary(model_root):
     raw = x.numpy().tobytes()
     header = json.dumps(
         {
-            "inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", "parameters": {"binary_data_size": len(raw)}}],
+            "inputs": [
+                {"name": "x", "shape": [2, 3], "datatype": "FP32", "parameters": {"binary_data_size": len(raw)}}
+            ],
             "outputs": [{"name": "OUTPUT__0", "parameters": {"binary_data": True}}],
         }
     ).encode()
@@ -63,7 +67,10 @@ def test_v2_on_cuda_in_json_and_binary(model_root):
     )
     assert binary.status_code == 200, binary.text
     length = int(binary.headers["inference-header-content-length"])
-    assert torch.frombuffer(bytearray(binary.content[length:]), dtype=torch.float32).tolist() == (x * 2 + 1).flatten().tolist()
+    assert (
+        torch.frombuffer(bytearray(binary.content[length:]), dtype=torch.float32).tolist()
+        == (x * 2 + 1).flatten().tolist()
+    )
     request = {"inputs": [{"name": "left", "shape": [2], "datatype": "INT16", "data": [1, 2]}]}
     result = client.simulate_post("/v2/models/dict_output/infer", body=json.dumps(request))
     assert result.json["outputs"] == [{"name": "left_doubled", "datatype": "INT16", "shape": [2], "data": [2, 4]}]
@@ -71,6 +78,8 @@ def test_v2_on_cuda_in_json_and_binary(model_root):
 
 def test_nested_inputs_are_moved_to_the_models_device(model_root):
     client = falcon.testing.TestClient(create_app(Config(model_root=model_root, device="cuda")))
-    result = client.simulate_post("/serve", query_string="servable_identifier=nested_groups.pt", body=nested_groups_body())
+    result = client.simulate_post(
+        "/serve", query_string="servable_identifier=nested_groups.pt", body=nested_groups_body()
+    )
     assert result.status_code == 200, result.text
     assert result.json["result"]["value"] == [11]

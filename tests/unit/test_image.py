@@ -103,7 +103,12 @@ def png_of_16_bit_rgb(samples: np.ndarray) -> bytes:
     height, width, _ = samples.shape
     rows = b"".join(b"\0" + samples[y].astype(">u2").tobytes() for y in range(height))
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(rows))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -199,7 +204,10 @@ GIF = encoded(picture("RGB"), "GIF")
     [
         ({"type": "image", "value": "iVBOR w0K"}, "invalid base64: ' ' at offset 5 at body[0].value"),
         ({"type": "image", "value": "iVBO=w0K"}, "invalid base64: 'w' at offset 5, after the padding at body[0].value"),
-        ({"type": "image", "value": "iVBORw0KG"}, "invalid base64: its last group has a single character at body[0].value"),
+        (
+            {"type": "image", "value": "iVBORw0KG"},
+            "invalid base64: its last group has a single character at body[0].value",
+        ),
         (
             {"type": "image", "value": "data:image/png,iVBORw0KGgo="},
             "a data URL must be base64-encoded: data:image/...;base64,... at body[0].value",

@@ -430,9 +430,7 @@ def pair_inputs(**overrides) -> list[dict]:
     return [value for value in inputs.values() if value is not None]
 
 
-PAIR_SIGNATURE = (
-    "forward(a: Tensor, b: Tensor, scale: float = 1.0) -> Tuple[Tensor, Tensor]"
-)
+PAIR_SIGNATURE = "forward(a: Tensor, b: Tensor, scale: float = 1.0) -> Tuple[Tensor, Tensor]"
 
 
 @pytest.mark.parametrize(
@@ -765,7 +763,9 @@ def test_the_documented_examples(tmp_path):
 
 
 def test_big_integers_and_a_byte_order_mark_are_read(client):
-    body = b'\xef\xbb\xbf{"inputs": [{"name": "x", "shape": [2], "datatype": "FP64", "data": [20000000000000000000, 1]}]}'
+    body = (
+        b'\xef\xbb\xbf{"inputs": [{"name": "x", "shape": [2], "datatype": "FP64", "data": [20000000000000000000, 1]}]}'
+    )
     result = client.simulate_post("/v2/models/echo/infer", body=body)
     assert result.json["outputs"][0]["data"] == [2e19, 1]
 
