@@ -104,7 +104,8 @@ def _binary_request(tensor: torch.Tensor) -> BinaryRequest:
     return BinaryRequest(header_bytes + raw, len(header_bytes))
 
 
-# What `example-batched` declares: batch whatever waits, never wait for more.
+# What `example-batched` declares: batch whatever waits, never wait for more (a 2 ms delay
+# measured worse: batches of 2 rows cost as much as two single rows here).
 BATCH_POLICY = '{"max_batch_size": 8, "max_batch_delay_ms": 0}'
 # Payload sizes of the sweep: `x * 2 + 1` on [1, n] float32.
 SWEEP_SIZES = (64, 1024, 16384, 262144)
