@@ -89,3 +89,37 @@ TEST_CASE("a call whose caller gave up while it queued never runs") {
   executor.run([] {}, 10.0);
   CHECK_FALSE(*ran);
 }
+
+TEST_CASE("a quick call runs in the caller's thread while a slot is free, and queues otherwise") {
+  Executor executor(1, 1);
+  std::thread::id ran_on;
+  executor.run([&] { ran_on = std::this_thread::get_id(); }, 10.0, /*inline_if_idle=*/true);
+  CHECK(ran_on == std::this_thread::get_id());
+  CHECK_THROWS_WITH_AS(executor.run([] { throw std::invalid_argument("bad input"); }, 10.0, true), "bad input",
+                       std::invalid_argument);
+
+  // The only slot is taken by a call on the pool: a quick call must queue for it.
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::thread holder([&] { executor.run([released] { released.wait(); }, 10.0); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the holder's call has the slot
+  bool ran_inline = true;
+  auto queued = std::async(std::launch::async, [&] {
+    std::thread::id caller = std::this_thread::get_id();
+    executor.run([&] { ran_inline = std::this_thread::get_id() == caller; }, 10.0, true);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  release.set_value();
+  queued.get();
+  CHECK_FALSE(ran_inline);
+  holder.join();
+}
+
+TEST_CASE("a quick call whose deadline already passed never runs") {
+  Executor executor(1, 0);
+  bool ran = false;
+  CHECK_THROWS_AS(executor.run([&] { ran = true; }, 0.0, true), DeadlineError);
+  CHECK_FALSE(ran);
+  executor.run([&] { ran = true; }, 10.0, true);  // the slot was given back
+  CHECK(ran);
+}
