@@ -63,38 +63,34 @@ bool same_plain_value(const c10::IValue& a, const c10::IValue& b) {
   return false;  // anything else is never assumed equal
 }
 
+bool mergeable(const c10::IValue& a, const c10::IValue& b);
+
+// Whether two sequences (list or tuple items) can share a forward, item by item.
+template <typename Items>
+bool mergeable_items(const Items& x, const Items& y) {
+  if (x.size() != y.size()) return false;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (!mergeable(x[i], y[i])) return false;
+  }
+  return true;
+}
+
 // Whether `a` and `b` can share a forward: the same structure, tensors alike
 // in all but dimension 0, everything else equal.
 bool mergeable(const c10::IValue& a, const c10::IValue& b) {
-  if (a.isTensor() || b.isTensor()) {
-    if (!a.isTensor() || !b.isTensor()) return false;
+  if (a.isTensor() != b.isTensor() || a.isList() != b.isList() || a.isTuple() != b.isTuple() ||
+      a.isGenericDict() != b.isGenericDict()) {
+    return false;
+  }
+  if (a.isTensor()) {
     const at::Tensor& x = a.toTensor();
     const at::Tensor& y = b.toTensor();
     return x.scalar_type() == y.scalar_type() && x.device() == y.device() && x.dim() == y.dim() &&
            x.sizes().slice(1) == y.sizes().slice(1);
   }
-  if (a.isList() || b.isList()) {
-    if (!a.isList() || !b.isList()) return false;
-    auto x = a.toListRef();
-    auto y = b.toListRef();
-    if (x.size() != y.size()) return false;
-    for (size_t i = 0; i < x.size(); ++i) {
-      if (!mergeable(x[i], y[i])) return false;
-    }
-    return true;
-  }
-  if (a.isTuple() || b.isTuple()) {
-    if (!a.isTuple() || !b.isTuple()) return false;
-    const auto& x = a.toTupleRef().elements();
-    const auto& y = b.toTupleRef().elements();
-    if (x.size() != y.size()) return false;
-    for (size_t i = 0; i < x.size(); ++i) {
-      if (!mergeable(x[i], y[i])) return false;
-    }
-    return true;
-  }
-  if (a.isGenericDict() || b.isGenericDict()) {
-    if (!a.isGenericDict() || !b.isGenericDict()) return false;
+  if (a.isList()) return mergeable_items(a.toListRef(), b.toListRef());
+  if (a.isTuple()) return mergeable_items(a.toTupleRef().elements(), b.toTupleRef().elements());
+  if (a.isGenericDict()) {
     auto x = a.toGenericDict();
     auto y = b.toGenericDict();
     if (x.size() != y.size()) return false;
@@ -245,7 +241,6 @@ c10::IValue Batcher::run(std::vector<c10::IValue> args) {
 
   std::unique_lock<std::mutex> lock(mutex_);
   queue_.push_back(&me);
-  queued_rows_ += me.rows;
   if (!leading_) {
     leading_ = true;
     me.lead = true;
@@ -258,7 +253,11 @@ c10::IValue Batcher::run(std::vector<c10::IValue> args) {
     if (policy_.max_delay_s > 0) {
       auto until = me.arrived + std::chrono::duration_cast<Clock::duration>(
                                     std::chrono::duration<double>(policy_.max_delay_s));
-      changed_.wait_until(lock, until, [&] { return queued_rows_ >= policy_.max_batch_size; });
+      changed_.wait_until(lock, until, [&] {
+        int64_t waiting_rows = 0;
+        for (const Pending* p : queue_) waiting_rows += p->rows;
+        return waiting_rows >= policy_.max_batch_size;
+      });
     }
     std::vector<Pending*> batch = take_batch();
     lock.unlock();
@@ -293,7 +292,6 @@ std::vector<Batcher::Pending*> Batcher::take_batch() {
       ++it;
     }
   }
-  for (Pending* p : batch) queued_rows_ -= p->rows;
   return batch;
 }
 

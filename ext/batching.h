@@ -93,7 +93,6 @@ class Batcher {
   std::mutex mutex_;
   std::condition_variable changed_;
   std::deque<Pending*> queue_;  // requests waiting, oldest first
-  int64_t queued_rows_ = 0;
   bool leading_ = false;        // a request is forming or running a batch
   std::atomic<bool> warned_unsplittable_{false};
 };

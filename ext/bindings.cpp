@@ -178,6 +178,18 @@ void warn_in_python(const std::string& message) {
   }
 }
 
+// Binds a Server method that writes a JSON document about a model file (its
+// metadata, its configuration), run like any other call.
+auto document_binding(void (Server::*write)(const std::string&, const std::string&, std::string&)) {
+  return [write](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
+                 Executor* executor, double timeout) {
+    auto response = run_released<std::string>(executor, timeout, [server, relative, name, write](std::string& out) {
+      (server.get()->*write)(relative, name, out);
+    });
+    return py::bytes(response);
+  };
+}
+
 // What Server::infer answers: the response and the length of its JSON part.
 struct InferAnswer {
   std::string response;
@@ -249,26 +261,10 @@ PYBIND11_MODULE(_C, m) {
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length") = -1,
           py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
-      .def(
-          "metadata",
-          [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
-             Executor* executor, double timeout) {
-            auto response = run_released<std::string>(executor, timeout, [server, relative, name](std::string& out) {
-              server->metadata(relative, name, out);
-            });
-            return py::bytes(response);
-          },
-          py::arg("relative"), py::arg("name"), py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
-      .def(
-          "config",
-          [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
-             Executor* executor, double timeout) {
-            auto response = run_released<std::string>(executor, timeout, [server, relative, name](std::string& out) {
-              server->config(relative, name, out);
-            });
-            return py::bytes(response);
-          },
-          py::arg("relative"), py::arg("name"), py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
+      .def("metadata", document_binding(&Server::metadata), py::arg("relative"), py::arg("name"),
+           py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
+      .def("config", document_binding(&Server::config), py::arg("relative"), py::arg("name"),
+           py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
       .def(
           "cached_paths", [](Server& self) { return self.cache().paths(); },
           "Return the cached model paths (relative to the root), most recently used first.")
@@ -286,7 +282,7 @@ PYBIND11_MODULE(_C, m) {
               py::dict counters;
               counters["requests"] = servable->requests();
               counters["executions"] = servable->executions();
-              counters["max_batch_size"] = servable->batch_policy().enabled() ? servable->batch_policy().max_batch_size : 0;
+              counters["max_batch_size"] = servable->max_batch_size();
               models[py::str(path)] = counters;
             }
             out["models"] = models;

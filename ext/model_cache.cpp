@@ -19,6 +19,17 @@ bool is_ready(const std::shared_future<ModelCache::Model>& future) {
   return future.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
 }
 
+// The model a finished load made; null while it loads, or if it failed
+// (such an entry is about to be dropped).
+ModelCache::Model loaded(const std::shared_future<ModelCache::Model>& future) {
+  if (!is_ready(future)) return nullptr;
+  try {
+    return future.get();
+  } catch (...) {
+    return nullptr;
+  }
+}
+
 }  // namespace
 
 ModelCache::ModelCache(size_t capacity, size_t buffer) : capacity_(capacity), buffer_(buffer) {
@@ -109,25 +120,14 @@ CacheStats ModelCache::stats() const {
 ModelCache::Model ModelCache::peek(const std::string& key) const {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = entries_.find(key);
-  if (it == entries_.end() || !is_ready(it->second.model)) return nullptr;
-  try {
-    return it->second.model.get();
-  } catch (...) {
-    return nullptr;  // a failed load, about to be dropped
-  }
+  return it == entries_.end() ? nullptr : loaded(it->second.model);
 }
 
 std::vector<std::pair<std::string, ModelCache::Model>> ModelCache::models() const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<std::pair<std::string, Model>> out;
   for (const std::string& key : recency_) {
-    const auto& model = entries_.at(key).model;
-    if (!is_ready(model)) continue;
-    try {
-      out.emplace_back(key, model.get());
-    } catch (...) {
-      // a failed load, about to be dropped
-    }
+    if (Model model = loaded(entries_.at(key).model)) out.emplace_back(key, std::move(model));
   }
   return out;
 }

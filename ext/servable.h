@@ -50,8 +50,8 @@ class Servable {
   // Returns forward's schema.
   const c10::FunctionSchema& schema() const { return schema_; }
 
-  // The declared batch policy; not enabled() when the model does not batch.
-  const BatchPolicy& batch_policy() const { return batcher_ ? batcher_->policy() : kNoBatching; }
+  // The rows a batch may hold; 0 when the model does not batch.
+  int64_t max_batch_size() const { return batcher_ ? batcher_->policy().max_batch_size : 0; }
 
   // Whether a call may run in its caller's thread: forward has run, and
   // has typically taken under a millisecond, and the model does not batch
@@ -64,8 +64,6 @@ class Servable {
   uint64_t executions() const { return executions_.load(std::memory_order_relaxed); }
 
  private:
-  static constexpr BatchPolicy kNoBatching{};
-
   Servable(torch::jit::Module module, c10::FunctionSchema schema, c10::Device device);
 
   void check_and_complete(std::vector<c10::IValue>& args) const;

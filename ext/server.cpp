@@ -56,7 +56,7 @@ void Server::metadata(const std::string& relative, const std::string& name, std:
 
 void Server::config(const std::string& relative, const std::string& name, std::string& response) {
   auto servable = model(relative, name);
-  v2::encode_config(name, servable->schema(), servable->batch_policy().max_batch_size, response);
+  v2::encode_config(name, servable->schema(), servable->max_batch_size(), response);
 }
 
 bool Server::is_quick(const std::string& relative, size_t body_size) const {

@@ -755,7 +755,7 @@ void encode_config(const std::string& model_name, const c10::FunctionSchema& sch
   out.assign(R"({"name":)");
   write_string(model_name, out, JsonPath{nullptr, "config", -1});
   out += R"(,"platform":"pytorch_libtorch","backend":"pytorch","max_batch_size":)";
-  write_number(max_batch_size > 1 ? max_batch_size : int64_t(0), out);
+  write_number(max_batch_size, out);
   out += R"(,"input":)";
   write_descriptions(model.inputs, "data_type", "TYPE_", "dims", out);
   out += R"(,"output":)";

@@ -7,9 +7,12 @@ import os
 import stat
 from pathlib import Path
 
-from torch_serving._native import ModelAccessError, ModelNotFoundError, ResourceError
+from torch_serving._native import ModelNotFoundError
 
 __all__ = ["IdentifierError", "resolve_model"]
+
+# What a failed look-up says when nothing is there to serve.
+_ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP})
 
 
 class IdentifierError(ValueError):
@@ -36,8 +39,10 @@ def resolve_model(root: Path, identifier: str, label: str = "servable_identifier
         ModelNotFoundError: no regular file by that name lies inside the
             root. Files outside it get this same answer, so that no reply
             tells whether they exist.
-        ModelAccessError: the server may not look the path up (permissions).
-        ResourceError: the server is out of file descriptors or memory.
+
+    Any other failure to look the path up (permissions, exhausted memory) is
+    left to the native open, which meets it again and classifies it, in one
+    place, for every way a model file is opened (``ext/model_file.cpp``).
     """
     # Plain string operations: this runs on every request.
     if not identifier:
@@ -59,7 +64,9 @@ def resolve_model(root: Path, identifier: str, label: str = "servable_identifier
             if stat.S_ISLNK(mode):
                 return _resolve_through_links(root_text, identifier)
     except OSError as error:
-        raise _open_failure(identifier, error) from None
+        if error.errno in _ABSENT:
+            raise _not_found(identifier) from None
+        return "/".join(parts)
     if not parts or not stat.S_ISREG(mode):
         raise _not_found(identifier)
     return "/".join(parts)
@@ -74,15 +81,6 @@ def _resolve_through_links(root_text: str, identifier: str) -> str:
     if not is_regular or not resolved.startswith(root_text + "/"):
         raise _not_found(identifier)
     return resolved[len(root_text) + 1 :]
-
-
-def _open_failure(identifier: str, error: OSError) -> Exception:
-    """The error a failed look-up of ``identifier`` answers: only a missing file is 404."""
-    if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
-        return ResourceError(f"the server could not open model file {identifier}: {error.strerror}")
-    if error.errno in (errno.EACCES, errno.EPERM, errno.EIO):
-        return ModelAccessError(f"the server may not read model file {identifier}: {error.strerror}")
-    return _not_found(identifier)
 
 
 def _not_found(identifier: str) -> ModelNotFoundError:

@@ -12,7 +12,7 @@ import requests
 import torch
 
 from tests.conftest import body_of, tensor_json
-from tests.integration.server import cli_command, free_port, running
+from tests.integration.server import serving
 from tests.models import BatchLinearModel
 
 CLIENTS = 6
@@ -20,9 +20,8 @@ CLIENTS = 6
 
 @pytest.fixture(scope="module")
 def server(model_root, tmp_path_factory):
-    port = free_port()
-    command = cli_command(port, "--model-root", str(model_root), "--workers", "1", "--threads", "2")
-    with running(command, port, tmp_path_factory.mktemp("log") / "server.log") as running_server:
+    options = ["--model-root", str(model_root), "--workers", "1", "--threads", "2"]
+    with serving(tmp_path_factory, "batching", *options) as running_server:
         yield running_server
 
 

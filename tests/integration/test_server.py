@@ -15,14 +15,12 @@ import requests
 import torch
 
 from tests.conftest import body_of, tensor_json
-from tests.integration.server import cli_command, free_port, running
+from tests.integration.server import cli_command, free_port, running, serving
 from tests.models import REPO
 
 
 @pytest.fixture(scope="module")
 def server(model_root, tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("logs") / "server.log"
     options = [
         "--model-root",
         str(model_root),
@@ -37,7 +35,7 @@ def server(model_root, tmp_path_factory):
         "--max-body-size",
         "64KiB",
     ]
-    with running(cli_command(port, *options), port, log) as running_server:
+    with serving(tmp_path_factory, "server", *options) as running_server:
         yield running_server
 
 

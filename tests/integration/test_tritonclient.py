@@ -14,7 +14,7 @@ import requests
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.integration.server import cli_command, free_port, running
+from tests.integration.server import serving
 
 # Every datatype, with values that probe its range.
 ARRAYS = {
@@ -40,8 +40,6 @@ JSON_SAFE["BYTES"] = np.array([["", "a", "ü"], ["spaces and \n", '"quoted"', "z
 
 @pytest.fixture(scope="module")
 def server(model_root, tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("logs") / "server.log"
     options = [
         "--model-root",
         str(model_root),
@@ -52,7 +50,7 @@ def server(model_root, tmp_path_factory):
         "--max-body-size",
         "1MiB",
     ]
-    with running(cli_command(port, *options), port, log) as running_server:
+    with serving(tmp_path_factory, "tritonclient", *options) as running_server:
         yield running_server
 
 

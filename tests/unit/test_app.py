@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import falcon.testing
 import pytest
 import torch
 
 import torch_serving.app
-import torch_serving.model_root
 from tests.conftest import body_of, nested_groups_body, tensor_json
 from torch_serving import Config, create_app
 
@@ -395,30 +399,76 @@ def test_a_forward_that_runs_out_of_memory_answers_503(client):
     assert serve(client, TINY, tiny_body(1)).json["result"]["value"] == [3]
 
 
-def test_a_lookup_the_server_may_not_make_is_not_404(client, monkeypatch):
-    import errno
-    import os
+# Serves `identifiers` from an app built in a fresh interpreter, after `prelude`
+# ran there (dropping privileges or descriptors the test process must keep).
+_SERVE_AFTER = """
+import json, os, resource, sys
+from pathlib import Path
+import falcon.testing
+from torch_serving import Config, create_app
+client = falcon.testing.TestClient(create_app(Config(model_root=Path(sys.argv[1]))))
+{prelude}
+body = sys.stdin.buffer.read()
+answers = []
+for identifier in sys.argv[2:]:
+    result = client.simulate_post("/serve", params={{"servable_identifier": identifier}}, body=body)
+    answers.append([result.status_code, result.json, result.headers.get("retry-after")])
+print(json.dumps(answers))
+"""
 
-    def refuse(path, *args, **kwargs):
-        raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
 
-    monkeypatch.setattr(torch_serving.model_root.os, "lstat", refuse)
-    assert_error(
-        serve(client, TINY, tiny_body(1)),
-        500,
-        "Model not readable",
-        "the server may not read model file tiny.pt: Permission denied",
+def serve_after(prelude: str, root: Path, *identifiers: str) -> list:
+    script = _SERVE_AFTER.format(prelude=prelude)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(root), *identifiers],
+        input=tiny_body(1),
+        capture_output=True,
+        timeout=120,
+        check=True,
     )
+    return json.loads(done.stdout.splitlines()[-1])
 
-    def exhausted(path, *args, **kwargs):
-        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), path)
 
-    monkeypatch.setattr(torch_serving.model_root.os, "lstat", exhausted)
-    result = serve(client, TINY, tiny_body(1))
-    assert_error(
-        result, 503, "Server out of resources", "the server could not open model file tiny.pt: Too many open files"
-    )
-    assert result.headers["retry-after"] == "1"
+def test_model_files_the_server_may_not_read_answer_500_not_404(model_root, tmp_path):
+    root = tmp_path / "root"
+    (root / "locked").mkdir(parents=True)
+    for name in ["unreadable.pt", "locked/tiny.pt"]:
+        shutil.copy(model_root / "tiny.pt", root / name)
+    (root / "unreadable.pt").chmod(0)
+    (root / "locked").chmod(0)
+    # Root reads everything: the app drops to an unprivileged user after it starts.
+    prelude = "os.setgid(65534); os.setuid(65534)" if os.geteuid() == 0 else ""
+    try:
+        answers = serve_after(prelude, root, "unreadable.pt", "locked/tiny.pt")
+    finally:
+        (root / "locked").chmod(0o755)
+    for (status, document, _), name in zip(answers, ["unreadable.pt", "locked/tiny.pt"]):
+        assert status == 500
+        assert document == {
+            "code": 500,
+            "message": "Server Error",
+            "description": "Model not readable",
+            "detail": f"the server may not read model file {name}: Permission denied",
+        }
+
+
+def test_a_server_out_of_descriptors_answers_503(model_root):
+    # The next descriptor the process opens would pass the limit: opening the model fails with EMFILE.
+    prelude = """
+lowest = os.open("/dev/null", os.O_RDONLY)
+os.close(lowest)
+limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, limits[1]))
+"""
+    [(status, document, retry_after)] = serve_after(prelude, model_root, "tiny.pt")
+    assert status == 503
+    assert retry_after == "1"
+    assert document == {
+        "code": 503,
+        "message": "Server Error",
+        "description": "Server out of resources",
+        "detail": "the server could not open model file tiny.pt: Too many open files",
+    }
 
 
 def test_head_answers_wherever_get_does(client):
