@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.load import DEFAULTS, _gunicorn
+from benchmarks.load import DEFAULTS, gunicorn_command
 from benchmarks.workloads import build
 from tests.integration.server import cli_command, free_port, running
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         ports = {"ours": free_port(), "naive": free_port()}
         commands = {
             "ours": cli_command(ports["ours"], "--model-root", str(root), "--log-level", "warning"),
-            "naive": _gunicorn(
+            "naive": gunicorn_command(
                 "benchmarks.baselines.naive_server:app", ports["naive"], DEFAULTS.workers, DEFAULTS.threads
             ),
         }

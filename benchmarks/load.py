@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy
 import requests
 
-from benchmarks.workloads import SWEEP_SIZES, Workload, build
+from benchmarks.workloads import BATCH_POLICY, SWEEP_SIZES, Workload, build
 from tests.integration.server import RunningServer, cli_command, free_port, process_tree, running
 from torch_serving.config import Config
 
@@ -59,7 +59,8 @@ def wrk_script(directory: Path, name: str, body: bytes, header_length: int | Non
     return script
 
 
-def _gunicorn(module: str, port: int, workers: int, threads: int) -> list[str]:
+def gunicorn_command(module: str, port: int, workers: int, threads: int) -> list[str]:
+    """Return the command that serves the WSGI app ``module`` under gunicorn gthread, as baselines run."""
     return [
         sys.executable,
         "-m",
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "--workloads",
         default="tiny,example,example-batched,image,echo,jpeg,jpeg-means," + ",".join(f"tiny-{n}" for n in SWEEP_SIZES),
     )
+    parser.add_argument("--batch-policy", default=BATCH_POLICY, help="the torch_serving.json of example-batched")
     parser.add_argument("--workers", type=int, default=DEFAULTS.workers, help="for all three servers")
     parser.add_argument("--threads", type=int, default=DEFAULTS.threads, help="for all three servers")
     args = parser.parse_args(argv)
@@ -258,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         root = tmp_path / "models"
-        workloads = [w for w in build(root) if w.name in args.workloads.split(",")]
+        workloads = [w for w in build(root, args.batch_policy) if w.name in args.workloads.split(",")]
         env = {
             "TORCH_SERVING_MODEL_ROOT": str(root),
             "TORCH_SERVING_TORCH_THREADS": str(DEFAULTS.torch_threads),
@@ -276,13 +278,13 @@ def main(argv: list[str] | None = None) -> int:
                 "--threads",
                 str(args.threads),
             ),
-            "naive": _gunicorn(
+            "naive": gunicorn_command(
                 "benchmarks.baselines.naive_server:app",
                 ports["naive"],
                 args.workers,
                 args.threads,
             ),
-            "hello": _gunicorn(
+            "hello": gunicorn_command(
                 "benchmarks.baselines.hello_world:app",
                 ports["hello"],
                 args.workers,

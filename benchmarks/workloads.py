@@ -111,8 +111,8 @@ BATCH_POLICY = '{"max_batch_size": 8, "max_batch_delay_ms": 0}'
 SWEEP_SIZES = (64, 1024, 16384, 262144)
 
 
-def build(root: Path) -> list[Workload]:
-    """Save the workloads' models under ``root`` and return the workloads."""
+def build(root: Path, batch_policy: str = BATCH_POLICY) -> list[Workload]:
+    """Save the workloads' models under ``root`` (`example-batched` declaring ``batch_policy``) and return them."""
     torch.manual_seed(0)
     script_and_save(AffineModel(), root / "tiny.pt")
     script_and_save(ImageClassifier().eval(), root / "image.pt")
@@ -121,7 +121,7 @@ def build(root: Path) -> list[Workload]:
     script_and_save(ChannelMeans(), root / "means.pt")
     jpeg = base64.b64encode(benchmark_jpeg()).decode()
     example_model_class().main(str(root / "model-example.pt"))
-    example_model_class().main(str(root / "model-example-batched.pt"), BATCH_POLICY)
+    example_model_class().main(str(root / "model-example-batched.pt"), batch_policy)
     image = torch.rand(1, 3, 224, 224)
     return [
         Workload("tiny", "tiny.pt", _tensor_body(torch.tensor([[1.0, 2.0, 3.0, 4.0]]))),
