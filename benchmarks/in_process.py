@@ -10,7 +10,7 @@ of a shared machine inflate nothing but the slower rounds):
 * the example model's forward on 1, 2, 4 and 8 rows, which says when
   batching it pays.
 
-Run: .venv/bin/python -m benchmarks.in_process [--rounds 15] [--calls 3000]
+Run: .venv/bin/python -m benchmarks.in_process [--rounds 25] [--calls 3000]
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def wsgi_call(app, body: bytes, query: str) -> Callable[[], bytes]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=25)
     parser.add_argument("--calls", type=int, default=3000)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
