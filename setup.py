@@ -25,8 +25,11 @@ SOURCES = [
     "ext/json_tensor.cpp",
     "ext/model_cache.cpp",
     "ext/model_file.cpp",
+    "ext/package.cpp",
+    "ext/script_module.cpp",
     "ext/servable.cpp",
     "ext/server.cpp",
+    "ext/tree_spec.cpp",
     "ext/v2.cpp",
 ]
 

@@ -1,84 +1,84 @@
-// A loaded TorchScript module that checks its inputs against forward's
-// schema before running it.
+// What the server needs of a loaded model, whatever kind of file it came
+// from: a TorchScript module (script_module.h) or an AOTInductor package
+// (package.h).
 #pragma once
 
 #include <ATen/core/ivalue.h>
-#include <c10/core/Device.h>
-#include <torch/csrc/jit/api/module.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
-#include <memory>
+#include <exception>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
-#include "batching.h"
-#include "model_file.h"
+#include "v2.h"
 
 namespace torch_serving {
 
-// Returns T for `Optional[T]`, `type` otherwise.
-c10::TypePtr strip_optional(const c10::TypePtr& type);
-
-// Renders `schema` the way a Python user wrote it, without `self`, e.g.
-// `forward(x: Tensor, factor: float = 2.0) -> Tensor`. Built from names,
-// type annotations and our own rendering of defaults: printing a schema
-// through libtorch's stream operators crashed for float defaults on a
-// torch 2.11 + CUDA build.
-std::string signature_text(const c10::FunctionSchema& schema);
-
 class Servable {
  public:
-  // Loads the module in `file` onto `device` in eval mode, with the batch
-  // policy its `torch_serving.json` extra file declares (a malformed one is
-  // reported through `warn` and means no batching).
-  //
-  // `name` is how errors refer to the model, so that no answer reveals the
-  // server's file system. Throws ModelLoadError.
-  static std::shared_ptr<const Servable> load(const ModelFile& file, const std::string& name, c10::Device device,
-                                              const Warn& warn);
+  virtual ~Servable() = default;
 
-  // Runs forward on `args` under InferenceMode, on CPU without the
-  // optimizing graph executor, batched with concurrent calls when the
-  // model declares batching.
-  //
-  // Throws SignatureError when `args` do not fit forward's schema (naming the
-  // argument), ResourceError when forward runs out of memory and
-  // ExecutionError when it raises otherwise.
-  c10::IValue run(std::vector<c10::IValue> args) const;
+  // Runs the model on the positional arguments of a /serve request and
+  // returns its result. Throws SignatureError when `args` do not fit the
+  // model (naming the argument), ResourceError when it runs out of memory
+  // and ExecutionError when it raises otherwise.
+  virtual c10::IValue run(std::vector<c10::IValue> args) const = 0;
 
-  // Returns forward's schema.
-  const c10::FunctionSchema& schema() const { return schema_; }
+  // Matches a V2 request's inputs to run()'s arguments. Throws
+  // SignatureError when they do not fit.
+  virtual std::vector<c10::IValue> bind_inputs(v2::Request& request) const = 0;
+
+  // Names the parts of run()'s result as V2 outputs.
+  virtual v2::NamedOutputs name_outputs(const c10::IValue& result) const = 0;
+
+  // The model's inputs and outputs as V2 metadata describes them.
+  virtual v2::ModelDescription describe() const = 0;
 
   // The rows a batch may hold; 0 when the model does not batch.
-  int64_t max_batch_size() const { return batcher_ ? batcher_->policy().max_batch_size : 0; }
+  virtual int64_t max_batch_size() const { return 0; }
 
-  // Whether a call may run in its caller's thread: forward has run, and
-  // has typically taken under a millisecond, and the model does not batch
-  // (a batch waits for other requests).
+  // Whether a call may run in its caller's thread: the model has run, has
+  // typically taken under a millisecond, and does not batch (a batch waits
+  // for other requests).
   bool is_quick() const;
 
-  // Calls of run() and forward executions since the load: with batching,
+  // Calls of run() and model executions since the load: with batching,
   // fewer executions than requests.
   uint64_t requests() const { return requests_.load(std::memory_order_relaxed); }
   uint64_t executions() const { return executions_.load(std::memory_order_relaxed); }
 
+ protected:
+  void count_request() const { requests_.fetch_add(1, std::memory_order_relaxed); }
+
+  // Runs `execute` once, counting it and timing it for is_quick().
+  template <class Execute>
+  auto timed_execution(Execute&& execute) const {
+    executions_.fetch_add(1, std::memory_order_relaxed);
+    const auto started = std::chrono::steady_clock::now();
+    auto result = execute();
+    record_execution_time(std::chrono::steady_clock::now() - started);
+    return result;
+  }
+
  private:
-  Servable(torch::jit::Module module, c10::FunctionSchema schema, c10::Device device);
+  void record_execution_time(std::chrono::steady_clock::duration took) const;
 
-  void check_and_complete(std::vector<c10::IValue>& args) const;
-  // Runs forward once on complete, checked arguments.
-  c10::IValue forward(std::vector<c10::IValue> args) const;
-
-  // Running forward mutates no module state, but Module's API is non-const.
-  mutable torch::jit::Module module_;
-  c10::FunctionSchema schema_;
-  c10::Device device_;
-  std::unique_ptr<Batcher> batcher_;
-  // A moving average of forward's wall time; negative until it first ran.
-  mutable std::atomic<int64_t> typical_forward_ns_{-1};
+  // A moving average of an execution's wall time; negative until one ran.
+  mutable std::atomic<int64_t> typical_execution_ns_{-1};
   mutable std::atomic<uint64_t> requests_{0};
   mutable std::atomic<uint64_t> executions_{0};
 };
+
+// Keeps the line of a torch error message that says what went wrong: the
+// last one of a TorchScript traceback, the first one otherwise.
+std::string essential_message(const std::string& what);
+
+// Throws what a model raising `e` (whose message is `what`) while running
+// means: ResourceError for an allocation failure, ExecutionError otherwise.
+[[noreturn]] void fail_execution(const std::exception& e, const std::string& what);
 
 }  // namespace torch_serving

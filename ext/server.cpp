@@ -4,11 +4,15 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <random>
 #include <stdexcept>
+#include <string_view>
 #include <utility>
 
 #include "codec.h"
+#include "package.h"
+#include "script_module.h"
 
 namespace torch_serving {
 namespace {
@@ -19,17 +23,27 @@ bool draw(double probability) {
   return std::uniform_real_distribution<double>(0.0, 1.0)(generator) < probability;
 }
 
+bool is_package(std::string_view relative) {
+  constexpr std::string_view kSuffix = ".pt2";
+  return relative.size() >= kSuffix.size() && relative.substr(relative.size() - kSuffix.size()) == kSuffix;
+}
+
 }  // namespace
 
 Server::Server(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device,
-               int64_t max_model_size, int64_t max_image_pixels, Warn warn)
+               int64_t max_model_size, int64_t max_image_pixels, size_t pt2_runners, Warn warn)
     : root_fd_(::open(model_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC)),
       device_(device),
       max_model_size_(max_model_size),
       max_image_pixels_(max_image_pixels),
+      pt2_runners_(pt2_runners),
       warn_(std::move(warn)),
       cache_(capacity, buffer) {
   if (root_fd_ < 0) throw std::invalid_argument("model root " + model_root + " is not a directory");
+  // AOTInductor packages check their inputs' dtypes and sizes only with
+  // this set, read once by each package's code; compiled code given a
+  // wrong size reads out of bounds. Set before any request thread runs.
+  ::setenv("AOTI_RUNTIME_CHECK_INPUTS", "1", /*overwrite=*/1);
 }
 
 Server::~Server() { ::close(root_fd_); }
@@ -46,17 +60,17 @@ size_t Server::infer(const std::string& relative, const std::string& name,
   // Decoding first means a bad body never costs a model load.
   v2::Request request = v2::decode_request(body->view(), header_length, body, body->readable());
   auto servable = model(relative, name);
-  c10::IValue result = servable->run(v2::bind_inputs(request, servable->schema()));
-  return v2::encode_response(name, request, result, response);
+  c10::IValue result = servable->run(servable->bind_inputs(request));
+  return v2::encode_response(name, request, servable->name_outputs(result), response);
 }
 
 void Server::metadata(const std::string& relative, const std::string& name, std::string& response) {
-  v2::encode_metadata(name, model(relative, name)->schema(), response);
+  v2::encode_metadata(name, model(relative, name)->describe(), response);
 }
 
 void Server::config(const std::string& relative, const std::string& name, std::string& response) {
   auto servable = model(relative, name);
-  v2::encode_config(name, servable->schema(), servable->max_batch_size(), response);
+  v2::encode_config(name, servable->describe(), servable->max_batch_size(), response);
 }
 
 bool Server::is_quick(const std::string& relative, size_t body_size) const {
@@ -69,7 +83,10 @@ bool Server::is_quick(const std::string& relative, size_t body_size) const {
 
 ModelCache::Model Server::model(const std::string& relative, const std::string& name, bool reload) {
   const ModelFile file = ModelFile::open(root_fd_, relative, name, max_model_size_);
-  auto load = [&] { return Servable::load(file, name, device_, warn_); };
+  auto load = [&]() -> ModelCache::Model {
+    if (is_package(relative)) return Package::load(file, name, device_, pt2_runners_);
+    return ScriptModule::load(file, name, device_, warn_);
+  };
   return cache_.get(relative, file.identity(), load, reload);
 }
 

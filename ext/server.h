@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "batching.h"
 #include "model_cache.h"
 #include "request_body.h"
 #include "v2.h"
@@ -17,15 +18,17 @@ class Server {
  public:
   // Serves the models beneath the directory `model_root`, refusing files
   // over `max_model_size` bytes (0: no limit) and images of more than
-  // `max_image_pixels` pixels.
-  // Warnings about models (a malformed batch policy) go to `warn`.
+  // `max_image_pixels` pixels. Each AOTInductor package gets `pt2_runners`
+  // model instances. Warnings about models (a malformed batch policy) go to
+  // `warn`.
   Server(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device, int64_t max_model_size,
-         int64_t max_image_pixels, Warn warn);
+         int64_t max_image_pixels, size_t pt2_runners, Warn warn);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
   // Answers one request for the model file `relative` to the model root
+  // (an AOTInductor package when its name ends in `.pt2`, else TorchScript)
   // (called `name` in errors), writing the success envelope's JSON into
   // `response`.
   //
@@ -70,6 +73,7 @@ class Server {
   c10::Device device_;
   int64_t max_model_size_;
   int64_t max_image_pixels_;
+  size_t pt2_runners_;
   Warn warn_;
   ModelCache cache_;
 };

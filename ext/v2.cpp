@@ -15,7 +15,7 @@
 #include "errors.h"
 #include "json_path.h"
 #include "json_tensor.h"
-#include "servable.h"
+#include "script_module.h"
 
 namespace torch_serving::v2 {
 namespace {
@@ -42,13 +42,6 @@ constexpr std::string_view kDatatypeList = "BOOL, UINT8, INT8, INT16, INT32, INT
 const Datatype& bytes_datatype() { return kDatatypes.back(); }
 
 constexpr char kNoClassification[] = "the classification extension is not supported";
-
-const Datatype* datatype_of(at::ScalarType dtype) {
-  for (const auto& d : kDatatypes) {
-    if (d.dtype == dtype && !d.is_bytes()) return &d;
-  }
-  return nullptr;
-}
 
 std::string single_quoted(std::string_view name) { return "'" + std::string(name) + "'"; }
 
@@ -431,31 +424,6 @@ OutputTensor to_output(const std::string& name, const c10::IValue& v) {
   fail_output(name, "is a " + v.type()->repr_str() + ", which V2 cannot express as a tensor");
 }
 
-// Names the parts of a result: dict entries by key, tuple and list-of-tensor
-// elements as OUTPUT__i, anything else (a list of lists too) as OUTPUT__0.
-std::vector<std::pair<std::string, c10::IValue>> named_outputs(const c10::IValue& result) {
-  std::vector<std::pair<std::string, c10::IValue>> named;
-  auto positional = [&](const auto& items) {
-    for (const c10::IValue& item : items) named.emplace_back("OUTPUT__" + std::to_string(named.size()), item);
-  };
-  if (result.isGenericDict()) {
-    for (const auto& entry : result.toGenericDict()) {
-      const c10::IValue& key = entry.key();
-      if (key.isString()) named.emplace_back(key.toStringRef(), entry.value());
-      else if (key.isInt()) named.emplace_back(std::to_string(key.toInt()), entry.value());
-      else throw EncodeError("the result is a dict with keys of type " + key.type()->repr_str() + ", which V2 cannot name outputs by");
-    }
-  } else if (result.isTuple()) {
-    positional(result.toTupleRef().elements());
-  } else if (result.isList() && result.toList().elementType()->kind() == c10::TypeKind::TensorType) {
-    positional(result.toListRef());
-  } else {
-    named.emplace_back("OUTPUT__0", result);
-  }
-  return named;
-}
-
-
 // Appends `,"shape":[...]` style dimensions as a JSON array.
 void write_shape(const std::vector<int64_t>& shape, std::string& out) {
   out += '[';
@@ -505,15 +473,8 @@ void write_output(const std::string& name, const OutputTensor& output, bool bina
   out += "]}";
 }
 
-// How metadata and configuration describe one input or output.
-struct TensorDescription {
-  std::string name;
-  std::string_view datatype;
-  std::vector<int64_t> shape;
-};
-
 // Describes a value of `type` named `name`; nothing for a type V2 cannot express.
-std::optional<TensorDescription> describe(const std::string& name, const c10::TypePtr& type) {
+std::optional<TensorDescription> describe_value(const std::string& name, const c10::TypePtr& type) {
   c10::TypePtr t = strip_optional(type);
   // The schema records no dtype for tensors; FP32 is torch's default one.
   if (t->kind() == c10::TypeKind::TensorType) return TensorDescription{name, "FP32", {-1}};
@@ -524,38 +485,6 @@ std::optional<TensorDescription> describe(const std::string& name, const c10::Ty
     return TensorDescription{name, datatype_name(primitive_of(list->getElementType())), {-1}};
   }
   return std::nullopt;
-}
-
-// Describes forward's inputs and outputs, as far as V2 can express them.
-struct ModelDescription {
-  std::vector<TensorDescription> inputs;
-  std::vector<TensorDescription> outputs;
-};
-
-ModelDescription describe(const c10::FunctionSchema& schema) {
-  ModelDescription model;
-  const auto& params = schema.arguments();
-  // A forward taking one Dict[str, Tensor] accepts inputs of any name.
-  if (!(params.size() == 2 && is_dict_of_tensors(params[1].type()))) {
-    for (size_t k = 1; k < params.size(); ++k) {
-      if (auto input = describe(params[k].name(), params[k].type())) model.inputs.push_back(std::move(*input));
-    }
-  }
-  const c10::TypePtr returned = schema.returns().size() == 1 ? schema.returns()[0].type() : c10::NoneType::get();
-  auto tuple = returned->cast<c10::TupleType>();
-  const std::vector<c10::TypePtr> parts = tuple ? tuple->elements().vec() : std::vector<c10::TypePtr>{returned};
-  // Listed only when every output can be: dict keys and the length of a list
-  // of tensors are known only at run time, and a partial list would hide the
-  // outputs that V2 cannot express.
-  for (size_t k = 0; k < parts.size(); ++k) {
-    auto output = describe("OUTPUT__" + std::to_string(k), parts[k]);
-    if (!output) {
-      model.outputs.clear();
-      break;
-    }
-    model.outputs.push_back(std::move(*output));
-  }
-  return model;
 }
 
 // Appends `[{"name":..,"<type_key>":"<prefix><datatype>","<shape_key>":[..]},..]`.
@@ -581,6 +510,61 @@ void write_descriptions(const std::vector<TensorDescription>& tensors, std::stri
 }
 
 }  // namespace
+
+const Datatype* datatype_of(at::ScalarType dtype) {
+  for (const auto& d : kDatatypes) {
+    if (d.dtype == dtype && !d.is_bytes()) return &d;
+  }
+  return nullptr;
+}
+
+NamedOutputs named_outputs(const c10::IValue& result) {
+  NamedOutputs named;
+  auto positional = [&](const auto& items) {
+    for (const c10::IValue& item : items) named.emplace_back("OUTPUT__" + std::to_string(named.size()), item);
+  };
+  if (result.isGenericDict()) {
+    for (const auto& entry : result.toGenericDict()) {
+      const c10::IValue& key = entry.key();
+      if (key.isString()) named.emplace_back(key.toStringRef(), entry.value());
+      else if (key.isInt()) named.emplace_back(std::to_string(key.toInt()), entry.value());
+      else throw EncodeError("the result is a dict with keys of type " + key.type()->repr_str() + ", which V2 cannot name outputs by");
+    }
+  } else if (result.isTuple()) {
+    positional(result.toTupleRef().elements());
+  } else if (result.isList() && result.toList().elementType()->kind() == c10::TypeKind::TensorType) {
+    positional(result.toListRef());
+  } else {
+    named.emplace_back("OUTPUT__0", result);
+  }
+  return named;
+}
+
+ModelDescription describe_forward(const c10::FunctionSchema& schema) {
+  ModelDescription model{"pytorch_torchscript", "pytorch_libtorch", {}, {}};
+  const auto& params = schema.arguments();
+  // A forward taking one Dict[str, Tensor] accepts inputs of any name.
+  if (!(params.size() == 2 && is_dict_of_tensors(params[1].type()))) {
+    for (size_t k = 1; k < params.size(); ++k) {
+      if (auto input = describe_value(params[k].name(), params[k].type())) model.inputs.push_back(std::move(*input));
+    }
+  }
+  const c10::TypePtr returned = schema.returns().size() == 1 ? schema.returns()[0].type() : c10::NoneType::get();
+  auto tuple = returned->cast<c10::TupleType>();
+  const std::vector<c10::TypePtr> parts = tuple ? tuple->elements().vec() : std::vector<c10::TypePtr>{returned};
+  // Listed only when every output can be: dict keys and the length of a list
+  // of tensors are known only at run time, and a partial list would hide the
+  // outputs that V2 cannot express.
+  for (size_t k = 0; k < parts.size(); ++k) {
+    auto output = describe_value("OUTPUT__" + std::to_string(k), parts[k]);
+    if (!output) {
+      model.outputs.clear();
+      break;
+    }
+    model.outputs.push_back(std::move(*output));
+  }
+  return model;
+}
 
 Request decode_request(std::string_view body, int64_t header_length, const BodyOwner& owner, size_t readable) {
   std::string_view json_part = body;
@@ -696,9 +680,8 @@ std::vector<c10::IValue> bind_inputs(Request& request, const c10::FunctionSchema
   return args;
 }
 
-size_t encode_response(const std::string& model_name, const Request& request, const c10::IValue& result,
+size_t encode_response(const std::string& model_name, const Request& request, const NamedOutputs& named,
                        std::string& out) {
-  auto named = named_outputs(result);
   std::vector<std::pair<const std::pair<std::string, c10::IValue>*, bool>> chosen;  // output, binary form
   if (request.outputs.empty()) {
     for (const auto& entry : named) chosen.emplace_back(&entry, request.binary_outputs);
@@ -738,23 +721,25 @@ size_t encode_response(const std::string& model_name, const Request& request, co
   return json_length;
 }
 
-void encode_metadata(const std::string& model_name, const c10::FunctionSchema& schema, std::string& out) {
-  const ModelDescription model = describe(schema);
+void encode_metadata(const std::string& model_name, const ModelDescription& model, std::string& out) {
   out.assign(R"({"name":)");
   write_string(model_name, out, JsonPath{nullptr, "metadata", -1});
-  out += R"(,"versions":["1"],"platform":"pytorch_torchscript","inputs":)";
+  out += R"(,"versions":["1"],"platform":")";
+  out += model.platform;
+  out += R"(","inputs":)";
   write_descriptions(model.inputs, "datatype", "", "shape", out);
   out += R"(,"outputs":)";
   write_descriptions(model.outputs, "datatype", "", "shape", out);
   out += '}';
 }
 
-void encode_config(const std::string& model_name, const c10::FunctionSchema& schema, int64_t max_batch_size,
+void encode_config(const std::string& model_name, const ModelDescription& model, int64_t max_batch_size,
                    std::string& out) {
-  const ModelDescription model = describe(schema);
   out.assign(R"({"name":)");
   write_string(model_name, out, JsonPath{nullptr, "config", -1});
-  out += R"(,"platform":"pytorch_libtorch","backend":"pytorch","max_batch_size":)";
+  out += R"(,"platform":")";
+  out += model.config_platform;
+  out += R"(","backend":"pytorch","max_batch_size":)";
   write_number(max_batch_size, out);
   out += R"(,"input":)";
   write_descriptions(model.inputs, "data_type", "TYPE_", "dims", out);

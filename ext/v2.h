@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace torch_serving::v2 {
@@ -48,6 +49,27 @@ struct Request {
   bool binary_outputs = false;           // the request's `binary_data_output`
 };
 
+// How metadata and configuration describe one input or output.
+struct TensorDescription {
+  std::string name;
+  std::string_view datatype;  // a name of the protocol's datatypes
+  std::vector<int64_t> shape;  // -1 for a size known only at run time
+};
+
+// A model's inputs and outputs, as far as V2 can express them.
+struct ModelDescription {
+  std::string_view platform;         // as model metadata names it
+  std::string_view config_platform;  // as Triton's model configuration names it
+  std::vector<TensorDescription> inputs;
+  std::vector<TensorDescription> outputs;
+};
+
+// A result's parts as V2 outputs, with their names.
+using NamedOutputs = std::vector<std::pair<std::string, c10::IValue>>;
+
+// Returns the datatype `dtype` is sent as, or null for one V2 cannot express.
+const Datatype* datatype_of(at::ScalarType dtype);
+
 // Keeps the request body alive while tensors made on its memory exist.
 using BodyOwner = std::shared_ptr<const void>;
 
@@ -72,25 +94,32 @@ Request decode_request(std::string_view body, int64_t header_length, const BodyO
 // type.
 std::vector<c10::IValue> bind_inputs(Request& request, const c10::FunctionSchema& schema);
 
-// Writes the inference response for `result` of model `model_name` into
+// Names the parts of a forward's result: dict entries by key, tuple and
+// list-of-tensor elements as OUTPUT__i, anything else (a list of lists too)
+// as OUTPUT__0.
+NamedOutputs named_outputs(const c10::IValue& result);
+
+// Describes the inputs and outputs of a forward with `schema`. The schema
+// records no dtypes or sizes: tensors are listed as FP32 of shape [-1].
+ModelDescription describe_forward(const c10::FunctionSchema& schema);
+
+// Writes the inference response for the `outputs` of model `model_name` into
 // `out`: its JSON first, then the binary data of the outputs sent as binary.
 // Returns the length of the JSON part.
 //
 // Throws UnknownOutputError for a requested output the result does not have,
 // and EncodeError for an output the protocol cannot express.
-size_t encode_response(const std::string& model_name, const Request& request, const c10::IValue& result,
+size_t encode_response(const std::string& model_name, const Request& request, const NamedOutputs& outputs,
                        std::string& out);
 
-// Writes the model metadata of model `model_name` whose forward has
-// `schema` into `out`.
-void encode_metadata(const std::string& model_name, const c10::FunctionSchema& schema, std::string& out);
+// Writes the metadata of model `model_name` into `out`.
+void encode_metadata(const std::string& model_name, const ModelDescription& model, std::string& out);
 
 // Writes the configuration of model `model_name` into `out` as Triton's
 // model configuration extension answers it: `max_batch_size` (0 for a model
 // that does not batch), and inputs and outputs with Triton's `TYPE_`
-// datatypes. Their `dims` are those of the metadata's shapes, since a
-// TorchScript schema records no sizes.
-void encode_config(const std::string& model_name, const c10::FunctionSchema& schema, int64_t max_batch_size,
+// datatypes and the metadata's shapes as `dims`.
+void encode_config(const std::string& model_name, const ModelDescription& model, int64_t max_batch_size,
                    std::string& out);
 
 }  // namespace torch_serving::v2

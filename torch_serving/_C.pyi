@@ -74,6 +74,7 @@ class Server:
         device: str = "cpu",
         max_model_size: int = 0,
         max_image_pixels: int = 89_478_485,
+        pt2_runners: int = 1,
     ) -> None: ...
     def serve(
         self,

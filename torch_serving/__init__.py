@@ -1,4 +1,4 @@
-"""Serve TorchScript models over HTTP: typed JSON in, typed JSON out.
+"""Serve TorchScript and AOTInductor models over HTTP: typed JSON in, typed JSON out.
 
 The request path runs in the private native core ``torch_serving._C``; this
 package is its typed facade plus the Falcon app and the gunicorn CLI.
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     )
     from torch_serving.app import create_app
     from torch_serving.config import Config, ConfigError
+    from torch_serving.export import package
 
 __all__ = [
     "BusyError",
@@ -60,12 +61,14 @@ __all__ = [
     "create_app",
     "decode",
     "encode",
+    "package",
 ]
 
 _HOMES = {
     "create_app": "torch_serving.app",
     "Config": "torch_serving.config",
     "ConfigError": "torch_serving.config",
+    "package": "torch_serving.export",
 }
 
 

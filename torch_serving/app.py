@@ -133,6 +133,7 @@ def create_app(config: Config) -> falcon.App:
         config.device,
         config.max_model_size,
         config.max_image_pixels,
+        config.pt2_runners or config.threads,
     )
     app = falcon.App(media_type=falcon.MEDIA_JSON)
     app.req_options.keep_blank_qs_values = True

@@ -29,6 +29,7 @@ _HELP = {
     "max_image_pixels": "most pixels an image in a request may have, checked before decoding",
     "timeout": "seconds a request may take before it is answered 504 (its work is abandoned)",
     "queue_size": "requests each worker queues for a free thread before it answers 503",
+    "pt2_runners": "model instances per .pt2 package, 0 for one per request thread",
     "log_level": "debug, info, warning, error or critical",
 }
 
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser; every option also reads TORCH_SERVING_<NAME>."""
     parser = argparse.ArgumentParser(
         prog="torch-serving",
-        description="Serve the TorchScript files under a folder over HTTP.",
+        description="Serve the TorchScript (.pt) and AOTInductor (.pt2) files under a folder over HTTP.",
     )
     for field in dataclasses.fields(Config):
         shown = "the working directory" if field.name == "model_root" else field.default

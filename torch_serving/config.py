@@ -77,6 +77,8 @@ class Config:
             (Pillow's default limit), checked before it is decoded.
         timeout: seconds a request may take before it is answered 504.
         queue_size: requests a worker queues for a free thread before it answers 503.
+        pt2_runners: model instances per ``.pt2`` package, so that as many
+            calls of it run at once; 0 for one per request thread.
         log_level: one of debug, info, warning, error, critical.
     """
 
@@ -94,6 +96,7 @@ class Config:
     max_image_pixels: int = 89_478_485
     timeout: float = 60.0
     queue_size: int = 16
+    pt2_runners: int = 0
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -112,6 +115,7 @@ class Config:
         _positive("max model size", self.max_model_size)
         _positive("max image pixels", self.max_image_pixels)
         _positive("queue size", self.queue_size, minimum=0)
+        _positive("pt2 runners", self.pt2_runners, minimum=0)
         if not 0 < self.timeout < math.inf:
             raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
         if self.log_level not in _LOG_LEVELS:

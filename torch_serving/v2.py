@@ -1,7 +1,8 @@
 """The Open Inference Protocol (KServe V2) endpoints, with binary tensor data.
 
 Model names are paths under the model root; ``name`` finds ``name`` or, failing
-that, ``name.pt``. Each model file has the single version ``"1"``.
+that, ``name.pt`` and then ``name.pt2``. Each model file has the single version
+``"1"``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ _MODEL_PATH = re.compile(
     r"^/v2/models/(?P<name>.+?)(?:/versions/(?P<version>[^/]*))?(?P<action>/ready|/infer|/config)?$"
 )
 _LABEL = "model name"
+# Tried in order after the name itself: TorchScript, then AOTInductor packages.
+_SUFFIXES = (".pt", ".pt2")
 
 
 def _json(resp: falcon.Response, document: dict) -> None:
@@ -120,12 +123,14 @@ class ModelSink:
         try:
             return resolve_model(self._root, name, _LABEL)
         except ModelNotFoundError:
-            if name.endswith(".pt"):
+            if name.endswith((".pt", ".pt2")):
                 raise
-        try:
-            return resolve_model(self._root, name + ".pt", _LABEL)
-        except ModelNotFoundError:
-            raise ModelNotFoundError(f"no model file {name} or {name}.pt under the model root") from None
+        for suffix in _SUFFIXES:
+            try:
+                return resolve_model(self._root, name + suffix, _LABEL)
+            except ModelNotFoundError:
+                pass
+        raise ModelNotFoundError(f"no model file {name}, {name}.pt or {name}.pt2 under the model root")
 
     def _infer(
         self,

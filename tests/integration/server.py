@@ -128,9 +128,10 @@ def cli_command(port: int, *options: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def serving(tmp_path_factory, name: str, *options: str) -> Iterator[RunningServer]:
-    """Run torch-serving with ``options`` on a free port, its log in a fresh folder named after ``name``."""
+def serving(tmp_path_factory, name: str, *options: str, env: dict[str, str] | None = None) -> Iterator[RunningServer]:
+    """Run torch-serving with ``options`` (and ``env`` added to the environment) on a free port,
+    its log in a fresh folder named after ``name``."""
     port = free_port()
     log = tmp_path_factory.mktemp(f"{name}-logs") / "server.log"
-    with running(cli_command(port, *options), port, log) as server:
+    with running(cli_command(port, *options), port, log, env) as server:
         yield server

@@ -89,7 +89,7 @@ def test_model_readiness_and_metadata(client):
     with pytest.raises(InferenceServerException) as error:
         client.get_model_metadata("nope")
     assert error.value.status() == "404"
-    assert error.value.message() == "no model file nope or nope.pt under the model root"
+    assert error.value.message() == "no model file nope, nope.pt or nope.pt2 under the model root"
 
 
 @pytest.mark.parametrize(
@@ -210,7 +210,7 @@ def test_scalar_dict_and_list_models(client):
             "nope",
             [("x", np.ones(1, np.float32), "FP32")],
             "404",
-            "no model file nope or nope.pt under the model root",
+            "no model file nope, nope.pt or nope.pt2 under the model root",
         ),
         (
             "pair",

@@ -16,6 +16,7 @@
 #include "errors.h"
 #include "model_cache.h"
 #include "model_file.h"
+#include "script_module.h"
 
 #include "doctest_after_torch.h"
 
@@ -24,7 +25,7 @@ using torch_serving::ModelCache;
 using torch_serving::ModelFile;
 using torch_serving::ModelLoadError;
 using torch_serving::ModelNotFoundError;
-using torch_serving::Servable;
+using torch_serving::ScriptModule;
 
 namespace {
 
@@ -65,7 +66,7 @@ struct CountingLoader {
       ++calls;
       std::this_thread::sleep_for(delay);
       if (fail) throw ModelLoadError(ModelFolder::name(k) + " failed on purpose");
-      return Servable::load(file, ModelFolder::name(k), c10::kCPU, [](const std::string&) {});
+      return ModelCache::Model(ScriptModule::load(file, ModelFolder::name(k), c10::kCPU, [](const std::string&) {}));
     }, reload);
   }
 };

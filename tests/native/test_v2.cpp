@@ -64,7 +64,7 @@ TEST_CASE("outputs are named by dict key and tuple position, and framed after th
   result.insert("a", at::arange(3, at::kLong));
   result.insert("b", at::ones({2}, at::kHalf));
   std::string out;
-  size_t json_length = v2::encode_response("m", request, result, out);
+  size_t json_length = v2::encode_response("m", request, v2::named_outputs(result), out);
   CHECK(out.substr(0, json_length) ==
         R"({"model_name":"m","model_version":"1","outputs":[)"
         R"({"name":"b","datatype":"FP16","shape":[2],"parameters":{"binary_data_size":4}},)"
@@ -74,7 +74,7 @@ TEST_CASE("outputs are named by dict key and tuple position, and framed after th
 
   c10::IValue tuple = c10::ivalue::Tuple::create({c10::IValue(std::string("hi")), c10::IValue(int64_t(7))});
   v2::Request all;
-  v2::encode_response("m", all, tuple, out);
+  v2::encode_response("m", all, v2::named_outputs(tuple), out);
   CHECK(out ==
         R"({"model_name":"m","model_version":"1","outputs":[)"
         R"({"name":"OUTPUT__0","datatype":"BYTES","shape":[1],"data":["hi"]},)"

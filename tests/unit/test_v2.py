@@ -143,7 +143,7 @@ def test_model_ready_and_not_found(client):
     assert_v2_error(
         client.simulate_get("/v2/models/nope/ready"),
         404,
-        "no model file nope or nope.pt under the model root",
+        "no model file nope, nope.pt or nope.pt2 under the model root",
     )
     assert_v2_error(
         client.simulate_get("/v2/models/tiny/versions/2"),
@@ -162,7 +162,7 @@ def test_model_ready_and_not_found(client):
         ("/v2/models/%2e%2e/x/infer", 400, "model name must not contain '..' components, got '../x'"),
         ("/v2/models//etc/passwd/ready", 400, "model name must be relative to the model root, got '/etc/passwd'"),
         ("/v2/models/a%00b", 400, "model name contains a NUL character"),
-        ("/v2/models/outside/ready", 404, "no model file outside or outside.pt under the model root"),
+        ("/v2/models/outside/ready", 404, "no model file outside, outside.pt or outside.pt2 under the model root"),
     ],
 )
 def test_model_names_are_confined_to_the_root(tmp_path, path, status, message):

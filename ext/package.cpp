@@ -1,0 +1,389 @@
+// Loading, checking and running AOTInductor packages.
+#include "package.h"
+
+#include <ATen/cpu/Utils.h>
+#include <c10/core/InferenceMode.h>
+#include <simdjson.h>
+#include <sys/utsname.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/headeronly/version.h>
+
+#include <algorithm>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "errors.h"
+#include "json_tensor.h"
+
+namespace torch_serving {
+namespace {
+
+using simdjson::dom::element;
+
+const std::string kTorchVersion = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) +
+                                  "." + std::to_string(TORCH_VERSION_PATCH);
+
+// The name AOTInductor gives the one model of a package it compiles.
+constexpr char kModelName[] = "model";
+
+// AOTIModelPackageLoader's constructor unpacks into shared temporary
+// directories and registers runners in global state; loads of packages are
+// rare, so they take turns.
+std::mutex& loader_construction() {
+  static std::mutex mutex;
+  return mutex;
+}
+
+// The CPU features an AOTI_CPU_ISA word (as torch's pick_vec_isa() names
+// the vector ISA a package was compiled for) needs; nothing to check for
+// one that only says which architecture, which AOTI_MACHINE already did.
+std::vector<std::string> features_of(const std::string& isa_word) {
+  if (isa_word == "AVX2") return {"avx2", "fma3"};
+  if (isa_word == "AVX512") return {"avx512_f", "avx512_bw", "avx512_dq", "avx512_vl", "fma3"};
+  if (isa_word == "AVX512_VNNI") return {"avx512_vnni"};
+  if (isa_word == "AMX_TILE") return {"amx_tile", "amx_bf16", "amx_int8"};
+  return {};
+}
+
+// Refuses a package compiled for another machine: another platform, CPU
+// architecture, device type, or vector instructions this CPU lacks (whose
+// code would die of an illegal instruction).
+void check_target(const std::unordered_map<std::string, std::string>& metadata, const std::string& name,
+                  c10::Device device) {
+  auto value = [&](const char* key) {
+    auto it = metadata.find(key);
+    return it == metadata.end() ? std::string() : it->second;
+  };
+  const std::string device_key = value("AOTI_DEVICE_KEY");
+  const std::string ours = c10::DeviceTypeName(device.type(), /*lower_case=*/true);
+  if (!device_key.empty() && device_key != ours) {
+    throw ModelLoadError(name + " was compiled for " + device_key + ", but this server runs models on " + ours);
+  }
+  utsname host{};
+  ::uname(&host);
+  const std::string platform = value("AOTI_PLATFORM"), machine = value("AOTI_MACHINE");
+  if (!platform.empty() && platform != "linux") {
+    throw ModelLoadError(name + " was compiled for the platform " + platform + ", but this server runs on linux");
+  }
+  if (!machine.empty() && machine != host.machine) {
+    throw ModelLoadError(name + " was compiled for " + machine + " CPUs, but this server runs on " + host.machine);
+  }
+  if (device.is_cpu()) {
+    const auto capabilities = at::cpu::get_cpu_capabilities();
+    std::istringstream words(value("AOTI_CPU_ISA"));
+    for (std::string word; words >> word;) {
+      for (const std::string& feature : features_of(word)) {
+        auto it = capabilities.find(feature);
+        if (it == capabilities.end() || !it->second.isBool() || !it->second.toBool()) {
+          throw ModelLoadError(name + " was compiled for CPUs with " + value("AOTI_CPU_ISA") + ", but this CPU lacks " +
+                               feature + "; compile it on (or for) a CPU like this server's");
+        }
+      }
+    }
+  }
+}
+
+[[noreturn]] void fail_metadata(const std::string& name, const std::string& why) {
+  throw ModelLoadError(name + " has malformed " + kPackageMetadataKey + " metadata: " + why);
+}
+
+int64_t read_int(element e, const std::string& name, const char* what) {
+  int64_t v = 0;
+  if (e.get_int64().get(v)) fail_metadata(name, std::string(what) + " is not an integer");
+  return v;
+}
+
+std::string read_text(element e, const std::string& name, const char* what) {
+  std::string_view v;
+  if (e.get_string().get(v)) fail_metadata(name, std::string(what) + " is not a string");
+  return std::string(v);
+}
+
+// Reads `{"name": .., "dtype": "float32", "dims": [4, {"symbol": "s0",
+// "min": 1, "max": 64}]}`: a static dimension as its size, a dynamic one as
+// its symbol and range (a null max for none). Outputs have no name: theirs
+// come from the call spec.
+TensorSpec read_tensor_spec(element e, const std::string& name) {
+  TensorSpec spec;
+  if (element given; !e["name"].get(given)) spec.name = read_text(given, name, "a tensor's name");
+  auto dtype = json::dtype_named(read_text(e["dtype"], name, "a tensor's dtype"));
+  if (!dtype) fail_metadata(name, "tensor " + spec.name + " has an unknown dtype");
+  spec.dtype = *dtype;
+  simdjson::dom::array dims;
+  if (e["dims"].get_array().get(dims)) fail_metadata(name, "tensor " + spec.name + " has no dims");
+  for (element dim : dims) {
+    if (dim.is_object()) {
+      spec.shape.push_back(-1);
+      spec.symbols.push_back(read_text(dim["symbol"], name, "a dimension's symbol"));
+      spec.min.push_back(read_int(dim["min"], name, "a dimension's min"));
+      element max = dim["max"];
+      spec.max.push_back(max.is_null() ? std::nullopt : std::optional<int64_t>(read_int(max, name, "a dimension's max")));
+    } else {
+      spec.shape.push_back(read_int(dim, name, "a dimension"));
+      spec.symbols.emplace_back();
+      spec.min.push_back(spec.shape.back());
+      spec.max.push_back(spec.shape.back());
+    }
+  }
+  return spec;
+}
+
+struct Description {
+  std::vector<std::string> arguments;
+  std::vector<TensorSpec> inputs;
+  std::vector<TensorSpec> outputs;
+};
+
+Description read_description(const std::string& text, const std::string& name) {
+  simdjson::dom::parser parser;
+  element doc;
+  if (parser.parse(text).get(doc) || !doc.is_object()) fail_metadata(name, "it is not a JSON object");
+  Description description;
+  simdjson::dom::array arguments, inputs, outputs;
+  if (doc["arguments"].get_array().get(arguments) || doc["inputs"].get_array().get(inputs) ||
+      doc["outputs"].get_array().get(outputs)) {
+    fail_metadata(name, "it lacks arguments, inputs or outputs");
+  }
+  for (element e : arguments) description.arguments.push_back(read_text(e, name, "an argument's name"));
+  for (element e : inputs) description.inputs.push_back(read_tensor_spec(e, name));
+  for (element e : outputs) description.outputs.push_back(read_tensor_spec(e, name));
+  return description;
+}
+
+std::string dims_text(const TensorSpec& spec) {
+  std::string text = "[";
+  for (size_t d = 0; d < spec.shape.size(); ++d) {
+    if (d) text += ", ";
+    text += spec.symbols[d].empty() ? std::to_string(spec.shape[d]) : spec.symbols[d];
+  }
+  return text + "]";
+}
+
+std::string dtype_text(at::ScalarType dtype) {
+  auto name = json::dtype_name(dtype);
+  return name ? std::string(*name) : std::string(c10::toString(dtype));
+}
+
+std::string position_name(const char* prefix, size_t i) { return prefix + std::to_string(i); }
+
+}  // namespace
+
+Package::~Package() {
+  // The loader removes the files it unpacked; construction and destruction
+  // share its temporary directories.
+  std::lock_guard<std::mutex> lock(loader_construction());
+  loader_.reset();
+}
+
+std::shared_ptr<const Package> Package::load(const ModelFile& file, const std::string& name, c10::Device device,
+                                             size_t runners) {
+  // The loader opens files by path; this one is the descriptor that was
+  // checked, so what loads is what was confined to the model root.
+  const std::string path = "/proc/self/fd/" + std::to_string(file.fd());
+  std::unordered_map<std::string, std::string> metadata;
+  try {
+    metadata = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, kModelName);
+  } catch (const std::exception&) {
+    throw ModelLoadError(name +
+                         " is not an AOTInductor package (a torch.export.save archive needs Python to run); "
+                         "package the model with torch_serving.package(model, example_args, dynamic_shapes, path) "
+                         "or torch._inductor.aoti_compile_and_package(torch.export.export(...))");
+  }
+  check_target(metadata, name, device);
+  std::shared_ptr<Package> package(new Package());
+  package->device_ = device;
+  Description description;
+  if (auto it = metadata.find(kPackageMetadataKey); it != metadata.end()) {
+    description = read_description(it->second, name);
+  }
+  try {
+    std::lock_guard<std::mutex> lock(loader_construction());
+    package->loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
+        path, kModelName, /*run_single_threaded=*/false, std::max<size_t>(runners, 1),
+        device.has_index() ? device.index() : c10::DeviceIndex(-1));
+  } catch (const c10::Error& e) {
+    throw ModelLoadError(name + " cannot be loaded by torch " + kTorchVersion + ": " +
+                         essential_message(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    throw ModelLoadError(name + " cannot be loaded by torch " + kTorchVersion + ": " + essential_message(e.what()));
+  }
+  const std::vector<std::string> call_spec = package->loader_->get_call_spec();
+  TreeSpec call, result;
+  try {
+    if (call_spec.size() != 2) throw std::invalid_argument("it has no call spec");
+    call = TreeSpec::parse(call_spec[0]);
+    result = TreeSpec::parse(call_spec[1]);
+  } catch (const std::invalid_argument& e) {
+    throw ModelLoadError(name + " cannot be served: " + e.what());
+  }
+  // The call spec is (args, kwargs); keyword arguments follow the
+  // positional ones, named by their keys.
+  if (call.kind != TreeSpec::Kind::kTuple || call.children.size() != 2 ||
+      call.children[1].kind != TreeSpec::Kind::kDict) {
+    throw ModelLoadError(name + " cannot be served: its call spec is not (args, kwargs)");
+  }
+  package->arguments_ = call.children[0].children;
+  const TreeSpec& kwargs = call.children[1];
+  package->arguments_.insert(package->arguments_.end(), kwargs.children.begin(), kwargs.children.end());
+  package->result_ = std::move(result);
+
+  const size_t flat_inputs = call.leaves, flat_outputs = package->result_.leaves;
+  if (!description.inputs.empty() &&
+      (description.inputs.size() != flat_inputs || description.outputs.size() != flat_outputs ||
+       description.arguments.size() != package->arguments_.size())) {
+    fail_metadata(name, "it describes another number of arguments, inputs or outputs than the call spec has");
+  }
+  for (size_t i = 0; i < package->arguments_.size(); ++i) {
+    if (!description.arguments.empty()) {
+      package->argument_names_.push_back(description.arguments[i]);
+    } else if (i >= call.children[0].children.size()) {
+      package->argument_names_.push_back(kwargs.keys[i - call.children[0].children.size()]);
+    } else {
+      package->argument_names_.push_back(std::to_string(i));
+    }
+  }
+  for (size_t i = 0; i < flat_inputs; ++i) {
+    package->input_names_.push_back(description.inputs.empty() ? position_name("INPUT__", i) : description.inputs[i].name);
+  }
+  const bool keyed = package->result_.kind == TreeSpec::Kind::kDict;
+  const std::vector<std::string> paths = package->result_.leaf_paths();
+  for (size_t i = 0; i < flat_outputs; ++i) {
+    package->output_names_.push_back(keyed ? paths[i] : position_name("OUTPUT__", i));
+  }
+  package->input_specs_ = std::move(description.inputs);
+  package->output_specs_ = std::move(description.outputs);
+  return package;
+}
+
+void Package::check_inputs(const std::vector<at::Tensor>& inputs) const {
+  if (input_specs_.empty()) return;  // the compiled code's own checks run
+  std::unordered_map<std::string, std::pair<int64_t, std::string>> symbol_sizes;  // size, and whose
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const TensorSpec& spec = input_specs_[i];
+    const at::Tensor& t = inputs[i];
+    const std::string label = "input '" + spec.name + "'";
+    auto expected = [&] { return " expects " + dtype_text(spec.dtype) + " of shape " + dims_text(spec); };
+    auto received = [&] { return ", received " + dtype_text(t.scalar_type()) + " of shape " + json::shape_text(t.sizes().vec()); };
+    if (t.scalar_type() != spec.dtype || size_t(t.dim()) != spec.shape.size()) {
+      throw SignatureError(label + expected() + received());
+    }
+    for (size_t d = 0; d < spec.shape.size(); ++d) {
+      const int64_t size = t.size(int64_t(d));
+      if (spec.symbols[d].empty()) {
+        if (size != spec.shape[d]) throw SignatureError(label + expected() + received());
+        continue;
+      }
+      if (size < spec.min[d] || (spec.max[d] && size > *spec.max[d])) {
+        throw SignatureError(label + expected() + " with " + spec.symbols[d] + " in [" + std::to_string(spec.min[d]) +
+                             ", " + (spec.max[d] ? std::to_string(*spec.max[d]) : "inf") + "]" + received());
+      }
+      auto [it, first] = symbol_sizes.emplace(spec.symbols[d], std::make_pair(size, spec.name));
+      if (!first && it->second.first != size) {
+        throw SignatureError(label + expected() + received() + ", but input '" + it->second.second + "' gives " +
+                             spec.symbols[d] + " = " + std::to_string(it->second.first));
+      }
+    }
+  }
+}
+
+c10::IValue Package::run(std::vector<c10::IValue> args) const {
+  count_request();
+  if (args.size() != arguments_.size()) {
+    std::string names;
+    for (const auto& n : argument_names_) names += (names.empty() ? "" : ", ") + n;
+    throw SignatureError("the package takes " + std::to_string(arguments_.size()) + " argument(s) (" + names +
+                         "), received " + std::to_string(args.size()));
+  }
+  std::vector<at::Tensor> inputs;
+  for (size_t i = 0; i < args.size(); ++i) arguments_[i].flatten(args[i], "argument '" + argument_names_[i] + "'", inputs);
+  check_inputs(inputs);
+  for (at::Tensor& t : inputs) t = t.to(device_).contiguous();
+  std::vector<at::Tensor> outputs = timed_execution([&] {
+    c10::InferenceMode inference;
+    try {
+      return loader_->boxed_run(std::move(inputs));
+    } catch (const std::exception& e) {
+      std::string what = dynamic_cast<const c10::Error*>(&e) ? static_cast<const c10::Error&>(e).what_without_backtrace()
+                                                              : std::string(e.what());
+      // The compiled code's own input checks say `input_handles[i]: ...`.
+      constexpr std::string_view kCheck = "input_handles[";
+      if (size_t at = what.find(kCheck); at != std::string::npos) {
+        const size_t index = std::stoul(what.substr(at + kCheck.size()));
+        const size_t colon = what.find(": ", at);
+        throw SignatureError("input '" + (index < input_names_.size() ? input_names_[index] : std::to_string(index)) +
+                             "': " + essential_message(colon == std::string::npos ? what : what.substr(colon + 2)));
+      }
+      fail_execution(e, what);
+    }
+  });
+  size_t next = 0;
+  return result_.unflatten(outputs, &next);
+}
+
+std::vector<c10::IValue> Package::bind_inputs(v2::Request& request) const {
+  std::vector<at::Tensor> leaves(input_names_.size());
+  std::vector<const v2::Input*> given_by(input_names_.size(), nullptr);
+  for (v2::Input& input : request.inputs) {
+    auto named = std::find(input_names_.begin(), input_names_.end(), input.name);
+    size_t position = size_t(named - input_names_.begin());
+    if (named == input_names_.end()) {
+      const std::string_view prefix = "INPUT__";
+      const std::string digits = input.name.substr(std::min(input.name.size(), prefix.size()));
+      const bool positional = input.name.rfind(prefix, 0) == 0 && !digits.empty() && digits.size() < 9 &&
+                              digits.find_first_not_of("0123456789") == std::string::npos;
+      position = positional ? std::stoul(digits) : input_names_.size();
+    }
+    if (position >= input_names_.size()) {
+      std::string names;
+      for (const auto& n : input_names_) names += (names.empty() ? "" : ", ") + n;
+      throw SignatureError("input '" + input.name + "' is none of the package's inputs: " + names + " (or INPUT__0 to INPUT__" +
+                           std::to_string(input_names_.size() - 1) + " by position)");
+    }
+    if (given_by[position]) {
+      throw SignatureError("inputs '" + given_by[position]->name + "' and '" + input.name + "' both give input '" +
+                           input_names_[position] + "'");
+    }
+    if (input.datatype->is_bytes()) throw SignatureError("input '" + input.name + "' is BYTES, which cannot be a tensor");
+    given_by[position] = &input;
+    leaves[position] = input.tensor;
+  }
+  for (size_t i = 0; i < leaves.size(); ++i) {
+    if (!given_by[i]) throw SignatureError("missing input '" + input_names_[i] + "' (INPUT__" + std::to_string(i) + ")");
+  }
+  std::vector<c10::IValue> args;
+  size_t next = 0;
+  for (const TreeSpec& argument : arguments_) args.push_back(argument.unflatten(leaves, &next));
+  return args;
+}
+
+v2::NamedOutputs Package::name_outputs(const c10::IValue& result) const {
+  std::vector<at::Tensor> outputs;
+  result_.flatten(result, "the result", outputs);
+  v2::NamedOutputs named;
+  for (size_t i = 0; i < outputs.size(); ++i) named.emplace_back(output_names_[i], outputs[i]);
+  return named;
+}
+
+v2::ModelDescription Package::describe() const {
+  v2::ModelDescription model{"torch_aoti", "torch_aoti", {}, {}};
+  auto add = [](std::vector<v2::TensorDescription>& to, const std::vector<std::string>& names,
+                const std::vector<TensorSpec>& specs) {
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (specs.empty()) {
+        // A plain package records no dtypes or sizes: torch's default dtype, any shape.
+        to.push_back({names[i], "FP32", {-1}});
+        continue;
+      }
+      const v2::Datatype* datatype = v2::datatype_of(specs[i].dtype);
+      to.push_back({names[i], datatype ? datatype->name : std::string_view("BYTES"), specs[i].shape});
+    }
+  };
+  add(model.inputs, input_names_, input_specs_);
+  add(model.outputs, output_names_, output_specs_);
+  return model;
+}
+
+}  // namespace torch_serving

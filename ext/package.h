@@ -1,0 +1,87 @@
+// AOTInductor packages (`.pt2`): models compiled ahead of time from
+// torch.export, run without Python or TorchScript.
+#pragma once
+
+#include <ATen/core/ivalue.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model_file.h"
+#include "servable.h"
+#include "tree_spec.h"
+
+namespace torch::inductor {
+class AOTIModelPackageLoader;
+}
+
+namespace torch_serving {
+
+// The key of AOTInductor's package metadata under which
+// torch_serving.package() records its description of the inputs and outputs.
+inline constexpr char kPackageMetadataKey[] = "torch_serving";
+
+// What a package made by torch_serving.package() says about one of its
+// flat input or output tensors.
+struct TensorSpec {
+  std::string name;  // inputs only
+  at::ScalarType dtype;
+  std::vector<int64_t> shape;  // -1 where dynamic
+  // Per dimension: the symbol of a dynamic one (equal symbols must be equal
+  // sizes), empty for a static one; and the dynamic one's range.
+  std::vector<std::string> symbols;
+  std::vector<int64_t> min;
+  std::vector<std::optional<int64_t>> max;
+};
+
+class Package final : public Servable {
+ public:
+  // Loads the AOTInductor package in `file` for `device` with `runners`
+  // model instances, so that as many calls run at once. Throws
+  // ModelLoadError when the file is no such package, or one built for
+  // another device, CPU or platform, or one this torch cannot load.
+  //
+  // The package's compiled code runs its own input checks, which
+  // AOTI_RUNTIME_CHECK_INPUTS=1 in the environment turns on (Server sets it).
+  static std::shared_ptr<const Package> load(const ModelFile& file, const std::string& name, c10::Device device,
+                                             size_t runners);
+
+  ~Package() override;
+
+  // Flattens `args` by the package's call spec, checks the tensors against
+  // its description (when torch_serving.package() made it), runs the
+  // compiled code and nests its outputs back.
+  c10::IValue run(std::vector<c10::IValue> args) const override;
+
+  // V2 inputs are the flat tensors, by name or as INPUT__i by position.
+  std::vector<c10::IValue> bind_inputs(v2::Request& request) const override;
+
+  // V2 outputs are the flat tensors: named by their keys when the result is
+  // a dict (`logits`, `pair.0`), as OUTPUT__i otherwise.
+  v2::NamedOutputs name_outputs(const c10::IValue& result) const override;
+
+  v2::ModelDescription describe() const override;
+
+ private:
+  Package() = default;
+
+  void check_inputs(const std::vector<at::Tensor>& inputs) const;
+
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader_;
+  c10::Device device_{c10::kCPU};
+  std::vector<TreeSpec> arguments_;         // positional, then keyword ones
+  std::vector<std::string> argument_names_;  // as errors and metadata name them
+  TreeSpec result_;
+  std::vector<std::string> input_names_;   // flat, in call order
+  std::vector<std::string> output_names_;  // flat, in result order
+  // From torch_serving.package(); empty for a plain package.
+  std::vector<TensorSpec> input_specs_;
+  std::vector<TensorSpec> output_specs_;
+};
+
+}  // namespace torch_serving

@@ -1,0 +1,71 @@
+// TorchScript modules, which check their inputs against forward's schema
+// before running.
+#pragma once
+
+#include <ATen/core/ivalue.h>
+#include <c10/core/Device.h>
+#include <torch/csrc/jit/api/module.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "batching.h"
+#include "model_file.h"
+#include "servable.h"
+
+namespace torch_serving {
+
+// Returns T for `Optional[T]`, `type` otherwise.
+c10::TypePtr strip_optional(const c10::TypePtr& type);
+
+// Renders `schema` the way a Python user wrote it, without `self`, e.g.
+// `forward(x: Tensor, factor: float = 2.0) -> Tensor`. Built from names,
+// type annotations and our own rendering of defaults: printing a schema
+// through libtorch's stream operators crashed for float defaults on a
+// torch 2.11 + CUDA build.
+std::string signature_text(const c10::FunctionSchema& schema);
+
+// A TorchScript module, run through its forward method.
+class ScriptModule final : public Servable {
+ public:
+  // Loads the module in `file` onto `device` in eval mode, with the batch
+  // policy its `torch_serving.json` extra file declares (a malformed one is
+  // reported through `warn` and means no batching).
+  //
+  // `name` is how errors refer to the model, so that no answer reveals the
+  // server's file system. Throws ModelLoadError.
+  static std::shared_ptr<const ScriptModule> load(const ModelFile& file, const std::string& name, c10::Device device,
+                                                  const Warn& warn);
+
+  // Runs forward on `args` under InferenceMode, on CPU without the
+  // optimizing graph executor, batched with concurrent calls when the
+  // model declares batching. Throws SignatureError when `args` do not fit
+  // forward's schema (naming the argument).
+  c10::IValue run(std::vector<c10::IValue> args) const override;
+
+  std::vector<c10::IValue> bind_inputs(v2::Request& request) const override;
+  v2::NamedOutputs name_outputs(const c10::IValue& result) const override;
+  v2::ModelDescription describe() const override;
+
+  int64_t max_batch_size() const override { return batcher_ ? batcher_->policy().max_batch_size : 0; }
+
+  // Returns forward's schema.
+  const c10::FunctionSchema& schema() const { return schema_; }
+
+ private:
+  ScriptModule(torch::jit::Module module, c10::FunctionSchema schema, c10::Device device);
+
+  void check_and_complete(std::vector<c10::IValue>& args) const;
+  // Runs forward once on complete, checked arguments.
+  c10::IValue forward(std::vector<c10::IValue> args) const;
+
+  // Running forward mutates no module state, but Module's API is non-const.
+  mutable torch::jit::Module module_;
+  c10::FunctionSchema schema_;
+  c10::Device device_;
+  std::unique_ptr<Batcher> batcher_;
+};
+
+}  // namespace torch_serving
