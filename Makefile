@@ -42,7 +42,11 @@ scale.pt greeter.pt &: example/create_v2_models.py $(VENV)/.deps
 classifier.pt picture.jpg &: example/create_image_model.py $(VENV)/.deps
 	$(PY) example/create_image_model.py .
 
-serve: setup model-example.pt scale.pt greeter.pt classifier.pt picture.jpg
+# AOTInductor packages: a compile each, tens of seconds.
+model-example.pt2 classifier.pt2 &: example/create_pt2_model.py example/create_model.py example/create_image_model.py $(VENV)/.built
+	$(PY) example/create_pt2_model.py .
+
+serve: setup model-example.pt scale.pt greeter.pt classifier.pt picture.jpg model-example.pt2 classifier.pt2
 	$(VENV)/bin/torch-serving --host $(HOST) --port $(PORT) --model-root .
 
 test: test-native test-python
@@ -66,6 +70,7 @@ $(VENV)/.bench-deps: requirements/bench.txt $(VENV)/.deps
 # against the naive server and the framework ceiling. Prints tables.
 bench: setup $(VENV)/.bench-deps
 	$(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-columns=median,iqr,rounds --benchmark-sort=name
+	$(PY) -m benchmarks.pt2
 	$(PY) -m benchmarks.load
 
 $(VENV)/.fuzz-deps: requirements/fuzz.txt $(VENV)/.deps
@@ -105,4 +110,4 @@ sanitize: setup
 	cd .sanitize && $(SANITIZE_ENV) ../$(PY) -m pytest tests/unit/test_codec.py tests/unit/test_cache.py tests/unit/test_v2.py tests/unit/test_image.py -q -p no:cacheprovider
 
 clean:
-	rm -rf $(CPP_BUILD) cpp-build-asan .sanitize .fuzz build *.egg-info torch_serving/*.so model-example.pt scale.pt greeter.pt classifier.pt picture.jpg
+	rm -rf $(CPP_BUILD) cpp-build-asan .sanitize .fuzz build *.egg-info torch_serving/*.so model-example.pt scale.pt greeter.pt classifier.pt picture.jpg model-example.pt2 classifier.pt2 .cache

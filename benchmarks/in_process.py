@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         executor = Executor(4, 16)
         body = RequestBody(tiny.body)
         calls["Server.serve, no executor"] = lambda: server.serve(tiny.model, tiny.model, body)
-        calls["Server.serve, executor (inline)"] = lambda: server.serve(tiny.model, tiny.model, body, 0.0, executor, 60.0)
+        calls["Server.serve, executor (inline)"] = lambda: server.serve(
+            tiny.model, tiny.model, body, 0.0, executor, 60.0
+        )
         for call in calls.values():  # loads the models, warms the caches
             call()
         print(f"in process, torch threads 1, fastest of {args.rounds} rounds of {args.calls} calls, CPU us per call")
@@ -103,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                 x, y = torch.rand(rows, 2), torch.rand(rows, 3)
                 forward_args = ([x, y], y, {"x": x, "y": y}, 30, "Hello!")
                 per_forward = fastest_us(lambda a=forward_args: example(*a), max(3, args.rounds // 3), 20)
-                print(f"  example forward, {rows} row(s){'':<19}{per_forward:>9.1f}  ({per_forward / rows:.1f} per row)")
+                print(
+                    f"  example forward, {rows} row(s){'':<19}{per_forward:>9.1f}  ({per_forward / rows:.1f} per row)"
+                )
     return 0
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -93,6 +95,23 @@ def build_packages() -> dict[str, Path]:
             partial.rename(path)
         built[name] = path
     return built
+
+
+EXAMPLE_SCRIPTS = ("create_pt2_model.py", "create_model.py", "create_image_model.py")
+
+
+def build_examples() -> Path:
+    """Return the folder holding example/create_pt2_model.py's packages, made once per torch and script version."""
+    scripts = b"".join((REPO / "example" / name).read_bytes() for name in EXAMPLE_SCRIPTS)
+    folder = CACHE / f"examples-torch-{torch.__version__}-{hashlib.sha256(scripts).hexdigest()[:12]}"
+    if not (folder / "classifier.pt2").exists():
+        partial = folder.with_name(folder.name + "-partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        subprocess.run([sys.executable, str(REPO / "example" / "create_pt2_model.py"), str(partial)], check=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+    return folder
 
 
 def with_metadata(source: Path, target: Path, **changes: str) -> Path:

@@ -13,7 +13,8 @@ import tritonclient.http as httpclient
 
 from tests.conftest import body_of, tensor_json
 from tests.integration.server import serving
-from tests.packages import NestedModel, PlainModel, build_packages, install, nested_args, plain_args
+from tests.models import REPO
+from tests.packages import NestedModel, PlainModel, build_examples, build_packages, install, nested_args, plain_args
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +135,38 @@ def test_eviction_removes_unpacked_files(package_root, tmp_path_factory):
         assert requests.post(server.url + "/serve", params={"servable_identifier": "plain.pt2"}, data=body).ok
         second = sorted(p.name for p in unpack.iterdir())
         assert len(second) == 1 and second != first
+
+
+def test_the_readme_requests_for_the_example_packages(model_root, tmp_path_factory):
+    """README: the example payload (less the int and string) to model-example.pt2, /serve and V2,
+    answers what the TorchScript example answers, and classifier.pt2 takes a batch of images."""
+    examples = build_examples()
+    options = ["--model-root", str(examples), "--workers", "1"]
+    with serving(tmp_path_factory, "examples", *options) as server:
+        body = (REPO / "example" / "post-data-pt2.json").read_bytes()
+        answer = requests.post(server.url + "/serve?servable_identifier=model-example.pt2", data=body, timeout=60)
+        first, second = answer.json()["result"]["value"]["out"]
+        v2 = requests.post(
+            server.url + "/v2/models/model-example.pt2/infer",
+            json={
+                "inputs": [
+                    {"name": "tensor_list_0", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]},
+                    {"name": "tensor_list_1", "datatype": "FP32", "shape": [1, 3], "data": [10, 1, 1]},
+                    {"name": "single_tensor", "datatype": "FP32", "shape": [1, 3], "data": [10, 1, 1]},
+                    {"name": "tensor_dict_x", "datatype": "FP32", "shape": [1, 2], "data": [0.5, -0.5]},
+                    {"name": "tensor_dict_y", "datatype": "FP32", "shape": [1, 3], "data": [10, 1, 1]},
+                ]
+            },
+            timeout=60,
+        ).json()
+        classifier = requests.get(server.url + "/v2/models/classifier.pt2", timeout=60).json()
+    script = torch.jit.load(str(model_root / "model-example.pt"))
+    x, y = torch.tensor([[1.0, 2.0]]), torch.tensor([[10.0, 1.0, 1.0]])
+    with torch.inference_mode():
+        expected = script([x, y], y, {"x": torch.tensor([[0.5, -0.5]]), "y": y}, 30, "Hello!")["out"][0]
+    torch.testing.assert_close(torch.tensor(first["value"]), expected[0].flatten(), rtol=1e-5, atol=1e-5)
+    assert second["value"] == [30, 3, 3]  # y + single_tensor + tensor_dict["y"], without the int
+    assert [o["name"] for o in v2["outputs"]] == ["out.0", "out.1"]
+    assert v2["outputs"][0]["data"] == first["value"]
+    assert classifier["inputs"] == [{"name": "images", "datatype": "FP32", "shape": [-1, 3, -1, -1]}]
+    assert classifier["outputs"] == [{"name": "OUTPUT__0", "datatype": "FP32", "shape": [-1, 10]}]

@@ -63,6 +63,7 @@ def test_a_flag_wins_over_an_invalid_variable(tmp_path):
     [
         ({"port": 0}, "port must be in [1, 65535], got 0"),
         ({"buffer_size": -1}, "buffer size must be at least 0, got -1"),
+        ({"pt2_runners": -2}, "pt2 runners must be at least 0, got -2"),
         ({"timeout": 0.0}, "timeout must be a positive number of seconds, got 0.0"),
         ({"log_level": "loud"}, "log level must be one of debug, info, warning, error, critical, got 'loud'"),
         ({"device": "cuda:x"}, "device must be cpu, cuda or cuda:N, got 'cuda:x'"),

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 
+import falcon.testing
 import pytest
 import torch
 
 from tests.conftest import body_of, tensor_json
 from tests.packages import NestedModel, PlainModel, build_packages, install, nested_args, plain_args, with_metadata
-from torch_serving import ModelLoadError, Server, SignatureError
+from torch_serving import Config, ModelLoadError, Server, SignatureError, create_app
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +229,14 @@ def test_package_refuses_example_args_that_are_not_tensors(tmp_path):
     with pytest.raises(TypeError, match="example_args may hold only tensors"):
         package(PlainModel(), (torch.ones(2, 3), 2.0), None, tmp_path / "never.pt2")
     assert not (tmp_path / "never.pt2").exists()
+
+
+def test_v2_names_find_the_name_then_pt_then_pt2(packages, model_root, tmp_path):
+    shutil.copyfile(model_root / "tiny.pt", tmp_path / "both.pt")
+    shutil.copyfile(packages["plain.pt2"], tmp_path / "both.pt2")
+    shutil.copyfile(packages["plain.pt2"], tmp_path / "only.pt2")
+    client = falcon.testing.TestClient(create_app(Config(model_root=tmp_path)))
+    platforms = {
+        name: client.simulate_get(f"/v2/models/{name}").json["platform"] for name in ("both", "both.pt2", "only")
+    }
+    assert platforms == {"both": "pytorch_torchscript", "both.pt2": "torch_aoti", "only": "torch_aoti"}

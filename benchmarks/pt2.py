@@ -1,0 +1,91 @@
+"""The image classifier as an AOTInductor package (.pt2) against the same
+classifier as TorchScript (.pt), in one run, through the native core.
+
+Both get the same 224 x 224 float32 image as a V2 binary request
+(``Server.infer``, in process: no HTTP, so that only the model kinds
+differ), with torch threads 1; the figure is the least CPU time per call
+over the rounds. The classifier is example/create_image_model.py's (same
+weights); the package is compiled here by ``torch_serving.package``, which
+takes tens of seconds.
+
+Run: .venv/bin/python -m benchmarks.pt2 [--rounds 15] [--calls 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from benchmarks.in_process import fastest_us
+from torch_serving import RequestBody, Server, package
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "example"))
+from create_image_model import Classifier  # noqa: E402
+from create_pt2_model import BatchClassifier  # noqa: E402
+
+
+def binary_request(name: str, tensor: torch.Tensor) -> tuple[bytes, int]:
+    """Return a V2 request body sending ``tensor`` as binary input ``name``, and its JSON length."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "datatype": "FP32",
+                    "shape": list(tensor.shape),
+                    "parameters": {"binary_data_size": tensor.numel() * 4},
+                }
+            ]
+        }
+    ).encode()
+    return header + tensor.contiguous().numpy().tobytes(), len(header)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=200)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    image = torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(0))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            torch.jit.script(Classifier().eval()).save(str(root / "classifier.pt"))
+        torch.manual_seed(0)
+        batch = torch.export.Dim("batch", min=1, max=64)
+        package(BatchClassifier(), (torch.rand(2, 3, 224, 224),), ({0: batch},), root / "classifier.pt2")
+
+        server = Server(str(root), 4, 0, pt2_runners=1)
+        requests = {
+            "TorchScript (.pt)": ("classifier.pt", *binary_request("image", image)),
+            "AOTInductor (.pt2)": ("classifier.pt2", *binary_request("images", image.unsqueeze(0))),
+        }
+        answers = {}
+        for kind, (model, body, header) in requests.items():
+            response, json_length = server.infer(model, model, RequestBody(body), header)
+            answers[kind] = torch.tensor(json.loads(response[:json_length])["outputs"][0]["data"])
+        torch.testing.assert_close(answers["TorchScript (.pt)"], answers["AOTInductor (.pt2)"], rtol=1e-4, atol=1e-6)
+
+        print(f"classifier on one 224x224 image, V2 binary, torch threads 1, fastest of {args.rounds} rounds")
+        times = {}
+        for kind, (model, body, header) in requests.items():
+            request = RequestBody(body)
+            times[kind] = fastest_us(lambda: server.infer(model, model, request, header), args.rounds, args.calls)
+            print(f"  {kind:<22}{times[kind]:>9.1f} us CPU per request")
+        ratio = times["TorchScript (.pt)"] / times["AOTInductor (.pt2)"]
+        print(f"  .pt2 / .pt speed: {ratio:.2f}x (answers equal within 1e-4)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
