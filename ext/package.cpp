@@ -186,7 +186,11 @@ std::shared_ptr<const Package> Package::load(const ModelFile& file, const std::s
   std::unordered_map<std::string, std::string> metadata;
   try {
     metadata = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, kModelName);
-  } catch (const std::exception&) {
+  } catch (const std::exception& e) {
+    const std::string why = essential_message(e.what());
+    if (why.rfind("Failed to initialize zip archive", 0) == 0) {
+      throw ModelLoadError(name + " is not a readable .pt2 archive (" + why + "); is it cut short?");
+    }
     throw ModelLoadError(name +
                          " is not an AOTInductor package (a torch.export.save archive needs Python to run); "
                          "package the model with torch_serving.package(model, example_args, dynamic_shapes, path) "

@@ -59,6 +59,7 @@ size_t Server::infer(const std::string& relative, const std::string& name,
                      const std::shared_ptr<const RequestBody>& body, int64_t header_length, std::string& response) {
   // Decoding first means a bad body never costs a model load.
   v2::Request request = v2::decode_request(body->view(), header_length, body, body->readable());
+  v2::check_model(request, name);
   auto servable = model(relative, name);
   c10::IValue result = servable->run(servable->bind_inputs(request));
   return v2::encode_response(name, request, servable->name_outputs(result), response);

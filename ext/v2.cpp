@@ -586,10 +586,18 @@ Request decode_request(std::string_view body, int64_t header_length, const BodyO
   if (error) throw DecodeError(std::string("request JSON is not valid: ") + simdjson::error_message(error));
 
   const JsonPath root{nullptr, "body", -1};
-  std::optional<element> id, parameters, inputs, outputs;
-  read_members(doc, root, {{"id", &id}, {"parameters", &parameters}, {"inputs", &inputs}, {"outputs", &outputs}});
+  std::optional<element> id, model_name, model_version, parameters, inputs, outputs;
+  read_members(doc, root,
+               {{"id", &id},
+                {"model_name", &model_name},
+                {"model_version", &model_version},
+                {"parameters", &parameters},
+                {"inputs", &inputs},
+                {"outputs", &outputs}});
   Request request;
   if (id) request.id = std::string(expect_string(*id, root.member("id")));
+  if (model_name) request.model_name = std::string(expect_string(*model_name, root.member("model_name")));
+  if (model_version) request.model_version = std::string(expect_string(*model_version, root.member("model_version")));
   if (parameters) {
     JsonPath at = root.member("parameters");
     for (auto member : expect_object(*parameters, at)) {
@@ -622,6 +630,16 @@ Request decode_request(std::string_view body, int64_t header_length, const BodyO
     }
   }
   return request;
+}
+
+void check_model(const Request& request, const std::string& name) {
+  if (request.model_name && *request.model_name != name) {
+    throw DecodeError("the body's model_name " + quote_text(*request.model_name) + " is not the model of the URL, " +
+                      quote_text(name));
+  }
+  if (request.model_version && *request.model_version != "1") {
+    throw DecodeError("the body's model_version " + quote_text(*request.model_version) + " is not the model's version, \"1\"");
+  }
 }
 
 std::vector<c10::IValue> bind_inputs(Request& request, const c10::FunctionSchema& schema) {

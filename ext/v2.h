@@ -44,6 +44,9 @@ struct RequestedOutput {
 
 struct Request {
   std::optional<std::string> id;
+  // KServe's clients repeat the URL's model name and version in the body.
+  std::optional<std::string> model_name;
+  std::optional<std::string> model_version;
   std::vector<Input> inputs;
   std::vector<RequestedOutput> outputs;  // empty: every output
   bool binary_outputs = false;           // the request's `binary_data_output`
@@ -84,6 +87,11 @@ using BodyOwner = std::shared_ptr<const void>;
 // the input and what was expected and found.
 Request decode_request(std::string_view body, int64_t header_length, const BodyOwner& owner,
                        size_t readable = 0);
+
+// Throws DecodeError when the request's `model_name` or `model_version`,
+// if it gives them, differ from the model `name` of the URL and its one
+// version "1".
+void check_model(const Request& request, const std::string& name);
 
 // Matches the request's inputs to the arguments of `schema` (a forward
 // method's) by name, or by position for names like `INPUT__0`, and returns

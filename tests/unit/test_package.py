@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from tests.conftest import body_of, tensor_json
-from tests.packages import NestedModel, PlainModel, build_packages, install, nested_args, plain_args, with_metadata
+from tests.packages import (
+    NestedModel,
+    PlainModel,
+    build_packages,
+    install,
+    nested_args,
+    plain_args,
+    with_metadata,
+)
 from torch_serving import Config, ModelLoadError, Server, SignatureError, create_app
 
 
@@ -207,6 +215,19 @@ def test_a_package_for_missing_vector_instructions_is_refused(packages, tmp_path
         "amx was compiled for CPUs with AVX512 AVX512_VNNI AMX_TILE, but this CPU lacks amx_tile; "
         "compile it on (or for) a CPU like this server's"
     )
+
+
+def test_a_package_cut_short_is_refused_and_not_cached(packages, tmp_path):
+    data = packages["plain.pt2"].read_bytes()
+    (tmp_path / "cut.pt2").write_bytes(data[: len(data) // 2])
+    server = Server(str(tmp_path), 4, 0)
+    with pytest.raises(ModelLoadError) as error:
+        server.metadata("cut.pt2", "cut")
+    assert str(error.value) == (
+        "cut is not a readable .pt2 archive (Failed to initialize zip archive: failed finding central directory); "
+        "is it cut short?"
+    )
+    assert server.stats()["failed_loads"] == 1 and server.cached_paths() == []
 
 
 def test_package_metadata_records_what_export_declared(packages):

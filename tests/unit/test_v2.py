@@ -493,7 +493,7 @@ def test_inputs_that_do_not_fit_the_model(client, model, request_doc, message):
         ({}, 'missing key "inputs" at body'),
         (
             {"inputs": [], "extra": 1},
-            'unknown key "extra" (expected id, parameters, inputs or outputs) at body',
+            'unknown key "extra" (expected id, model_name, model_version, parameters, inputs or outputs) at body',
         ),
         (
             {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]},
