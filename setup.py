@@ -54,6 +54,10 @@ setup(
         f"torch=={torch_release}",
         "falcon>=4,<5",
         "gunicorn>=27,<28",
+        "prometheus-client>=0.20",
+        # torch_serving.client
+        "requests>=2.31",
+        "numpy>=1.26",
     ],
     ext_modules=[
         CppExtension(

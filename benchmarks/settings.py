@@ -6,8 +6,10 @@ load benchmark's workloads and wrk rounds, interleaved so drift hits all
 settings alike, and prints per setting the median requests/s, the CPU time
 per request and the summed peak RSS after the run.
 
-Usage: python -m benchmarks.settings [--settings 2x4x1,1x8x2] [--seconds 3] [--rounds 3]
-    (each setting is WORKERSxTHREADSxTORCH_THREADS)
+Usage: python -m benchmarks.settings [--settings 2x4x1,1x8x2] [--seconds 3] [--rounds 3] [--wrk-threads 2]
+    (each setting is WORKERSxTHREADSxTORCH_THREADS, optionally followed by
+    ``/metrics-off``; ``--settings 2x4x1,2x4x1/metrics-off --workloads tiny``
+    measures what metrics cost)
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workloads", default="tiny,example,image,echo")
+    parser.add_argument("--wrk-threads", type=int, default=1)
     args = parser.parse_args(argv)
     settings = args.settings.split(",")
 
@@ -41,24 +44,30 @@ def main(argv: list[str] | None = None) -> int:
         workloads = [w for w in build(root) if w.name in args.workloads.split(",")]
         servers = {}
         for setting in settings:
-            workers, threads, torch_threads = setting.split("x")
+            shape, _, flag = setting.partition("/")
+            workers, threads, torch_threads = shape.split("x")
             port = free_port()
             command = cli_command(
                 port,
                 *("--model-root", str(root), "--log-level", "warning"),
                 *("--workers", workers, "--threads", threads, "--torch-threads", torch_threads),
+                *(("--metrics", "off") if flag == "metrics-off" else ()),
             )
-            servers[setting] = stack.enter_context(running(command, port, tmp_path / f"{setting}.log"))
+            log = tmp_path / f"{setting.replace('/', '-')}.log"
+            servers[setting] = stack.enter_context(running(command, port, log))
         rounds: dict[tuple[str, str], list[Round]] = {}
         for workload in workloads:
             targets = serve_targets(servers, workload, tmp_path)
-            series = interleaved_rounds(targets, args.rounds, args.seconds, args.connections)
+            series = interleaved_rounds(targets, args.rounds, args.seconds, args.connections, args.wrk_threads)
             rounds.update({(workload.name, setting): results for setting, results in series.items()})
         rss = {setting: peak_rss_mib(server.process.pid) for setting, server in servers.items()}
 
-    print(f"\nsettings benchmark: {args.rounds} rounds x {args.seconds}s, wrk -t1 -c{args.connections}")
+    print(
+        f"\nsettings benchmark: {args.rounds} rounds x {args.seconds}s, wrk -t{args.wrk_threads} -c{args.connections}"
+    )
     print("setting = workers x request threads x torch threads; requests/s (CPU ms per request), medians")
-    print(f"{'setting':<10}" + "".join(f"{w.name:>20}" for w in workloads) + f"{'peak RSS MiB':>14}")
+    width = max(10, *(len(s) + 2 for s in settings))
+    print(f"{'setting':<{width}}" + "".join(f"{w.name:>20}" for w in workloads) + f"{'peak RSS MiB':>14}")
     for setting in settings:
         cells = []
         for w in workloads:
@@ -66,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             rate = statistics.median(r.rate for r in results)
             cpu = statistics.median(r.cpu_ms_per_request for r in results)
             cells.append(f"{rate:>10.0f} ({cpu:>6.3f})")
-        print(f"{setting:<10}" + "".join(f"{c:>20}" for c in cells) + f"{rss[setting]:>14.0f}")
+        print(f"{setting:<{width}}" + "".join(f"{c:>20}" for c in cells) + f"{rss[setting]:>14.0f}")
     return 0
 
 

@@ -3,8 +3,10 @@
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/extension.h>
 
+#include <chrono>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <string_view>
 #include <vector>
 
@@ -167,14 +169,14 @@ Answer run_released(Executor* executor, double timeout, Call call, bool quick = 
   return std::move(*answer);  // the call finished: nothing else uses it
 }
 
-// Logs `message` as a warning of the `torch_serving` Python logger, from
-// any thread.
-void warn_in_python(const std::string& message) {
+// Logs `message` at `level` (`warning`, `info`) through the `torch_serving`
+// Python logger, from any thread.
+void log_in_python(const char* level, const std::string& message) {
   py::gil_scoped_acquire gil;
   try {
-    py::module_::import("logging").attr("getLogger")("torch_serving").attr("warning")("%s", message);
+    py::module_::import("logging").attr("getLogger")("torch_serving").attr(level)("%s", message);
   } catch (const py::error_already_set&) {
-    // Logging itself failed (the interpreter is shutting down): the warning is lost, the request is not.
+    // Logging itself failed (the interpreter is shutting down): the line is lost, the request is not.
   }
 }
 
@@ -190,6 +192,22 @@ auto document_binding(void (Server::*write)(const std::string&, const std::strin
   };
 }
 
+// Measures how long a call waited for an executor thread, from when it was
+// handed over until it starts, into a PhaseTimes (if there is one).
+class QueueClock {
+ public:
+  explicit QueueClock(const std::shared_ptr<PhaseTimes>& times)
+      : times_(times.get()), handed_over_(std::chrono::steady_clock::now()) {}
+
+  void stop() const {
+    if (times_) times_->queue = std::chrono::duration<double>(std::chrono::steady_clock::now() - handed_over_).count();
+  }
+
+ private:
+  PhaseTimes* times_;  // kept alive by the call, which holds its shared_ptr
+  std::chrono::steady_clock::time_point handed_over_;
+};
+
 // What Server::infer answers: the response and the length of its JSON part.
 struct InferAnswer {
   std::string response;
@@ -201,6 +219,14 @@ struct InferAnswer {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "Native core of torch-serving: codec, model cache and request pipeline.";
   register_exceptions(m);
+
+  py::class_<PhaseTimes, std::shared_ptr<PhaseTimes>>(
+      m, "PhaseTimes", "Where one request's time went, in seconds; filled by Server.serve and Server.infer.")
+      .def(py::init<>())
+      .def_readonly("queue", &PhaseTimes::queue)
+      .def_readonly("decode", &PhaseTimes::decode)
+      .def_readonly("forward", &PhaseTimes::forward)
+      .def_readonly("encode", &PhaseTimes::encode);
 
   py::class_<Executor>(m, "Executor")
       .def(py::init<size_t, size_t>(), py::arg("threads"), py::arg("backlog"))
@@ -227,7 +253,9 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init([](const std::string& model_root, size_t capacity, size_t buffer, const std::string& device,
                        int64_t max_model_size, int64_t max_image_pixels, size_t pt2_runners) {
              return std::make_shared<Server>(model_root, capacity, buffer, c10::Device(device), max_model_size,
-                                             max_image_pixels, pt2_runners, warn_in_python);
+                                             max_image_pixels, pt2_runners,
+                                             [](const std::string& m) { log_in_python("warning", m); },
+                                             [](const std::string& m) { log_in_python("info", m); });
            }),
            py::arg("model_root"), py::arg("capacity"), py::arg("buffer"), py::arg("device") = "cpu",
            py::arg("max_model_size") = 0, py::arg("max_image_pixels") = kDefaultMaxImagePixels,
@@ -235,33 +263,37 @@ PYBIND11_MODULE(_C, m) {
       .def(
           "serve",
           [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
-             std::shared_ptr<RequestBody> body, double invalidation_prob, Executor* executor, double timeout) {
+             std::shared_ptr<RequestBody> body, double invalidation_prob, Executor* executor, double timeout,
+             std::shared_ptr<PhaseTimes> times) {
             // A probable reload is never quick.
             bool quick = invalidation_prob <= 0 && server->is_quick(relative, body->size());
             auto response = run_released<std::string>(
                 executor, timeout,
-                [server, relative, name, body, invalidation_prob](std::string& out) {
-                  server->serve(relative, name, *body, invalidation_prob, out);
+                [server, relative, name, body, invalidation_prob, times, queued = QueueClock(times)](std::string& out) {
+                  queued.stop();
+                  server->serve(relative, name, *body, invalidation_prob, out, times.get());
                 },
                 quick);
             return py::bytes(response);
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("invalidation_prob") = 0.0,
-          py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
+          py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout, py::arg("times") = nullptr)
       .def(
           "infer",
           [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
-             std::shared_ptr<RequestBody> body, int64_t header_length, Executor* executor, double timeout) {
+             std::shared_ptr<RequestBody> body, int64_t header_length, Executor* executor, double timeout,
+             std::shared_ptr<PhaseTimes> times) {
             auto answer = run_released<InferAnswer>(
                 executor, timeout,
-                [server, relative, name, body, header_length](InferAnswer& out) {
-                  out.json_length = server->infer(relative, name, body, header_length, out.response);
+                [server, relative, name, body, header_length, times, queued = QueueClock(times)](InferAnswer& out) {
+                  queued.stop();
+                  out.json_length = server->infer(relative, name, body, header_length, out.response, times.get());
                 },
                 server->is_quick(relative, body->size()));
             return py::make_tuple(py::bytes(answer.response), answer.json_length);
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length") = -1,
-          py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
+          py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout, py::arg("times") = nullptr)
       .def("metadata", document_binding(&Server::metadata), py::arg("relative"), py::arg("name"),
            py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
       .def("config", document_binding(&Server::config), py::arg("relative"), py::arg("name"),

@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <random>
 #include <stdexcept>
@@ -23,6 +25,26 @@ bool draw(double probability) {
   return std::uniform_real_distribution<double>(0.0, 1.0)(generator) < probability;
 }
 
+// Measures the phases of one request into a PhaseTimes, if there is one.
+class PhaseClock {
+ public:
+  explicit PhaseClock(PhaseTimes* times) : times_(times) {
+    if (times_) last_ = std::chrono::steady_clock::now();
+  }
+
+  // Adds the time since the previous lap (or the start) to `phase`.
+  void lap(double PhaseTimes::*phase) {
+    if (!times_) return;
+    const auto now = std::chrono::steady_clock::now();
+    times_->*phase += std::chrono::duration<double>(now - last_).count();
+    last_ = now;
+  }
+
+ private:
+  PhaseTimes* times_;
+  std::chrono::steady_clock::time_point last_;
+};
+
 bool is_package(std::string_view relative) {
   constexpr std::string_view kSuffix = ".pt2";
   return relative.size() >= kSuffix.size() && relative.substr(relative.size() - kSuffix.size()) == kSuffix;
@@ -31,13 +53,14 @@ bool is_package(std::string_view relative) {
 }  // namespace
 
 Server::Server(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device,
-               int64_t max_model_size, int64_t max_image_pixels, size_t pt2_runners, Warn warn)
+               int64_t max_model_size, int64_t max_image_pixels, size_t pt2_runners, Warn warn, Warn inform)
     : root_fd_(::open(model_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC)),
       device_(device),
       max_model_size_(max_model_size),
       max_image_pixels_(max_image_pixels),
       pt2_runners_(pt2_runners),
       warn_(std::move(warn)),
+      inform_(std::move(inform)),
       cache_(capacity, buffer) {
   if (root_fd_ < 0) throw std::invalid_argument("model root " + model_root + " is not a directory");
   // AOTInductor packages check their inputs' dtypes and sizes only with
@@ -49,20 +72,31 @@ Server::Server(const std::string& model_root, size_t capacity, size_t buffer, c1
 Server::~Server() { ::close(root_fd_); }
 
 void Server::serve(const std::string& relative, const std::string& name, const RequestBody& body,
-                   double invalidation_prob, std::string& response) {
+                   double invalidation_prob, std::string& response, PhaseTimes* times) {
+  PhaseClock clock(times);
   // Decoding first means a bad body never costs a model load.
   std::vector<c10::IValue> args = decode_request(body.view(), body.readable(), max_image_pixels_);
-  encode_success(model(relative, name, draw(invalidation_prob))->run(std::move(args)), response);
+  clock.lap(&PhaseTimes::decode);
+  c10::IValue result = model(relative, name, draw(invalidation_prob))->run(std::move(args));
+  clock.lap(&PhaseTimes::forward);
+  encode_success(result, response);
+  clock.lap(&PhaseTimes::encode);
 }
 
 size_t Server::infer(const std::string& relative, const std::string& name,
-                     const std::shared_ptr<const RequestBody>& body, int64_t header_length, std::string& response) {
+                     const std::shared_ptr<const RequestBody>& body, int64_t header_length, std::string& response,
+                     PhaseTimes* times) {
+  PhaseClock clock(times);
   // Decoding first means a bad body never costs a model load.
   v2::Request request = v2::decode_request(body->view(), header_length, body, body->readable());
   v2::check_model(request, name);
+  clock.lap(&PhaseTimes::decode);
   auto servable = model(relative, name);
   c10::IValue result = servable->run(servable->bind_inputs(request));
-  return v2::encode_response(name, request, servable->name_outputs(result), response);
+  clock.lap(&PhaseTimes::forward);
+  const size_t json_length = v2::encode_response(name, request, servable->name_outputs(result), response);
+  clock.lap(&PhaseTimes::encode);
+  return json_length;
 }
 
 void Server::metadata(const std::string& relative, const std::string& name, std::string& response) {
@@ -85,8 +119,15 @@ bool Server::is_quick(const std::string& relative, size_t body_size) const {
 ModelCache::Model Server::model(const std::string& relative, const std::string& name, bool reload) {
   const ModelFile file = ModelFile::open(root_fd_, relative, name, max_model_size_);
   auto load = [&]() -> ModelCache::Model {
-    if (is_package(relative)) return Package::load(file, name, device_, pt2_runners_);
-    return ScriptModule::load(file, name, device_, warn_);
+    const auto started = std::chrono::steady_clock::now();
+    ModelCache::Model loaded;
+    if (is_package(relative)) loaded = Package::load(file, name, device_, pt2_runners_);
+    else loaded = ScriptModule::load(file, name, device_, warn_);
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
+    char seconds[32];
+    std::snprintf(seconds, sizeof seconds, "%.3f", took.count());
+    inform_("loaded " + relative + " in " + seconds + " s");
+    return loaded;
   };
   return cache_.get(relative, file.identity(), load, reload);
 }

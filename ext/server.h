@@ -14,15 +14,25 @@
 
 namespace torch_serving {
 
+// Where one request's time went, in seconds, for metrics: waiting for an
+// executor thread, decoding the body, fetching and running the model, and
+// encoding the answer. A phase that did not run stays 0.
+struct PhaseTimes {
+  double queue = 0;
+  double decode = 0;
+  double forward = 0;
+  double encode = 0;
+};
+
 class Server {
  public:
   // Serves the models beneath the directory `model_root`, refusing files
   // over `max_model_size` bytes (0: no limit) and images of more than
   // `max_image_pixels` pixels. Each AOTInductor package gets `pt2_runners`
   // model instances. Warnings about models (a malformed batch policy) go to
-  // `warn`.
+  // `warn`; each load that succeeds is told to `inform`, with its time.
   Server(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device, int64_t max_model_size,
-         int64_t max_image_pixels, size_t pt2_runners, Warn warn);
+         int64_t max_image_pixels, size_t pt2_runners, Warn warn, Warn inform);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -33,9 +43,10 @@ class Server {
   // `response`.
   //
   // With probability `invalidation_prob` the cached model is loaded again
-  // from disk first. Throws the errors of errors.h.
+  // from disk first. Records its phases in `times` when given. Throws the
+  // errors of errors.h.
   void serve(const std::string& relative, const std::string& name, const RequestBody& body,
-             double invalidation_prob, std::string& response);
+             double invalidation_prob, std::string& response, PhaseTimes* times = nullptr);
 
   // Answers one Open Inference Protocol inference request for the model
   // file `relative`, whose V2 name is `name`: `body` holds the request's
@@ -46,7 +57,7 @@ class Server {
   // Binary inputs may be views of `body`, which they keep alive. Throws the
   // errors of errors.h.
   size_t infer(const std::string& relative, const std::string& name, const std::shared_ptr<const RequestBody>& body,
-               int64_t header_length, std::string& response);
+               int64_t header_length, std::string& response, PhaseTimes* times = nullptr);
 
   // Writes the V2 metadata of the model file `relative` into `response`,
   // loading the model if it is not cached.
@@ -75,6 +86,7 @@ class Server {
   int64_t max_image_pixels_;
   size_t pt2_runners_;
   Warn warn_;
+  Warn inform_;
   ModelCache cache_;
 };
 

@@ -40,6 +40,23 @@ class DeadlineError(ServeError):
 class EncodeError(ServeError):
     """The model returned a value the protocol cannot encode."""
 
+class PhaseTimes:
+    """Where one request's time went, in seconds; filled by ``Server.serve`` and ``Server.infer``."""
+
+    def __init__(self) -> None: ...
+    @property
+    def queue(self) -> float:
+        """Waiting for an executor thread."""
+    @property
+    def decode(self) -> float:
+        """Decoding the body."""
+    @property
+    def forward(self) -> float:
+        """Fetching (loading if need be) and running the model."""
+    @property
+    def encode(self) -> float:
+        """Encoding the answer."""
+
 class Executor:
     """Native threads that run calls with a bounded backlog, so callers can stop waiting at a deadline."""
 
@@ -84,6 +101,7 @@ class Server:
         invalidation_prob: float = 0.0,
         executor: Executor | None = None,
         timeout: float = ...,
+        times: PhaseTimes | None = None,
     ) -> bytes:
         """Answer one request for the model file ``relative`` to the root; the GIL is released throughout.
 
@@ -98,6 +116,7 @@ class Server:
         header_length: int = -1,
         executor: Executor | None = None,
         timeout: float = ...,
+        times: PhaseTimes | None = None,
     ) -> tuple[bytes, int]:
         """Answer one V2 inference request; return the response and the length of its JSON part.
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from torch_serving._native import BusyError, DeadlineError, Executor
+from torch_serving._native import BusyError, DeadlineError, Executor, PhaseTimes
 from torch_serving.envelope import RETRY_AFTER
 from torch_serving.errors import RequestError
 
@@ -52,10 +52,17 @@ class NativeRunner:
         Raises:
             RequestError: 503 when this worker is full, 504 past the deadline.
         """
+        return self._call(arrived, fn, args, ())
+
+    def run_measured(self, arrived: float, times: PhaseTimes, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)`` as ``run`` does; ``fn`` (``Server.serve`` or ``infer``) records its phases in ``times``."""
+        return self._call(arrived, fn, args, (times,))
+
+    def _call(self, arrived: float, fn: Callable[..., T], args: tuple, extra: tuple) -> T:
         remaining = self.deadline(arrived) - time.monotonic()
         try:
             # Positional: pybind11 matches keywords by name, at a cost a small request notices.
-            return fn(*args, self._executor, max(remaining, 0.0))
+            return fn(*args, self._executor, max(remaining, 0.0), *extra)
         except BusyError:
             raise RequestError(
                 503,

@@ -8,16 +8,18 @@ import os
 import falcon
 import torch
 
-from torch_serving._native import Server
+from torch_serving._native import PhaseTimes, Server
 from torch_serving.admission import NativeRunner
 from torch_serving.config import Config
 from torch_serving.errors import RequestError, install_error_handlers
+from torch_serving.metrics import Metrics, MetricsMiddleware, MetricsResource
 from torch_serving.model_root import IdentifierError, resolve_model
+from torch_serving.preload import Preload
 from torch_serving.request_body import read_body
 from torch_serving.v2 import add_v2_routes
 from torch_serving.worker import arrival_time
 
-__all__ = ["create_app"]
+__all__ = ["build_app", "create_app"]
 
 _HEALTHY = b'{"code":200,"message":"OK","description":"OK"}'
 
@@ -38,10 +40,12 @@ class CacheResource:
 
     Args:
         server: the native pipeline holding this worker's model cache.
+        preload: this worker's warm start, reported under ``preload``.
     """
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, preload: Preload) -> None:
         self._server = server
+        self._preload = preload
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         models = self._server.cached_paths()
@@ -52,6 +56,7 @@ class CacheResource:
             "pid": os.getpid(),
             "models": models,
             "stats": self._server.stats(),
+            "preload": self._preload.report(),
         }
 
     on_head = on_get
@@ -73,12 +78,17 @@ class ServeResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         arrived = arrival_time()
+        context = req.context
+        context.arrived, context.endpoint, context.model, context.times = arrived, "serve", "", PhaseTimes()
         identifier = _identifier(req)
         invalidation_prob = _probability(req)
         path = resolve_model(self._root, identifier)
+        context.model = path
         body = read_body(req, self._max_body_size, self._runner.deadline(arrived))
         resp.content_type = falcon.MEDIA_JSON
-        resp.data = self._runner.run(arrived, self._server.serve, path, identifier, body, invalidation_prob)
+        resp.data = self._runner.run_measured(
+            arrived, context.times, self._server.serve, path, identifier, body, invalidation_prob
+        )
 
 
 def _identifier(req: falcon.Request) -> str:
@@ -117,13 +127,23 @@ def _probability(req: falcon.Request) -> float:
 def create_app(config: Config) -> falcon.App:
     """Build the WSGI application for one worker process.
 
-    Creates the worker's model cache, so call it after the fork.
+    Creates the worker's model cache, so call it after the fork. Models that
+    ``config.preload`` names load in the background; ``/v2/health/ready``
+    answers 200 once they have.
 
     Args:
         config: the server settings.
 
     Returns:
         The Falcon application.
+    """
+    return build_app(config)[0]
+
+
+def build_app(config: Config) -> tuple[falcon.App, Preload]:
+    """Build the WSGI application as ``create_app`` does, and return it with its started preload.
+
+    ``ServingWorker`` takes no request until that preload is done.
     """
     torch.set_num_threads(config.torch_threads)
     server = Server(
@@ -135,12 +155,20 @@ def create_app(config: Config) -> falcon.App:
         config.max_image_pixels,
         config.pt2_runners or config.threads,
     )
-    app = falcon.App(media_type=falcon.MEDIA_JSON)
+    metrics = Metrics(server) if config.metrics else None
+    middleware = [MetricsMiddleware(metrics)] if metrics else []
+    app = falcon.App(media_type=falcon.MEDIA_JSON, middleware=middleware)
     app.req_options.keep_blank_qs_values = True
     app.add_route("/healthcheck", HealthResource())
     runner = NativeRunner(config.threads, config.queue_size, config.timeout)
     app.add_route("/serve", ServeResource(server, runner, config))
-    app.add_route("/cache", CacheResource(server))
-    add_v2_routes(app, server, runner, config)
+    preload = Preload(server, config.model_root, config.preload)
+    app.add_route("/cache", CacheResource(server, preload))
+    if metrics:
+        app.add_route("/metrics", MetricsResource(metrics))
+    add_v2_routes(app, server, runner, config, preload)
     install_error_handlers(app)
-    return app
+    preload.start()
+    if metrics:
+        metrics.start()
+    return app, preload

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from gunicorn.app.base import BaseApplication
 
 from torch_serving.config import ENV_PREFIX, Config, ConfigError, parse_field
+
+# prometheus-client's variable (torch_serving.metrics.MULTIPROCESS_DIR, which imports torch).
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 __all__ = ["build_parser", "main"]
 
@@ -30,6 +37,8 @@ _HELP = {
     "timeout": "seconds a request may take before it is answered 504 (its work is abandoned)",
     "queue_size": "requests each worker queues for a free thread before it answers 503",
     "pt2_runners": "model instances per .pt2 package, 0 for one per request thread",
+    "metrics": "on or off: GET /metrics (Prometheus) and the measuring of every inference request",
+    "preload": "glob under the model root whose models each worker loads before taking requests; repeatable",
     "log_level": "debug, info, warning, error or critical",
 }
 
@@ -40,6 +49,9 @@ class _GunicornApplication(BaseApplication):
     def __init__(self, config: Config) -> None:
         self._config = config
         super().__init__()
+
+    # Set in each worker by load(): the worker takes requests once it is done.
+    preload = None
 
     @property
     def queue_size(self) -> int:
@@ -68,19 +80,21 @@ class _GunicornApplication(BaseApplication):
             "proc_name": "torch-serving",
             # Several servers on one host would fight over the default path.
             "control_socket_disable": True,
+            "child_exit": _worker_exited,
         }
         for name, value in settings.items():
             self.cfg.set(name, value)
 
     def load(self):
         # Runs in each worker after the fork: no torch work in the master.
-        from torch_serving.app import create_app
+        from torch_serving.app import build_app
 
         logging.basicConfig(
             level=self._config.log_level.upper(),
             format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
         )
-        return create_app(self._config)
+        app, self.preload = build_app(self._config)
+        return app
 
 
 def _option_type(name: str):
@@ -102,12 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for field in dataclasses.fields(Config):
         shown = "the working directory" if field.name == "model_root" else field.default
-        parser.add_argument(
-            "--" + field.name.replace("_", "-"),
-            type=_option_type(field.name),
-            default=None,
-            help=f"{_HELP[field.name]} (default {shown}; env {ENV_PREFIX}{field.name.upper()})",
-        )
+        help_text = f"{_HELP[field.name]} (default {shown}; env {ENV_PREFIX}{field.name.upper()})"
+        option = "--" + field.name.replace("_", "-")
+        if field.name == "preload":
+            parser.add_argument(
+                option, action="append", metavar="GLOB", default=None, help=help_text + ", comma-separated"
+            )
+            continue
+        parser.add_argument(option, type=_option_type(field.name), default=None, help=help_text)
     return parser
 
 
@@ -127,5 +143,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"torch-serving: error: {error}", file=sys.stderr)
         return 2
-    _GunicornApplication(config).run()
+    with _metrics_directory():
+        _GunicornApplication(config).run()
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_directory():
+    """A fresh directory for the workers' metric files, removed at exit (prometheus-client's multiprocess mode)."""
+    directory = tempfile.mkdtemp(prefix="torch-serving-metrics-")
+    # Read by prometheus-client when a worker imports it.
+    os.environ[MULTIPROCESS_DIR] = directory
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _worker_exited(server, worker) -> None:
+    # A dead worker's gauges stop counting; its counters still do.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

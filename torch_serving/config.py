@@ -26,6 +26,7 @@ _SIZE_UNITS = {
 _SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
 _DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_SWITCH = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
 _TEXT_FIELDS = {"host": str, "device": str.lower, "log_level": str.lower}
 
 
@@ -79,6 +80,9 @@ class Config:
         queue_size: requests a worker queues for a free thread before it answers 503.
         pt2_runners: model instances per ``.pt2`` package, so that as many
             calls of it run at once; 0 for one per request thread.
+        preload: globs under the model root whose models every worker loads
+            before it takes requests; each may hold several, comma-separated.
+        metrics: whether ``GET /metrics`` exists and requests are measured.
         log_level: one of debug, info, warning, error, critical.
     """
 
@@ -97,6 +101,8 @@ class Config:
     timeout: float = 60.0
     queue_size: int = 16
     pt2_runners: int = 0
+    preload: tuple[str, ...] = ()
+    metrics: bool = True
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -116,6 +122,11 @@ class Config:
         _positive("max image pixels", self.max_image_pixels)
         _positive("queue size", self.queue_size, minimum=0)
         _positive("pt2 runners", self.pt2_runners, minimum=0)
+        patterns = (pattern.strip() for item in self.preload for pattern in item.split(","))
+        object.__setattr__(self, "preload", tuple(pattern for pattern in patterns if pattern))
+        for pattern in self.preload:
+            if pattern.startswith("/") or ".." in pattern.split("/"):
+                raise ConfigError(f"preload patterns are globs under the model root, without '..'; got {pattern!r}")
         if not 0 < self.timeout < math.inf:
             raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
         if self.log_level not in _LOG_LEVELS:
@@ -181,6 +192,12 @@ def parse_field(name: str, raw: str) -> object:
         return Path(raw)
     if name in _TEXT_FIELDS:
         return _TEXT_FIELDS[name](raw)
+    if name == "metrics":
+        if raw.lower() not in _SWITCH:
+            raise ConfigError(f"metrics must be on or off, got {raw!r}")
+        return _SWITCH[raw.lower()]
+    if name == "preload":
+        return tuple(pattern.strip() for pattern in raw.split(",") if pattern.strip())
     kind, convert = ("a number of seconds", float) if name == "timeout" else ("an integer", int)
     try:
         return convert(raw)

@@ -13,11 +13,12 @@ import re
 import falcon
 
 from torch_serving import __version__
-from torch_serving._native import ModelNotFoundError, Server
+from torch_serving._native import ModelNotFoundError, PhaseTimes, Server
 from torch_serving.admission import NativeRunner
 from torch_serving.config import Config
 from torch_serving.errors import RequestError
 from torch_serving.model_root import resolve_model
+from torch_serving.preload import Preload
 from torch_serving.request_body import read_body
 from torch_serving.worker import arrival_time
 
@@ -58,17 +59,23 @@ class ServerMetadataResource:
 
 
 class HealthResource:
-    """``GET /v2/health/live`` and ``/v2/health/ready``: the worker answers, so both hold.
+    """``GET /v2/health/live`` and ``/v2/health/ready``: the worker answers, so it is live;
+    it is ready once its preload is done (503 ``{"ready": false}`` until then).
 
     Args:
         field: ``live`` or ``ready``, the key of the answer.
+        preload: what must be done first; nothing for liveness.
     """
 
-    def __init__(self, field: str) -> None:
-        self._document = {field: True}
+    def __init__(self, field: str, preload: Preload | None = None) -> None:
+        self._field = field
+        self._preload = preload
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        _json(resp, self._document)
+        ready = self._preload is None or self._preload.done
+        if not ready:
+            resp.status = falcon.HTTP_503
+        _json(resp, {self._field: ready})
 
     on_head = on_get
 
@@ -102,8 +109,13 @@ class ModelSink:
             raise falcon.HTTPMethodNotAllowed(
                 list(allowed), description=f"{req.path} answers {' and '.join(allowed)} only"
             )
+        if action == "/infer":
+            # Marks an inference request for metrics, also when the model is not found.
+            context = req.context
+            context.arrived, context.endpoint, context.model, context.times = arrived, "infer", "", PhaseTimes()
         path = self._resolve(name, version)
         if action == "/infer":
+            context.model = path
             self._infer(req, resp, arrived, name, path)
             return
         if action == "/config":
@@ -142,7 +154,9 @@ class ModelSink:
     ) -> None:
         header_length = _header_length(req, self._max_body_size)
         body = read_body(req, self._max_body_size, self._runner.deadline(arrived))
-        response, json_length = self._runner.run(arrived, self._server.infer, path, name, body, header_length)
+        response, json_length = self._runner.run_measured(
+            arrived, req.context.times, self._server.infer, path, name, body, header_length
+        )
         if json_length < len(response):
             resp.set_header(HEADER_LENGTH, str(json_length))
             resp.content_type = "application/octet-stream"
@@ -172,7 +186,7 @@ def _header_length(req: falcon.Request, max_body_size: int) -> int:
     return length
 
 
-def add_v2_routes(app: falcon.App, server: Server, runner: NativeRunner, config: Config) -> None:
+def add_v2_routes(app: falcon.App, server: Server, runner: NativeRunner, config: Config, preload: Preload) -> None:
     """Add the Open Inference Protocol endpoints to ``app``.
 
     Args:
@@ -180,8 +194,9 @@ def add_v2_routes(app: falcon.App, server: Server, runner: NativeRunner, config:
         server: the native pipeline holding this worker's model cache.
         runner: the admission layer native calls go through.
         config: the server settings.
+        preload: the worker's warm start, which readiness waits for.
     """
     app.add_route("/v2", ServerMetadataResource())
     app.add_route("/v2/health/live", HealthResource("live"))
-    app.add_route("/v2/health/ready", HealthResource("ready"))
+    app.add_route("/v2/health/ready", HealthResource("ready", preload))
     app.add_sink(ModelSink(server, runner, config), _MODEL_PATH)

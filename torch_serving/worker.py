@@ -15,6 +15,7 @@ a thread takes it. This worker instead:
   holding up everybody else;
 * stamps each request with when the event loop handed it over, so the
   deadline counts from there (``arrival_time``);
+* takes no request before the models ``--preload`` names are loaded;
 * answers gunicorn's own refusals (a request line or headers over its limits,
   malformed HTTP) with the JSON error envelope instead of an HTML page.
 
@@ -115,6 +116,15 @@ class ServingWorker(ThreadWorker):
             ),
             RETRY_AFTER,
         )
+
+    def run(self) -> None:
+        # Take no request before the application's preload is done (the CLI
+        # sets it on the gunicorn application), telling the arbiter
+        # meanwhile that this worker is alive.
+        preload = getattr(self.app, "preload", None)
+        while preload is not None and not preload.wait(1.0):
+            self.notify()
+        super().run()
 
     def enqueue_req(self, conn) -> None:
         if self._in_flight >= self._limit:
