@@ -169,6 +169,27 @@ std::string dtype_text(at::ScalarType dtype) {
 
 std::string position_name(const char* prefix, size_t i) { return prefix + std::to_string(i); }
 
+// `text` with every absolute path cut to its last component: the loader's
+// messages name the files it unpacked, and no answer may reveal the
+// server's file system.
+std::string without_paths(const std::string& text) {
+  std::string out;
+  size_t i = 0;
+  while (i < text.size()) {
+    const bool starts_path = text[i] == '/' && (i == 0 || text[i - 1] == ' ' || text[i - 1] == '(');
+    if (!starts_path) {
+      out += text[i++];
+      continue;
+    }
+    size_t end = text.find_first_of(" ,;)", i);
+    if (end == std::string::npos) end = text.size();
+    const std::string path = text.substr(i, end - i);
+    out += path.substr(path.find_last_of('/') + 1);
+    i = end;
+  }
+  return out;
+}
+
 }  // namespace
 
 Package::~Package() {
@@ -187,7 +208,7 @@ std::shared_ptr<const Package> Package::load(const ModelFile& file, const std::s
   try {
     metadata = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, kModelName);
   } catch (const std::exception& e) {
-    const std::string why = essential_message(e.what());
+    const std::string why = without_paths(essential_message(e.what()));
     if (why.rfind("Failed to initialize zip archive", 0) == 0) {
       throw ModelLoadError(name + " is not a readable .pt2 archive (" + why + "); is it cut short?");
     }
@@ -210,9 +231,10 @@ std::shared_ptr<const Package> Package::load(const ModelFile& file, const std::s
         device.has_index() ? device.index() : c10::DeviceIndex(-1));
   } catch (const c10::Error& e) {
     throw ModelLoadError(name + " cannot be loaded by torch " + kTorchVersion + ": " +
-                         essential_message(e.what_without_backtrace()));
+                         without_paths(essential_message(e.what_without_backtrace())));
   } catch (const std::exception& e) {
-    throw ModelLoadError(name + " cannot be loaded by torch " + kTorchVersion + ": " + essential_message(e.what()));
+    throw ModelLoadError(name + " cannot be loaded by torch " + kTorchVersion + ": " +
+                         without_paths(essential_message(e.what())));
   }
   const std::vector<std::string> call_spec = package->loader_->get_call_spec();
   TreeSpec call, result;

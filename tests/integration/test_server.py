@@ -183,6 +183,18 @@ def test_the_cli_listens_on_ipv6_and_ipv4_hosts(model_root, tmp_path, host):
         assert post(server, "tiny.pt", tiny_body(1)).json()["result"]["value"] == [3]
 
 
+def test_the_wildcard_ipv6_host_takes_ipv4_and_ipv6_clients(model_root, tmp_path):
+    """`--host ::`, as the deploy/ manifests set it for dual-stack pods (only loopback is called here)."""
+    port = free_port("::")
+    command = cli_command(port, "--host", "::", "--model-root", str(model_root), "--workers", "1")
+    with running(command, port, tmp_path / "log", host="::1") as server:
+        assert post(server, "tiny.pt", tiny_body(1)).json()["result"]["value"] == [3]
+        ipv4 = requests.post(
+            f"http://127.0.0.1:{port}/serve", params={"servable_identifier": "tiny.pt"}, data=tiny_body(1), timeout=30
+        )
+        assert ipv4.json()["result"]["value"] == [3]
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

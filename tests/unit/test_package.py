@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 
 import falcon.testing
 import pytest
@@ -228,6 +229,18 @@ def test_a_package_cut_short_is_refused_and_not_cached(packages, tmp_path):
         "is it cut short?"
     )
     assert server.stats()["failed_loads"] == 1 and server.cached_paths() == []
+
+
+def test_a_package_this_torch_cannot_load_is_refused_without_server_paths(packages, tmp_path):
+    with zipfile.ZipFile(packages["plain.pt2"]) as old, zipfile.ZipFile(tmp_path / "nolib.pt2", "w") as new:
+        for item in old.infolist():
+            if not item.filename.endswith(".so"):
+                new.writestr(item, old.read(item))
+    with pytest.raises(ModelLoadError) as error:
+        Server(str(tmp_path), 4, 0).metadata("nolib.pt2", "nolib")
+    message = str(error.value)
+    assert message.startswith(f"nolib cannot be loaded by torch {torch.__version__.split('+')[0]}: File not found: ")
+    assert "/" not in message
 
 
 def test_package_metadata_records_what_export_declared(packages):
