@@ -3,8 +3,9 @@
 Measures, with torch threads 1 and CPU time per call (so that other tenants
 of a shared machine inflate nothing but the slower rounds):
 
-* each WSGI app answering the `tiny` request (ours, the naive server, the
-  Falcon hello-world), called directly, without gunicorn;
+* each WSGI app answering the `tiny` request (ours, ours with `--metrics
+  off`, the naive server, the Falcon hello-world), called directly, without
+  gunicorn;
 * our native call alone (`Server.serve`), with no executor and through an
   executor (the inline path for quick calls);
 * the example model's forward on 1, 2, 4 and 8 rows, which says when
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TORCH_SERVING_MODEL_ROOT"] = str(root)  # read by the naive server at import
         apps = {
             "ours": create_app(Config(model_root=root, torch_threads=1)),
+            "ours, metrics off": create_app(Config(model_root=root, torch_threads=1, metrics=False)),
             "naive": importlib.import_module("benchmarks.baselines.naive_server").app,
             "hello": importlib.import_module("benchmarks.baselines.hello_world").app,
         }

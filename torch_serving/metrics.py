@@ -7,16 +7,18 @@ whichever worker answers a scrape sums them all, so counters are exact over
 workers. Without that variable (the app under another host), a worker
 reports its own values.
 
-Per request (``/serve`` and V2 ``infer``) the request's middleware records
-its status, body size and the time of each phase. The cache's counters and
-the models' forward executions live in the native core; a sampler thread
-copies their increase into the metrics every second, and at each scrape.
+Per request (``/serve`` and V2 ``infer``) the request's middleware tallies
+its status, body size and the time of each phase; the cache's counters and
+the models' forward executions live in the native core. A sampler thread
+writes the tally and the native counters' increase into the metrics every
+second, and at each scrape.
 docs/metrics.md lists every metric beside its Triton and TorchServe
 counterpart.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 import time
@@ -40,7 +42,7 @@ _SAMPLE_INTERVAL_S = 1.0
 
 
 class Metrics:
-    """This worker's metrics, and the sampler that copies the native counters into them.
+    """This worker's metrics, and the sampler that writes its tally and the native counters into them.
 
     Args:
         server: the native pipeline whose cache and models are sampled.
@@ -54,49 +56,48 @@ class Metrics:
         self._registry = CollectorRegistry()
         registry = None if self._multiprocess else self._registry
         model = ("model", "version")
-        self.requests = Counter(
-            "torch_serving_requests", "Inference requests by endpoint and HTTP status.",
-            ("model", "endpoint", "status"), registry=registry,
-        )  # fmt: skip
-        self.success = Counter(
-            "nv_inference_request_success", "Inference requests answered 200.", model, registry=registry
+
+        def counter(name: str, text: str, labels: tuple[str, ...]) -> Counter:
+            return Counter(name, text, labels, registry=registry)
+
+        self.requests = counter(
+            "torch_serving_requests", "Inference requests by endpoint and HTTP status.", ("model", "endpoint", "status")
         )
-        self.failure = Counter(
-            "nv_inference_request_failure", "Inference requests answered with an error, by HTTP status.",
-            (*model, "status"), registry=registry,
-        )  # fmt: skip
-        self.count = Counter(
-            "nv_inference_count", "Inferences performed (requests that ran).", model, registry=registry
+        self.success = counter("nv_inference_request_success", "Inference requests answered 200.", model)
+        self.failure = counter(
+            "nv_inference_request_failure", "Inference requests answered with an error.", (*model, "status")
         )
-        self.executions = Counter(
-            "nv_inference_exec_count", "Model executions: fewer than inferences when requests are batched.",
-            model, registry=registry,
-        )  # fmt: skip
-        self.body_bytes = Counter(
-            "torch_serving_request_body_bytes", "Request body bytes received.", ("model",), registry=registry
+        self.count = counter("nv_inference_count", "Inferences performed (requests whose model ran).", model)
+        self.executions = counter(
+            "nv_inference_exec_count", "Model executions: fewer than inferences when requests are batched.", model
         )
+        self.body_bytes = counter("torch_serving_request_body_bytes", "Request body bytes received.", ("model",))
         self.seconds = {
             phase: Histogram(
                 f"torch_serving_{phase}_seconds",
-                f"Time spent in the {phase} phase of a request.",
+                f"Seconds spent in the {phase} phase of a request.",
                 ("model",),
                 buckets=_BUCKETS,
                 registry=registry,
-            )  # fmt: skip
+            )
             for phase in (*_PHASES, "request")
         }
         self.cache_models = Gauge(
-            "torch_serving_cache_models", "Models held in the workers' caches.", registry=registry,
+            "torch_serving_cache_models",
+            "Models held in the workers' caches.",
+            registry=registry,
             multiprocess_mode="livesum",
-        )  # fmt: skip
+        )
         self.cache_counters = {
-            name: Counter(f"torch_serving_cache_{name}", text, registry=registry)
+            name: counter(f"torch_serving_cache_{name}", text, ())
             for name, text in (
                 ("loads", "Model loads started: misses, changed files and reloads."),
                 ("failed_loads", "Model loads that failed."),
                 ("evictions", "Models dropped from a cache to make room."),
             )
         }
+        self._tally = _Tally()
+        self._tally_lock = threading.Lock()
         self._sampled: dict[str, int] = {}
         self._sample_lock = threading.Lock()
         self._children: dict[tuple, Any] = {}
@@ -108,19 +109,29 @@ class Metrics:
     def observe(
         self, model: str, endpoint: str, status: str, times: PhaseTimes | None, total: float, size: int
     ) -> None:
-        """Record one inference request."""
-        self._child(self.requests, model, endpoint, status).inc()
-        if status == "200":
-            self._child(self.success, model, VERSION).inc()
-        else:
-            self._child(self.failure, model, VERSION, status).inc()
-        if size:
-            self._child(self.body_bytes, model).inc(size)
-        self._child(self.seconds["request"], model).observe(total)
-        if times is not None and times.forward:
-            self._child(self.count, model, VERSION).inc()
-            for phase in _PHASES:
-                self._child(self.seconds[phase], model).observe(getattr(times, phase))
+        """Record one inference request: tallied here, written into the metrics by the next sample.
+
+        Writing a multiprocess metric takes a lock and a write into its file;
+        the dozen writes of a request cost a small request a tenth of its
+        rate, where a tally costs a few dictionary updates (docs/performance.md).
+        """
+        ran = times is not None and times.forward > 0
+        phases = [("request", total)]
+        if ran:
+            phases += [("queue", times.queue), ("decode", times.decode), ("forward", times.forward)]
+            phases.append(("encode", times.encode))
+        with self._tally_lock:
+            tally = self._tally
+            key = (model, endpoint, status, ran)
+            tally.requests[key] = tally.requests.get(key, 0) + 1
+            if size:
+                tally.body_bytes[model] = tally.body_bytes.get(model, 0) + size
+            for phase, seconds in phases:
+                counts = tally.seconds.get((phase, model))
+                if counts is None:
+                    counts = tally.seconds[(phase, model)] = [0] * (len(_BUCKETS) + 1) + [0.0]
+                counts[bisect.bisect_left(_BUCKETS, seconds)] += 1
+                counts[-1] += seconds
 
     def exposition(self) -> bytes:
         """The metrics of every worker (of this one alone outside multiprocess mode), as text."""
@@ -132,9 +143,30 @@ class Metrics:
         return generate_latest(registry)
 
     def sample(self) -> None:
-        """Copy the increase of the native counters since the last sample into the metrics."""
+        """Write the tally, and the increase of the native counters since the last sample, into the metrics."""
+        with self._tally_lock:
+            tally, self._tally = self._tally, _Tally()
         stats = self._server.stats()
         with self._sample_lock:
+            for (model, endpoint, status, ran), count in tally.requests.items():
+                self._child(self.requests, model, endpoint, status).inc(count)
+                if status == "200":
+                    self._child(self.success, model, VERSION).inc(count)
+                else:
+                    self._child(self.failure, model, VERSION, status).inc(count)
+                if ran:
+                    self._child(self.count, model, VERSION).inc(count)
+            for model, size in tally.body_bytes.items():
+                self._child(self.body_bytes, model).inc(size)
+            for (phase, model), counts in tally.seconds.items():
+                histogram = self._child(self.seconds[phase], model)
+                # prometheus-client's Histogram keeps one value per bucket
+                # (made cumulative when collected) and the sum, which is what
+                # observe() adds a sample to; this adds many at once.
+                for bucket, count in zip(histogram._buckets, counts[:-1], strict=True):
+                    if count:
+                        bucket.inc(count)
+                histogram._sum.inc(counts[-1])
             for name, counter in self.cache_counters.items():
                 counter.inc(self._increase(name, stats[name]))
             for path, counters in stats["models"].items():
@@ -150,7 +182,7 @@ class Metrics:
         return value - previous if value >= previous else value
 
     def _child(self, metric, *labels: str):
-        # .labels() hashes and checks the labels on every call; a request cannot afford that.
+        # .labels() checks and hashes the labels on every call.
         key = (id(metric), *labels)
         child = self._children.get(key)
         if child is None:
@@ -161,6 +193,16 @@ class Metrics:
         while True:
             time.sleep(_SAMPLE_INTERVAL_S)
             self.sample()
+
+
+class _Tally:
+    """The requests recorded since the last sample."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str, bool], int] = {}  # (model, endpoint, status, ran)
+        self.body_bytes: dict[str, int] = {}
+        # (phase, model): a count per bucket (the last one +Inf), then the sum of the seconds.
+        self.seconds: dict[tuple[str, str], list] = {}
 
 
 class MetricsMiddleware:

@@ -73,8 +73,15 @@ def test_counters_are_exact_over_two_workers(model_root, tmp_path_factory):
         v2 = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
         for _ in range(5):
             assert requests.post(server.url + "/v2/models/nested/triple/infer", json=v2, timeout=30).ok
+        # Each worker writes its tally and native counters every second.
         found = wait_for(
-            server, lambda f: value(f, "nv_inference_exec_count_total", model="tiny.pt", version="1") >= sent
+            server,
+            lambda f: (
+                value(f, "nv_inference_exec_count_total", model="tiny.pt", version="1") >= sent
+                and value(f, "torch_serving_requests_total", model="nested/triple.pt", endpoint="infer", status="200")
+                == 5
+                and value(f, "torch_serving_requests_total", model="", endpoint="serve", status="404") == 3
+            ),
         )
 
     assert value(found, "torch_serving_requests_total", model="tiny.pt", endpoint="serve", status="200") == sent
