@@ -324,6 +324,9 @@ PYBIND11_MODULE(_C, m) {
           "Return the cache's counters (hits, loads, failed_loads, evictions) and, under models, each loaded"
           " model's requests, forward executions and max_batch_size.")
       .def(
+          "unload", [](Server& self, const std::string& relative) { return self.cache().erase(relative); },
+          py::arg("relative"), "Drop the model file ``relative`` from the cache; return whether it was cached.")
+      .def(
           "clear", [](Server& self) { self.cache().clear(); }, "Drop every cached model.");
 
   m.def(

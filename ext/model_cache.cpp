@@ -137,6 +137,15 @@ std::vector<std::string> ModelCache::paths() const {
   return {recency_.begin(), recency_.end()};
 }
 
+bool ModelCache::erase(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = entries_.find(key);
+  if (it == entries_.end()) return false;
+  recency_.erase(it->second.recency);
+  entries_.erase(it);
+  return true;
+}
+
 void ModelCache::clear() {
   std::lock_guard<std::mutex> lock(mutex_);
   entries_.clear();

@@ -56,6 +56,10 @@ class ModelCache {
 
   CacheStats stats() const;
 
+  // Drops the model cached under `key`, if any; returns whether there was
+  // one. Requests still using it finish with it.
+  bool erase(const std::string& key);
+
   void clear();
 
  private:

@@ -133,6 +133,8 @@ class Server:
     def stats(self) -> dict[str, Any]:
         """Return the cache's counters (hits, loads, failed_loads, evictions) and, under ``models``,
         each loaded model's ``requests``, forward ``executions`` and ``max_batch_size``."""
+    def unload(self, relative: str) -> bool:
+        """Drop the model file ``relative`` from the cache; return whether it was cached."""
     def clear(self) -> None:
         """Drop every cached model."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import falcon
 import torch
@@ -15,6 +16,7 @@ from torch_serving.errors import RequestError, install_error_handlers
 from torch_serving.metrics import Metrics, MetricsMiddleware, MetricsResource
 from torch_serving.model_root import IdentifierError, resolve_model
 from torch_serving.preload import Preload
+from torch_serving.repository import SHARED_DIR, Repository
 from torch_serving.request_body import read_body
 from torch_serving.v2 import add_v2_routes
 from torch_serving.worker import arrival_time
@@ -166,9 +168,12 @@ def build_app(config: Config) -> tuple[falcon.App, Preload]:
     app.add_route("/cache", CacheResource(server, preload))
     if metrics:
         app.add_route("/metrics", MetricsResource(metrics))
-    add_v2_routes(app, server, runner, config, preload)
+    shared = os.environ.get(SHARED_DIR)
+    repository = Repository(server, config.model_root, Path(shared) if shared else None)
+    add_v2_routes(app, server, runner, config, preload, repository, metrics)
     install_error_handlers(app)
     preload.start()
+    repository.start()
     if metrics:
         metrics.start()
     return app, preload

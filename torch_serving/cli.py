@@ -16,8 +16,10 @@ from gunicorn.app.base import BaseApplication
 
 from torch_serving.config import ENV_PREFIX, Config, ConfigError, parse_field
 
-# prometheus-client's variable (torch_serving.metrics.MULTIPROCESS_DIR, which imports torch).
+# prometheus-client's variable.
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# torch_serving.repository.SHARED_DIR, which imports torch.
+SHARED_DIR = "TORCH_SERVING_SHARED_DIR"
 
 __all__ = ["build_parser", "main"]
 
@@ -143,17 +145,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"torch-serving: error: {error}", file=sys.stderr)
         return 2
-    with _metrics_directory():
+    with _shared_directory():
         _GunicornApplication(config).run()
     return 0
 
 
 @contextlib.contextmanager
-def _metrics_directory():
-    """A fresh directory for the workers' metric files, removed at exit (prometheus-client's multiprocess mode)."""
-    directory = tempfile.mkdtemp(prefix="torch-serving-metrics-")
-    # Read by prometheus-client when a worker imports it.
-    os.environ[MULTIPROCESS_DIR] = directory
+def _shared_directory():
+    """A fresh directory the workers share, removed at exit: their metric files
+    (prometheus-client's multiprocess mode) and the model repository's action log."""
+    directory = tempfile.mkdtemp(prefix="torch-serving-")
+    metrics = os.path.join(directory, "metrics")
+    os.mkdir(metrics)
+    # Read by prometheus-client when a worker imports it, and by torch_serving.repository.
+    os.environ[MULTIPROCESS_DIR] = metrics
+    os.environ[SHARED_DIR] = directory
     try:
         yield
     finally:

@@ -15,7 +15,7 @@ import io
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import requests
@@ -82,7 +82,7 @@ class Client:
         self._timeout = timeout
         self._session = requests.Session()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -206,7 +206,7 @@ def _values(tensor: torch.Tensor) -> list[Any]:
     flat = tensor.detach().cpu().flatten()
     if not flat.is_floating_point():
         return flat.tolist()
-    return [("NaN" if v != v else _NON_FINITE.get(v, v)) for v in flat.double().tolist()]
+    return [("NaN" if math.isnan(v) else _NON_FINITE.get(v, v)) for v in flat.double().tolist()]
 
 
 def _encode_tensor(tensor: torch.Tensor) -> dict[str, Any]:

@@ -72,6 +72,16 @@ class Metrics:
             "nv_inference_exec_count", "Model executions: fewer than inferences when requests are batched.", model
         )
         self.body_bytes = counter("torch_serving_request_body_bytes", "Request body bytes received.", ("model",))
+        self.failure_seconds = counter(
+            "torch_serving_request_failure_seconds", "Seconds spent on requests answered with an error.", ("model",)
+        )
+        self.last_inference = Gauge(
+            "torch_serving_last_inference_timestamp_seconds",
+            "When the model last answered an inference request (Unix time).",
+            ("model",),
+            registry=registry,
+            multiprocess_mode="max",
+        )
         self.seconds = {
             phase: Histogram(
                 f"torch_serving_{phase}_seconds",
@@ -126,6 +136,9 @@ class Metrics:
             tally.requests[key] = tally.requests.get(key, 0) + 1
             if size:
                 tally.body_bytes[model] = tally.body_bytes.get(model, 0) + size
+            if status != "200":
+                tally.failure_seconds[model] = tally.failure_seconds.get(model, 0.0) + total
+            tally.last_inference[model] = time.time()
             for phase, seconds in phases:
                 counts = tally.seconds.get((phase, model))
                 if counts is None:
@@ -135,12 +148,57 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The metrics of every worker (of this one alone outside multiprocess mode), as text."""
+        return generate_latest(self._collected())
+
+    def statistics(self) -> dict[str, dict[str, Any]]:
+        """Triton's inference statistics of every model that served, by model file, from the metrics."""
+        values: dict[str, dict[str, float]] = {}
+        for family in self._collected().collect():
+            for sample in family.samples:
+                model = sample.labels.get("model")
+                if model and sample.labels.get("le") is None:
+                    per_model = values.setdefault(model, {})
+                    per_model[sample.name] = per_model.get(sample.name, 0.0) + sample.value
+
+        def duration(counts: dict[str, float], phase: str) -> dict[str, int]:
+            return {
+                "count": int(counts.get(f"torch_serving_{phase}_seconds_count", 0)),
+                "ns": int(counts.get(f"torch_serving_{phase}_seconds_sum", 0) * 1e9),
+            }
+
+        statistics = {}
+        for model, counts in values.items():
+            failures = int(counts.get("nv_inference_request_failure_total", 0))
+            failure_ns = int(counts.get("torch_serving_request_failure_seconds_total", 0) * 1e9)
+            request = duration(counts, "request")
+            statistics[model] = {
+                "last_inference": int(counts.get("torch_serving_last_inference_timestamp_seconds", 0) * 1000),
+                "inference_count": int(counts.get("nv_inference_count_total", 0)),
+                "execution_count": int(counts.get("nv_inference_exec_count_total", 0)),
+                "inference_stats": {
+                    "success": {
+                        "count": int(counts.get("nv_inference_request_success_total", 0)),
+                        "ns": max(request["ns"] - failure_ns, 0),
+                    },
+                    "fail": {"count": failures, "ns": failure_ns},
+                    "queue": duration(counts, "queue"),
+                    "compute_input": duration(counts, "decode"),
+                    "compute_infer": duration(counts, "forward"),
+                    "compute_output": duration(counts, "encode"),
+                    "cache_hit": {"count": 0, "ns": 0},
+                    "cache_miss": {"count": 0, "ns": 0},
+                },
+                "batch_stats": [],
+            }
+        return statistics
+
+    def _collected(self) -> CollectorRegistry:
         self.sample()
         if not self._multiprocess:
-            return generate_latest(self._registry)
+            return self._registry
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
-        return generate_latest(registry)
+        return registry
 
     def sample(self) -> None:
         """Write the tally, and the increase of the native counters since the last sample, into the metrics."""
@@ -158,6 +216,10 @@ class Metrics:
                     self._child(self.count, model, VERSION).inc(count)
             for model, size in tally.body_bytes.items():
                 self._child(self.body_bytes, model).inc(size)
+            for model, seconds in tally.failure_seconds.items():
+                self._child(self.failure_seconds, model).inc(seconds)
+            for model, when in tally.last_inference.items():
+                self._child(self.last_inference, model).set(when)
             for (phase, model), counts in tally.seconds.items():
                 histogram = self._child(self.seconds[phase], model)
                 # prometheus-client's Histogram keeps one value per bucket
@@ -201,6 +263,8 @@ class _Tally:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str, bool], int] = {}  # (model, endpoint, status, ran)
         self.body_bytes: dict[str, int] = {}
+        self.failure_seconds: dict[str, float] = {}
+        self.last_inference: dict[str, float] = {}  # Unix time
         # (phase, model): a count per bucket (the last one +Inf), then the sum of the seconds.
         self.seconds: dict[tuple[str, str], list] = {}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import falcon
 
@@ -18,7 +19,9 @@ from torch_serving.admission import NativeRunner
 from torch_serving.config import Config
 from torch_serving.errors import RequestError
 from torch_serving.model_root import resolve_model
+from torch_serving.metrics import Metrics
 from torch_serving.preload import Preload
+from torch_serving.repository import Repository, model_name
 from torch_serving.request_body import read_body
 from torch_serving.worker import arrival_time
 
@@ -29,9 +32,11 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 # `name` may hold slashes (tritonclient leaves them unquoted, and the server
 # decodes %2F), so the path is parsed from its end.
 _MODEL_PATH = re.compile(
-    r"^/v2/models/(?P<name>.+?)(?:/versions/(?P<version>[^/]*))?(?P<action>/ready|/infer|/config)?$"
+    r"^/v2/models/(?P<name>.+?)(?:/versions/(?P<version>[^/]*))?(?P<action>/ready|/infer|/config|/stats)?$"
 )
+_REPOSITORY_PATH = re.compile(r"^/v2/repository/(?:index|models/(?P<name>.+)/(?P<action>load|unload))$")
 _LABEL = "model name"
+_MAX_REPOSITORY_BODY = 64 * 1024
 # Tried in order after the name itself: TorchScript, then AOTInductor packages.
 _SUFFIXES = (".pt", ".pt2")
 
@@ -89,11 +94,12 @@ class ModelSink:
         config: the server settings.
     """
 
-    def __init__(self, server: Server, runner: NativeRunner, config: Config) -> None:
+    def __init__(self, server: Server, runner: NativeRunner, config: Config, statistics: Statistics | None) -> None:
         self._server = server
         self._runner = runner
         self._root = config.model_root
         self._max_body_size = config.max_body_size
+        self._statistics = statistics
 
     def __call__(
         self,
@@ -109,11 +115,16 @@ class ModelSink:
             raise falcon.HTTPMethodNotAllowed(
                 list(allowed), description=f"{req.path} answers {' and '.join(allowed)} only"
             )
+        if action == "/stats" or (name == "stats" and version is None and action is None):
+            # `/v2/models/stats` is every model's, as in Triton (a model named `stats` is shadowed).
+            path = None if action is None else _resolve(self._root, name, version)
+            _json(resp, {"model_stats": _model_statistics(self._statistics, path)})
+            return
         if action == "/infer":
             # Marks an inference request for metrics, also when the model is not found.
             context = req.context
             context.arrived, context.endpoint, context.model, context.times = arrived, "infer", "", PhaseTimes()
-        path = self._resolve(name, version)
+        path = _resolve(self._root, name, version)
         if action == "/infer":
             context.model = path
             self._infer(req, resp, arrived, name, path)
@@ -128,21 +139,6 @@ class ModelSink:
         else:
             resp.content_type = falcon.MEDIA_JSON
             resp.data = metadata
-
-    def _resolve(self, name: str, version: str | None) -> str:
-        if version is not None and version != VERSION:
-            raise ModelNotFoundError(f"model {name} has no version {version!r}; its only version is {VERSION!r}")
-        try:
-            return resolve_model(self._root, name, _LABEL)
-        except ModelNotFoundError:
-            if name.endswith((".pt", ".pt2")):
-                raise
-        for suffix in _SUFFIXES:
-            try:
-                return resolve_model(self._root, name + suffix, _LABEL)
-            except ModelNotFoundError:
-                pass
-        raise ModelNotFoundError(f"no model file {name}, {name}.pt or {name}.pt2 under the model root")
 
     def _infer(
         self,
@@ -163,6 +159,105 @@ class ModelSink:
         else:
             resp.content_type = falcon.MEDIA_JSON
         resp.data = response
+
+
+class Statistics:
+    """What statistics are made of: the metrics of every worker and the repository's files."""
+
+    def __init__(self, metrics: Metrics | None, repository: Repository) -> None:
+        self.metrics = metrics
+        self.repository = repository
+
+
+def _model_statistics(statistics: Statistics | None, path: str | None) -> list[dict]:
+    """Triton's ``model_stats`` for the model file ``path``, or for every servable file."""
+    if statistics is None or statistics.metrics is None:
+        raise RequestError(400, "Not available", "statistics come from the metrics, which --metrics off turned off")
+    measured = statistics.metrics.statistics()
+    files = statistics.repository.files() if path is None else [path]
+    names = set(files)
+    empty = {"count": 0, "ns": 0}
+    stats = []
+    for relative in files:
+        entry = measured.get(relative) or {
+            "last_inference": 0,
+            "inference_count": 0,
+            "execution_count": 0,
+            "inference_stats": {
+                phase: empty
+                for phase in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+            }
+            | {"cache_hit": empty, "cache_miss": empty},
+            "batch_stats": [],
+        }
+        stats.append({"name": model_name(relative, names), "version": VERSION, **entry})
+    return stats
+
+
+class RepositorySink:
+    """Triton's model repository extension: ``POST /v2/repository/index`` (an empty body, or
+    ``{"ready": true}`` for loaded models only), ``/v2/repository/models/{name}/load`` and ``/unload``.
+
+    Args:
+        repository: this worker's side of the repository.
+        root: the model root.
+    """
+
+    def __init__(self, repository: Repository, root: Path) -> None:
+        self._repository = repository
+        self._root = root
+
+    def __call__(self, req: falcon.Request, resp: falcon.Response, name: str | None, action: str | None) -> None:
+        if req.method != "POST":
+            raise falcon.HTTPMethodNotAllowed(["POST"], description=f"{req.path} answers POST only")
+        # tritonclient sends an empty body; Triton's parameters (`ready`, a load's config) are optional.
+        body = req.bounded_stream.read(_MAX_REPOSITORY_BODY + 1)
+        options = _repository_options(body)
+        if name is None:
+            resp.content_type = falcon.MEDIA_JSON
+            resp.data = json.dumps(self._repository.index(ready_only=options.get("ready") is True)).encode()
+            return
+        path = _resolve(self._root, name, None)
+        if action == "load":
+            self._repository.load(path)
+        else:
+            self._repository.unload(path)
+        _json(resp, {})
+
+
+def _repository_options(body: bytes) -> dict:
+    if len(body) > _MAX_REPOSITORY_BODY:
+        raise RequestError(
+            413, "Request body too large", f"a repository request takes at most {_MAX_REPOSITORY_BODY} bytes"
+        )
+    if not body.strip():
+        return {}
+    try:
+        options = json.loads(body)
+    except ValueError:
+        raise RequestError(
+            400, "Invalid request body", "a repository request body must be empty or a JSON object"
+        ) from None
+    if not isinstance(options, dict):
+        raise RequestError(400, "Invalid request body", "a repository request body must be empty or a JSON object")
+    return options
+
+
+def _resolve(root: Path, name: str, version: str | None) -> str:
+    """The model file a V2 name (and version) names, relative to ``root``."""
+    if version is not None and version != VERSION:
+        raise ModelNotFoundError(f"model {name} has no version {version!r}; its only version is {VERSION!r}")
+    try:
+        return resolve_model(root, name, _LABEL)
+    except ModelNotFoundError:
+        if name.endswith((".pt", ".pt2")):
+            raise
+    for suffix in _SUFFIXES:
+        try:
+            return resolve_model(root, name + suffix, _LABEL)
+        except ModelNotFoundError:
+            pass
+    raise ModelNotFoundError(f"no model file {name}, {name}.pt or {name}.pt2 under the model root")
 
 
 def _header_length(req: falcon.Request, max_body_size: int) -> int:
@@ -186,8 +281,16 @@ def _header_length(req: falcon.Request, max_body_size: int) -> int:
     return length
 
 
-def add_v2_routes(app: falcon.App, server: Server, runner: NativeRunner, config: Config, preload: Preload) -> None:
-    """Add the Open Inference Protocol endpoints to ``app``.
+def add_v2_routes(
+    app: falcon.App,
+    server: Server,
+    runner: NativeRunner,
+    config: Config,
+    preload: Preload,
+    repository: Repository,
+    metrics: Metrics | None,
+) -> None:
+    """Add the Open Inference Protocol endpoints, with Triton's statistics and repository extensions, to ``app``.
 
     Args:
         app: the application.
@@ -195,8 +298,11 @@ def add_v2_routes(app: falcon.App, server: Server, runner: NativeRunner, config:
         runner: the admission layer native calls go through.
         config: the server settings.
         preload: the worker's warm start, which readiness waits for.
+        repository: this worker's side of the model repository.
+        metrics: the metrics statistics come from; None when they are off.
     """
     app.add_route("/v2", ServerMetadataResource())
     app.add_route("/v2/health/live", HealthResource("live"))
     app.add_route("/v2/health/ready", HealthResource("ready", preload))
-    app.add_sink(ModelSink(server, runner, config), _MODEL_PATH)
+    app.add_sink(ModelSink(server, runner, config, Statistics(metrics, repository)), _MODEL_PATH)
+    app.add_sink(RepositorySink(repository, config.model_root), _REPOSITORY_PATH)

@@ -31,6 +31,10 @@ def client(model_root, tmp_path_factory):
         torch.tensor([1, 255], dtype=torch.uint8),
         torch.tensor([0.5, -1.25], dtype=torch.bfloat16),
         torch.tensor([0.1], dtype=torch.float64),
+        torch.tensor([-128, 127], dtype=torch.int8),
+        torch.tensor([-32768, 7], dtype=torch.int16),
+        torch.tensor([-(2**31), 5], dtype=torch.int32),
+        torch.tensor([65504.0, -0.5], dtype=torch.float16),
         torch.zeros(0, 3),
     ],
 )

@@ -196,3 +196,18 @@ TEST_CASE("a model file that cannot be opened for want of descriptors is not 'no
   ::setrlimit(RLIMIT_NOFILE, &saved);
   CHECK(folder.open(1).identity().size > 0);
 }
+
+TEST_CASE("an erased model is dropped alone, and the next request loads it again") {
+  ModelFolder folder;
+  CountingLoader loader{folder};
+  ModelCache cache(4, 0);
+  ModelCache::Model held = loader.get(cache, 0);
+  loader.get(cache, 1);
+  CHECK(cache.erase(ModelFolder::name(0)));
+  CHECK_FALSE(cache.erase(ModelFolder::name(0)));
+  CHECK(cache.paths() == std::vector<std::string>{ModelFolder::name(1)});
+  CHECK(run(held, 5) == 5);  // its holder still runs it
+  loader.get(cache, 0);
+  CHECK(loader.calls == 3);
+  CHECK(cache.stats().evictions == 0);
+}

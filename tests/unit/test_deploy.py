@@ -17,7 +17,8 @@ import yaml
 
 from tests.integration.server import free_port, running
 from tests.models import REPO
-from torch_serving import Config, create_app
+from torch_serving import Config
+from torch_serving.app import build_app
 
 KUBERNETES = sorted((REPO / "deploy" / "kubernetes").glob("*.yaml"))
 INFERENCE_SERVICE = REPO / "deploy" / "kserve" / "inferenceservice.yaml"
@@ -92,7 +93,9 @@ def test_manifests_agree_with_the_server(where, container, tmp_path):
     port = container["ports"][0]["containerPort"]
     assert config.port == port == 8080
     assert container["volumeMounts"][0]["mountPath"] == env["TORCH_SERVING_MODEL_ROOT"]
-    client = falcon.testing.TestClient(create_app(config))
+    app, preload = build_app(config)
+    assert preload.wait(30)  # the manifests preload: readiness waits for it
+    client = falcon.testing.TestClient(app)
     for probe in ("readinessProbe", "livenessProbe"):
         if probe in container:
             assert client.simulate_get(container[probe]["httpGet"]["path"]).status_code == 200
