@@ -160,10 +160,13 @@ def _shared_directory():
     # Read by prometheus-client when a worker imports it, and by torch_serving.repository.
     os.environ[MULTIPROCESS_DIR] = metrics
     os.environ[SHARED_DIR] = directory
+    master = os.getpid()
     try:
         yield
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        # A worker is forked inside this block and leaves it too when it exits.
+        if os.getpid() == master:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _worker_exited(server, worker) -> None:

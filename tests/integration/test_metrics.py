@@ -101,3 +101,13 @@ def test_counters_are_exact_over_two_workers(model_root, tmp_path_factory):
     assert value(found, "torch_serving_cache_failed_loads_total") == 0
     assert value(found, "torch_serving_cache_evictions_total") == 0
     assert 2 <= value(found, "torch_serving_cache_models") <= 4
+
+
+def test_the_shared_directory_is_fresh_at_start_and_removed_at_exit(model_root, tmp_path_factory):
+    scratch = tmp_path_factory.mktemp("scratch")
+    options = ["--model-root", str(model_root), "--workers", "2"]
+    with serving(tmp_path_factory, "shared-dir", *options, env={"TMPDIR": str(scratch)}) as server:
+        (shared,) = scratch.glob("torch-serving-*")
+        assert requests.get(server.url + "/metrics", timeout=30).ok
+        assert any((shared / "metrics").iterdir())
+    assert not list(scratch.glob("torch-serving-*"))
