@@ -71,6 +71,7 @@ $(VENV)/.bench-deps: requirements/bench.txt $(VENV)/.deps
 bench: setup $(VENV)/.bench-deps
 	$(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-columns=median,iqr,rounds --benchmark-sort=name
 	$(PY) -m benchmarks.pt2
+	$(PY) -m benchmarks.in_process
 	$(PY) -m benchmarks.load
 	$(PY) -m benchmarks.settings --settings 2x4x1,2x4x1/metrics-off --workloads tiny --wrk-threads 2 --rounds 5
 
