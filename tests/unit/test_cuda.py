@@ -83,3 +83,22 @@ def test_nested_inputs_are_moved_to_the_models_device(model_root):
     )
     assert result.status_code == 200, result.text
     assert result.json["result"]["value"] == [11]
+
+
+def test_a_cuda_package_serves_on_cuda_and_is_refused_on_cpu(tmp_path):
+    from tests.packages import NestedModel, nested_args
+    from torch_serving import ModelLoadError, package
+
+    batch = torch.export.Dim("batch", min=1, max=64)
+    on_device = tuple(
+        arg.cuda() if isinstance(arg, torch.Tensor) else {k: v.cuda() for k, v in arg.items()} for arg in nested_args(2)
+    )
+    package(NestedModel().cuda(), on_device, ({0: batch}, {"bias": {0: batch}, "scale": None}), tmp_path / "gpu.pt2")
+    x, extra = nested_args(3)
+    body = body_of(tensor_json(x), {"type": "tensor_dict", "value": {k: tensor_json(v) for k, v in extra.items()}})
+    answer = json.loads(Server(str(tmp_path), 2, 0, "cuda").serve("gpu.pt2", "gpu.pt2", body))["result"]["value"]
+    y = torch.tensor(answer["y"]["value"]).reshape(answer["y"]["shape"])
+    torch.testing.assert_close(y, NestedModel()(x, extra)["y"], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ModelLoadError) as error:
+        Server(str(tmp_path), 2, 0, "cpu").metadata("gpu.pt2", "gpu")
+    assert str(error.value) == "gpu was compiled for cuda, but this server runs models on cpu"

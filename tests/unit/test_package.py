@@ -205,6 +205,13 @@ def test_packages_for_another_target_are_refused(packages, tmp_path):
     assert str(error.value) == "gpu was compiled for cuda, but this server runs models on cpu"
 
 
+def test_a_cpu_package_on_a_cuda_server_is_refused_before_touching_the_device(packages, tmp_path):
+    install({"nested.pt2": packages["nested.pt2"]}, tmp_path)
+    with pytest.raises(ModelLoadError) as error:
+        Server(str(tmp_path), 4, 0, "cuda").metadata("nested.pt2", "nested")
+    assert str(error.value) == "nested was compiled for cpu, but this server runs models on cuda"
+
+
 def test_a_package_for_missing_vector_instructions_is_refused(packages, tmp_path):
     capabilities = torch._C._cpu._get_cpu_capability()
     if capabilities.get("amx_tile"):
