@@ -801,3 +801,48 @@ def test_head_answers_wherever_get_does(client):
         assert head.status_code == got.status_code == 200, path
         assert head.content == b""
         assert head.headers["content-length"] == str(len(got.content))
+
+
+def test_repository_and_statistics_refusals(model_root):
+    client = falcon.testing.TestClient(create_app(Config(model_root=model_root)))
+    missing = client.simulate_post("/v2/repository/models/nope/load")
+    assert (missing.status_code, missing.json) == (
+        404,
+        {"error": "no model file nope, nope.pt or nope.pt2 under the model root"},
+    )
+    assert client.simulate_get("/v2/repository/index").status_code == 405
+    bad = client.simulate_post("/v2/repository/index", body=b"[1]")
+    assert (bad.status_code, bad.json) == (400, {"error": "a repository request body must be empty or a JSON object"})
+    assert client.simulate_get("/v2/models/nope/stats").status_code == 404
+    unloaded = client.simulate_post("/v2/repository/models/tiny/unload")
+    assert (unloaded.status_code, unloaded.json) == (200, {})
+    off = falcon.testing.TestClient(create_app(Config(model_root=model_root, metrics=False)))
+    refused = off.simulate_get("/v2/models/stats")
+    assert (refused.status_code, refused.json) == (
+        400,
+        {"error": "statistics come from the metrics, which --metrics off turned off"},
+    )
+    assert off.simulate_get("/metrics").status_code == 404
+
+
+def test_repository_load_and_unload_in_one_worker(model_root):
+    app_client = falcon.testing.TestClient(create_app(Config(model_root=model_root)))
+    assert app_client.simulate_post("/v2/repository/models/nested/triple/load").status_code == 200
+    index = {e["name"]: e for e in app_client.simulate_post("/v2/repository/index").json}
+    assert index["nested/triple"]["state"] == "READY"
+    assert index["tiny"] == {
+        "name": "tiny",
+        "version": "1",
+        "state": "UNAVAILABLE",
+        "reason": "not loaded; loads on its first request",
+    }
+    assert app_client.simulate_post("/v2/repository/models/nested/triple/unload").status_code == 200
+    ready = app_client.simulate_post("/v2/repository/index", json={"ready": True}).json
+    assert "nested/triple" not in {e["name"] for e in ready}
+
+
+def test_repository_names_are_the_names_that_find_the_files():
+    from torch_serving.repository import model_name
+
+    files = {"a.pt", "a.pt2", "b.pt2", "dir/c.pt"}
+    assert [model_name(f, files) for f in sorted(files)] == ["a", "a.pt2", "b", "dir/c"]
