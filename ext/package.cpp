@@ -132,6 +132,7 @@ TensorSpec read_tensor_spec(element e, const std::string& name) {
 }
 
 struct Description {
+  std::string torch_version;  // of the torch that made the package; empty if unknown
   std::vector<std::string> arguments;
   std::vector<TensorSpec> inputs;
   std::vector<TensorSpec> outputs;
@@ -147,6 +148,7 @@ Description read_description(const std::string& text, const std::string& name) {
       doc["outputs"].get_array().get(outputs)) {
     fail_metadata(name, "it lacks arguments, inputs or outputs");
   }
+  if (element version; !doc["torch"].get(version)) description.torch_version = read_text(version, name, "torch");
   for (element e : arguments) description.arguments.push_back(read_text(e, name, "an argument's name"));
   for (element e : inputs) description.inputs.push_back(read_tensor_spec(e, name));
   for (element e : outputs) description.outputs.push_back(read_tensor_spec(e, name));
@@ -224,16 +226,20 @@ std::shared_ptr<const Package> Package::load(const ModelFile& file, const std::s
   if (auto it = metadata.find(kPackageMetadataKey); it != metadata.end()) {
     description = read_description(it->second, name);
   }
+  // A package from torch_serving.package() says which torch made it.
+  const std::string made_by = description.torch_version.empty() || description.torch_version == kTorchVersion
+                                  ? ""
+                                  : " (it was made by torch " + description.torch_version + ")";
   try {
     std::lock_guard<std::mutex> lock(loader_construction());
     package->loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
         path, kModelName, /*run_single_threaded=*/false, std::max<size_t>(runners, 1),
         device.has_index() ? device.index() : c10::DeviceIndex(-1));
   } catch (const c10::Error& e) {
-    throw ModelLoadError(name + " cannot be loaded by torch " + kTorchVersion + ": " +
+    throw ModelLoadError(name + " cannot be loaded by torch " + kTorchVersion + made_by + ": " +
                          without_paths(essential_message(e.what_without_backtrace())));
   } catch (const std::exception& e) {
-    throw ModelLoadError(name + " cannot be loaded by torch " + kTorchVersion + ": " +
+    throw ModelLoadError(name + " cannot be loaded by torch " + kTorchVersion + made_by + ": " +
                          without_paths(essential_message(e.what())));
   }
   const std::vector<std::string> call_spec = package->loader_->get_call_spec();

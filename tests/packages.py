@@ -1,8 +1,9 @@
 """Small AOTInductor packages (.pt2) for the tests, compiled once and cached.
 
 A compile takes tens of seconds here, so packages are kept under
-``.cache/pt2/`` keyed by the torch version and this file's contents: a rerun
-with the same torch and models reuses them; any change recompiles.
+``.cache/pt2/`` keyed by the torch version and the contents of this file and
+``torch_serving/export.py``: a rerun with the same torch, models and
+packaging reuses them; any change recompiles.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def plain_args(batch: int) -> tuple:
 
 
 def _cache_dir() -> Path:
-    fingerprint = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    # What makes the packages: these models and torch_serving.package().
+    sources = Path(__file__).read_bytes() + (REPO / "torch_serving" / "export.py").read_bytes()
+    fingerprint = hashlib.sha256(sources).hexdigest()[:12]
     return CACHE / f"torch-{torch.__version__}-{fingerprint}"
 
 
@@ -103,6 +106,7 @@ EXAMPLE_SCRIPTS = ("create_pt2_model.py", "create_model.py", "create_image_model
 def build_examples() -> Path:
     """Return the folder holding example/create_pt2_model.py's packages, made once per torch and script version."""
     scripts = b"".join((REPO / "example" / name).read_bytes() for name in EXAMPLE_SCRIPTS)
+    scripts += (REPO / "torch_serving" / "export.py").read_bytes()
     folder = CACHE / f"examples-torch-{torch.__version__}-{hashlib.sha256(scripts).hexdigest()[:12]}"
     if not (folder / "classifier.pt2").exists():
         partial = folder.with_name(folder.name + "-partial")

@@ -93,7 +93,8 @@ def _describe(exported: torch.export.ExportedProgram, arguments: list[str]) -> d
         for value in output_node.args[0]
         if getattr(value, "name", None) in user_outputs
     ]
-    return {"arguments": arguments, "inputs": inputs, "outputs": outputs}
+    torch_version = torch.__version__.split("+")[0]
+    return {"torch": torch_version, "arguments": arguments, "inputs": inputs, "outputs": outputs}
 
 
 def _tensor(name: str | None, value: torch.Tensor, ranges: Mapping[Any, Any]) -> dict[str, Any]:

@@ -250,6 +250,25 @@ def test_a_package_this_torch_cannot_load_is_refused_without_server_paths(packag
     assert "/" not in message
 
 
+def test_a_package_from_another_torch_that_does_not_load_says_which(packages, tmp_path):
+    description = json.loads(
+        torch._C._aoti.AOTIModelPackageLoader.load_metadata_from_package(str(packages["nested.pt2"]), "model")[
+            "torch_serving"
+        ]
+    )
+    with_metadata(
+        packages["nested.pt2"], tmp_path / "old.pt2", torch_serving=json.dumps({**description, "torch": "2.9.0"})
+    )
+    with zipfile.ZipFile(tmp_path / "old.pt2") as old, zipfile.ZipFile(tmp_path / "older.pt2", "w") as new:
+        for item in old.infolist():
+            if not item.filename.endswith(".so"):
+                new.writestr(item, old.read(item))
+    with pytest.raises(ModelLoadError) as error:
+        Server(str(tmp_path), 4, 0).metadata("older.pt2", "older")
+    release = torch.__version__.split("+")[0]
+    assert str(error.value).startswith(f"older cannot be loaded by torch {release} (it was made by torch 2.9.0): ")
+
+
 def test_package_metadata_records_what_export_declared(packages):
     description = json.loads(
         torch._C._aoti.AOTIModelPackageLoader.load_metadata_from_package(str(packages["nested.pt2"]), "model")[
@@ -257,6 +276,7 @@ def test_package_metadata_records_what_export_declared(packages):
         ]
     )
     assert description["arguments"] == ["x", "extra"]
+    assert description["torch"] == torch.__version__.split("+")[0]
     x, bias, scale = description["inputs"]
     assert (x["name"], x["dtype"], x["dims"][1]) == ("x", "float32", 4)
     assert {k: v for k, v in x["dims"][0].items() if k != "symbol"} == {"min": 1, "max": 64}
