@@ -111,3 +111,35 @@ def test_the_shared_directory_is_fresh_at_start_and_removed_at_exit(model_root, 
         assert requests.get(server.url + "/metrics", timeout=30).ok
         assert any((shared / "metrics").iterdir())
     assert not list(scratch.glob("torch-serving-*"))
+
+
+def test_a_dead_workers_counters_still_count_and_its_gauge_does_not(model_root, tmp_path_factory):
+    import os
+    import signal
+
+    options = ["--model-root", str(model_root), "--workers", "2"]
+    with serving(tmp_path_factory, "metrics-dead-worker", *options) as server:
+        body = body_of(tensor_json(torch.ones(1, 4)))
+        served = {}
+        for _ in range(20):
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda _: serve_tiny(server.url, body, 5), range(8)))
+            served = {
+                pid: document["stats"]["models"].get("tiny.pt", {}).get("requests", 0)
+                for pid, document in cache_of_every_worker(server).items()
+            }
+            if all(served.values()):
+                break
+        sent = sum(served.values())
+
+        def counted(found):
+            return value(found, "torch_serving_requests_total", model="tiny.pt", endpoint="serve", status="200") == sent
+
+        before = wait_for(server, counted)
+        assert counted(before) and value(before, "torch_serving_cache_models") == 2
+        victim = next(iter(served))
+        os.kill(victim, signal.SIGKILL)
+        # Once a fresh worker replaced it: the dead one's requests still count, its models do not.
+        after = wait_for(server, lambda f: victim not in server.workers() and len(server.workers()) == 2 and counted(f))
+        assert counted(after)
+        assert value(after, "torch_serving_cache_models") == 1
