@@ -8,13 +8,19 @@ over the rounds. The classifier is example/create_image_model.py's (same
 weights); the package is compiled here by ``torch_serving.package``, which
 takes tens of seconds.
 
-Run: .venv/bin/python -m benchmarks.pt2 [--rounds 15] [--calls 200]
+Then the same two requests under load: one torch-serving with its defaults
+(gunicorn gthread 2 workers x 4 threads, torch threads 1) serving both
+files, wrk with 2 threads (competing for the cores) and 8 connections,
+interleaved rounds, medians of requests/s and server CPU time per request.
+
+Run: .venv/bin/python -m benchmarks.pt2 [--rounds 15] [--calls 200] [--load-rounds 5] [--seconds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import warnings
@@ -23,6 +29,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.in_process import fastest_us
+from benchmarks.load import Target, interleaved_rounds, wrk_script
+from tests.integration.server import cli_command, free_port, running
 from torch_serving import RequestBody, Server, package
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "example"))
@@ -51,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--load-rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=3)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     image = torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(0))
@@ -84,6 +94,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {kind:<22}{times[kind]:>9.1f} us CPU per request")
         ratio = times["TorchScript (.pt)"] / times["AOTInductor (.pt2)"]
         print(f"  .pt2 / .pt speed: {ratio:.2f}x (answers equal within 1e-4)")
+
+        port = free_port()
+        command = cli_command(port, "--model-root", str(root), "--log-level", "warning")
+        with running(command, port, root / "server.log") as running_server:
+            targets = {
+                kind: Target(
+                    running_server.process.pid,
+                    f"{running_server.url}/v2/models/{model}/infer",
+                    wrk_script(root, model, body, header),
+                )
+                for kind, (model, body, header) in requests.items()
+            }
+            rounds = interleaved_rounds(targets, args.load_rounds, args.seconds, connections=8, wrk_threads=2)
+        print(f"under load: torch-serving defaults, wrk -t2 -c8, {args.load_rounds} rounds x {args.seconds}s, medians")
+        rates = {}
+        for kind, results in rounds.items():
+            rates[kind] = statistics.median(r.rate for r in results)
+            cpu = statistics.median(r.cpu_ms_per_request for r in results)
+            print(f"  {kind:<22}{rates[kind]:>9.0f} requests/s, {cpu:.3f} CPU ms per request")
+        print(f"  .pt2 / .pt rate: {rates['AOTInductor (.pt2)'] / rates['TorchScript (.pt)']:.2f}x")
     return 0
 
 

@@ -361,13 +361,7 @@ std::vector<c10::IValue> Package::bind_inputs(v2::Request& request) const {
   for (v2::Input& input : request.inputs) {
     auto named = std::find(input_names_.begin(), input_names_.end(), input.name);
     size_t position = size_t(named - input_names_.begin());
-    if (named == input_names_.end()) {
-      const std::string_view prefix = "INPUT__";
-      const std::string digits = input.name.substr(std::min(input.name.size(), prefix.size()));
-      const bool positional = input.name.rfind(prefix, 0) == 0 && !digits.empty() && digits.size() < 9 &&
-                              digits.find_first_not_of("0123456789") == std::string::npos;
-      position = positional ? std::stoul(digits) : input_names_.size();
-    }
+    if (named == input_names_.end()) position = v2::position_in(input.name).value_or(input_names_.size());
     if (position >= input_names_.size()) {
       std::string names;
       for (const auto& n : input_names_) names += (names.empty() ? "" : ", ") + n;
@@ -409,8 +403,8 @@ v2::ModelDescription Package::describe() const {
         to.push_back({names[i], "FP32", {-1}});
         continue;
       }
-      const v2::Datatype* datatype = v2::datatype_of(specs[i].dtype);
-      to.push_back({names[i], datatype ? datatype->name : std::string_view("BYTES"), specs[i].shape});
+      // Metadata dtypes are /serve dtype names, every one of which V2 expresses.
+      to.push_back({names[i], v2::datatype_of(specs[i].dtype)->name, specs[i].shape});
     }
   };
   add(model.inputs, input_names_, input_specs_);

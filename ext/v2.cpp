@@ -345,17 +345,6 @@ c10::IValue to_argument(Input& input, const c10::Argument& param) {
   return input.tensor;
 }
 
-// The argument position an input named like `INPUT__3` gives, if any.
-std::optional<size_t> position_in(std::string_view name) {
-  size_t mark = name.rfind("__");
-  if (mark == std::string_view::npos || mark + 2 == name.size()) return std::nullopt;
-  size_t position = 0;
-  for (char c : name.substr(mark + 2)) {
-    if (c < '0' || c > '9' || position > 1'000'000) return std::nullopt;
-    position = position * 10 + size_t(c - '0');
-  }
-  return position;
-}
 
 std::string argument_names(const std::vector<c10::Argument>& params) {
   std::string names;
@@ -510,6 +499,17 @@ void write_descriptions(const std::vector<TensorDescription>& tensors, std::stri
 }
 
 }  // namespace
+
+std::optional<size_t> position_in(std::string_view name) {
+  size_t mark = name.rfind("__");
+  if (mark == std::string_view::npos || mark + 2 == name.size()) return std::nullopt;
+  size_t position = 0;
+  for (char c : name.substr(mark + 2)) {
+    if (c < '0' || c > '9' || position > 1'000'000) return std::nullopt;
+    position = position * 10 + size_t(c - '0');
+  }
+  return position;
+}
 
 const Datatype* datatype_of(at::ScalarType dtype) {
   for (const auto& d : kDatatypes) {

@@ -70,6 +70,9 @@ struct ModelDescription {
 // A result's parts as V2 outputs, with their names.
 using NamedOutputs = std::vector<std::pair<std::string, c10::IValue>>;
 
+// The position an input named like `INPUT__3` gives, if any.
+std::optional<size_t> position_in(std::string_view name);
+
 // Returns the datatype `dtype` is sent as, or null for one V2 cannot express.
 const Datatype* datatype_of(at::ScalarType dtype);
 

@@ -54,8 +54,9 @@ class NativeRunner:
         """
         return self._call(arrived, fn, args, ())
 
-    def run_measured(self, arrived: float, times: PhaseTimes, fn: Callable[..., T], *args: object) -> T:
-        """Run ``fn(*args)`` as ``run`` does; ``fn`` (``Server.serve`` or ``infer``) records its phases in ``times``."""
+    def run_measured(self, arrived: float, times: PhaseTimes | None, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)`` as ``run`` does; ``fn`` (``Server.serve`` or ``infer``) records its phases in
+        ``times`` (nothing when None)."""
         return self._call(arrived, fn, args, (times,))
 
     def _call(self, arrived: float, fn: Callable[..., T], args: tuple, extra: tuple) -> T:

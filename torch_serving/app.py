@@ -77,11 +77,13 @@ class ServeResource:
         self._runner = runner
         self._root = config.model_root
         self._max_body_size = config.max_body_size
+        self._measured = config.metrics
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         arrived = arrival_time()
         context = req.context
-        context.arrived, context.endpoint, context.model, context.times = arrived, "serve", "", PhaseTimes()
+        times = PhaseTimes() if self._measured else None
+        context.arrived, context.endpoint, context.model, context.times = arrived, "serve", "", times
         identifier = _identifier(req)
         invalidation_prob = _probability(req)
         path = resolve_model(self._root, identifier)

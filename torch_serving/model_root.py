@@ -9,7 +9,11 @@ from pathlib import Path
 
 from torch_serving._native import ModelNotFoundError
 
-__all__ = ["IdentifierError", "resolve_model"]
+__all__ = ["MODEL_SUFFIXES", "IdentifierError", "glob_models", "resolve_model"]
+
+# The model files served: TorchScript, then AOTInductor packages (the order
+# in which a V2 name without its suffix finds them).
+MODEL_SUFFIXES = (".pt", ".pt2")
 
 # What a failed look-up says when nothing is there to serve.
 _ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP})
@@ -70,6 +74,24 @@ def resolve_model(root: Path, identifier: str, label: str = "servable_identifier
     if not parts or not stat.S_ISREG(mode):
         raise _not_found(identifier)
     return "/".join(parts)
+
+
+def glob_models(root: Path, pattern: str) -> tuple[list[str], dict[str, str]]:
+    """Return the regular files under ``root`` that the glob ``pattern`` matches, as
+    ``resolve_model`` resolves them (sorted), and those it refuses, with why.
+
+    Raises:
+        ValueError: ``pattern`` is not a glob.
+    """
+    found, refused = [], {}
+    for path in sorted(root.glob(pattern)):
+        if not path.is_file():
+            continue
+        try:
+            found.append(resolve_model(root, str(path.relative_to(root))))
+        except (IdentifierError, ModelNotFoundError, ValueError) as error:
+            refused[str(path)] = str(error)  # e.g. a symlink out of the root
+    return found, refused
 
 
 def _resolve_through_links(root_text: str, identifier: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from torch_serving._native import ServeError, Server
-from torch_serving.model_root import IdentifierError, resolve_model
+from torch_serving.model_root import glob_models
 
 __all__ = ["Preload"]
 
@@ -64,22 +64,15 @@ class Preload:
     def _files(self) -> list[str]:
         found: dict[str, None] = {}
         for pattern in self._patterns:
-            matched = False
             try:
-                paths = sorted(self._root.glob(pattern))
+                matched, refused = glob_models(self._root, pattern)
             except ValueError as error:  # a malformed glob
                 self._failed[pattern] = str(error)
                 _log.error("preload: %r is not a glob: %s", pattern, error)
                 continue
-            for path in paths:
-                if not path.is_file():
-                    continue
-                matched = True
-                try:
-                    found[resolve_model(self._root, str(path.relative_to(self._root)))] = None
-                except (IdentifierError, ServeError, ValueError) as error:
-                    self._failed[str(path)] = str(error)
-            if not matched:
+            self._failed.update(refused)
+            found.update(dict.fromkeys(matched))
+            if not matched and not refused:
                 _log.warning("preload: %r matches no model file under the model root", pattern)
         return list(found)
 

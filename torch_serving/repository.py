@@ -23,13 +23,12 @@ from typing import Any
 
 from torch_serving._native import ServeError, Server
 from torch_serving.cli import SHARED_DIR
-from torch_serving.model_root import resolve_model
+from torch_serving.model_root import MODEL_SUFFIXES, glob_models
 
 __all__ = ["SHARED_DIR", "Repository", "model_name"]
 
 _LOG_NAME = "repository.log"
 _SYNC_INTERVAL_S = 0.5
-_SUFFIXES = (".pt", ".pt2")
 
 _log = logging.getLogger("torch_serving")
 
@@ -68,6 +67,7 @@ class Repository:
         """Every servable file under the root, with its state in this worker."""
         self.sync()
         files = self.files()
+        names = set(files)
         cached = set(self._server.cached_paths())
         entries = []
         for relative in files:
@@ -75,7 +75,7 @@ class Repository:
             if ready_only and not ready:
                 continue
             entry = {
-                "name": model_name(relative, set(files)),
+                "name": model_name(relative, names),
                 "version": "1",
                 "state": "READY" if ready else "UNAVAILABLE",
             }
@@ -139,15 +139,7 @@ class Repository:
 
     def files(self) -> list[str]:
         """The servable files under the root, relative to it, sorted."""
-        found = []
-        for path in sorted(self._root.rglob("*")):
-            if path.suffix not in _SUFFIXES or not path.is_file():
-                continue
-            try:
-                found.append(resolve_model(self._root, str(path.relative_to(self._root))))
-            except (ServeError, ValueError):
-                continue  # a symlink out of the root
-        return found
+        return sorted(file for suffix in MODEL_SUFFIXES for file in glob_models(self._root, "**/*" + suffix)[0])
 
     def _follow(self) -> None:
         while True:

@@ -18,7 +18,7 @@ from torch_serving._native import ModelNotFoundError, PhaseTimes, Server
 from torch_serving.admission import NativeRunner
 from torch_serving.config import Config
 from torch_serving.errors import RequestError
-from torch_serving.model_root import resolve_model
+from torch_serving.model_root import MODEL_SUFFIXES, resolve_model
 from torch_serving.metrics import Metrics
 from torch_serving.preload import Preload
 from torch_serving.repository import Repository, model_name
@@ -37,8 +37,6 @@ _MODEL_PATH = re.compile(
 _REPOSITORY_PATH = re.compile(r"^/v2/repository/(?:index|models/(?P<name>.+)/(?P<action>load|unload))$")
 _LABEL = "model name"
 _MAX_REPOSITORY_BODY = 64 * 1024
-# Tried in order after the name itself: TorchScript, then AOTInductor packages.
-_SUFFIXES = (".pt", ".pt2")
 
 
 def _json(resp: falcon.Response, document: dict) -> None:
@@ -100,6 +98,7 @@ class ModelSink:
         self._root = config.model_root
         self._max_body_size = config.max_body_size
         self._statistics = statistics
+        self._measured = config.metrics
 
     def __call__(
         self,
@@ -123,7 +122,8 @@ class ModelSink:
         if action == "/infer":
             # Marks an inference request for metrics, also when the model is not found.
             context = req.context
-            context.arrived, context.endpoint, context.model, context.times = arrived, "infer", "", PhaseTimes()
+            times = PhaseTimes() if self._measured else None
+            context.arrived, context.endpoint, context.model, context.times = arrived, "infer", "", times
         path = _resolve(self._root, name, version)
         if action == "/infer":
             context.model = path
@@ -250,9 +250,9 @@ def _resolve(root: Path, name: str, version: str | None) -> str:
     try:
         return resolve_model(root, name, _LABEL)
     except ModelNotFoundError:
-        if name.endswith((".pt", ".pt2")):
+        if name.endswith(MODEL_SUFFIXES):
             raise
-    for suffix in _SUFFIXES:
+    for suffix in MODEL_SUFFIXES:
         try:
             return resolve_model(root, name + suffix, _LABEL)
         except ModelNotFoundError:

@@ -31,13 +31,6 @@ def server(package_root, tmp_path_factory):
         yield running_server
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    triton = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
-    yield triton
-    triton.close()
-
-
 def as_tensor(obj: dict) -> torch.Tensor:
     return torch.tensor(obj["value"]).reshape(obj["shape"])
 
@@ -66,7 +59,7 @@ def test_concurrent_clients_on_one_package(server):
 
 
 @pytest.mark.parametrize("binary", [False, True])
-def test_tritonclient_infers_a_described_package(client, binary):
+def test_tritonclient_infers_a_described_package(triton, binary):
     x, extra = nested_args(3)
     inputs = []
     for name, tensor in (("x", x), ("extra_bias", extra["bias"]), ("extra_scale", extra["scale"])):
@@ -74,7 +67,7 @@ def test_tritonclient_infers_a_described_package(client, binary):
         tensor_input.set_data_from_numpy(tensor.numpy(), binary_data=binary)
         inputs.append(tensor_input)
     outputs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in ("y", "pair.0", "pair.1")]
-    result = client.infer("nested", inputs, outputs=outputs)
+    result = triton.infer("nested", inputs, outputs=outputs)
     expected = NestedModel()(x, extra)
     np.testing.assert_allclose(result.as_numpy("y"), expected["y"].detach().numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(result.as_numpy("pair.0"), expected["pair"][0].numpy(), rtol=1e-5, atol=1e-5)
@@ -82,30 +75,30 @@ def test_tritonclient_infers_a_described_package(client, binary):
 
 
 @pytest.mark.parametrize("binary", [False, True])
-def test_tritonclient_infers_a_plain_package_by_position(client, binary):
+def test_tritonclient_infers_a_plain_package_by_position(triton, binary):
     a, b = plain_args(4)
     inputs = []
     for name, tensor in (("INPUT__0", a), ("INPUT__1", b)):
         tensor_input = httpclient.InferInput(name, list(tensor.shape), "FP32")
         tensor_input.set_data_from_numpy(tensor.numpy(), binary_data=binary)
         inputs.append(tensor_input)
-    result = client.infer("plain", inputs)
+    result = triton.infer("plain", inputs)
     summed, total = PlainModel()(a, b)
     np.testing.assert_allclose(result.as_numpy("OUTPUT__0"), summed.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(result.as_numpy("OUTPUT__1"), total.numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_tritonclient_metadata_of_both_kinds(client):
-    nested = client.get_model_metadata("nested")
+def test_tritonclient_metadata_of_both_kinds(triton):
+    nested = triton.get_model_metadata("nested")
     assert nested["platform"] == "torch_aoti"
     assert [(i["name"], i["datatype"], i["shape"]) for i in nested["inputs"]] == [
         ("x", "FP32", [-1, 4]),
         ("extra_bias", "FP32", [-1, 3]),
         ("extra_scale", "FP32", [5]),
     ]
-    plain = client.get_model_metadata("plain")
+    plain = triton.get_model_metadata("plain")
     assert [i["name"] for i in plain["inputs"]] == ["INPUT__0", "INPUT__1"]
-    assert client.get_model_config("plain")["platform"] == "torch_aoti"
+    assert triton.get_model_config("plain")["platform"] == "torch_aoti"
 
 
 def test_refusals_through_http(server):

@@ -21,13 +21,6 @@ def server(model_root, tmp_path_factory):
         yield running
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    triton = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
-    yield triton
-    triton.close()
-
-
 def eventually(check, timeout_s: float = 10.0):
     """Return ``check()`` once it is truthy (workers act on each other's calls within a second)."""
     deadline = time.monotonic() + timeout_s
@@ -43,12 +36,12 @@ def infer_tiny(url: str) -> None:
     assert requests.post(url + "/v2/models/tiny/infer", json=body, headers={"Connection": "close"}, timeout=30).ok
 
 
-def test_statistics_count_every_workers_requests(server, client):
+def test_statistics_count_every_workers_requests(server, triton):
     for _ in range(30):
         infer_tiny(server.url)
 
     def tiny_stats():
-        stats = client.get_inference_statistics("tiny")["model_stats"]
+        stats = triton.get_inference_statistics("tiny")["model_stats"]
         return stats if stats[0]["inference_stats"]["success"]["count"] == 30 else None
 
     (tiny,) = eventually(tiny_stats)
@@ -59,12 +52,12 @@ def test_statistics_count_every_workers_requests(server, client):
     assert phases["success"]["ns"] > phases["compute_infer"]["ns"] > 0
     assert phases["fail"] == {"count": 0, "ns": 0}
     assert tiny["last_inference"] > (time.time() - 600) * 1000
-    every = client.get_inference_statistics()["model_stats"]
+    every = triton.get_inference_statistics()["model_stats"]
     assert {"tiny", "nested/triple", "model-example"} <= {entry["name"] for entry in every}
 
 
-def test_the_repository_index_lists_every_servable_file(server, client):
-    index = client.get_model_repository_index()  # tritonclient posts an empty body
+def test_the_repository_index_lists_every_servable_file(server, triton):
+    index = triton.get_model_repository_index()  # tritonclient posts an empty body
     by_name = {entry["name"]: entry for entry in index}
     assert {"tiny", "nested/triple", "corrupt", "model-example"} <= set(by_name)
     assert all(entry["version"] == "1" and entry["state"] in {"READY", "UNAVAILABLE"} for entry in index)
@@ -72,19 +65,19 @@ def test_the_repository_index_lists_every_servable_file(server, client):
     assert all(entry["state"] == "READY" for entry in ready)
 
 
-def test_load_and_unload_are_seen_by_both_workers(server, client):
-    client.load_model("nested/triple")
+def test_load_and_unload_are_seen_by_both_workers(server, triton):
+    triton.load_model("nested/triple")
     eventually(lambda: all("nested/triple.pt" in c["models"] for c in cache_of_every_worker(server).values()))
     infer_tiny(server.url)
-    client.unload_model("nested/triple")
+    triton.unload_model("nested/triple")
     eventually(lambda: all("nested/triple.pt" not in c["models"] for c in cache_of_every_worker(server).values()))
     # Unloaded models still load on demand.
     x = httpclient.InferInput("x", [1], "FP32")
     x.set_data_from_numpy(np.array([2.0], dtype=np.float32))
-    assert client.infer("nested/triple", [x]).as_numpy("OUTPUT__0").tolist() == [6.0]
+    assert triton.infer("nested/triple", [x]).as_numpy("OUTPUT__0").tolist() == [6.0]
 
 
-def test_loading_a_broken_model_answers_its_error(client):
+def test_loading_a_broken_model_answers_its_error(triton):
     with pytest.raises(Exception) as error:
-        client.load_model("corrupt")
+        triton.load_model("corrupt")
     assert "corrupt.pt is not a loadable TorchScript module" in str(error.value)

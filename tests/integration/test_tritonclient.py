@@ -54,31 +54,24 @@ def server(model_root, tmp_path_factory):
         yield running_server
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    triton = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
-    yield triton
-    triton.close()
-
-
 def input_of(name: str, array: np.ndarray, datatype: str, binary: bool) -> httpclient.InferInput:
     tensor = httpclient.InferInput(name, list(array.shape), datatype)
     tensor.set_data_from_numpy(array, binary_data=binary)
     return tensor
 
 
-def test_health_and_server_metadata(client):
-    assert client.is_server_live() and client.is_server_ready()
-    metadata = client.get_server_metadata()
+def test_health_and_server_metadata(triton):
+    assert triton.is_server_live() and triton.is_server_ready()
+    metadata = triton.get_server_metadata()
     assert metadata["name"] == "torch-serving" and "binary_tensor_data" in metadata["extensions"]
 
 
-def test_model_readiness_and_metadata(client):
-    assert client.is_model_ready("tiny") and client.is_model_ready("tiny", "1")
-    assert client.is_model_ready("nested/triple")
-    assert not client.is_model_ready("nope") and not client.is_model_ready("tiny", "2")
-    assert not client.is_model_ready("corrupt")
-    metadata = client.get_model_metadata("pair")
+def test_model_readiness_and_metadata(triton):
+    assert triton.is_model_ready("tiny") and triton.is_model_ready("tiny", "1")
+    assert triton.is_model_ready("nested/triple")
+    assert not triton.is_model_ready("nope") and not triton.is_model_ready("tiny", "2")
+    assert not triton.is_model_ready("corrupt")
+    metadata = triton.get_model_metadata("pair")
     assert metadata["platform"] == "pytorch_torchscript" and metadata["versions"] == ["1"]
     assert [(i["name"], i["datatype"]) for i in metadata["inputs"]] == [
         ("a", "FP32"),
@@ -87,7 +80,7 @@ def test_model_readiness_and_metadata(client):
     ]
     assert [o["name"] for o in metadata["outputs"]] == ["OUTPUT__0", "OUTPUT__1"]
     with pytest.raises(InferenceServerException) as error:
-        client.get_model_metadata("nope")
+        triton.get_model_metadata("nope")
     assert error.value.status() == "404"
     assert error.value.message() == "no model file nope, nope.pt or nope.pt2 under the model root"
 
@@ -97,11 +90,11 @@ def test_model_readiness_and_metadata(client):
     [(name, True) for name in ARRAYS] + [(name, False) for name in JSON_SAFE],
     ids=[f"{name}-binary" for name in ARRAYS] + [f"{name}-json" for name in JSON_SAFE],
 )
-def test_every_datatype_through_echo(client, datatype, binary):
+def test_every_datatype_through_echo(triton, datatype, binary):
     array = (ARRAYS if binary else JSON_SAFE)[datatype]
     # A List[str] argument takes BYTES of any shape, row-major; it has no shape of its own.
     model = "string_echo" if datatype == "BYTES" else "echo"
-    result = client.infer(
+    result = triton.infer(
         model,
         [input_of("x", array, datatype, binary)],
         outputs=[httpclient.InferRequestedOutput("OUTPUT__0", binary_data=binary)],
@@ -118,7 +111,7 @@ def test_every_datatype_through_echo(client, datatype, binary):
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
-def test_several_inputs_and_outputs_with_id(client, binary):
+def test_several_inputs_and_outputs_with_id(triton, binary):
     a = np.array([[1.0, 2.0]], dtype=np.float32)
     b = np.array([[10.0, 20.0]], dtype=np.float32)
     scale = np.array([0.5])
@@ -128,16 +121,16 @@ def test_several_inputs_and_outputs_with_id(client, binary):
         input_of("scale", scale, "FP64", binary),
     ]
     # No requested outputs: tritonclient asks for all of them in binary.
-    result = client.infer("pair", inputs, request_id="req-42")
+    result = triton.infer("pair", inputs, request_id="req-42")
     assert result.get_response()["id"] == "req-42"
     assert result.get_response()["model_name"] == "pair" and result.get_response()["model_version"] == "1"
     np.testing.assert_array_equal(result.as_numpy("OUTPUT__0"), a + b * 0.5)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT__1"), a * b)
 
 
-def test_inputs_by_position_and_an_explicit_version(client):
+def test_inputs_by_position_and_an_explicit_version(triton):
     a, b = np.array([3.0], dtype=np.float32), np.array([4.0], dtype=np.float32)
-    result = client.infer(
+    result = triton.infer(
         "pair",
         [input_of("INPUT__0", a, "FP32", True), input_of("INPUT__1", b, "FP32", False)],
         model_version="1",
@@ -145,12 +138,12 @@ def test_inputs_by_position_and_an_explicit_version(client):
     np.testing.assert_array_equal(result.as_numpy("OUTPUT__0"), [7.0])
 
 
-def test_requested_output_subset(client):
+def test_requested_output_subset(triton):
     inputs = [
         input_of("a", np.ones(2, np.float32), "FP32", True),
         input_of("b", np.full(2, 3, np.float32), "FP32", True),
     ]
-    result = client.infer(
+    result = triton.infer(
         "pair",
         inputs,
         outputs=[httpclient.InferRequestedOutput("OUTPUT__1", binary_data=False)],
@@ -161,11 +154,11 @@ def test_requested_output_subset(client):
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
-def test_strings_in_and_out(client, binary):
+def test_strings_in_and_out(triton, binary):
     words = np.array(["alpha", "beta"] if not binary else [b"alpha", b"beta"], dtype=np.object_)
     prefix = np.array(["re-"] if not binary else [b"re-"], dtype=np.object_)
     outputs = [httpclient.InferRequestedOutput(f"OUTPUT__{k}", binary_data=binary) for k in range(3)]
-    result = client.infer(
+    result = triton.infer(
         "words",
         [
             input_of("words", words, "BYTES", binary),
@@ -179,8 +172,8 @@ def test_strings_in_and_out(client, binary):
     assert result.as_numpy("OUTPUT__2").tolist() == [2]
 
 
-def test_scalar_dict_and_list_models(client):
-    result = client.infer(
+def test_scalar_dict_and_list_models(triton):
+    result = triton.infer(
         "scalars",
         [
             input_of("count", np.array([4], np.int64), "INT64", True),
@@ -193,9 +186,9 @@ def test_scalar_dict_and_list_models(client):
         [0.5],
         [True],
     ]
-    result = client.infer("dict_output", [input_of("w", np.array([1, 2], np.int16), "INT16", True)])
+    result = triton.infer("dict_output", [input_of("w", np.array([1, 2], np.int16), "INT16", True)])
     assert result.as_numpy("w_doubled").tolist() == [2, 4]
-    result = client.infer("list_output", [input_of("x", np.array([1.0], np.float32), "FP32", True)])
+    result = triton.infer("list_output", [input_of("x", np.array([1.0], np.float32), "FP32", True)])
     assert [result.as_numpy(f"OUTPUT__{k}").tolist() for k in range(3)] == [
         [1.0],
         [2.0],
@@ -243,22 +236,22 @@ def test_scalar_dict_and_list_models(client):
         ),
     ],
 )
-def test_errors_reach_the_client(client, model, inputs, status, message):
+def test_errors_reach_the_client(triton, model, inputs, status, message):
     with pytest.raises(InferenceServerException) as error:
-        client.infer(
+        triton.infer(
             model,
             [input_of(name, array, datatype, True) for name, array, datatype in inputs],
         )
     assert (error.value.status(), error.value.message()) == (status, message)
 
 
-def test_unknown_requested_output_and_version(client):
+def test_unknown_requested_output_and_version(triton):
     x = [input_of("x", np.ones(1, np.float32), "FP32", True)]
     with pytest.raises(InferenceServerException) as error:
-        client.infer("tiny", x, outputs=[httpclient.InferRequestedOutput("OUTPUT__9")])
+        triton.infer("tiny", x, outputs=[httpclient.InferRequestedOutput("OUTPUT__9")])
     assert error.value.message() == "requested output 'OUTPUT__9' is not among the model's outputs: OUTPUT__0"
     with pytest.raises(InferenceServerException) as error:
-        client.infer("tiny", x, model_version="3")
+        triton.infer("tiny", x, model_version="3")
     assert (error.value.status(), error.value.message()) == (
         "404",
         "model tiny has no version '3'; its only version is '1'",
