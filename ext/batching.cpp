@@ -218,7 +218,6 @@ struct Batcher::Pending {
   std::vector<c10::IValue> args;
   std::vector<at::Tensor> tensors;  // those in args, in collect_tensors' order
   int64_t rows = 0;
-  Clock::time_point arrived = Clock::now();
   bool lead = false;  // this request forms the next batch
   bool done = false;
   c10::IValue result;
@@ -251,8 +250,12 @@ c10::IValue Batcher::run(std::vector<c10::IValue> args) {
   if (!me.done) {
     // This request is the oldest waiting: it forms the next batch.
     if (policy_.max_delay_s > 0) {
-      auto until = me.arrived + std::chrono::duration_cast<Clock::duration>(
-                                    std::chrono::duration<double>(policy_.max_delay_s));
+      // Counted from now, when the model is free, not from this request's
+      // arrival: a request that waited out a forward would otherwise take
+      // only those that queued meanwhile, and under steady load batches
+      // would alternate between a few requests and the rest.
+      auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(policy_.max_delay_s));
       changed_.wait_until(lock, until, [&] {
         int64_t waiting_rows = 0;
         for (const Pending* p : queue_) waiting_rows += p->rows;

@@ -21,7 +21,7 @@ namespace torch_serving {
 // What a model declares in the `torch_serving.json` file of its archive.
 struct BatchPolicy {
   int64_t max_batch_size = 0;  // rows (dimension 0) per forward; below 2, no batching
-  double max_delay_s = 0;      // how long a batch's first request waits for more; 0: never
+  double max_delay_s = 0;      // how long a batch's first request waits for more once the model is free; 0: never
 
   bool enabled() const { return max_batch_size > 1; }
 };
@@ -38,11 +38,11 @@ using Warn = std::function<void(const std::string&)>;
 
 // Merges concurrent calls of one model's forward. Thread-safe.
 //
-// The first request to find no forward running leads: it waits up to the
-// policy's delay for more requests, takes those that can be merged with it
-// (see `run`), up to `max_batch_size` rows, runs them as one forward, and
-// hands the lead to the oldest request still waiting. Requests wait in the
-// threads that run them.
+// The first request to find no forward running leads: from when it takes
+// the lead, it waits up to the policy's delay for more requests, takes
+// those that can be merged with it (see `run`), up to `max_batch_size`
+// rows, runs them as one forward, and hands the lead to the oldest request
+// still waiting. Requests wait in the threads that run them.
 class Batcher {
  public:
   using Forward = std::function<c10::IValue(std::vector<c10::IValue>)>;
