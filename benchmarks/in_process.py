@@ -8,7 +8,7 @@ of a shared machine inflate nothing but the slower rounds):
   gunicorn;
 * our native call alone (`Server.serve`), with no executor and through an
   executor (the inline path for quick calls);
-* the example model's forward on 1, 2, 4 and 8 rows, which says when
+* the example model's forward on 1, 2, 3, 4 and 8 rows, which says when
   batching it pays.
 
 Run: .venv/bin/python -m benchmarks.in_process [--rounds 25] [--calls 3000]
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
         example = torch.jit.load(str(root / "model-example.pt"))
         with torch.inference_mode():
-            for rows in (1, 2, 4, 8):
+            for rows in (1, 2, 3, 4, 8):
                 x, y = torch.rand(rows, 2), torch.rand(rows, 3)
                 forward_args = ([x, y], y, {"x": x, "y": y}, 30, "Hello!")
                 per_forward = fastest_us(lambda a=forward_args: example(*a), max(3, args.rounds // 3), 20)
