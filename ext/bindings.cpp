@@ -155,18 +155,26 @@ std::string_view buffer_view(const py::buffer& body, py::buffer_info& info) {
 // wrote. `call` owns what it uses, and the answer is shared with it, since
 // after a timeout it runs on alone.
 template <typename Answer, typename Call>
-Answer run_released(Executor* executor, double timeout, Call call, bool quick = false) {
+Answer run_released(Executor* executor, double timeout, Call call, Placement placement = Placement::kPool) {
   auto answer = std::make_shared<Answer>();
   std::function<void()> work = [answer, call = std::move(call)] { call(*answer); };
   {
     py::gil_scoped_release release;
     if (executor) {
-      executor->run(std::move(work), timeout, quick);
+      executor->run(std::move(work), timeout, placement);
     } else {
       work();
     }
   }
   return std::move(*answer);  // the call finished: nothing else uses it
+}
+
+// Where a call runs: a worker's event loop must never wait for a share of
+// the executor (it runs only calls it checked are quick), and other quick
+// calls run in their request thread when a share is free.
+Placement placement(bool on_event_loop, bool quick) {
+  if (on_event_loop) return Placement::kCaller;
+  return quick ? Placement::kCallerIfIdle : Placement::kPool;
 }
 
 // Logs `message` at `level` (`warning`, `info`) through the `torch_serving`
@@ -264,7 +272,7 @@ PYBIND11_MODULE(_C, m) {
           "serve",
           [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
              std::shared_ptr<RequestBody> body, double invalidation_prob, Executor* executor, double timeout,
-             std::shared_ptr<PhaseTimes> times) {
+             std::shared_ptr<PhaseTimes> times, bool on_event_loop) {
             // A probable reload is never quick.
             bool quick = invalidation_prob <= 0 && server->is_quick(relative, body->size());
             auto response = run_released<std::string>(
@@ -273,27 +281,32 @@ PYBIND11_MODULE(_C, m) {
                   queued.stop();
                   server->serve(relative, name, *body, invalidation_prob, out, times.get());
                 },
-                quick);
+                placement(on_event_loop, quick));
             return py::bytes(response);
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("invalidation_prob") = 0.0,
-          py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout, py::arg("times") = nullptr)
+          py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout, py::arg("times") = nullptr,
+          py::arg("on_event_loop") = false)
       .def(
           "infer",
           [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
              std::shared_ptr<RequestBody> body, int64_t header_length, Executor* executor, double timeout,
-             std::shared_ptr<PhaseTimes> times) {
+             std::shared_ptr<PhaseTimes> times, bool on_event_loop) {
             auto answer = run_released<InferAnswer>(
                 executor, timeout,
                 [server, relative, name, body, header_length, times, queued = QueueClock(times)](InferAnswer& out) {
                   queued.stop();
                   out.json_length = server->infer(relative, name, body, header_length, out.response, times.get());
                 },
-                server->is_quick(relative, body->size()));
+                placement(on_event_loop, server->is_quick(relative, body->size())));
             return py::make_tuple(py::bytes(answer.response), answer.json_length);
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length") = -1,
-          py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout, py::arg("times") = nullptr)
+          py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout, py::arg("times") = nullptr,
+          py::arg("on_event_loop") = false)
+      .def("can_answer_at_once", &Server::can_answer_at_once, py::arg("relative"), py::arg("body_size"),
+           "Whether a request with a body of ``body_size`` bytes for the model file ``relative`` needs no load and "
+           "runs short: the model is cached, its file unchanged, its forward quick and the body small.")
       .def("metadata", document_binding(&Server::metadata), py::arg("relative"), py::arg("name"),
            py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
       .def("config", document_binding(&Server::config), py::arg("relative"), py::arg("name"),

@@ -41,12 +41,12 @@ Executor::~Executor() {
   for (auto& thread : threads_) thread.join();
 }
 
-void Executor::run(std::function<void()> work, double timeout, bool inline_if_idle) {
-  if (inline_if_idle) {
+void Executor::run(std::function<void()> work, double timeout, Placement placement) {
+  if (placement != Placement::kPool) {
     bool idle = false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      idle = running_ < threads_count_ && queue_.empty();
+      idle = placement == Placement::kCaller || (running_ < threads_count_ && queue_.empty());
       if (idle) {
         ++running_;
         ++pending_;
@@ -117,7 +117,8 @@ void Executor::serve_tasks() {
     std::shared_ptr<Task> task;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      // Inline calls hold shares too: a thread waits for a free one.
+      // Inline calls hold shares too: a thread waits for a free one (kCaller
+      // calls may hold more than there are).
       queued_.wait(lock, [&] { return stopping_ || (!queue_.empty() && running_ < threads_count_); });
       if (queue_.empty()) return;  // stopping, with nothing left to run
       task = std::move(queue_.front());

@@ -13,6 +13,13 @@
 
 namespace torch_serving {
 
+// Where Executor::run runs a call.
+enum class Placement {
+  kPool,          // on one of the threads
+  kCallerIfIdle,  // in the calling thread when a thread's share is free and no call waits, else kPool
+  kCaller,        // in the calling thread, which never waits for a share
+};
+
 class Executor {
  public:
   // Starts `threads` threads; at most `threads + backlog` calls may be
@@ -29,16 +36,18 @@ class Executor {
   // it. `work` must own everything it uses: after a timeout it runs on
   // without its caller, unless it had not started, when it never runs.
   //
-  // With `inline_if_idle`, `work` runs in the calling thread instead when a
+  // With kCallerIfIdle, `work` runs in the calling thread instead when a
   // thread's share is free and no call waits: it still counts against the
   // limits, but cannot be abandoned at the deadline, so ask for it only for
   // calls known to be short. Handing a call over and waking its caller cost
-  // more than a small model's whole forward.
+  // more than a small model's whole forward. With kCaller it runs in the
+  // calling thread even beyond the shares: for a caller that must not wait,
+  // such as the event loop of a worker, with calls known to be short.
   //
   // Throws BusyError when the limit of pending calls is reached (nothing
-  // runs), DeadlineError when the wait times out or the deadline passed
-  // before an inline call began, and what `work` threw.
-  void run(std::function<void()> work, double timeout, bool inline_if_idle = false);
+  // runs; never with kCaller), DeadlineError when the wait times out or the
+  // deadline passed before an inline call began, and what `work` threw.
+  void run(std::function<void()> work, double timeout, Placement placement = Placement::kPool);
 
   size_t limit() const { return limit_; }
 

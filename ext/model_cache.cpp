@@ -123,6 +123,12 @@ ModelCache::Model ModelCache::peek(const std::string& key) const {
   return it == entries_.end() ? nullptr : loaded(it->second.model);
 }
 
+ModelCache::Model ModelCache::peek(const std::string& key, const FileIdentity& identity) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = entries_.find(key);
+  return it == entries_.end() || !(it->second.identity == identity) ? nullptr : loaded(it->second.model);
+}
+
 std::vector<std::pair<std::string, ModelCache::Model>> ModelCache::models() const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<std::pair<std::string, Model>> out;

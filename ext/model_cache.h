@@ -48,6 +48,10 @@ class ModelCache {
   // neither loads, nor counts, nor checks the file.
   Model peek(const std::string& key) const;
 
+  // As peek, but null also when the model was loaded from a file other
+  // than the one of `identity`.
+  Model peek(const std::string& key, const FileIdentity& identity) const;
+
   // Returns the cached keys, most recently used first.
   std::vector<std::string> paths() const;
 

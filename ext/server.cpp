@@ -45,6 +45,9 @@ class PhaseClock {
   std::chrono::steady_clock::time_point last_;
 };
 
+// Decoding a body this size takes well under a millisecond.
+constexpr size_t kQuickBodyBytes = 64 * 1024;
+
 bool is_package(std::string_view relative) {
   constexpr std::string_view kSuffix = ".pt2";
   return relative.size() >= kSuffix.size() && relative.substr(relative.size() - kSuffix.size()) == kSuffix;
@@ -109,11 +112,20 @@ void Server::config(const std::string& relative, const std::string& name, std::s
 }
 
 bool Server::is_quick(const std::string& relative, size_t body_size) const {
-  // Decoding a body this size takes well under a millisecond.
-  constexpr size_t kQuickBodyBytes = 64 * 1024;
   if (body_size > kQuickBodyBytes) return false;
   auto servable = cache_.peek(relative);
   return servable && servable->is_quick();
+}
+
+bool Server::can_answer_at_once(const std::string& relative, size_t body_size) const {
+  if (body_size > kQuickBodyBytes) return false;
+  try {
+    const ModelFile file = ModelFile::open(root_fd_, relative, relative, max_model_size_);
+    auto servable = cache_.peek(relative, file.identity());
+    return servable && servable->is_quick();
+  } catch (const std::exception&) {
+    return false;  // missing, refused or unreadable: the request takes the usual way and its error
+  }
 }
 
 ModelCache::Model Server::model(const std::string& relative, const std::string& name, bool reload) {

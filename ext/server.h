@@ -73,6 +73,12 @@ class Server {
   // the model is loaded and quick (Servable::is_quick) and the body small.
   bool is_quick(const std::string& relative, size_t body_size) const;
 
+  // Whether a request with a body of `body_size` bytes for the model file
+  // `relative` can be answered at once: as is_quick, and the file on disk
+  // is the one the cached model was loaded from, so that the call neither
+  // loads nor runs long. Never throws: a file that cannot be opened is not.
+  bool can_answer_at_once(const std::string& relative, size_t body_size) const;
+
   ModelCache& cache() { return cache_; }
 
  private:

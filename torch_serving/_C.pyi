@@ -102,11 +102,14 @@ class Server:
         executor: Executor | None = None,
         timeout: float = ...,
         times: PhaseTimes | None = None,
+        on_event_loop: bool = False,
     ) -> bytes:
         """Answer one request for the model file ``relative`` to the root; the GIL is released throughout.
 
         With ``executor``, the call runs on its threads and raises DeadlineError after ``timeout`` seconds
         (the call runs on) or BusyError when the executor is full; without, it runs in the calling thread.
+        ``on_event_loop`` runs it in the calling thread at once, even when the executor is full: for a
+        worker's event loop, with requests ``can_answer_at_once`` accepted.
         """
     def infer(
         self,
@@ -117,13 +120,17 @@ class Server:
         executor: Executor | None = None,
         timeout: float = ...,
         times: PhaseTimes | None = None,
+        on_event_loop: bool = False,
     ) -> tuple[bytes, int]:
         """Answer one V2 inference request; return the response and the length of its JSON part.
 
         The first ``header_length`` bytes of ``body`` are the request JSON (all of it when negative), the
-        rest the inputs' binary data. The GIL is released throughout; ``executor`` and ``timeout`` work as for
-        ``serve``.
+        rest the inputs' binary data. The GIL is released throughout; ``executor``, ``timeout`` and
+        ``on_event_loop`` work as for ``serve``.
         """
+    def can_answer_at_once(self, relative: str, body_size: int) -> bool:
+        """Whether a request with a body of ``body_size`` bytes for the model file ``relative`` needs no load
+        and runs short: the model is cached, its file unchanged, its forward quick and the body small."""
     def metadata(self, relative: str, name: str, executor: Executor | None = None, timeout: float = ...) -> bytes:
         """Return the V2 metadata of the model file ``relative`` as JSON, loading it if needed."""
     def cached_paths(self) -> list[str]:

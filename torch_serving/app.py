@@ -16,6 +16,7 @@ from torch_serving.errors import RequestError, install_error_handlers
 from torch_serving.metrics import Metrics, MetricsMiddleware, MetricsResource
 from torch_serving.model_root import IdentifierError, resolve_model
 from torch_serving.preload import Preload
+from torch_serving.quick import QuickRequests
 from torch_serving.repository import SHARED_DIR, Repository
 from torch_serving.request_body import read_body
 from torch_serving.v2 import add_v2_routes
@@ -144,10 +145,12 @@ def create_app(config: Config) -> falcon.App:
     return build_app(config)[0]
 
 
-def build_app(config: Config) -> tuple[falcon.App, Preload]:
-    """Build the WSGI application as ``create_app`` does, and return it with its started preload.
+def build_app(config: Config) -> tuple[falcon.App, Preload, QuickRequests]:
+    """Build the WSGI application as ``create_app`` does; return it with its started preload and
+    what says which of its requests are quick.
 
-    ``ServingWorker`` takes no request until that preload is done.
+    ``ServingWorker`` takes no request until that preload is done, and
+    answers quick requests in its event loop.
     """
     torch.set_num_threads(config.torch_threads)
     server = Server(
@@ -178,4 +181,4 @@ def build_app(config: Config) -> tuple[falcon.App, Preload]:
     repository.start()
     if metrics:
         metrics.start()
-    return app, preload
+    return app, preload, QuickRequests(server, config.model_root)

@@ -52,8 +52,10 @@ class _GunicornApplication(BaseApplication):
         self._config = config
         super().__init__()
 
-    # Set in each worker by load(): the worker takes requests once it is done.
+    # Set in each worker by load(): the worker takes requests once the
+    # preload is done, and answers quick requests in its event loop.
     preload = None
+    quick_requests = None
 
     @property
     def queue_size(self) -> int:
@@ -95,7 +97,7 @@ class _GunicornApplication(BaseApplication):
             level=self._config.log_level.upper(),
             format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
         )
-        app, self.preload = build_app(self._config)
+        app, self.preload, self.quick_requests = build_app(self._config)
         return app
 
 

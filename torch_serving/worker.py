@@ -15,6 +15,11 @@ a thread takes it. This worker instead:
   holding up everybody else;
 * stamps each request with when the event loop handed it over, so the
   deadline counts from there (``arrival_time``);
+* answers a request on a kept-alive connection in the event loop itself,
+  without a thread, when it is all there and the application says it is
+  quick (``QuickRequests``: its model is loaded, unchanged and fast, its
+  body small). Handing a small request to a thread and its connection back
+  to the loop cost more than the request itself (docs/performance.md);
 * takes no request before the models ``--preload`` names are loaded;
 * answers gunicorn's own refusals (a request line or headers over its limits,
   malformed HTTP) with the JSON error envelope instead of an HTML page.
@@ -32,6 +37,7 @@ import html
 import re
 import selectors
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -44,7 +50,7 @@ from gunicorn.workers.gthread import ThreadWorker
 from torch_serving.config import Config
 from torch_serving.envelope import RETRY_AFTER, error_body, error_document
 
-__all__ = ["ServingWorker", "arrival_time"]
+__all__ = ["ServingWorker", "arrival_time", "on_event_loop"]
 
 # How long a refused connection stays open for the client to read its 503:
 # closing at once, with its request unread, would reset the connection and
@@ -53,8 +59,16 @@ _REFUSED_LINGER_S = 2.0
 _GUNICORN_STATUS = re.compile(rb"^HTTP/1\.1 (\d{3}) ([^\r\n]*)")
 _GUNICORN_DETAIL = re.compile(rb"</h1>\s*(.*?)\s*</body>", re.DOTALL)
 _UNEXPECTED = "an unexpected error occurred; the server log has the details"
+# The most a request answered in the event loop may hold, headers and body.
+_PEEK_BYTES = 80 * 1024
+# How long a send may make no progress on a connection once the event loop
+# has answered on it: a client that stops reading must not hold up the loop.
+_SEND_STALL_S = 2
+# Headers after which gunicorn reads on for more than the request (or
+# answers before it): such requests take a thread.
+_NOT_AT_ONCE = {"transfer-encoding", "expect", "upgrade", "http2-settings"}
 
-_arrival = threading.local()
+_request = threading.local()
 
 
 def arrival_time() -> float:
@@ -64,8 +78,13 @@ def arrival_time() -> float:
     elsewhere, and for a new connection whose request had not arrived yet,
     it is now.
     """
-    arrived = getattr(_arrival, "time", None)
+    arrived = getattr(_request, "arrived", None)
     return time.monotonic() if arrived is None else arrived
+
+
+def on_event_loop() -> bool:
+    """Whether the current request runs in its worker's event loop, which must never wait."""
+    return getattr(_request, "on_event_loop", False)
 
 
 def _http_response(status: int, reason: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -105,6 +124,8 @@ class ServingWorker(ThreadWorker):
         # Threads start on first use, after the fork.
         self._spare_pool = ThreadPoolExecutor(max(queue_size, 1), thread_name_prefix="spare")
         self._lingering: deque[tuple[float, socket.socket]] = deque()
+        self._quick = None  # what says which requests are quick, once the app is loaded
+        self._peeked = bytearray(_PEEK_BYTES)
         self._busy_answer = _http_response(
             503,
             "Service Unavailable",
@@ -124,6 +145,9 @@ class ServingWorker(ThreadWorker):
         preload = getattr(self.app, "preload", None)
         while preload is not None and not preload.wait(1.0):
             self.notify()
+        # Set by the CLI's application when it loaded the app; other
+        # applications have none, and every request takes a thread.
+        self._quick = getattr(self.app, "quick_requests", None)
         super().run()
 
     def enqueue_req(self, conn) -> None:
@@ -150,8 +174,41 @@ class ServingWorker(ThreadWorker):
     def handle(self, conn):
         # A new connection may wait here for its request to arrive; its
         # clock then starts when the app sees it.
-        _arrival.time = conn.arrived if conn.initialized or conn.data_ready else None
+        _request.arrived = conn.arrived if conn.initialized or conn.data_ready else None
         return super().handle(conn)
+
+    def on_client_socket_readable(self, conn, client) -> None:
+        if self._in_flight >= self._limit or not self._answerable_at_once(conn):
+            super().on_client_socket_readable(conn, client)
+            return
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        if not getattr(conn, "send_bounded", False):
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", _SEND_STALL_S, 0))
+            conn.send_bounded = True
+        self._in_flight += 1
+        conn.arrived = time.monotonic()
+        conn.on_core = False
+        _request.on_event_loop = True
+        try:
+            kept = self.handle(conn)
+        finally:
+            _request.on_event_loop = False
+        self.finish_request(conn, _Finished(kept))
+
+    def _answerable_at_once(self, conn) -> bool:
+        """Whether the next request on ``conn`` is all in the socket and the app says it is quick.
+
+        Reads nothing: gunicorn parses the request as usual wherever it runs.
+        """
+        if self._quick is None or conn.is_http2 or conn.parser.unreader.buf.tell():
+            return False
+        try:
+            received = conn.sock.recv_into(self._peeked, _PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except OSError:
+            return False
+        request = _complete_request(self._peeked, received)
+        return request is not None and self._quick(*request)
 
     def _refuse(self, conn) -> None:
         """Answer 503 and close, from the event loop, without a thread."""
@@ -206,6 +263,46 @@ class ServingWorker(ThreadWorker):
             answer = _http_response(status, reason, error_document(path, status, reason, detail or _UNEXPECTED), {})
         with contextlib.suppress(OSError):
             util.write_nonblock(client, answer)
+
+
+class _Finished:
+    """What ``finish_request`` reads of a request's future, for one answered in the event loop."""
+
+    def __init__(self, kept: object) -> None:
+        self._kept = kept
+
+    def result(self) -> object:
+        return self._kept
+
+    def cancelled(self) -> bool:
+        return False
+
+
+def _complete_request(data: bytearray, size: int) -> tuple[str, str, int] | None:
+    """Return the method, target and body length of the HTTP/1.x request at the start of
+    ``data[:size]``, or None unless it is all there, headers and body, and plainly framed."""
+    end = data.find(b"\r\n\r\n", 0, size)
+    if end < 0:
+        return None
+    lines = data[:end].decode("latin-1").split("\r\n")
+    request_line = lines[0].split(" ")
+    if len(request_line) != 3 or request_line[2] not in ("HTTP/1.1", "HTTP/1.0"):
+        return None
+    length = None
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.lower()
+        if name == "content-length":
+            value = value.strip()
+            if length is not None or not (value.isascii() and value.isdigit()):
+                return None
+            length = int(value)
+        elif name in _NOT_AT_ONCE:
+            return None
+    length = length or 0
+    if end + 4 + length > size:
+        return None
+    return request_line[0], request_line[1], length
 
 
 def _discard_readable(sock: socket.socket) -> bool:

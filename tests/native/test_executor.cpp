@@ -15,6 +15,7 @@
 using torch_serving::BusyError;
 using torch_serving::DeadlineError;
 using torch_serving::Executor;
+using torch_serving::Placement;
 
 TEST_CASE("a call runs on a pool thread and its exception reaches the caller") {
   Executor executor(2, 0);
@@ -93,10 +94,11 @@ TEST_CASE("a call whose caller gave up while it queued never runs") {
 TEST_CASE("a quick call runs in the caller's thread while a slot is free, and queues otherwise") {
   Executor executor(1, 1);
   std::thread::id ran_on;
-  executor.run([&] { ran_on = std::this_thread::get_id(); }, 10.0, /*inline_if_idle=*/true);
+  executor.run([&] { ran_on = std::this_thread::get_id(); }, 10.0, Placement::kCallerIfIdle);
   CHECK(ran_on == std::this_thread::get_id());
-  CHECK_THROWS_WITH_AS(executor.run([] { throw std::invalid_argument("bad input"); }, 10.0, true), "bad input",
-                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      executor.run([] { throw std::invalid_argument("bad input"); }, 10.0, Placement::kCallerIfIdle), "bad input",
+      std::invalid_argument);
 
   // The only slot is taken by a call on the pool: a quick call must queue for it.
   std::promise<void> release;
@@ -106,7 +108,7 @@ TEST_CASE("a quick call runs in the caller's thread while a slot is free, and qu
   bool ran_inline = true;
   auto queued = std::async(std::launch::async, [&] {
     std::thread::id caller = std::this_thread::get_id();
-    executor.run([&] { ran_inline = std::this_thread::get_id() == caller; }, 10.0, true);
+    executor.run([&] { ran_inline = std::this_thread::get_id() == caller; }, 10.0, Placement::kCallerIfIdle);
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   release.set_value();
@@ -115,11 +117,33 @@ TEST_CASE("a quick call runs in the caller's thread while a slot is free, and qu
   holder.join();
 }
 
+TEST_CASE("a call placed in its caller runs there at once even when every slot is taken") {
+  Executor executor(1, 0);
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::promise<void> holding;
+  std::thread holder([&] {
+    executor.run(
+        [released, &holding] {
+          holding.set_value();
+          released.wait();
+        },
+        10.0);
+  });
+  holding.get_future().wait();  // the only slot is held, and no backlog is allowed
+  CHECK_THROWS_AS(executor.run([] {}, 10.0, Placement::kCallerIfIdle), BusyError);
+  std::thread::id ran_on;
+  executor.run([&] { ran_on = std::this_thread::get_id(); }, 10.0, Placement::kCaller);
+  CHECK(ran_on == std::this_thread::get_id());
+  release.set_value();
+  holder.join();
+}
+
 TEST_CASE("a quick call whose deadline already passed never runs") {
   Executor executor(1, 0);
   bool ran = false;
-  CHECK_THROWS_AS(executor.run([&] { ran = true; }, 0.0, true), DeadlineError);
+  CHECK_THROWS_AS(executor.run([&] { ran = true; }, 0.0, Placement::kCallerIfIdle), DeadlineError);
   CHECK_FALSE(ran);
-  executor.run([&] { ran = true; }, 10.0, true);  // the slot was given back
+  executor.run([&] { ran = true; }, 10.0, Placement::kCallerIfIdle);  // the slot was given back
   CHECK(ran);
 }

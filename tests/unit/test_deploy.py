@@ -93,7 +93,7 @@ def test_manifests_agree_with_the_server(where, container, tmp_path):
     port = container["ports"][0]["containerPort"]
     assert config.port == port == 8080
     assert container["volumeMounts"][0]["mountPath"] == env["TORCH_SERVING_MODEL_ROOT"]
-    app, preload = build_app(config)
+    app, preload, _ = build_app(config)
     assert preload.wait(30)  # the manifests preload: readiness waits for it
     client = falcon.testing.TestClient(app)
     for probe in ("readinessProbe", "livenessProbe"):
