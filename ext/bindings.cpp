@@ -177,6 +177,25 @@ Placement placement(bool on_event_loop, bool quick) {
   return quick ? Placement::kCallerIfIdle : Placement::kPool;
 }
 
+// Times a call made in a worker's event loop, however it ends, for
+// Server::note_event_loop_call.
+class EventLoopCall {
+ public:
+  EventLoopCall(Server& server, const std::string& relative, bool on_event_loop)
+      : server_(server), relative_(relative), on_event_loop_(on_event_loop), started_(std::chrono::steady_clock::now()) {}
+  ~EventLoopCall() {
+    if (on_event_loop_) server_.note_event_loop_call(relative_, std::chrono::steady_clock::now() - started_);
+  }
+  EventLoopCall(const EventLoopCall&) = delete;
+  EventLoopCall& operator=(const EventLoopCall&) = delete;
+
+ private:
+  Server& server_;
+  const std::string& relative_;
+  const bool on_event_loop_;
+  const std::chrono::steady_clock::time_point started_;
+};
+
 // Logs `message` at `level` (`warning`, `info`) through the `torch_serving`
 // Python logger, from any thread.
 void log_in_python(const char* level, const std::string& message) {
@@ -275,6 +294,7 @@ PYBIND11_MODULE(_C, m) {
              std::shared_ptr<PhaseTimes> times, bool on_event_loop) {
             // A probable reload is never quick.
             bool quick = invalidation_prob <= 0 && server->is_quick(relative, body->size());
+            EventLoopCall timed(*server, relative, on_event_loop);
             auto response = run_released<std::string>(
                 executor, timeout,
                 [server, relative, name, body, invalidation_prob, times, queued = QueueClock(times)](std::string& out) {
@@ -292,6 +312,7 @@ PYBIND11_MODULE(_C, m) {
           [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
              std::shared_ptr<RequestBody> body, int64_t header_length, Executor* executor, double timeout,
              std::shared_ptr<PhaseTimes> times, bool on_event_loop) {
+            EventLoopCall timed(*server, relative, on_event_loop);
             auto answer = run_released<InferAnswer>(
                 executor, timeout,
                 [server, relative, name, body, header_length, times, queued = QueueClock(times)](InferAnswer& out) {

@@ -46,6 +46,13 @@ class Servable {
   // for other requests).
   bool is_quick() const;
 
+  // Whether a worker's event loop must no longer answer this model's
+  // requests itself: one of them once ran long there (see
+  // Server::note_event_loop_call). Set once, for the model's lifetime.
+  bool kept_off_event_loop() const { return kept_off_event_loop_.load(std::memory_order_relaxed); }
+  // Sets it; returns whether it was not set before.
+  bool keep_off_event_loop() const { return !kept_off_event_loop_.exchange(true, std::memory_order_relaxed); }
+
   // Calls of run() and model executions since the load: with batching,
   // fewer executions than requests.
   uint64_t requests() const { return requests_.load(std::memory_order_relaxed); }
@@ -71,6 +78,7 @@ class Servable {
   mutable std::atomic<int64_t> typical_execution_ns_{-1};
   mutable std::atomic<uint64_t> requests_{0};
   mutable std::atomic<uint64_t> executions_{0};
+  mutable std::atomic<bool> kept_off_event_loop_{false};
 };
 
 // Keeps the line of a torch error message that says what went wrong: the

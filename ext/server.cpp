@@ -47,6 +47,9 @@ class PhaseClock {
 
 // Decoding a body this size takes well under a millisecond.
 constexpr size_t kQuickBodyBytes = 64 * 1024;
+// The longest a call may hold up a worker's event loop before its model's
+// requests take threads (Server::note_event_loop_call).
+constexpr auto kEventLoopBudget = std::chrono::milliseconds(20);
 
 bool is_package(std::string_view relative) {
   constexpr std::string_view kSuffix = ".pt2";
@@ -122,9 +125,20 @@ bool Server::can_answer_at_once(const std::string& relative, size_t body_size) c
   try {
     const ModelFile file = ModelFile::open(root_fd_, relative, relative, max_model_size_);
     auto servable = cache_.peek(relative, file.identity());
-    return servable && servable->is_quick();
+    return servable && servable->is_quick() && !servable->kept_off_event_loop();
   } catch (const std::exception&) {
     return false;  // missing, refused or unreadable: the request takes the usual way and its error
+  }
+}
+
+void Server::note_event_loop_call(const std::string& relative, std::chrono::steady_clock::duration took) {
+  if (took < kEventLoopBudget) return;
+  auto servable = cache_.peek(relative);
+  if (servable && servable->keep_off_event_loop()) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(took).count();
+    warn_("a request for " + relative + " took " + std::to_string(ms) + " ms in a worker's event loop, over its " +
+          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(kEventLoopBudget).count()) +
+          " ms; this worker answers the model's requests on threads from now on");
   }
 }
 

@@ -4,6 +4,7 @@
 
 #include <c10/core/Device.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -78,6 +79,13 @@ class Server {
   // is the one the cached model was loaded from, so that the call neither
   // loads nor runs long. Never throws: a file that cannot be opened is not.
   bool can_answer_at_once(const std::string& relative, size_t body_size) const;
+
+  // Records that a call for the model file `relative` took `took` in a
+  // worker's event loop. Past a budget, the model's requests are no longer
+  // answered there (logged once): its forward is quick on average, but some
+  // inputs (a large image in a small body, an argument that sets a loop's
+  // length) make it long, and the loop serves every other connection.
+  void note_event_loop_call(const std::string& relative, std::chrono::steady_clock::duration took);
 
   ModelCache& cache() { return cache_; }
 

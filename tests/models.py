@@ -89,6 +89,13 @@ class SlowModel(torch.nn.Module):
         return x + 1 + (a.sum() * 0)
 
 
+class WideModel(torch.nn.Module):
+    """``x`` times 100,000 steps from 0 to 1: a quick forward whose answer is about a megabyte."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.linspace(0.0, 1.0, 100000)
+
+
 class PairModel(torch.nn.Module):
     """Two tensors and an optional scale in, a tuple of two tensors out."""
 

@@ -1,0 +1,125 @@
+"""Quick requests on kept-alive connections, answered in the worker's event
+loop, through real gunicorn: they do not wait for threads or native slots
+held by long requests, a model whose request ran long there moves to
+threads, and a client that stops reading its answer holds the loop up for a
+bounded time only."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import body_of, tensor_json
+from tests.integration.server import cli_command, free_port, running
+from tests.models import AffineModel, WideModel, script_and_save
+
+TINY_BODY = body_of(tensor_json(torch.tensor([1.0, 2.0])))
+
+
+def slow_body(rounds: int) -> bytes:
+    return body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": rounds})
+
+
+@pytest.fixture
+def start(model_root, tmp_path):
+    def start_server(*options: str, root: Path = model_root):
+        port = free_port()
+        command = cli_command(port, "--model-root", str(root), "--workers", "1", *options)
+        return running(command, port, tmp_path / f"{port}.log")
+
+    return start_server
+
+
+def post(connection: http.client.HTTPConnection, identifier: str, body: bytes) -> tuple[int, dict]:
+    """POST /serve on a kept-alive connection; return the status and the JSON answer."""
+    connection.request("POST", f"/serve?servable_identifier={identifier}", body=body)
+    response = connection.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def test_a_quick_request_is_answered_while_the_only_thread_runs_a_long_one(start):
+    with start("--threads", "1", "--timeout", "60") as server:
+        kept = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        other = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        try:
+            post(other, "slow.pt", slow_body(1))
+            for _ in range(30):  # loaded, and its typical forward a short one
+                assert post(kept, "tiny.pt", TINY_BODY)[0] == 200
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                long_request = pool.submit(post, other, "slow.pt", slow_body(6000))
+                time.sleep(0.5)  # it holds the worker's only thread and native slot
+                started = time.monotonic()
+                status, answer = post(kept, "tiny.pt", TINY_BODY)
+                answered_s = time.monotonic() - started
+                assert not long_request.done()
+                assert long_request.result()[0] == 200
+            assert (status, answer["result"]["value"]) == (200, [3, 5])
+            assert answered_s < 1.0
+        finally:
+            kept.close()
+            other.close()
+
+
+def test_a_model_whose_request_ran_long_in_the_event_loop_moves_to_threads(start):
+    with start("--threads", "2") as server:
+        kept = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            for _ in range(80):  # loaded, and its typical forward a short one
+                assert post(kept, "slow.pt", slow_body(0))[0] == 200
+            status, answer = post(kept, "slow.pt", slow_body(400))  # about 0.1 s, in the loop
+            assert (status, answer["result"]["value"]) == (200, [2])
+        finally:
+            kept.close()
+        time.sleep(0.5)
+        assert (
+            "a request for slow.pt took" in server.log()
+            and "ms in a worker's event loop, over its 20 ms; this worker answers the model's requests"
+            " on threads from now on" in server.log()
+        )
+
+
+def test_a_client_that_stops_reading_holds_the_event_loop_a_bounded_time(start, tmp_path):
+    root = tmp_path / "models"
+    root.mkdir()
+    script_and_save(AffineModel(), root / "tiny.pt")
+    script_and_save(WideModel(), root / "wide.pt")
+    body = body_of(tensor_json(torch.tensor([1.0])))
+    with start("--threads", "2", root=root) as server:
+        warm = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            for _ in range(30):  # loaded, and its typical forward a short one
+                assert post(warm, "wide.pt", body)[0] == 200
+        finally:
+            warm.close()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as stalled:
+            stalled.sendall(serve_request("tiny.pt", body))
+            received = b""
+            while not received.endswith(b"]}}"):
+                received += stalled.recv(65536)
+            # Each answer (about a megabyte) is sent from the loop and never
+            # read: the socket's buffers fill, and a send stops progressing.
+            for _ in range(10):
+                stalled.sendall(serve_request("wide.pt", body))
+                time.sleep(0.2)
+            started = time.monotonic()
+            other = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            try:
+                other.request("GET", "/healthcheck")
+                assert other.getresponse().status == 200
+            finally:
+                other.close()
+            assert time.monotonic() - started < 5
+        # The answers went out from the loop (a long one would have moved the model to threads).
+        assert "wide.pt took" not in server.log()
+
+
+def serve_request(identifier: str, body: bytes) -> bytes:
+    head = b"POST /serve?servable_identifier=%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    return head % (identifier.encode(), len(body)) + body

@@ -1,0 +1,169 @@
+"""Which requests a worker's event loop answers itself: those all in the
+socket (``_complete_request``) whose work is known to be short
+(``QuickRequests``), and a model whose request once ran long there no more."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import body_of, tensor_json
+from tests.models import AffineModel, SlowModel, script_and_save
+from torch_serving import Executor, Server
+from torch_serving.quick import QuickRequests
+from torch_serving.worker import _complete_request
+
+BODY = body_of(tensor_json(torch.tensor([[1.0, 2.0]])))
+
+
+def slow_body(rounds: int) -> bytes:
+    return body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": rounds})
+
+
+@pytest.fixture
+def root(tmp_path, model_root) -> Path:
+    """A model root of its own: tests here replace files in it."""
+    script_and_save(AffineModel(), tmp_path / "tiny.pt")
+    script_and_save(AffineModel(2.0, 0.0), tmp_path / "double.pt")
+    shutil.copy(model_root / "slow.pt", tmp_path / "slow.pt")
+    shutil.copy(model_root / "batch_linear_eager.pt", tmp_path / "batched.pt")
+    os.symlink("tiny.pt", tmp_path / "link.pt")
+    return tmp_path
+
+
+@pytest.fixture
+def server(root) -> Server:
+    return Server(str(root), 8, 2)
+
+
+@pytest.fixture
+def quick(server, root) -> QuickRequests:
+    return QuickRequests(server, root)
+
+
+def serve(server: Server, identifier: str, body: bytes = BODY, on_event_loop: bool = False) -> bytes:
+    return server.serve(identifier, identifier, body, 0.0, Executor(1, 0), 30.0, None, on_event_loop)
+
+
+def test_a_loaded_quick_model_with_a_small_body_is_quick(server, quick):
+    target = "/serve?servable_identifier=tiny.pt"
+    assert not quick("POST", target, len(BODY))  # not loaded yet: loading could take long
+    serve(server, "tiny.pt")
+    assert quick("POST", target, len(BODY))
+    assert quick("POST", "/v2/models/tiny/infer", len(BODY))
+    assert quick("POST", "/v2/models/tiny.pt/infer", len(BODY))
+    assert quick("POST", target, 64 * 1024)
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "size"),
+    [
+        ("GET", "/serve?servable_identifier=tiny.pt", 0),
+        ("POST", "/serve?servable_identifier=tiny.pt", 64 * 1024 + 1),
+        ("POST", "/serve?servable_identifier=tiny.pt&invalidation_prob=0", 10),
+        ("POST", "/serve?servable_identifier=tiny.pt&servable_identifier=tiny.pt", 10),
+        ("POST", "/serve", 10),
+        ("POST", "/serve?servable_identifier=./tiny.pt", 10),
+        ("POST", "/serve?servable_identifier=link.pt", 10),
+        ("POST", "/serve?servable_identifier=../tiny.pt", 10),
+        ("POST", "/serve?servable_identifier=missing.pt", 10),
+        ("POST", "/v2/models/tiny/versions/1/infer", 10),
+        ("POST", "/v2/models/ti%6Ey/infer", 10),
+        ("POST", "/v2/models/tiny/ready", 10),
+        ("POST", "/cache", 10),
+    ],
+)
+def test_requests_that_could_take_long_or_name_a_file_indirectly_are_not_quick(server, quick, method, target, size):
+    serve(server, "tiny.pt")  # the app serves link.pt by the file it names, cached as tiny.pt
+    assert not quick(method, target, size)
+
+
+def test_a_batched_model_is_never_quick(server, quick):
+    body = body_of(tensor_json(torch.ones(1, 4)))
+    serve(server, "batched.pt", body)
+    assert not quick("POST", "/serve?servable_identifier=batched.pt", len(body))
+
+
+def test_a_replaced_model_file_is_not_quick_until_it_is_loaded_again(server, quick, root):
+    serve(server, "tiny.pt")
+    shutil.copy(root / "double.pt", root / "tiny.pt")
+    assert not quick("POST", "/serve?servable_identifier=tiny.pt", len(BODY))
+    serve(server, "tiny.pt")
+    assert quick("POST", "/serve?servable_identifier=tiny.pt", len(BODY))
+
+
+def run_short_calls(server: Server, count: int = 80) -> None:
+    """Serve slow.pt's short form until its typical time is a short one's (a moving average)."""
+    for _ in range(count):
+        serve(server, "slow.pt", slow_body(0))
+
+
+def test_a_request_that_ran_long_in_the_event_loop_keeps_its_model_off_it(server, quick, caplog):
+    caplog.set_level(logging.WARNING, logger="torch_serving")
+    target, size = "/serve?servable_identifier=slow.pt", len(slow_body(0))
+    run_short_calls(server)
+    assert quick("POST", target, size)
+    serve(server, "slow.pt", slow_body(400))  # long (~0.1 s), but on a thread: only the average moves
+    assert not quick("POST", target, size)
+    run_short_calls(server)
+    assert quick("POST", target, size)
+    assert caplog.records == []
+
+    serve(server, "slow.pt", slow_body(400), on_event_loop=True)
+    serve(server, "slow.pt", slow_body(400), on_event_loop=True)
+    run_short_calls(server)
+    assert not quick("POST", target, size)
+    [record] = caplog.records
+    assert re.fullmatch(
+        r"a request for slow\.pt took \d+ ms in a worker's event loop, over its 20 ms;"
+        r" this worker answers the model's requests on threads from now on",
+        record.getMessage(),
+    )
+
+
+def test_a_call_on_the_event_loop_runs_at_once_when_every_slot_is_taken(server):
+    serve(server, "tiny.pt")
+    full = Executor(1, 0)
+    # The only slot is taken by a long call; the loop's call does not wait for it.
+    holding = threading.Thread(target=lambda: server.serve("slow.pt", "slow.pt", slow_body(3000), 0.0, full, 60.0))
+    holding.start()
+    try:
+        waited_until = time.monotonic() + 30
+        while "slow.pt" not in server.stats()["models"] and time.monotonic() < waited_until:
+            time.sleep(0.01)  # loaded: its forward runs on the only slot
+        answer = server.serve("tiny.pt", "tiny.pt", BODY, 0.0, full, 30.0, None, True)
+        assert b'"value":[3,5]' in answer
+        assert holding.is_alive()
+    finally:
+        holding.join()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "expected"),
+    [
+        (b"POST /serve?a=b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", ("POST", "/serve?a=b", 3)),
+        (b"POST /serve HTTP/1.1\r\ncontent-length: 3\r\n\r\nabcGET / HTTP/1.1\r\n", ("POST", "/serve", 3)),
+        (b"GET /healthcheck HTTP/1.0\r\nHost: x\r\n\r\n", ("GET", "/healthcheck", 0)),
+        (b"POST /serve HTTP/1.1\r\nContent-Length: 4\r\n\r\nabc", None),  # the body is not all there
+        (b"POST /serve HTTP/1.1\r\nContent-Length: 3\r\n", None),  # nor the headers
+        (b"POST /serve HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", None),
+        (b"POST /serve HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc", None),
+        (b"POST /serve HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", None),
+        (b"POST /serve HTTP/1.1\r\nContent-Length: \xb3\r\n\r\nabc", None),  # a digit, but not an ASCII one
+        (b"POST /serve HTTP/1.1\r\nContent-Length: -3\r\n\r\nabc", None),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", None),
+        (b"POST /serve  HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", None),
+    ],
+)
+def test_complete_request_reads_only_whole_plainly_framed_requests(request_bytes, expected):
+    buffer = bytearray(1024)
+    buffer[: len(request_bytes)] = request_bytes
+    assert _complete_request(buffer, len(request_bytes)) == expected
