@@ -81,7 +81,8 @@ def test_a_model_whose_request_ran_long_in_the_event_loop_moves_to_threads(start
         assert (
             "a request for slow.pt took" in server.log()
             and "ms in a worker's event loop, over its 20 ms; this worker answers the model's requests"
-            " on threads from now on" in server.log()
+            " on threads from now on"
+            in server.log()
         )
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests.conftest import body_of, tensor_json
-from tests.models import AffineModel, SlowModel, script_and_save
+from tests.models import AffineModel, script_and_save
 from torch_serving import Executor, Server
 from torch_serving.quick import QuickRequests
 from torch_serving.worker import _complete_request
