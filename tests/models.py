@@ -89,6 +89,15 @@ class SlowModel(torch.nn.Module):
         return x + 1 + (a.sum() * 0)
 
 
+class LoopingModel(torch.nn.Module):
+    """``x + 1`` after ``rounds`` trips round a cheap loop: as quick or as long as its argument says."""
+
+    def forward(self, x: torch.Tensor, rounds: int) -> torch.Tensor:
+        for _ in range(rounds):
+            x = x * 1.0
+        return x + 1
+
+
 class WideModel(torch.nn.Module):
     """``x`` times 100,000 steps from 0 to 1: a quick forward whose answer is about a megabyte."""
 
@@ -258,6 +267,7 @@ def build_model_root(root: Path) -> Path:
         "raising.pt": RaisingModel(),
         "complex.pt": ComplexOutputModel(),
         "slow.pt": SlowModel(),
+        "looping.pt": LoopingModel(),
         "nested/triple.pt": AffineModel(3.0, 0.0),
         "pair.pt": PairModel(),
         "words.pt": WordsModel(),

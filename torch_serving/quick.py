@@ -55,7 +55,7 @@ class QuickRequests:
             return self._server.can_answer_at_once(identifier, body_size)
         if path.startswith(_V2_MODELS) and path.endswith(_INFER):
             name = path[len(_V2_MODELS) : -len(_INFER)]
-            if not name or "/" in name or "%" in name:
+            if not name or "/" in name or "%" in name or "\0" in name:
                 return False
             return self._server.can_answer_at_once(self._v2_file(name), body_size)
         return False
