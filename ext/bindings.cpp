@@ -169,12 +169,15 @@ Answer run_released(Executor* executor, double timeout, Call call, Placement pla
   return std::move(*answer);  // the call finished: nothing else uses it
 }
 
-// Where a call runs: a worker's event loop must never wait for a share of
-// the executor (it runs only calls it checked are quick), and other quick
-// calls run in their request thread when a share is free.
-Placement placement(bool on_event_loop, bool quick) {
+// Where a call for the model file `relative` runs: a worker's event loop
+// must never wait for a share of the executor (it runs only calls it
+// checked are quick, Server::can_answer_at_once), and other quick calls run
+// in their request thread when a share is free. A probable reload is never
+// quick.
+Placement placement(const Server& server, const std::string& relative, size_t body_size, bool on_event_loop,
+                    bool may_reload = false) {
   if (on_event_loop) return Placement::kCaller;
-  return quick ? Placement::kCallerIfIdle : Placement::kPool;
+  return !may_reload && server.is_quick(relative, body_size) ? Placement::kCallerIfIdle : Placement::kPool;
 }
 
 // Times a call made in a worker's event loop, however it ends, for
@@ -292,8 +295,6 @@ PYBIND11_MODULE(_C, m) {
           [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
              std::shared_ptr<RequestBody> body, double invalidation_prob, Executor* executor, double timeout,
              std::shared_ptr<PhaseTimes> times, bool on_event_loop) {
-            // A probable reload is never quick.
-            bool quick = invalidation_prob <= 0 && server->is_quick(relative, body->size());
             EventLoopCall timed(*server, relative, on_event_loop);
             auto response = run_released<std::string>(
                 executor, timeout,
@@ -301,7 +302,7 @@ PYBIND11_MODULE(_C, m) {
                   queued.stop();
                   server->serve(relative, name, *body, invalidation_prob, out, times.get());
                 },
-                placement(on_event_loop, quick));
+                placement(*server, relative, body->size(), on_event_loop, invalidation_prob > 0));
             return py::bytes(response);
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("invalidation_prob") = 0.0,
@@ -319,7 +320,7 @@ PYBIND11_MODULE(_C, m) {
                   queued.stop();
                   out.json_length = server->infer(relative, name, body, header_length, out.response, times.get());
                 },
-                placement(on_event_loop, server->is_quick(relative, body->size())));
+                placement(*server, relative, body->size(), on_event_loop));
             return py::make_tuple(py::bytes(answer.response), answer.json_length);
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length") = -1,

@@ -117,16 +117,11 @@ CacheStats ModelCache::stats() const {
   return stats_;
 }
 
-ModelCache::Model ModelCache::peek(const std::string& key) const {
+ModelCache::Model ModelCache::peek(const std::string& key, const FileIdentity* identity) const {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = entries_.find(key);
-  return it == entries_.end() ? nullptr : loaded(it->second.model);
-}
-
-ModelCache::Model ModelCache::peek(const std::string& key, const FileIdentity& identity) const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto it = entries_.find(key);
-  return it == entries_.end() || !(it->second.identity == identity) ? nullptr : loaded(it->second.model);
+  if (it == entries_.end() || (identity && !(it->second.identity == *identity))) return nullptr;
+  return loaded(it->second.model);
 }
 
 std::vector<std::pair<std::string, ModelCache::Model>> ModelCache::models() const {

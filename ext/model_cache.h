@@ -44,13 +44,10 @@ class ModelCache {
   // loaded again and replaced only if that load succeeds.
   Model get(const std::string& key, const FileIdentity& identity, const Loader& load, bool reload = false);
 
-  // Returns the model cached under `key` if it is loaded, else null;
-  // neither loads, nor counts, nor checks the file.
-  Model peek(const std::string& key) const;
-
-  // As peek, but null also when the model was loaded from a file other
-  // than the one of `identity`.
-  Model peek(const std::string& key, const FileIdentity& identity) const;
+  // Returns the model cached under `key` if it is loaded (and, given an
+  // `identity`, was loaded from that file), else null; neither loads, nor
+  // counts, nor checks the file itself.
+  Model peek(const std::string& key, const FileIdentity* identity = nullptr) const;
 
   // Returns the cached keys, most recently used first.
   std::vector<std::string> paths() const;

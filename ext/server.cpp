@@ -124,7 +124,7 @@ bool Server::can_answer_at_once(const std::string& relative, size_t body_size) c
   if (body_size > kQuickBodyBytes) return false;
   try {
     const ModelFile file = ModelFile::open(root_fd_, relative, relative, max_model_size_);
-    auto servable = cache_.peek(relative, file.identity());
+    auto servable = cache_.peek(relative, &file.identity());
     return servable && servable->is_quick() && !servable->kept_off_event_loop();
   } catch (const std::exception&) {
     return false;  // missing, refused or unreadable: the request takes the usual way and its error

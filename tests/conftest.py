@@ -60,6 +60,11 @@ def body_of(*args: dict) -> bytes:
     return json.dumps(list(args)).encode()
 
 
+def rounds_body(rounds: int) -> bytes:
+    """The body of ``slow.pt`` and ``looping.pt`` (``x`` = [1.0]): ``rounds`` sets how long they run."""
+    return body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": rounds})
+
+
 def nested_groups_body() -> bytes:
     """A ``List[List[Tensor]]`` for nested_groups.pt, whose answer is 11."""
     groups = [[torch.tensor([1.0, 2.0]), torch.tensor([3.0])], [torch.zeros(2)]]

@@ -11,13 +11,13 @@ that the loop keeps serving everybody else.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from falcon.util.uri import parse_query_string
 
-from torch_serving._native import Server
-from torch_serving.model_root import MODEL_SUFFIXES
+from torch_serving._native import ModelNotFoundError, Server
+from torch_serving.model_root import IdentifierError
+from torch_serving.v2 import resolve_name
 
 __all__ = ["QuickRequests"]
 
@@ -35,14 +35,16 @@ class QuickRequests:
 
     def __init__(self, server: Server, root: Path) -> None:
         self._server = server
-        self._root = str(root)
+        self._root = root
 
     def __call__(self, method: str, target: str, body_size: int) -> bool:
         """Whether the request ``method target`` with a body of ``body_size`` bytes is quick.
 
-        Names are looked up as the client wrote them: one that is not already
-        the model file's own path (a symlink, ``./`` in it, percent-encoding)
-        is never quick, and takes a thread, whose answer is the same.
+        A V2 name is looked up as the V2 routes look it up. A ``/serve``
+        identifier is taken as written, without the ``lstat`` that resolving
+        it costs: one that is not already the model file's own path (a
+        symlink, ``./`` in it) is never quick, and takes a thread, whose
+        answer is the same.
         """
         if method != "POST":
             return False
@@ -53,18 +55,11 @@ class QuickRequests:
             if not isinstance(identifier, str) or "invalidation_prob" in params:
                 return False
             return self._server.can_answer_at_once(identifier, body_size)
-        if path.startswith(_V2_MODELS) and path.endswith(_INFER):
-            name = path[len(_V2_MODELS) : -len(_INFER)]
-            if not name or "/" in name or "%" in name or "\0" in name:
+        # Falcon decodes the path before the V2 routes read the name: an encoded one takes a thread.
+        if path.startswith(_V2_MODELS) and path.endswith(_INFER) and "%" not in path:
+            try:
+                relative = resolve_name(self._root, path[len(_V2_MODELS) : -len(_INFER)], None)
+            except (IdentifierError, ModelNotFoundError):
                 return False
-            return self._server.can_answer_at_once(self._v2_file(name), body_size)
+            return self._server.can_answer_at_once(relative, body_size)
         return False
-
-    def _v2_file(self, name: str) -> str:
-        # As the V2 routes look names up: the name itself, else with a suffix.
-        if name.endswith(MODEL_SUFFIXES) or os.path.lexists(os.path.join(self._root, name)):
-            return name
-        for suffix in MODEL_SUFFIXES:
-            if os.path.lexists(os.path.join(self._root, name + suffix)):
-                return name + suffix
-        return name

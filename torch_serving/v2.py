@@ -18,14 +18,14 @@ from torch_serving._native import ModelNotFoundError, PhaseTimes, Server
 from torch_serving.admission import NativeRunner
 from torch_serving.config import Config
 from torch_serving.errors import RequestError
-from torch_serving.model_root import MODEL_SUFFIXES, resolve_model
 from torch_serving.metrics import Metrics
+from torch_serving.model_root import MODEL_SUFFIXES, resolve_model
 from torch_serving.preload import Preload
 from torch_serving.repository import Repository, model_name
 from torch_serving.request_body import read_body
 from torch_serving.worker import arrival_time
 
-__all__ = ["add_v2_routes"]
+__all__ = ["add_v2_routes", "resolve_name"]
 
 VERSION = "1"
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -116,7 +116,7 @@ class ModelSink:
             )
         if action == "/stats" or (name == "stats" and version is None and action is None):
             # `/v2/models/stats` is every model's, as in Triton (a model named `stats` is shadowed).
-            path = None if action is None else _resolve(self._root, name, version)
+            path = None if action is None else resolve_name(self._root, name, version)
             _json(resp, {"model_stats": _model_statistics(self._statistics, path)})
             return
         if action == "/infer":
@@ -124,7 +124,7 @@ class ModelSink:
             context = req.context
             times = PhaseTimes() if self._measured else None
             context.arrived, context.endpoint, context.model, context.times = arrived, "infer", "", times
-        path = _resolve(self._root, name, version)
+        path = resolve_name(self._root, name, version)
         if action == "/infer":
             context.model = path
             self._infer(req, resp, arrived, name, path)
@@ -217,7 +217,7 @@ class RepositorySink:
             resp.content_type = falcon.MEDIA_JSON
             resp.data = json.dumps(self._repository.index(ready_only=options.get("ready") is True)).encode()
             return
-        path = _resolve(self._root, name, None)
+        path = resolve_name(self._root, name, None)
         if action == "load":
             self._repository.load(path)
         else:
@@ -243,7 +243,7 @@ def _repository_options(body: bytes) -> dict:
     return options
 
 
-def _resolve(root: Path, name: str, version: str | None) -> str:
+def resolve_name(root: Path, name: str, version: str | None) -> str:
     """The model file a V2 name (and version) names, relative to ``root``."""
     if version is not None and version != VERSION:
         raise ModelNotFoundError(f"model {name} has no version {version!r}; its only version is {VERSION!r}")

@@ -11,30 +11,13 @@ import http.client
 import json
 import socket
 import time
-from pathlib import Path
 
-import pytest
 import torch
 
-from tests.conftest import body_of, tensor_json
-from tests.integration.server import cli_command, free_port, running
+from tests.conftest import body_of, rounds_body, tensor_json
 from tests.models import AffineModel, WideModel, script_and_save
 
 TINY_BODY = body_of(tensor_json(torch.tensor([1.0, 2.0])))
-
-
-def slow_body(rounds: int) -> bytes:
-    return body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": rounds})
-
-
-@pytest.fixture
-def start(model_root, tmp_path):
-    def start_server(*options: str, root: Path = model_root):
-        port = free_port()
-        command = cli_command(port, "--model-root", str(root), "--workers", "1", *options)
-        return running(command, port, tmp_path / f"{port}.log")
-
-    return start_server
 
 
 def post(connection: http.client.HTTPConnection, identifier: str, body: bytes) -> tuple[int, dict]:
@@ -49,11 +32,11 @@ def test_a_quick_request_is_answered_while_the_only_thread_runs_a_long_one(start
         kept = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
         other = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         try:
-            post(other, "slow.pt", slow_body(1))
+            post(other, "slow.pt", rounds_body(1))
             for _ in range(30):  # loaded, and its typical forward a short one
                 assert post(kept, "tiny.pt", TINY_BODY)[0] == 200
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                long_request = pool.submit(post, other, "slow.pt", slow_body(6000))
+                long_request = pool.submit(post, other, "slow.pt", rounds_body(6000))
                 time.sleep(0.5)  # it holds the worker's only thread and native slot
                 started = time.monotonic()
                 status, answer = post(kept, "tiny.pt", TINY_BODY)
@@ -75,8 +58,8 @@ def test_a_model_whose_request_ran_long_in_the_event_loop_moves_to_threads(start
             # typical time to be a short one's, so one of them runs in the loop.
             for _ in range(3):
                 for _ in range(60):
-                    assert post(kept, "looping.pt", slow_body(0))[0] == 200
-                status, answer = post(kept, "looping.pt", slow_body(50_000))  # a good part of a second
+                    assert post(kept, "looping.pt", rounds_body(0))[0] == 200
+                status, answer = post(kept, "looping.pt", rounds_body(50_000))  # a good part of a second
                 assert (status, answer["result"]["value"]) == (200, [2])
         finally:
             kept.close()

@@ -9,19 +9,13 @@ import signal
 import threading
 import time
 
-import pytest
 import requests
 import torch
 
-from tests.conftest import body_of, tensor_json
-from tests.integration.server import cli_command, free_port, running
+from tests.conftest import body_of, rounds_body, tensor_json
 from tests.models import AffineModel, script_and_save
 
 BODY = body_of(tensor_json(torch.tensor([1.0, 2.0])))
-
-
-def slow_body(rounds: int) -> bytes:
-    return body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": rounds})
 
 
 def post(url: str, identifier: str, body: bytes = BODY, timeout: float = 60) -> requests.Response:
@@ -35,15 +29,6 @@ def wait_until(predicate, timeout_s: float = 30.0) -> bool:
             return True
         time.sleep(0.1)
     return False
-
-
-@pytest.fixture
-def start(model_root, tmp_path):
-    def start_server(*options: str, root=model_root):
-        port = free_port()
-        return running(cli_command(port, "--model-root", str(root), *options), port, tmp_path / f"{port}.log")
-
-    return start_server
 
 
 def test_killed_worker_is_replaced_and_the_others_keep_serving(start):
@@ -60,9 +45,11 @@ def test_killed_worker_is_replaced_and_the_others_keep_serving(start):
 
 def test_sigterm_drains_in_flight_requests(start):
     with start("--workers", "1") as server:
-        post(server.url, "slow.pt", slow_body(1))
+        post(server.url, "slow.pt", rounds_body(1))
         outcome = {}
-        request = threading.Thread(target=lambda: outcome.update(response=post(server.url, "slow.pt", slow_body(6000))))
+        request = threading.Thread(
+            target=lambda: outcome.update(response=post(server.url, "slow.pt", rounds_body(6000)))
+        )
         request.start()
         time.sleep(0.5)
         server.process.send_signal(signal.SIGTERM)

@@ -12,12 +12,10 @@ import socket
 import time
 from pathlib import Path
 
-import pytest
 import requests
 import torch
 
-from tests.conftest import body_of, tensor_json
-from tests.integration.server import cli_command, free_port, running
+from tests.conftest import body_of, rounds_body, tensor_json
 from tests.integration.test_hostile import raw_exchange, read_until_closed, serve_request, split_responses
 
 BODY = body_of(tensor_json(torch.tensor([1.0, 2.0])))
@@ -25,20 +23,6 @@ BODY = body_of(tensor_json(torch.tensor([1.0, 2.0])))
 
 def post(url: str, identifier: str, body: bytes = BODY, timeout: float = 60) -> requests.Response:
     return requests.post(f"{url}/serve", params={"servable_identifier": identifier}, data=body, timeout=timeout)
-
-
-def slow_body(rounds: int) -> bytes:
-    return body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": rounds})
-
-
-@pytest.fixture
-def start(model_root, tmp_path):
-    def start_server(*options: str, root: Path = model_root):
-        port = free_port()
-        command = cli_command(port, "--model-root", str(root), "--workers", "1", *options)
-        return running(command, port, tmp_path / f"{port}.log")
-
-    return start_server
 
 
 def rss_bytes(pid: int) -> int:
@@ -91,9 +75,9 @@ def test_a_stalled_chunked_upload_gets_408(start):
 
 def test_a_burst_beyond_the_threads_gets_fast_503s(start):
     with start("--threads", "1", "--queue-size", "1", "--timeout", "60") as server:
-        post(server.url, "slow.pt", slow_body(1))
+        post(server.url, "slow.pt", rounds_body(1))
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            slow = [pool.submit(post, server.url, "slow.pt", slow_body(3000)) for _ in range(2)]
+            slow = [pool.submit(post, server.url, "slow.pt", rounds_body(3000)) for _ in range(2)]
             time.sleep(0.5)  # one slow request holds the worker's thread, the other its spare thread
             burst = [pool.submit(post, server.url, "tiny.pt") for _ in range(6)]
             refused = [future.result() for future in burst]
@@ -118,9 +102,9 @@ def test_a_request_whose_deadline_passed_in_the_queue_never_runs(start, model_ro
     for name in ["slow.pt", "tiny.pt"]:
         shutil.copy(model_root / name, root / name)
     with start("--threads", "1", "--queue-size", "4", "--timeout", "1", root=root) as server:
-        post(server.url, "slow.pt", slow_body(1))
+        post(server.url, "slow.pt", rounds_body(1))
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            holder = pool.submit(post, server.url, "slow.pt", slow_body(3000))
+            holder = pool.submit(post, server.url, "slow.pt", rounds_body(3000))
             time.sleep(0.3)
             queued = post(server.url, "tiny.pt")
             assert queued.status_code == 504

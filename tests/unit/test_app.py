@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import torch_serving.app
-from tests.conftest import body_of, nested_groups_body, tensor_json
+from tests.conftest import body_of, nested_groups_body, rounds_body, tensor_json
 from torch_serving import Config, create_app
 
 TINY = "servable_identifier=tiny.pt"
@@ -352,16 +352,12 @@ def test_invalidation_prob_reloads_from_disk(client):
     assert stats["loads"] == 3 and stats["hits"] == 3
 
 
-def slow_body(rounds: int) -> bytes:
-    return body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": rounds})
-
-
 def test_deadline_answers_504_then_a_full_worker_answers_503(model_root):
     config = Config(model_root=model_root, threads=1, queue_size=0, timeout=0.3)
     client = falcon.testing.TestClient(create_app(config))
-    assert serve(client, "servable_identifier=slow.pt", slow_body(1)).json["result"]["value"] == [2]
+    assert serve(client, "servable_identifier=slow.pt", rounds_body(1)).json["result"]["value"] == [2]
     assert_error(
-        serve(client, "servable_identifier=slow.pt", slow_body(20_000)),
+        serve(client, "servable_identifier=slow.pt", rounds_body(20_000)),
         504,
         "Deadline exceeded",
         "the request did not finish within the 0.3 s deadline; its work was abandoned",
@@ -383,7 +379,7 @@ def test_requests_queue_for_a_slot_within_the_limit(model_root):
     config = Config(model_root=model_root, threads=1, queue_size=4, timeout=30)
     client = falcon.testing.TestClient(create_app(config))
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda _: serve(client, "servable_identifier=slow.pt", slow_body(50)), range(4)))
+        results = list(pool.map(lambda _: serve(client, "servable_identifier=slow.pt", rounds_body(50)), range(4)))
     assert [r.status_code for r in results] == [200] * 4
 
 

@@ -15,17 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import body_of, tensor_json
+from tests.conftest import body_of, rounds_body, tensor_json
 from tests.models import AffineModel, script_and_save
 from torch_serving import Executor, Server
 from torch_serving.quick import QuickRequests
 from torch_serving.worker import _complete_request
 
 BODY = body_of(tensor_json(torch.tensor([[1.0, 2.0]])))
-
-
-def slow_body(rounds: int) -> bytes:
-    return body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": rounds})
 
 
 @pytest.fixture
@@ -60,6 +56,7 @@ def test_a_loaded_quick_model_with_a_small_body_is_quick(server, quick):
     assert quick_within(server, quick, "tiny.pt", BODY)
     assert quick("POST", "/v2/models/tiny/infer", len(BODY))
     assert quick("POST", "/v2/models/tiny.pt/infer", len(BODY))
+    assert quick("POST", "/v2/models/link/infer", len(BODY))  # V2 names are looked up as its routes do
     assert quick("POST", target, 64 * 1024)
 
 
@@ -101,10 +98,6 @@ def test_a_replaced_model_file_is_not_quick_until_it_is_loaded_again(server, qui
     assert quick_within(server, quick, "tiny.pt", BODY)
 
 
-def looping_body(rounds: int) -> bytes:
-    return body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": rounds})
-
-
 def quick_within(server: Server, quick: QuickRequests, identifier: str, body: bytes, calls: int = 400) -> bool:
     """Serve ``body`` up to ``calls`` times until the request is quick (its typical time is a moving
     average, which a busy machine's slow call moves too); return whether it became quick."""
@@ -118,7 +111,7 @@ def quick_within(server: Server, quick: QuickRequests, identifier: str, body: by
 
 def test_a_request_that_ran_long_in_the_event_loop_keeps_its_model_off_it(server, quick, caplog):
     caplog.set_level(logging.WARNING, logger="torch_serving")
-    short, long = looping_body(0), looping_body(50_000)  # microseconds; a good part of a second
+    short, long = rounds_body(0), rounds_body(50_000)  # microseconds; a good part of a second
     assert quick_within(server, quick, "looping.pt", short)
     serve(server, "looping.pt", long)  # on a thread: only the average moves
     assert not quick("POST", "/serve?servable_identifier=looping.pt", len(short))
@@ -140,7 +133,7 @@ def test_a_call_on_the_event_loop_runs_at_once_when_every_slot_is_taken(server):
     serve(server, "tiny.pt")
     full = Executor(1, 0)
     # The only slot is taken by a long call; the loop's call does not wait for it.
-    holding = threading.Thread(target=lambda: server.serve("slow.pt", "slow.pt", slow_body(1000), 0.0, full, 60.0))
+    holding = threading.Thread(target=lambda: server.serve("slow.pt", "slow.pt", rounds_body(1000), 0.0, full, 60.0))
     holding.start()
     try:
         waited_until = time.monotonic() + 30
