@@ -21,6 +21,8 @@ class AccessLogger(Logger):
         if not self.access_log_enabled:
             return
         query = f"?{req.query}" if req.query else ""
+        # Gunicorn's own error answers set the status line only.
+        status = getattr(resp, "status_code", None) or str(resp.status).split(" ", 1)[0]
         milliseconds = request_time.total_seconds() * 1000
         self.access_log.info(
             '%s "%s %s%s HTTP/%s.%s" %s %s %.1fms',
@@ -30,7 +32,7 @@ class AccessLogger(Logger):
             query,
             req.version[0],
             req.version[1],
-            resp.status_code,
+            status,
             getattr(resp, "sent", "-"),
             milliseconds,
         )

@@ -16,10 +16,12 @@ a thread takes it. This worker instead:
 * stamps each request with when the event loop handed it over, so the
   deadline counts from there (``arrival_time``);
 * answers a request on a kept-alive connection in the event loop itself,
-  without a thread, when it is all there and the application says it is
+  without a thread, when it is all there, plain (``PlainReader``, which
+  reads it in place of gunicorn's parser) and the application says it is
   quick (``QuickRequests``: its model is loaded, unchanged and fast, its
   body small). Handing a small request to a thread and its connection back
-  to the loop cost more than the request itself (docs/performance.md);
+  to the loop, and gunicorn's parser, cost more than the request itself
+  (docs/performance.md). Gunicorn's ``Response`` writes the answer;
 * takes no request before the models ``--preload`` names are loaded;
 * answers gunicorn's own refusals (a request line or headers over its limits,
   malformed HTTP) with the JSON error envelope instead of an HTML page.
@@ -33,6 +35,7 @@ class in its master.
 from __future__ import annotations
 
 import contextlib
+import errno
 import html
 import re
 import selectors
@@ -42,13 +45,16 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from functools import partial
 
 from gunicorn import util
+from gunicorn.http import wsgi
 from gunicorn.workers.gthread import ThreadWorker
 
 from torch_serving.config import Config
 from torch_serving.envelope import RETRY_AFTER, error_body, error_document
+from torch_serving.plain_http import PlainReader, PlainRequest
 
 __all__ = ["ServingWorker", "arrival_time", "on_event_loop"]
 
@@ -64,9 +70,6 @@ _PEEK_BYTES = 80 * 1024
 # How long a send may make no progress on a connection once the event loop
 # has answered on it: a client that stops reading must not hold up the loop.
 _SEND_STALL_S = 2
-# Headers after which gunicorn reads on for more than the request (or
-# answers before it): such requests take a thread.
-_NOT_AT_ONCE = {"transfer-encoding", "expect", "upgrade", "http2-settings"}
 
 _request = threading.local()
 
@@ -125,6 +128,7 @@ class ServingWorker(ThreadWorker):
         self._spare_pool = ThreadPoolExecutor(max(queue_size, 1), thread_name_prefix="spare")
         self._lingering: deque[tuple[float, socket.socket]] = deque()
         self._quick = None  # what says which requests are quick, once the app is loaded
+        self._plain = PlainReader(self.cfg)
         self._peeked = bytearray(_PEEK_BYTES)
         self._busy_answer = _http_response(
             503,
@@ -178,7 +182,8 @@ class ServingWorker(ThreadWorker):
         return super().handle(conn)
 
     def on_client_socket_readable(self, conn, client) -> None:
-        if self._in_flight >= self._limit or not self._answerable_at_once(conn):
+        request = self._quick_request(conn) if self._in_flight < self._limit else None
+        if request is None:
             super().on_client_socket_readable(conn, client)
             return
         self.poller.unregister(client)
@@ -189,26 +194,80 @@ class ServingWorker(ThreadWorker):
         self._in_flight += 1
         conn.arrived = time.monotonic()
         conn.on_core = False
+        _request.arrived = conn.arrived
         _request.on_event_loop = True
         try:
-            kept = self.handle(conn)
+            kept = self._answer_in_loop(conn, request)
         finally:
             _request.on_event_loop = False
         self.finish_request(conn, _Finished(kept))
 
-    def _answerable_at_once(self, conn) -> bool:
-        """Whether the next request on ``conn`` is all in the socket and the app says it is quick.
-
-        Reads nothing: gunicorn parses the request as usual wherever it runs.
-        """
-        if self._quick is None or conn.is_http2 or conn.parser.unreader.buf.tell():
-            return False
+    def _quick_request(self, conn) -> PlainRequest | None:
+        """The next request on kept-alive ``conn`` when it is plain, all in the socket, and quick, and
+        gunicorn would keep the connection open after it; else None. Reads nothing."""
+        if (
+            self._quick is None
+            or conn.is_http2
+            or conn.parser.unreader.buf.tell()
+            or not self.alive
+            or not self.cfg.keepalive
+            or self.nr + 1 >= self.max_requests
+            or len(self.keepalived_conns) > self.max_keepalived  # counting ``conn``, about to leave it
+        ):
+            return None
         try:
             received = conn.sock.recv_into(self._peeked, _PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except OSError:
-            return False
-        request = _complete_request(self._peeked, received)
-        return request is not None and self._quick(*request)
+            return None
+        request = self._plain.read(self._peeked, received, conn.server)
+        if request is None or not self._quick(request.method, request.uri, request.size - request.body_start):
+            return None
+        return request
+
+    def _answer_in_loop(self, conn, request: PlainRequest) -> bool:
+        """Answer ``request`` as gunicorn's ``handle_request`` does; return whether ``conn`` stays open."""
+        sock = conn.sock
+        resp = None
+        try:
+            sock.setblocking(True)
+            # The bytes peeked at, taken off the socket into the same buffer.
+            if sock.recv_into(self._peeked, request.size, socket.MSG_WAITALL) != request.size:
+                return False
+            body = bytes(memoryview(self._peeked)[request.body_start : request.size])
+            environ = self._plain.environ(request, body, conn.client, conn.server)
+            self.nr += 1
+            self.cfg.pre_request(self, request)
+            started = datetime.now()
+            resp = wsgi.Response(request, sock, self.cfg)
+            chunks = self.wsgi(environ, resp.start_response)
+            try:
+                for chunk in chunks:
+                    resp.write(chunk)
+                resp.close()
+            finally:
+                self.log.access(resp, request, environ, datetime.now() - started)
+                if hasattr(chunks, "close"):
+                    chunks.close()
+            try:
+                self.cfg.post_request(self, request, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
+            return not resp.should_close()
+        except BlockingIOError:
+            self.log.warning(
+                "closed the connection of %s, which read none of its answer for %d s", conn.client, _SEND_STALL_S
+            )
+        except OSError as error:
+            if error.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                self.log.debug("connection of %s ended while answering it: %s", conn.client, error)
+            else:
+                self.log.exception("Socket error processing request.")
+        except Exception as error:
+            if resp is not None and resp.headers_sent:
+                self.log.exception("Error handling request")
+            else:
+                self.handle_error(request, sock, conn.client, error)
+        return False
 
     def _refuse(self, conn) -> None:
         """Answer 503 and close, from the event loop, without a thread."""
@@ -276,33 +335,6 @@ class _Finished:
 
     def cancelled(self) -> bool:
         return False
-
-
-def _complete_request(data: bytearray, size: int) -> tuple[str, str, int] | None:
-    """Return the method, target and body length of the HTTP/1.x request at the start of
-    ``data[:size]``, or None unless it is all there, headers and body, and plainly framed."""
-    end = data.find(b"\r\n\r\n", 0, size)
-    if end < 0:
-        return None
-    lines = data[:end].decode("latin-1").split("\r\n")
-    request_line = lines[0].split(" ")
-    if len(request_line) != 3 or request_line[2] not in ("HTTP/1.1", "HTTP/1.0"):
-        return None
-    length = None
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        name = name.lower()
-        if name == "content-length":
-            value = value.strip()
-            if length is not None or not (value.isascii() and value.isdigit()):
-                return None
-            length = int(value)
-        elif name in _NOT_AT_ONCE:
-            return None
-    length = length or 0
-    if end + 4 + length > size:
-        return None
-    return request_line[0], request_line[1], length
 
 
 def _discard_readable(sock: socket.socket) -> bool:

@@ -1,14 +1,15 @@
 """Quick requests on kept-alive connections, answered in the worker's event
 loop, through real gunicorn: they do not wait for threads or native slots
-held by long requests, a model whose request ran long there moves to
-threads, and a client that stops reading its answer holds the loop up for a
-bounded time only."""
+held by long requests, their answers and access lines are those a thread
+gives, a model whose request ran long there moves to threads, and a client
+that stops reading its answer holds the loop up for a bounded time only."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import http.client
 import json
+import re
 import socket
 import time
 
@@ -48,6 +49,45 @@ def test_a_quick_request_is_answered_while_the_only_thread_runs_a_long_one(start
         finally:
             kept.close()
             other.close()
+
+
+def test_an_answer_from_the_event_loop_is_the_one_a_thread_gives(start):
+    requests = [
+        serve_request("tiny.pt", TINY_BODY),
+        serve_request("tiny.pt", b'{"inputs": ['),  # 400, with the exact detail
+        serve_request("tiny.pt", body_of(tensor_json(torch.tensor([1, 2], dtype=torch.int8)))),  # from the model
+    ]
+    with start("--threads", "1", "--timeout", "60", "--log-level", "info") as server:
+        threaded = []
+        for request in requests:  # each the first on its connection: a thread reads it
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as fresh:
+                threaded.append(exchange(fresh, request))
+        other = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        try:
+            post(other, "slow.pt", rounds_body(1))
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as kept:
+                for _ in range(30):  # loaded, and its typical forward a short one
+                    exchange(kept, requests[0])
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    long_request = pool.submit(post, other, "slow.pt", rounds_body(6000))
+                    time.sleep(0.5)  # it holds the worker's only thread: the loop answers what follows
+                    in_loop = [exchange(kept, request) for request in requests]
+                    assert not long_request.done()
+                    assert long_request.result()[0] == 200
+        finally:
+            other.close()
+        log = server.log()
+    assert [without_date(answer) for answer in in_loop] == [without_date(answer) for answer in threaded]
+    assert [answer.split(b"\r\n")[0] for answer in in_loop] == [
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 400 Bad Request",
+        b"HTTP/1.1 200 OK",
+    ]
+    access = re.findall(r'127\.0\.0\.1 "POST /serve\?servable_identifier=tiny\.pt HTTP/1\.1" (\d+) (\d+) [\d.]+ms', log)
+    statuses_and_sizes = [(int(status), int(size)) for status, size in access]
+    expected = [(int(answer.split(b" ")[1]), len(answer.split(b"\r\n\r\n", 1)[1])) for answer in threaded]
+    assert statuses_and_sizes[: len(requests)] == expected  # the threads' lines
+    assert statuses_and_sizes[-len(requests) :] == expected  # the loop's
 
 
 def test_a_model_whose_request_ran_long_in_the_event_loop_moves_to_threads(start):
@@ -103,8 +143,27 @@ def test_a_client_that_stops_reading_holds_the_event_loop_a_bounded_time(start, 
             finally:
                 other.close()
             assert time.monotonic() - started < 5
+        log = server.log()
         # The answers went out from the loop (a long one would have moved the model to threads).
-        assert "wide.pt took" not in server.log()
+        assert "wide.pt took" not in log
+        assert re.search(r"\[WARNING\] closed the connection of \('127\.0\.0\.1', \d+\), which read none of its answer for 2 s", log)
+
+
+def exchange(sock: socket.socket, request: bytes) -> bytes:
+    """Send ``request`` on ``sock`` and return its whole answer, read up to its Content-Length."""
+    sock.sendall(request)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return received[: len(head) + 4] + body
+
+
+def without_date(answer: bytes) -> bytes:
+    return re.sub(rb"\r\nDate: [^\r]*", b"", answer)
 
 
 def serve_request(identifier: str, body: bytes) -> bytes:

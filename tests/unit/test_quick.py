@@ -1,6 +1,7 @@
-"""Which requests a worker's event loop answers itself: those all in the
-socket (``_complete_request``) whose work is known to be short
-(``QuickRequests``), and a model whose request once ran long there no more."""
+"""Which requests a worker's event loop answers itself: those whose work is
+known to be short (``QuickRequests``; tests/unit/test_plain_http.py has which
+are plain and all in the socket), and a model whose request once ran long
+there no more."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from tests.conftest import body_of, rounds_body, tensor_json
 from tests.models import AffineModel, script_and_save
 from torch_serving import Executor, Server
 from torch_serving.quick import QuickRequests
-from torch_serving.worker import _complete_request
 
 BODY = body_of(tensor_json(torch.tensor([[1.0, 2.0]])))
 
@@ -144,26 +144,3 @@ def test_a_call_on_the_event_loop_runs_at_once_when_every_slot_is_taken(server):
         assert holding.is_alive()
     finally:
         holding.join()
-
-
-@pytest.mark.parametrize(
-    ("request_bytes", "expected"),
-    [
-        (b"POST /serve?a=b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", ("POST", "/serve?a=b", 3)),
-        (b"POST /serve HTTP/1.1\r\ncontent-length: 3\r\n\r\nabcGET / HTTP/1.1\r\n", ("POST", "/serve", 3)),
-        (b"GET /healthcheck HTTP/1.0\r\nHost: x\r\n\r\n", ("GET", "/healthcheck", 0)),
-        (b"POST /serve HTTP/1.1\r\nContent-Length: 4\r\n\r\nabc", None),  # the body is not all there
-        (b"POST /serve HTTP/1.1\r\nContent-Length: 3\r\n", None),  # nor the headers
-        (b"POST /serve HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", None),
-        (b"POST /serve HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc", None),
-        (b"POST /serve HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", None),
-        (b"POST /serve HTTP/1.1\r\nContent-Length: \xb3\r\n\r\nabc", None),  # a digit, but not an ASCII one
-        (b"POST /serve HTTP/1.1\r\nContent-Length: -3\r\n\r\nabc", None),
-        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", None),
-        (b"POST /serve  HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", None),
-    ],
-)
-def test_complete_request_reads_only_whole_plainly_framed_requests(request_bytes, expected):
-    buffer = bytearray(1024)
-    buffer[: len(request_bytes)] = request_bytes
-    assert _complete_request(buffer, len(request_bytes)) == expected

@@ -1,0 +1,49 @@
+"""The access log's line, for answers from the application, from the event
+loop and gunicorn's own error answers."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from gunicorn.config import Config as GunicornConfig
+from gunicorn.http import wsgi
+
+from torch_serving.access_log import AccessLogger
+from torch_serving.plain_http import PlainReader
+
+REQUEST = b"POST /serve?servable_identifier=m.pt HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def access_line(caplog, resp, req) -> str:
+    cfg = GunicornConfig()
+    cfg.set("accesslog", "-")
+    logger = AccessLogger(cfg)
+    logger.access_log.propagate = True
+    with caplog.at_level(logging.INFO, logger="gunicorn.access"):
+        logger.access(resp, req, {"REMOTE_ADDR": "10.0.0.1"}, timedelta(milliseconds=1.25))
+    return caplog.records[-1].getMessage()
+
+
+def plain_request():
+    buffer = bytearray(REQUEST)
+    return PlainReader(GunicornConfig()).read(buffer, len(buffer), ("127.0.0.1", 8000))
+
+
+def test_an_answer_from_the_application_is_logged_with_its_status_and_size(caplog):
+    request = plain_request()
+    resp = wsgi.Response(request, None, GunicornConfig())
+    resp.start_response("200 OK", [("Content-Length", "7")])
+    resp.sent = 7
+    assert access_line(caplog, resp, request) == (
+        '10.0.0.1 "POST /serve?servable_identifier=m.pt HTTP/1.1" 200 7 1.2ms'
+    )
+
+
+def test_gunicorns_own_error_answer_is_logged_from_its_status_line(caplog):
+    request = plain_request()
+    resp = wsgi.Response(request, None, GunicornConfig())
+    resp.status = "500 Internal Server Error"  # as gunicorn's handle_error sets it
+    assert access_line(caplog, resp, request) == (
+        '10.0.0.1 "POST /serve?servable_identifier=m.pt HTTP/1.1" 500 0 1.2ms'
+    )
