@@ -326,8 +326,12 @@ def main(argv: list[str] | None = None) -> int:
                     batches[workload.name] = batch_counters(ours.url, workload.model)
                 if workload.name == "example":
                     rss = {name: peak_rss_mib(s.process.pid) for name, s in servers.items() if name != "hello"}
+            # A model moved off the event loop, say, changes what the figures mean.
+            warnings = [line for line in ours.log().splitlines() if "[WARNING]" in line or "[ERROR]" in line]
 
     _report(args, workloads, rounds, rss)
+    if warnings:
+        print("our server warned during the run:", *warnings, sep="\n  ")
     for name, (requests_done, executions) in batches.items():
         print(
             f"{name}: {requests_done} requests in {executions} forwards (mean batch {requests_done / executions:.2f})"

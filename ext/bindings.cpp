@@ -180,25 +180,6 @@ Placement placement(const Server& server, const std::string& relative, size_t bo
   return !may_reload && server.is_quick(relative, body_size) ? Placement::kCallerIfIdle : Placement::kPool;
 }
 
-// Times a call made in a worker's event loop, however it ends, for
-// Server::note_event_loop_call.
-class EventLoopCall {
- public:
-  EventLoopCall(Server& server, const std::string& relative, bool on_event_loop)
-      : server_(server), relative_(relative), on_event_loop_(on_event_loop), started_(std::chrono::steady_clock::now()) {}
-  ~EventLoopCall() {
-    if (on_event_loop_) server_.note_event_loop_call(relative_, std::chrono::steady_clock::now() - started_);
-  }
-  EventLoopCall(const EventLoopCall&) = delete;
-  EventLoopCall& operator=(const EventLoopCall&) = delete;
-
- private:
-  Server& server_;
-  const std::string& relative_;
-  const bool on_event_loop_;
-  const std::chrono::steady_clock::time_point started_;
-};
-
 // Logs `message` at `level` (`warning`, `info`) through the `torch_serving`
 // Python logger, from any thread.
 void log_in_python(const char* level, const std::string& message) {

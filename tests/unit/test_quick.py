@@ -9,6 +9,8 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -127,6 +129,35 @@ def test_a_request_that_ran_long_in_the_event_loop_keeps_its_model_off_it(server
         r" this worker answers the model's requests on threads from now on",
         record.getMessage(),
     )
+
+
+def test_time_the_event_loop_waits_for_its_core_is_not_its_models(server, caplog):
+    # On a loaded host the loop's thread is preempted; moving the model to threads would not help.
+    caplog.set_level(logging.WARNING, logger="torch_serving")
+    body = rounds_body(2000)  # a few milliseconds of CPU
+    serve(server, "looping.pt", body)  # loaded
+    core = min(os.sched_getaffinity(0))
+    hog = subprocess.Popen([sys.executable, "-c", "print(flush=True)\nwhile True: pass"], stdout=subprocess.PIPE)
+    took = []
+
+    def preempted_call() -> None:
+        os.sched_setaffinity(0, {core})
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread's share of the core: ~1.5%
+        started = time.monotonic()
+        serve(server, "looping.pt", body, on_event_loop=True)
+        took.append(time.monotonic() - started)
+
+    try:
+        os.sched_setaffinity(hog.pid, {core})
+        hog.stdout.readline()  # spinning
+        caller = threading.Thread(target=preempted_call)
+        caller.start()
+        caller.join()
+    finally:
+        hog.kill()
+        hog.wait()
+    assert took[0] > 0.05  # it held the loop past the budget, mostly waiting for the core
+    assert caplog.records == []
 
 
 def test_a_call_on_the_event_loop_runs_at_once_when_every_slot_is_taken(server):
