@@ -90,6 +90,28 @@ def test_an_answer_from_the_event_loop_is_the_one_a_thread_gives(start):
     assert statuses_and_sizes[-len(requests) :] == expected  # the loop's
 
 
+def test_pipelined_quick_requests_each_get_their_own_answer_from_the_loop(start):
+    bodies = [body_of(tensor_json(torch.tensor([float(i)]))) for i in range(3)]
+    with start("--threads", "1", "--timeout", "60") as server:
+        other = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        try:
+            post(other, "slow.pt", rounds_body(1))
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as kept:
+                for _ in range(30):  # loaded, and its typical forward a short one
+                    exchange(kept, serve_request("tiny.pt", TINY_BODY))
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    long_request = pool.submit(post, other, "slow.pt", rounds_body(6000))
+                    time.sleep(0.5)  # it holds the worker's only thread: the loop answers what follows
+                    kept.sendall(b"".join(serve_request("tiny.pt", body) for body in bodies))  # in one segment
+                    answers = read_answers(kept, len(bodies))
+                    assert not long_request.done()
+                    assert long_request.result()[0] == 200
+        finally:
+            other.close()
+    values = [json.loads(answer.partition(b"\r\n\r\n")[2])["result"]["value"] for answer in answers]
+    assert values == [[1], [3], [5]]
+
+
 def test_a_model_whose_request_ran_long_in_the_event_loop_moves_to_threads(start):
     with start("--threads", "2") as server:
         kept = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
@@ -150,16 +172,26 @@ def test_a_client_that_stops_reading_holds_the_event_loop_a_bounded_time(start, 
 
 
 def exchange(sock: socket.socket, request: bytes) -> bytes:
-    """Send ``request`` on ``sock`` and return its whole answer, read up to its Content-Length."""
+    """Send ``request`` on ``sock`` and return its whole answer."""
     sock.sendall(request)
-    received = b""
-    while b"\r\n\r\n" not in received:
-        received += sock.recv(65536)
-    head, _, body = received.partition(b"\r\n\r\n")
-    length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
-    while len(body) < length:
-        body += sock.recv(65536)
-    return received[: len(head) + 4] + body
+    [answer] = read_answers(sock, 1)
+    return answer
+
+
+def read_answers(sock: socket.socket, count: int) -> list[bytes]:
+    """Read ``count`` whole answers from ``sock``, each up to its Content-Length, and nothing after them."""
+    answers, received = [], b""
+    while len(answers) < count:
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(65536)
+        head, _, rest = received.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+        while len(rest) < length:
+            rest += sock.recv(65536)
+        answers.append(head + b"\r\n\r\n" + rest[:length])
+        received = rest[length:]
+    assert received == b""
+    return answers
 
 
 def without_date(answer: bytes) -> bytes:
