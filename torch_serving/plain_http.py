@@ -51,14 +51,12 @@ _MAX_FIELD_SIZE = 8190
 class PlainRequest:
     """A plain request, with what gunicorn's ``Response`` and access log read of a request."""
 
-    __slots__ = ("method", "uri", "path", "query", "headers", "body_start", "size")
+    __slots__ = ("body_start", "headers", "method", "path", "query", "size", "uri")
 
     version = (1, 1)
     body = None  # read by gunicorn's error answer; this body is read already
 
-    def __init__(
-        self, method: str, uri: str, headers: list[tuple[str, str]], body_start: int, size: int
-    ) -> None:
+    def __init__(self, method: str, uri: str, headers: list[tuple[str, str]], body_start: int, size: int) -> None:
         self.method = method
         self.uri = uri
         self.path, _, self.query = uri.partition("?")

@@ -168,7 +168,9 @@ def test_a_client_that_stops_reading_holds_the_event_loop_a_bounded_time(start, 
         log = server.log()
         # The answers went out from the loop (a long one would have moved the model to threads).
         assert "wide.pt took" not in log
-        assert re.search(r"\[WARNING\] closed the connection of \('127\.0\.0\.1', \d+\), which read none of its answer for 2 s", log)
+        assert re.search(
+            r"\[WARNING\] closed the connection of \('127\.0\.0\.1', \d+\), which read none of its answer for 2 s", log
+        )
 
 
 def exchange(sock: socket.socket, request: bytes) -> bytes:

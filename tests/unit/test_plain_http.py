@@ -101,8 +101,10 @@ def test_no_request_is_plain_behind_tls_the_proxy_protocol_a_script_name_or_a_un
     "request_bytes",
     [
         PLAIN,
-        b"POST /v2/models/m%20x/infer?a=1&b HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 3\r\nInference-Header-Content-Length: 2\r\nAccept: */*\r\nUser-Agent: t/1\r\n\r\nabc",
+        (
+            b"POST /v2/models/m%20x/infer?a=1&b HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 3\r\nInference-Header-Content-Length: 2\r\nAccept: */*\r\nUser-Agent: t/1\r\n\r\nabc"
+        ),
         b"GET /healthcheck HTTP/1.1\r\n\r\n",
     ],
 )
