@@ -22,7 +22,7 @@ from torch_serving.request_body import read_body
 from torch_serving.v2 import add_v2_routes
 from torch_serving.worker import arrival_time
 
-__all__ = ["build_app", "create_app"]
+__all__ = ["ServingApp", "create_app"]
 
 _HEALTHY = b'{"code":200,"message":"OK","description":"OK"}'
 
@@ -129,7 +129,18 @@ def _probability(req: falcon.Request) -> float:
     return probability
 
 
-def create_app(config: Config) -> falcon.App:
+class ServingApp(falcon.App):
+    """Falcon's application, with what ``ServingWorker`` reads of it, under the CLI or any gunicorn.
+
+    Attributes:
+        preload: the worker's warm start; the worker takes no request before it is done.
+        quick_requests: says which requests the worker's event loop may answer itself.
+    """
+
+    __slots__ = ("preload", "quick_requests")
+
+
+def create_app(config: Config) -> ServingApp:
     """Build the WSGI application for one worker process.
 
     Creates the worker's model cache, so call it after the fork. Models that
@@ -140,17 +151,7 @@ def create_app(config: Config) -> falcon.App:
         config: the server settings.
 
     Returns:
-        The Falcon application.
-    """
-    return build_app(config)[0]
-
-
-def build_app(config: Config) -> tuple[falcon.App, Preload, QuickRequests]:
-    """Build the WSGI application as ``create_app`` does; return it with its started preload and
-    what says which of its requests are quick.
-
-    ``ServingWorker`` takes no request until that preload is done, and
-    answers quick requests in its event loop.
+        The Falcon application, with its started preload.
     """
     torch.set_num_threads(config.torch_threads)
     server = Server(
@@ -164,7 +165,7 @@ def build_app(config: Config) -> tuple[falcon.App, Preload, QuickRequests]:
     )
     metrics = Metrics(server) if config.metrics else None
     middleware = [MetricsMiddleware(metrics)] if metrics else []
-    app = falcon.App(media_type=falcon.MEDIA_JSON, middleware=middleware)
+    app = ServingApp(media_type=falcon.MEDIA_JSON, middleware=middleware)
     app.req_options.keep_blank_qs_values = True
     app.add_route("/healthcheck", HealthResource())
     runner = NativeRunner(config.threads, config.queue_size, config.timeout)
@@ -181,4 +182,6 @@ def build_app(config: Config) -> tuple[falcon.App, Preload, QuickRequests]:
     repository.start()
     if metrics:
         metrics.start()
-    return app, preload, QuickRequests(server, config.model_root)
+    app.preload = preload
+    app.quick_requests = QuickRequests(server, config.model_root)
+    return app

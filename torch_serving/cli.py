@@ -52,11 +52,6 @@ class _GunicornApplication(BaseApplication):
         self._config = config
         super().__init__()
 
-    # Set in each worker by load(): the worker takes requests once the
-    # preload is done, and answers quick requests in its event loop.
-    preload = None
-    quick_requests = None
-
     @property
     def queue_size(self) -> int:
         """Requests each worker holds beyond its threads (read by ``ServingWorker``)."""
@@ -91,14 +86,13 @@ class _GunicornApplication(BaseApplication):
 
     def load(self):
         # Runs in each worker after the fork: no torch work in the master.
-        from torch_serving.app import build_app
+        from torch_serving.app import create_app
 
         logging.basicConfig(
             level=self._config.log_level.upper(),
             format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
         )
-        app, self.preload, self.quick_requests = build_app(self._config)
-        return app
+        return create_app(self._config)
 
 
 def _option_type(name: str):

@@ -143,15 +143,14 @@ class ServingWorker(ThreadWorker):
         )
 
     def run(self) -> None:
-        # Take no request before the application's preload is done (the CLI
-        # sets it on the gunicorn application), telling the arbiter
-        # meanwhile that this worker is alive.
-        preload = getattr(self.app, "preload", None)
+        # Take no request before the application's preload is done, telling
+        # the arbiter meanwhile that this worker is alive. Another WSGI
+        # application than ``ServingApp`` has none.
+        preload = getattr(self.wsgi, "preload", None)
         while preload is not None and not preload.wait(1.0):
             self.notify()
-        # Set by the CLI's application when it loaded the app; other
-        # applications have none, and every request takes a thread.
-        self._quick = getattr(self.app, "quick_requests", None)
+        # Under another WSGI application every request takes a thread.
+        self._quick = getattr(self.wsgi, "quick_requests", None)
         super().run()
 
     def enqueue_req(self, conn) -> None:

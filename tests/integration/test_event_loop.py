@@ -11,11 +11,13 @@ import http.client
 import json
 import re
 import socket
+import sys
 import time
 
 import torch
 
 from tests.conftest import body_of, rounds_body, tensor_json
+from tests.integration.server import free_port, running
 from tests.models import AffineModel, WideModel, script_and_save
 
 TINY_BODY = body_of(tensor_json(torch.tensor([1.0, 2.0])))
@@ -30,25 +32,42 @@ def post(connection: http.client.HTTPConnection, identifier: str, body: bytes) -
 
 def test_a_quick_request_is_answered_while_the_only_thread_runs_a_long_one(start):
     with start("--threads", "1", "--timeout", "60") as server:
-        kept = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        other = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-        try:
-            post(other, "slow.pt", rounds_body(1))
-            for _ in range(30):  # loaded, and its typical forward a short one
-                assert post(kept, "tiny.pt", TINY_BODY)[0] == 200
-            with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                long_request = pool.submit(post, other, "slow.pt", rounds_body(6000))
-                time.sleep(0.5)  # it holds the worker's only thread and native slot
-                started = time.monotonic()
-                status, answer = post(kept, "tiny.pt", TINY_BODY)
-                answered_s = time.monotonic() - started
-                assert not long_request.done()
-                assert long_request.result()[0] == 200
-            assert (status, answer["result"]["value"]) == (200, [3, 5])
-            assert answered_s < 1.0
-        finally:
-            kept.close()
-            other.close()
+        assert_answered_while_the_only_thread_is_held(server.port)
+
+
+def test_the_event_loop_answers_quick_requests_under_plain_gunicorn_too(model_root, tmp_path):
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "gunicorn", "-k", "torch_serving.worker.ServingWorker"),
+        *("--threads", "1", "--no-control-socket", "-b", f"127.0.0.1:{port}", "torch_serving.wsgi:app"),
+    ]
+    env = {"TORCH_SERVING_MODEL_ROOT": str(model_root), "TORCH_SERVING_THREADS": "1"}
+    with running(command, port, tmp_path / "log", env=env) as server:
+        assert_answered_while_the_only_thread_is_held(server.port)
+
+
+def assert_answered_while_the_only_thread_is_held(port: int) -> None:
+    """Check that, while a long request holds a one-thread worker's thread and native slot, a quick
+    request on a kept-alive connection is answered within a second, from the event loop."""
+    kept = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    other = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        post(other, "slow.pt", rounds_body(1))
+        for _ in range(30):  # loaded, and its typical forward a short one
+            assert post(kept, "tiny.pt", TINY_BODY)[0] == 200
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            long_request = pool.submit(post, other, "slow.pt", rounds_body(6000))
+            time.sleep(0.5)  # it holds the worker's only thread and native slot
+            started = time.monotonic()
+            status, answer = post(kept, "tiny.pt", TINY_BODY)
+            answered_s = time.monotonic() - started
+            assert not long_request.done()
+            assert long_request.result()[0] == 200
+        assert (status, answer["result"]["value"]) == (200, [3, 5])
+        assert answered_s < 1.0
+    finally:
+        kept.close()
+        other.close()
 
 
 def test_an_answer_from_the_event_loop_is_the_one_a_thread_gives(start):

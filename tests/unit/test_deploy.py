@@ -18,7 +18,7 @@ import yaml
 from tests.integration.server import free_port, running
 from tests.models import REPO
 from torch_serving import Config
-from torch_serving.app import build_app
+from torch_serving.app import create_app
 
 KUBERNETES = sorted((REPO / "deploy" / "kubernetes").glob("*.yaml"))
 INFERENCE_SERVICE = REPO / "deploy" / "kserve" / "inferenceservice.yaml"
@@ -93,8 +93,8 @@ def test_manifests_agree_with_the_server(where, container, tmp_path):
     port = container["ports"][0]["containerPort"]
     assert config.port == port == 8080
     assert container["volumeMounts"][0]["mountPath"] == env["TORCH_SERVING_MODEL_ROOT"]
-    app, preload, _ = build_app(config)
-    assert preload.wait(30)  # the manifests preload: readiness waits for it
+    app = create_app(config)
+    assert app.preload.wait(30)  # the manifests preload: readiness waits for it
     client = falcon.testing.TestClient(app)
     for probe in ("readinessProbe", "livenessProbe"):
         if probe in container:
