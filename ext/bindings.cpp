@@ -340,6 +340,14 @@ PYBIND11_MODULE(_C, m) {
           "Return the cache's counters (hits, loads, failed_loads, evictions) and, under models, each loaded"
           " model's requests, forward executions and max_batch_size.")
       .def(
+          "execution_totals",
+          [](Server& self) {
+            py::dict out;
+            for (const auto& [path, total] : self.cache().execution_totals()) out[py::str(path)] = total;
+            return out;
+          },
+          "Return, by model file, the forward executions of every model loaded from it, dropped ones included.")
+      .def(
           "unload", [](Server& self, const std::string& relative) { return self.cache().erase(relative); },
           py::arg("relative"), "Drop the model file ``relative`` from the cache; return whether it was cached.")
       .def(

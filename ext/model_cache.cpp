@@ -50,7 +50,7 @@ ModelCache::Model ModelCache::get(const std::string& key, const FileIdentity& id
       return cached.get();
     }
     lock.unlock();
-    Model fresh = counted_load(load);
+    Model fresh = counted_load(key, load);
     lock.lock();
     it = entries_.find(key);
     if (it != entries_.end() && it->second.identity == identity) it->second.model = ready(fresh);
@@ -70,7 +70,7 @@ ModelCache::Model ModelCache::get(const std::string& key, const FileIdentity& id
   lock.unlock();
 
   try {
-    Model model = counted_load(load);
+    Model model = counted_load(key, load);
     promise.set_value(model);
     // Evicting only now means a file that fails to load never costs a
     // healthy model its place.
@@ -98,23 +98,36 @@ void ModelCache::evict_if_full() {
   }
 }
 
-ModelCache::Model ModelCache::counted_load(const Loader& load) {
+ModelCache::Model ModelCache::counted_load(const std::string& key, const Loader& load) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.loads;
   }
+  Model model;
   try {
-    return load();
+    model = load();
   } catch (...) {
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.failed_loads;
     throw;
   }
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto& total = execution_totals_[key];
+  if (!total) total = std::make_shared<std::atomic<uint64_t>>(0);
+  model->count_executions_in(total);
+  return model;
 }
 
 CacheStats ModelCache::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return stats_;
+}
+
+std::vector<std::pair<std::string, uint64_t>> ModelCache::execution_totals() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<std::pair<std::string, uint64_t>> out;
+  for (const auto& [key, total] : execution_totals_) out.emplace_back(key, total->load(std::memory_order_relaxed));
+  return out;
 }
 
 ModelCache::Model ModelCache::peek(const std::string& key, const FileIdentity* identity) const {

@@ -1,6 +1,7 @@
 // The LRU cache of loaded models, safe to use from many threads at once.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <future>
@@ -57,6 +58,12 @@ class ModelCache {
 
   CacheStats stats() const;
 
+  // The executions of every model loaded under each key since the cache
+  // began. A key's count outlives its models, so that dropping one (evicted,
+  // erased, replaced) loses none of its executions, those of requests that
+  // still held it included.
+  std::vector<std::pair<std::string, uint64_t>> execution_totals() const;
+
   // Drops the model cached under `key`, if any; returns whether there was
   // one. Requests still using it finish with it.
   bool erase(const std::string& key);
@@ -64,8 +71,9 @@ class ModelCache {
   void clear();
 
  private:
-  // Runs `load` and counts its outcome.
-  Model counted_load(const Loader& load);
+  // Runs `load` and counts its outcome; the model counts its executions
+  // under `key`.
+  Model counted_load(const std::string& key, const Loader& load);
 
   struct Entry {
     FileIdentity identity;
@@ -85,6 +93,7 @@ class ModelCache {
   std::unordered_map<std::string, Entry> entries_;
   uint64_t next_generation_ = 0;
   CacheStats stats_;
+  std::unordered_map<std::string, std::shared_ptr<std::atomic<uint64_t>>> execution_totals_;
 };
 
 }  // namespace torch_serving

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -58,6 +59,10 @@ class Servable {
   uint64_t requests() const { return requests_.load(std::memory_order_relaxed); }
   uint64_t executions() const { return executions_.load(std::memory_order_relaxed); }
 
+  // Counts this model's executions in `total` too: a count that outlives
+  // the model (ModelCache::execution_totals). Set before the model is shared.
+  void count_executions_in(std::shared_ptr<std::atomic<uint64_t>> total) const { total_executions_ = std::move(total); }
+
  protected:
   void count_request() const { requests_.fetch_add(1, std::memory_order_relaxed); }
 
@@ -65,6 +70,7 @@ class Servable {
   template <class Execute>
   auto timed_execution(Execute&& execute) const {
     executions_.fetch_add(1, std::memory_order_relaxed);
+    if (total_executions_) total_executions_->fetch_add(1, std::memory_order_relaxed);
     const auto started = std::chrono::steady_clock::now();
     auto result = execute();
     record_execution_time(std::chrono::steady_clock::now() - started);
@@ -79,6 +85,7 @@ class Servable {
   mutable std::atomic<uint64_t> requests_{0};
   mutable std::atomic<uint64_t> executions_{0};
   mutable std::atomic<bool> kept_off_event_loop_{false};
+  mutable std::shared_ptr<std::atomic<uint64_t>> total_executions_;
 };
 
 // Keeps the line of a torch error message that says what went wrong: the

@@ -140,6 +140,8 @@ class Server:
     def stats(self) -> dict[str, Any]:
         """Return the cache's counters (hits, loads, failed_loads, evictions) and, under ``models``,
         each loaded model's ``requests``, forward ``executions`` and ``max_batch_size``."""
+    def execution_totals(self) -> dict[str, int]:
+        """Return, by model file, the forward executions of every model loaded from it, dropped ones included."""
     def unload(self, relative: str) -> bool:
         """Drop the model file ``relative`` from the cache; return whether it was cached."""
     def clear(self) -> None:

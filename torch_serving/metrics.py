@@ -231,17 +231,17 @@ class Metrics:
                 histogram._sum.inc(counts[-1])
             for name, counter in self.cache_counters.items():
                 counter.inc(self._increase(name, stats[name]))
-            for path, counters in stats["models"].items():
-                increase = self._increase("executions:" + path, counters["executions"])
+            for path, total in self._server.execution_totals().items():
+                increase = self._increase("executions:" + path, total)
                 if increase:
                     self._child(self.executions, path, VERSION).inc(increase)
             self.cache_models.set(len(stats["models"]))
 
     def _increase(self, key: str, value: int) -> int:
+        # The native counters only grow, over loads and evictions alike.
         previous = self._sampled.get(key, 0)
         self._sampled[key] = value
-        # A model loaded again starts counting from 0.
-        return value - previous if value >= previous else value
+        return value - previous
 
     def _child(self, metric, *labels: str):
         # .labels() checks and hashes the labels on every call.

@@ -6,6 +6,7 @@
 #include <torch/csrc/jit/api/module.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -92,6 +93,23 @@ TEST_CASE("capacity plus buffer, then eviction down to capacity in LRU order") {
   CHECK(cache.paths() == expected);
   CHECK(cache.stats().evictions == 2);
   CHECK(loader.calls == 4);
+}
+
+TEST_CASE("executions are counted by key over loads, and after a model is dropped") {
+  ModelFolder folder;
+  CountingLoader loader{folder};
+  ModelCache cache(1, 0);
+  ModelCache::Model held = loader.get(cache, 0);
+  run(held, 1);
+  loader.get(cache, 1);  // evicts m0, which a request still holds
+  run(held, 2);          // and finishes with
+  run(loader.get(cache, 0), 3);  // loaded again, evicting m1
+  auto totals = cache.execution_totals();
+  std::sort(totals.begin(), totals.end());
+  const std::vector<std::pair<std::string, uint64_t>> expected{{"m0.pt", 3}, {"m1.pt", 0}};
+  CHECK(totals == expected);
+  CHECK(held->executions() == 2);  // a model's own count starts at its load
+  CHECK(cache.stats().evictions == 2);
 }
 
 TEST_CASE("concurrent misses for one model load it once") {
