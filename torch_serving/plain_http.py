@@ -17,44 +17,43 @@ to both readers:
 * within gunicorn's limits on the request line, header count and header
   size, and a Content-Length of plain digits with the whole body there.
 
-Anything else is read by gunicorn as before. The environ is the one
-gunicorn builds for the same request (tests/unit/test_plain_http.py compares
-them), without ``gunicorn.socket`` (the body is read already, and nothing
-may wait in the loop) and ``wsgi.early_hints``. The answer is written by
-gunicorn's own ``Response``, so its status line, headers and framing are
-gunicorn's too.
+Anything else is read by gunicorn as before. A plain request carries what
+gunicorn's ``Request`` carries for the same bytes (tests/unit/test_plain_http.py
+compares them), so that gunicorn's own ``handle_request`` answers it: the
+environ, the status line, headers, framing and access line are gunicorn's.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import re
 from typing import Any
 
-from gunicorn import util
-from gunicorn.http.wsgi import base_environ
+from gunicorn.http.message import (
+    DEFAULT_MAX_HEADERFIELD_SIZE,
+    MAX_HEADERS,
+    MAX_REQUEST_LINE,
+    RFC9112_TARGET_INVALID,
+    TOKEN_RE,
+)
 
 __all__ = ["PlainReader", "PlainRequest"]
 
-_METHOD = re.compile(r"[A-Z]{3,20}")
-_TARGET = re.compile(r"/(?!/)[\x21-\x22\x24-\x7e]*")  # origin-form, no '#'; '//' would be read as an authority
-_NAME = re.compile(r"[!#$%&'*+\-.^`|~0-9A-Za-z]+")  # an RFC 9110 token without '_'
-_VALUE = re.compile(r"[\x20-\x7e\t]*")
-_FRAMING = frozenset({"CONNECTION", "TRANSFER-ENCODING", "EXPECT", "UPGRADE", "HTTP2-SETTINGS", "FORWARDED"})
-# Gunicorn's own bounds where a setting of 0 means none.
-_MAX_REQUEST_LINE = 8190
-_MAX_HEADERS = 32768
-_MAX_FIELD_SIZE = 8190
+_METHOD = re.compile(r"[A-Z]{3,20}")  # what gunicorn accepts by default, upper case only
+_VALUE = re.compile(r"[\x20-\x7e\t]*")  # gunicorn's values less obs-text
+# Headers that change how gunicorn frames the exchange, or what a proxy may set in the environ.
+_NOT_PLAIN = frozenset({"CONNECTION", "TRANSFER-ENCODING", "EXPECT", "UPGRADE", "HTTP2-SETTINGS", "FORWARDED"})
 
 
 class PlainRequest:
-    """A plain request, with what gunicorn's ``Response`` and access log read of a request."""
+    """A plain request, with what gunicorn's ``handle_request`` reads of its ``Request``."""
 
-    __slots__ = ("body_start", "headers", "method", "path", "query", "size", "uri")
+    __slots__ = ("body", "body_start", "headers", "method", "path", "query", "size", "uri")
 
     version = (1, 1)
-    body = None  # read by gunicorn's error answer; this body is read already
+    scheme = "http"
+    _expected_100_continue = False  # an Expect header makes a request not plain
+    proxy_protocol_info = None  # gunicorn reads it only with a connection's first request
 
     def __init__(self, method: str, uri: str, headers: list[tuple[str, str]], body_start: int, size: int) -> None:
         self.method = method
@@ -63,6 +62,11 @@ class PlainRequest:
         self.headers = headers  # names upper-cased, values stripped, as gunicorn has them
         self.body_start = body_start  # where the body starts in the request's bytes
         self.size = size  # the request's bytes, headers and body
+        self.body: io.BytesIO | None = None  # once the bytes are taken off the socket (``received``)
+
+    def received(self, data: memoryview) -> None:
+        """Keep the body of the request's bytes ``data``, taken off the socket."""
+        self.body = io.BytesIO(bytes(data[self.body_start : self.size]))
 
     def should_close(self) -> bool:
         # HTTP/1.1 without a Connection header keeps the connection open.
@@ -78,21 +82,18 @@ class PlainReader:
     """
 
     def __init__(self, cfg: Any) -> None:
-        self._line_limit = cfg.limit_request_line if cfg.limit_request_line > 0 else _MAX_REQUEST_LINE
+        self._line_limit = cfg.limit_request_line if cfg.limit_request_line > 0 else MAX_REQUEST_LINE
         fields = cfg.limit_request_fields
-        self._fields_limit = fields if 0 < fields <= _MAX_HEADERS else _MAX_HEADERS
-        self._field_limit = cfg.limit_request_field_size if cfg.limit_request_field_size > 0 else _MAX_FIELD_SIZE
-        self._refused = _FRAMING | {name.upper() for name in cfg.secure_scheme_headers}
-        # A SCRIPT_NAME in the environment moves part of the path out of PATH_INFO.
-        self._enabled = not cfg.is_ssl and cfg.proxy_protocol == "off" and not os.environ.get("SCRIPT_NAME")
-        self._environ = base_environ(cfg)
-        self._environ["wsgi.multithread"] = True  # as gunicorn's gthread worker sets it
+        self._fields_limit = fields if 0 < fields <= MAX_HEADERS else MAX_HEADERS
+        field_size = cfg.limit_request_field_size
+        self._field_limit = field_size if field_size > 0 else DEFAULT_MAX_HEADERFIELD_SIZE
+        self._refused = _NOT_PLAIN | {name.upper() for name in cfg.secure_scheme_headers}
+        # Peeking at a TLS connection shows no HTTP.
+        self._enabled = not cfg.is_ssl
 
-    def read(self, data: bytearray, size: int, server: Any) -> PlainRequest | None:
-        """Return the plain request at the start of ``data[:size]``, received by a listener at ``server``,
-        or None unless it is plain and all there, and the listener a TCP one (on another, gunicorn
-        takes the server's name from the Host header)."""
-        if not self._enabled or not isinstance(server, tuple):
+    def read(self, data: bytearray, size: int) -> PlainRequest | None:
+        """Return the plain request at the start of ``data[:size]``, or None unless it is plain and all there."""
+        if not self._enabled:
             return None
         end = data.find(b"\r\n\r\n", 0, size)
         if end < 0:
@@ -105,7 +106,10 @@ class PlainReader:
             or parts[2] != "HTTP/1.1"
             or len(request_line) + 2 > self._line_limit
             or not _METHOD.fullmatch(parts[0])
-            or not _TARGET.fullmatch(parts[1])
+            or not parts[1].startswith("/")
+            or parts[1].startswith("//")  # read as an authority
+            or "#" in parts[1]
+            or RFC9112_TARGET_INVALID.search(parts[1])
             or len(lines) > self._fields_limit
         ):
             return None
@@ -118,7 +122,8 @@ class PlainReader:
             if (
                 not colon
                 or len(line) + 2 > self._field_limit
-                or not _NAME.fullmatch(name)
+                or not TOKEN_RE.fullmatch(name)
+                or "_" in name  # gunicorn drops such headers
                 or name in seen
                 or name in self._refused
                 or name.startswith("X-FORWARDED-")
@@ -136,28 +141,3 @@ class PlainReader:
         if body_start + length > size:
             return None
         return PlainRequest(parts[0], parts[1], headers, body_start, body_start + length)
-
-    def environ(self, request: PlainRequest, body: bytes, client: Any, server: Any) -> dict[str, Any]:
-        """Return the WSGI environ of ``request``, whose body is ``body``, on a TCP connection from
-        ``client`` to ``server``."""
-        environ = dict(self._environ)
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["REQUEST_METHOD"] = request.method
-        environ["QUERY_STRING"] = request.query
-        environ["RAW_URI"] = request.uri
-        environ["SERVER_PROTOCOL"] = "HTTP/1.1"
-        for name, value in request.headers:
-            if name == "CONTENT-TYPE":
-                environ["CONTENT_TYPE"] = value
-            elif name == "CONTENT-LENGTH":
-                environ["CONTENT_LENGTH"] = value
-            else:
-                environ["HTTP_" + name.replace("-", "_")] = value
-        environ["wsgi.url_scheme"] = "http"
-        environ["REMOTE_ADDR"] = client[0]
-        environ["REMOTE_PORT"] = str(client[1])
-        environ["SERVER_NAME"] = server[0]
-        environ["SERVER_PORT"] = str(server[1])
-        environ["PATH_INFO"] = util.unquote_to_wsgi_str(request.path)
-        environ["SCRIPT_NAME"] = ""
-        return environ

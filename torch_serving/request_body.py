@@ -87,10 +87,11 @@ def _bounded_by(env: dict, deadline: float, progress: Callable[[], str] = str) -
     Each wait for data is bounded by the time left when the timeout was
     last armed; the block calls the function it is given to arm it again
     between reads. ``progress()`` says, for the 408's detail, how much
-    arrived. Outside gunicorn, reads are not bounded.
+    arrived. Reads that are not from gunicorn's reader of its socket (outside
+    gunicorn, or a body the worker already took off it) are not bounded.
     """
     sock = env.get("gunicorn.socket")
-    if sock is None or sock.gettimeout() is not None:
+    if sock is None or not isinstance(env.get("wsgi.input"), Body) or sock.gettimeout() is not None:
         yield lambda: None
         return
 

@@ -21,7 +21,7 @@ a thread takes it. This worker instead:
   quick (``QuickRequests``: its model is loaded, unchanged and fast, its
   body small). Handing a small request to a thread and its connection back
   to the loop, and gunicorn's parser, cost more than the request itself
-  (docs/performance.md). Gunicorn's ``Response`` writes the answer;
+  (docs/performance.md). Gunicorn's ``handle_request`` answers it;
 * takes no request before the models ``--preload`` names are loaded;
 * answers gunicorn's own refusals (a request line or headers over its limits,
   malformed HTTP) with the JSON error envelope instead of an HTML page.
@@ -45,11 +45,9 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from functools import partial
 
 from gunicorn import util
-from gunicorn.http import wsgi
 from gunicorn.workers.gthread import ThreadWorker
 
 from torch_serving.config import Config
@@ -218,40 +216,24 @@ class ServingWorker(ThreadWorker):
             received = conn.sock.recv_into(self._peeked, _PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except OSError:
             return None
-        request = self._plain.read(self._peeked, received, conn.server)
+        request = self._plain.read(self._peeked, received)
         if request is None or not self._quick(request.method, request.uri, request.size - request.body_start):
             return None
         return request
 
     def _answer_in_loop(self, conn, request: PlainRequest) -> bool:
-        """Answer ``request`` as gunicorn's ``handle_request`` does; return whether ``conn`` stays open."""
+        """Answer ``request`` with gunicorn's ``handle_request``, as its ``handle`` does once it has
+        parsed one; return whether ``conn`` stays open."""
         sock = conn.sock
-        resp = None
         try:
             sock.setblocking(True)
             # The bytes peeked at, taken off the socket into the same buffer.
             if sock.recv_into(self._peeked, request.size, socket.MSG_WAITALL) != request.size:
                 return False
-            body = bytes(memoryview(self._peeked)[request.body_start : request.size])
-            environ = self._plain.environ(request, body, conn.client, conn.server)
-            self.nr += 1
-            self.cfg.pre_request(self, request)
-            started = datetime.now()
-            resp = wsgi.Response(request, sock, self.cfg)
-            chunks = self.wsgi(environ, resp.start_response)
-            try:
-                for chunk in chunks:
-                    resp.write(chunk)
-                resp.close()
-            finally:
-                self.log.access(resp, request, environ, datetime.now() - started)
-                if hasattr(chunks, "close"):
-                    chunks.close()
-            try:
-                self.cfg.post_request(self, request, environ, resp)
-            except Exception:
-                self.log.exception("Exception in post_request hook")
-            return not resp.should_close()
+            request.received(memoryview(self._peeked))
+            return self.handle_request(request, conn)
+        except StopIteration:  # gunicorn's: the answer broke off, the connection is closed
+            pass
         except BlockingIOError:
             self.log.warning(
                 "closed the connection of %s, which read none of its answer for %d s", conn.client, _SEND_STALL_S
@@ -262,10 +244,7 @@ class ServingWorker(ThreadWorker):
             else:
                 self.log.exception("Socket error processing request.")
         except Exception as error:
-            if resp is not None and resp.headers_sent:
-                self.log.exception("Error handling request")
-            else:
-                self.handle_error(request, sock, conn.client, error)
+            self.handle_error(request, sock, conn.client, error)
         return False
 
     def _refuse(self, conn) -> None:

@@ -27,7 +27,7 @@ def access_line(caplog, resp, req) -> str:
 
 def plain_request():
     buffer = bytearray(REQUEST)
-    return PlainReader(GunicornConfig()).read(buffer, len(buffer), ("127.0.0.1", 8000))
+    return PlainReader(GunicornConfig()).read(buffer, len(buffer))
 
 
 def test_an_answer_from_the_application_is_logged_with_its_status_and_size(caplog):
