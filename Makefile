@@ -62,8 +62,11 @@ $(CPP_BUILD)/native_tests: setup CMakeLists.txt $(wildcard tests/native/*)
 test-native: $(CPP_BUILD)/native_tests
 	ctest --test-dir $(CPP_BUILD) --output-on-failure
 
+# torch stays pinned: the peers' packages must not replace it.
 $(VENV)/.bench-deps: requirements/bench.txt $(VENV)/.deps
-	$(PY) -m pip install -q -r requirements/bench.txt
+	@dpkg -s openjdk-17-jre-headless >/dev/null 2>&1 || \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jre-headless)
+	$(PY) -m pip install -q -r requirements/bench.txt "$$(grep -m1 '^torch==' requirements/dev.txt)"
 	@touch $@
 
 # Speed: codec micro-benchmarks against their floors, then the load test
@@ -75,6 +78,7 @@ bench: setup $(VENV)/.bench-deps
 	$(PY) -m benchmarks.load
 	$(PY) -m benchmarks.load --workloads tiny,tiny-64,tiny-1024,tiny-16384,tiny-262144,jpeg,jpeg-means --wrk-threads 2
 	$(PY) -m benchmarks.settings --settings 2x4x1,2x4x1/metrics-off --workloads tiny --wrk-threads 2 --rounds 5
+	$(PY) -m benchmarks.peers
 
 $(VENV)/.fuzz-deps: requirements/fuzz.txt $(VENV)/.deps
 	$(PY) -m pip install -q -r requirements/fuzz.txt

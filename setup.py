@@ -17,7 +17,6 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension
 
 SOURCES = [
     "ext/base64.cpp",
-    "ext/batching.cpp",
     "ext/bindings.cpp",
     "ext/codec.cpp",
     "ext/executor.cpp",
@@ -26,6 +25,7 @@ SOURCES = [
     "ext/model_cache.cpp",
     "ext/model_file.cpp",
     "ext/package.cpp",
+    "ext/scheduler.cpp",
     "ext/script_module.cpp",
     "ext/servable.cpp",
     "ext/server.cpp",

@@ -48,12 +48,16 @@ f:close()
 """
 
 
-def wrk_script(directory: Path, name: str, body: bytes, header_length: int | None = None) -> Path:
-    """Write ``body`` and a wrk script that POSTs it; return the script's path."""
+def wrk_script(
+    directory: Path, name: str, body: bytes, header_length: int | None = None, content_type: str | None = None
+) -> Path:
+    """Write ``body`` and a wrk script that POSTs it (as JSON, as V2's binary form with a
+    ``header_length``, or as ``content_type``); return the script's path."""
     body_file = directory / f"{name}.body"
     body_file.write_bytes(body)
     extra = "" if header_length is None else f'wrk.headers["Inference-Header-Content-Length"] = "{header_length}"'
-    content_type = "application/json" if header_length is None else "application/octet-stream"
+    if content_type is None:
+        content_type = "application/json" if header_length is None else "application/octet-stream"
     script = directory / f"{name}.lua"
     script.write_text(_WRK_SCRIPT.format(content_type=content_type, extra_headers=extra, body=body_file))
     return script
@@ -86,12 +90,33 @@ class Round:
 
     rate: float
     cpu_ms_per_request: float
+    p50_ms: float
+    p99_ms: float
 
 
-def run_wrk(url: str, script: Path, seconds: int, connections: int, threads: int = 1) -> tuple[float, int]:
-    """Drive ``url`` for ``seconds`` from ``threads`` wrk threads; return requests/s and the requests completed."""
+@dataclass(frozen=True)
+class WrkRun:
+    """What one wrk run measured."""
+
+    rate: float
+    requests: int
+    p50_ms: float
+    p99_ms: float
+
+
+_WRK_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _latency_ms(out: str, percentile: str) -> float:
+    value, unit = re.search(rf"^\s*{percentile}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE).groups()
+    return float(value) * _WRK_UNITS_MS[unit]
+
+
+def run_wrk(url: str, script: Path, seconds: int, connections: int, threads: int = 1) -> WrkRun:
+    """Drive ``url`` for ``seconds`` from ``threads`` wrk threads; return the rate, the requests
+    completed and the median and 99th percentile latencies."""
     result = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
@@ -101,8 +126,12 @@ def run_wrk(url: str, script: Path, seconds: int, connections: int, threads: int
     errors = re.search(r"Socket errors: (.*)", out)
     if bad or errors:
         raise RuntimeError(f"wrk saw failed requests against {url}:\n{out}")
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    return rate, int(re.search(r"(\d+) requests in", out).group(1))
+    return WrkRun(
+        rate=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        requests=int(re.search(r"(\d+) requests in", out).group(1)),
+        p50_ms=_latency_ms(out, "50"),
+        p99_ms=_latency_ms(out, "99"),
+    )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -147,9 +176,9 @@ def interleaved_rounds(
     for _ in range(rounds):
         for name, target in targets.items():
             before = cpu_seconds(target.server_pid)
-            rate, requests_done = run_wrk(target.url, target.script, seconds, connections, wrk_threads)
-            cpu_ms = (cpu_seconds(target.server_pid) - before) * 1000 / max(requests_done, 1)
-            results[name].append(Round(rate, cpu_ms))
+            run = run_wrk(target.url, target.script, seconds, connections, wrk_threads)
+            cpu_ms = (cpu_seconds(target.server_pid) - before) * 1000 / max(run.requests, 1)
+            results[name].append(Round(run.rate, cpu_ms, run.p50_ms, run.p99_ms))
     return results
 
 
@@ -162,12 +191,12 @@ def peak_rss_mib(pid: int) -> float:
     return total_kib / 1024
 
 
-def _close(a, b, rel: float = 1e-6) -> bool:
+def close_answers(a, b, rel: float = 1e-6) -> bool:
     """Compare two results; floats to ``rel`` (float32 precision: the naive server prints doubles)."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
+        return a.keys() == b.keys() and all(close_answers(a[k], b[k], rel) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b))
+        return len(a) == len(b) and all(close_answers(x, y, rel) for x, y in zip(a, b))
     if isinstance(a, float) or isinstance(b, float):
         return abs(a - b) <= rel * max(abs(a), abs(b), 1e-30)
     return a == b
@@ -183,7 +212,7 @@ def check_answer(url: str, workload: Workload, expected: dict | None) -> dict:
     if response.status_code != 200:
         raise RuntimeError(f"{url} answered {response.status_code} for {workload.name}: {response.text[:300]}")
     doc = response.json()
-    if expected is not None and doc["result"] is not None and not _close(doc["result"], expected["result"]):
+    if expected is not None and doc["result"] is not None and not close_answers(doc["result"], expected["result"]):
         raise RuntimeError(f"{url} answered {workload.name} differently from torch-serving")
     return doc
 
@@ -200,7 +229,7 @@ def _check_binary_answer(url: str, workload: Workload, expected: dict) -> None:
         raise RuntimeError(f"{url} answered {response.status_code} for {workload.name}: {response.text[:300]}")
     json_length = int(response.headers["Inference-Header-Content-Length"])
     values = numpy.frombuffer(response.content[json_length:], dtype=numpy.float32).tolist()
-    if not _close(values, expected["result"]["value"]):
+    if not close_answers(values, expected["result"]["value"]):
         raise RuntimeError(f"{url} answered {workload.name} in binary differently from the JSON path")
 
 
@@ -227,7 +256,7 @@ def check_batched_answers(url: str, batched: str, unbatched: str, body: bytes, c
         for _ in range(5):  # several bursts, so that some surely share forwards
             answers = list(pool.map(lambda data: post(batched, data), bodies))
             for data, answer in zip(bodies, answers):
-                if not _close(answer, post(unbatched, data), rel=1e-5):
+                if not close_answers(answer, post(unbatched, data), rel=1e-5):
                     raise RuntimeError(f"{batched} answered a batched request differently from {unbatched}")
 
 

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         batch = torch.export.Dim("batch", min=1, max=64)
         package(BatchClassifier(), (torch.rand(2, 3, 224, 224),), ({0: batch},), root / "classifier.pt2")
 
-        server = Server(str(root), 4, 0, pt2_runners=1)
+        server = Server(str(root), 4, 0, instances=1)
         requests = {
             "TorchScript (.pt)": ("classifier.pt", *binary_request("image", image)),
             "AOTInductor (.pt2)": ("classifier.pt2", *binary_request("images", image.unsqueeze(0))),

@@ -3,7 +3,9 @@
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -169,6 +171,14 @@ Answer run_released(Executor* executor, double timeout, Call call, Placement pla
   return std::move(*answer);  // the call finished: nothing else uses it
 }
 
+// The time `timeout` seconds from now; none for a timeout beyond what a
+// clock can hold (kNoTimeout).
+Deadline deadline_after(double timeout) {
+  if (!(std::isfinite(timeout) && timeout < 1e9)) return Deadline::max();
+  return std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                std::chrono::duration<double>(std::max(timeout, 0.0)));
+}
+
 // Where a call for the model file `relative` runs: a worker's event loop
 // must never wait for a share of the executor (it runs only calls it
 // checked are quick, Server::can_answer_at_once), and other quick calls run
@@ -262,15 +272,15 @@ PYBIND11_MODULE(_C, m) {
   // Shared-owned: a call abandoned at its deadline holds the Server until it ends.
   py::class_<Server, std::shared_ptr<Server>>(m, "Server")
       .def(py::init([](const std::string& model_root, size_t capacity, size_t buffer, const std::string& device,
-                       int64_t max_model_size, int64_t max_image_pixels, size_t pt2_runners) {
+                       int64_t max_model_size, int64_t max_image_pixels, size_t instances) {
              return std::make_shared<Server>(model_root, capacity, buffer, c10::Device(device), max_model_size,
-                                             max_image_pixels, pt2_runners,
+                                             max_image_pixels, instances,
                                              [](const std::string& m) { log_in_python("warning", m); },
                                              [](const std::string& m) { log_in_python("info", m); });
            }),
            py::arg("model_root"), py::arg("capacity"), py::arg("buffer"), py::arg("device") = "cpu",
            py::arg("max_model_size") = 0, py::arg("max_image_pixels") = kDefaultMaxImagePixels,
-           py::arg("pt2_runners") = 1)
+           py::arg("instances") = 1)
       .def(
           "serve",
           [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
@@ -279,9 +289,10 @@ PYBIND11_MODULE(_C, m) {
             EventLoopCall timed(*server, relative, on_event_loop);
             auto response = run_released<std::string>(
                 executor, timeout,
-                [server, relative, name, body, invalidation_prob, times, queued = QueueClock(times)](std::string& out) {
+                [server, relative, name, body, invalidation_prob, times, queued = QueueClock(times),
+                 deadline = deadline_after(timeout)](std::string& out) {
                   queued.stop();
-                  server->serve(relative, name, *body, invalidation_prob, out, times.get());
+                  server->serve(relative, name, *body, invalidation_prob, out, times.get(), deadline);
                 },
                 placement(*server, relative, body->size(), on_event_loop, invalidation_prob > 0));
             return py::bytes(response);
@@ -297,9 +308,11 @@ PYBIND11_MODULE(_C, m) {
             EventLoopCall timed(*server, relative, on_event_loop);
             auto answer = run_released<InferAnswer>(
                 executor, timeout,
-                [server, relative, name, body, header_length, times, queued = QueueClock(times)](InferAnswer& out) {
+                [server, relative, name, body, header_length, times, queued = QueueClock(times),
+                 deadline = deadline_after(timeout)](InferAnswer& out) {
                   queued.stop();
-                  out.json_length = server->infer(relative, name, body, header_length, out.response, times.get());
+                  out.json_length =
+                      server->infer(relative, name, body, header_length, out.response, times.get(), deadline);
                 },
                 placement(*server, relative, body->size(), on_event_loop));
             return py::make_tuple(py::bytes(answer.response), answer.json_length);
@@ -332,13 +345,16 @@ PYBIND11_MODULE(_C, m) {
               counters["requests"] = servable->requests();
               counters["executions"] = servable->executions();
               counters["max_batch_size"] = servable->max_batch_size();
+              counters["instances"] = servable->instances();
+              counters["peak_running"] = servable->peak_running();
               models[py::str(path)] = counters;
             }
             out["models"] = models;
             return out;
           },
           "Return the cache's counters (hits, loads, failed_loads, evictions) and, under models, each loaded"
-          " model's requests, forward executions and max_batch_size.")
+          " model's requests, forward executions, max_batch_size, instances and the most forwards that ran at once"
+          " (peak_running).")
       .def(
           "execution_totals",
           [](Server& self) {

@@ -79,8 +79,10 @@ void Executor::run(std::function<void()> work, double timeout, Placement placeme
   }
   queued_.notify_one();
   // Small calls finish within a few scheduler turns: yielding to the pool
-  // thread for them is cheaper than sleeping and being woken.
-  for (int turn = 0; turn < kYieldTurns; ++turn) {
+  // thread for them is cheaper than sleeping and being woken. Others (a
+  // batch's requests, which wait for each other) would only take turns
+  // from the threads doing work.
+  for (int turn = 0; placement == Placement::kCallerIfIdle && turn < kYieldTurns; ++turn) {
     if (task->done.load(std::memory_order_acquire)) break;
     std::this_thread::yield();
   }

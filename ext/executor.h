@@ -43,6 +43,8 @@ class Executor {
   // more than a small model's whole forward. With kCaller it runs in the
   // calling thread even beyond the shares: for a caller that must not wait,
   // such as the event loop of a worker, with calls known to be short.
+  // A kCallerIfIdle call that finds no free share yields to the threads a
+  // few turns before it sleeps, since it is known to be short.
   //
   // Throws BusyError when the limit of pending calls is reached (nothing
   // runs; never with kCaller), DeadlineError when the wait times out or the

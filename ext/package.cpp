@@ -202,7 +202,7 @@ Package::~Package() {
 }
 
 std::shared_ptr<const Package> Package::load(const ModelFile& file, const std::string& name, c10::Device device,
-                                             size_t runners) {
+                                             size_t instances) {
   // The loader opens files by path; this one is the descriptor that was
   // checked, so what loads is what was confined to the model root.
   const std::string path = "/proc/self/fd/" + std::to_string(file.fd());
@@ -233,7 +233,7 @@ std::shared_ptr<const Package> Package::load(const ModelFile& file, const std::s
   try {
     std::lock_guard<std::mutex> lock(loader_construction());
     package->loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
-        path, kModelName, /*run_single_threaded=*/false, std::max<size_t>(runners, 1),
+        path, kModelName, /*run_single_threaded=*/false, std::max<size_t>(instances, 1),
         device.has_index() ? device.index() : c10::DeviceIndex(-1));
   } catch (const c10::Error& e) {
     throw ModelLoadError(name + " cannot be loaded by torch " + kTorchVersion + made_by + ": " +
@@ -287,6 +287,11 @@ std::shared_ptr<const Package> Package::load(const ModelFile& file, const std::s
   }
   package->input_specs_ = std::move(description.inputs);
   package->output_specs_ = std::move(description.outputs);
+  const Package* self = package.get();  // the scheduler lives and dies with it
+  package->scheduler_ = std::make_unique<Scheduler>(
+      ServingPolicy{}, instances,
+      [self](std::vector<c10::IValue> args) { return c10::IValue(self->execute(args[0].toTensorVector())); }, name,
+      Warn(), /*share_plain_outputs=*/false);
   return package;
 }
 
@@ -321,7 +326,7 @@ void Package::check_inputs(const std::vector<at::Tensor>& inputs) const {
   }
 }
 
-c10::IValue Package::run(std::vector<c10::IValue> args) const {
+c10::IValue Package::run(std::vector<c10::IValue> args, Deadline deadline) const {
   count_request();
   if (args.size() != arguments_.size()) {
     std::string names;
@@ -333,7 +338,13 @@ c10::IValue Package::run(std::vector<c10::IValue> args) const {
   for (size_t i = 0; i < args.size(); ++i) arguments_[i].flatten(args[i], "argument '" + argument_names_[i] + "'", inputs);
   check_inputs(inputs);
   for (at::Tensor& t : inputs) t = t.to(device_).contiguous();
-  std::vector<at::Tensor> outputs = timed_execution([&] {
+  c10::IValue outputs = schedule({c10::List<at::Tensor>(inputs)}, deadline);
+  size_t next = 0;
+  return result_.unflatten(outputs.toTensorVector(), &next);
+}
+
+std::vector<at::Tensor> Package::execute(std::vector<at::Tensor> inputs) const {
+  return timed_execution([&] {
     c10::InferenceMode inference;
     try {
       return loader_->boxed_run(std::move(inputs));
@@ -351,8 +362,6 @@ c10::IValue Package::run(std::vector<c10::IValue> args) const {
       fail_execution(e, what);
     }
   });
-  size_t next = 0;
-  return result_.unflatten(outputs, &next);
 }
 
 std::vector<c10::IValue> Package::bind_inputs(v2::Request& request) const {

@@ -41,7 +41,7 @@ struct TensorSpec {
 
 class Package final : public Servable {
  public:
-  // Loads the AOTInductor package in `file` for `device` with `runners`
+  // Loads the AOTInductor package in `file` for `device` with `instances`
   // model instances, so that as many calls run at once. Throws
   // ModelLoadError when the file is no such package, or one built for
   // another device, CPU or platform, or one this torch cannot load.
@@ -49,14 +49,14 @@ class Package final : public Servable {
   // The package's compiled code runs its own input checks, which
   // AOTI_RUNTIME_CHECK_INPUTS=1 in the environment turns on (Server sets it).
   static std::shared_ptr<const Package> load(const ModelFile& file, const std::string& name, c10::Device device,
-                                             size_t runners);
+                                             size_t instances);
 
   ~Package() override;
 
   // Flattens `args` by the package's call spec, checks the tensors against
   // its description (when torch_serving.package() made it), runs the
   // compiled code and nests its outputs back.
-  c10::IValue run(std::vector<c10::IValue> args) const override;
+  c10::IValue run(std::vector<c10::IValue> args, Deadline deadline = Deadline::max()) const override;
 
   // V2 inputs are the flat tensors, by name or as INPUT__i by position.
   std::vector<c10::IValue> bind_inputs(v2::Request& request) const override;
@@ -71,6 +71,8 @@ class Package final : public Servable {
   Package() = default;
 
   void check_inputs(const std::vector<at::Tensor>& inputs) const;
+  // Runs the compiled code once on the flat inputs.
+  std::vector<at::Tensor> execute(std::vector<at::Tensor> inputs) const;
 
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader_;
   c10::Device device_{c10::kCPU};

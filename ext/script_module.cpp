@@ -155,7 +155,7 @@ ScriptModule::ScriptModule(torch::jit::Module module, c10::FunctionSchema schema
     : module_(std::move(module)), schema_(std::move(schema)), device_(device) {}
 
 std::shared_ptr<const ScriptModule> ScriptModule::load(const ModelFile& file, const std::string& name,
-                                               c10::Device device, const Warn& warn) {
+                                               c10::Device device, size_t instances, const Warn& warn) {
   torch::jit::Module module;
   auto reader = std::make_shared<FdReadAdapter>(file.fd(), size_t(file.identity().size));
   torch::jit::ExtraFilesMap extra_files{{kPolicyFile, ""}};
@@ -173,20 +173,21 @@ std::shared_ptr<const ScriptModule> ScriptModule::load(const ModelFile& file, co
   c10::FunctionSchema schema = forward->function().getSchema();
   std::shared_ptr<ScriptModule> servable(new ScriptModule(std::move(module), std::move(schema), device));
   const std::string& policy_text = extra_files[kPolicyFile];
+  ServingPolicy policy;
   if (!policy_text.empty()) {
     try {
-      BatchPolicy policy = parse_batch_policy(policy_text);
-      if (policy.enabled()) {
-        const ScriptModule* self = servable.get();  // the batcher lives and dies with it
-        const bool share_plain = plain_outputs_are_arguments(*servable->module_.get_method("forward").graph());
-        servable->batcher_ = std::make_unique<Batcher>(
-            policy, [self](std::vector<c10::IValue> args) { return self->forward(std::move(args)); }, name, warn,
-            share_plain);
-      }
+      policy = parse_serving_policy(policy_text);
     } catch (const std::invalid_argument& e) {
-      warn("model " + name + " has a malformed " + kPolicyFile + " (" + e.what() + "); it is served without batching");
+      warn("model " + name + " has a malformed " + kPolicyFile + " (" + e.what() +
+           "); it is served without batching, on the server's default instances");
     }
   }
+  const ScriptModule* self = servable.get();  // the scheduler lives and dies with it
+  const bool share_plain =
+      policy.batching() && plain_outputs_are_arguments(*servable->module_.get_method("forward").graph());
+  servable->scheduler_ = std::make_unique<Scheduler>(
+      policy, policy.instance_count > 0 ? size_t(policy.instance_count) : instances,
+      [self](std::vector<c10::IValue> args) { return self->forward(std::move(args)); }, name, warn, share_plain);
   return servable;
 }
 
@@ -218,14 +219,13 @@ void ScriptModule::check_and_complete(std::vector<c10::IValue>& args) const {
   }
 }
 
-c10::IValue ScriptModule::run(std::vector<c10::IValue> args) const {
+c10::IValue ScriptModule::run(std::vector<c10::IValue> args, Deadline deadline) const {
   count_request();
   check_and_complete(args);
   if (device_ != c10::Device(c10::kCPU)) {
     for (auto& arg : args) move_to(arg, device_);
   }
-  if (batcher_) return batcher_->run(std::move(args));
-  return forward(std::move(args));
+  return schedule(std::move(args), deadline);
 }
 
 c10::IValue ScriptModule::forward(std::vector<c10::IValue> args) const {

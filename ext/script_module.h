@@ -11,7 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "batching.h"
 #include "model_file.h"
 #include "servable.h"
 
@@ -30,26 +29,25 @@ std::string signature_text(const c10::FunctionSchema& schema);
 // A TorchScript module, run through its forward method.
 class ScriptModule final : public Servable {
  public:
-  // Loads the module in `file` onto `device` in eval mode, with the batch
-  // policy its `torch_serving.json` extra file declares (a malformed one is
-  // reported through `warn` and means no batching).
+  // Loads the module in `file` onto `device` in eval mode, with the
+  // serving policy its `torch_serving.json` extra file declares (a
+  // malformed one is reported through `warn` and means the defaults: no
+  // batching, `instances` instances).
   //
   // `name` is how errors refer to the model, so that no answer reveals the
   // server's file system. Throws ModelLoadError.
   static std::shared_ptr<const ScriptModule> load(const ModelFile& file, const std::string& name, c10::Device device,
-                                                  const Warn& warn);
+                                                  size_t instances, const Warn& warn);
 
   // Runs forward on `args` under InferenceMode, on CPU without the
   // optimizing graph executor, batched with concurrent calls when the
   // model declares batching. Throws SignatureError when `args` do not fit
   // forward's schema (naming the argument).
-  c10::IValue run(std::vector<c10::IValue> args) const override;
+  c10::IValue run(std::vector<c10::IValue> args, Deadline deadline = Deadline::max()) const override;
 
   std::vector<c10::IValue> bind_inputs(v2::Request& request) const override;
   v2::NamedOutputs name_outputs(const c10::IValue& result) const override;
   v2::ModelDescription describe() const override;
-
-  int64_t max_batch_size() const override { return batcher_ ? batcher_->policy().max_batch_size : 0; }
 
   // Returns forward's schema.
   const c10::FunctionSchema& schema() const { return schema_; }
@@ -65,7 +63,6 @@ class ScriptModule final : public Servable {
   mutable torch::jit::Module module_;
   c10::FunctionSchema schema_;
   c10::Device device_;
-  std::unique_ptr<Batcher> batcher_;
 };
 
 }  // namespace torch_serving

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "scheduler.h"
 #include "v2.h"
 
 namespace torch_serving {
@@ -25,9 +26,10 @@ class Servable {
 
   // Runs the model on the positional arguments of a /serve request and
   // returns its result. Throws SignatureError when `args` do not fit the
-  // model (naming the argument), ResourceError when it runs out of memory
-  // and ExecutionError when it raises otherwise.
-  virtual c10::IValue run(std::vector<c10::IValue> args) const = 0;
+  // model (naming the argument), ResourceError when it runs out of memory,
+  // ExecutionError when it raises otherwise, and DeadlineError when
+  // `deadline` passes before one of its instances takes the call.
+  virtual c10::IValue run(std::vector<c10::IValue> args, Deadline deadline = Deadline::max()) const = 0;
 
   // Matches a V2 request's inputs to run()'s arguments. Throws
   // SignatureError when they do not fit.
@@ -40,7 +42,11 @@ class Servable {
   virtual v2::ModelDescription describe() const = 0;
 
   // The rows a batch may hold; 0 when the model does not batch.
-  virtual int64_t max_batch_size() const { return 0; }
+  int64_t max_batch_size() const { return scheduler_->policy().batching() ? scheduler_->policy().max_batch_size : 0; }
+
+  // How many forwards of the model run at once, and the most that have.
+  size_t instances() const { return scheduler_->instances(); }
+  size_t peak_running() const { return scheduler_->peak_running(); }
 
   // Whether a call may run in its caller's thread: the model has run, has
   // typically taken under a millisecond, and does not batch (a batch waits
@@ -65,6 +71,16 @@ class Servable {
 
  protected:
   void count_request() const { requests_.fetch_add(1, std::memory_order_relaxed); }
+
+  // Queues `args` for one of the model's instances (batched with other
+  // requests when its policy says so) and returns the forward's result.
+  c10::IValue schedule(std::vector<c10::IValue> args, Deadline deadline) const {
+    return scheduler_->run(std::move(args), deadline);
+  }
+
+  // Set once by the loader, before the model is shared: runs `forward`
+  // through a scheduler with `policy` on `instances` instances.
+  std::unique_ptr<Scheduler> scheduler_;
 
   // Runs `execute` once, counting it and timing it for is_quick().
   template <class Execute>

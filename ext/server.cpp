@@ -66,12 +66,12 @@ bool is_package(std::string_view relative) {
 }  // namespace
 
 Server::Server(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device,
-               int64_t max_model_size, int64_t max_image_pixels, size_t pt2_runners, Warn warn, Warn inform)
+               int64_t max_model_size, int64_t max_image_pixels, size_t instances, Warn warn, Warn inform)
     : root_fd_(::open(model_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC)),
       device_(device),
       max_model_size_(max_model_size),
       max_image_pixels_(max_image_pixels),
-      pt2_runners_(pt2_runners),
+      instances_(instances),
       warn_(std::move(warn)),
       inform_(std::move(inform)),
       cache_(capacity, buffer) {
@@ -85,12 +85,12 @@ Server::Server(const std::string& model_root, size_t capacity, size_t buffer, c1
 Server::~Server() { ::close(root_fd_); }
 
 void Server::serve(const std::string& relative, const std::string& name, const RequestBody& body,
-                   double invalidation_prob, std::string& response, PhaseTimes* times) {
+                   double invalidation_prob, std::string& response, PhaseTimes* times, Deadline deadline) {
   PhaseClock clock(times);
   // Decoding first means a bad body never costs a model load.
   std::vector<c10::IValue> args = decode_request(body.view(), body.readable(), max_image_pixels_);
   clock.lap(&PhaseTimes::decode);
-  c10::IValue result = model(relative, name, draw(invalidation_prob))->run(std::move(args));
+  c10::IValue result = model(relative, name, draw(invalidation_prob))->run(std::move(args), deadline);
   clock.lap(&PhaseTimes::forward);
   encode_success(result, response);
   clock.lap(&PhaseTimes::encode);
@@ -98,14 +98,14 @@ void Server::serve(const std::string& relative, const std::string& name, const R
 
 size_t Server::infer(const std::string& relative, const std::string& name,
                      const std::shared_ptr<const RequestBody>& body, int64_t header_length, std::string& response,
-                     PhaseTimes* times) {
+                     PhaseTimes* times, Deadline deadline) {
   PhaseClock clock(times);
   // Decoding first means a bad body never costs a model load.
   v2::Request request = v2::decode_request(body->view(), header_length, body, body->readable());
   v2::check_model(request, name);
   clock.lap(&PhaseTimes::decode);
   auto servable = model(relative, name);
-  c10::IValue result = servable->run(servable->bind_inputs(request));
+  c10::IValue result = servable->run(servable->bind_inputs(request), deadline);
   clock.lap(&PhaseTimes::forward);
   const size_t json_length = v2::encode_response(name, request, servable->name_outputs(result), response);
   clock.lap(&PhaseTimes::encode);
@@ -118,7 +118,8 @@ void Server::metadata(const std::string& relative, const std::string& name, std:
 
 void Server::config(const std::string& relative, const std::string& name, std::string& response) {
   auto servable = model(relative, name);
-  v2::encode_config(name, servable->describe(), servable->max_batch_size(), response);
+  v2::encode_config(name, servable->describe(), servable->max_batch_size(), servable->instances(), device_.is_cuda(),
+                    response);
 }
 
 bool Server::is_quick(const std::string& relative, size_t body_size) const {
@@ -173,8 +174,8 @@ ModelCache::Model Server::model(const std::string& relative, const std::string& 
   auto load = [&]() -> ModelCache::Model {
     const auto started = std::chrono::steady_clock::now();
     ModelCache::Model loaded;
-    if (is_package(relative)) loaded = Package::load(file, name, device_, pt2_runners_);
-    else loaded = ScriptModule::load(file, name, device_, warn_);
+    if (is_package(relative)) loaded = Package::load(file, name, device_, instances_);
+    else loaded = ScriptModule::load(file, name, device_, instances_, warn_);
     const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
     char seconds[32];
     std::snprintf(seconds, sizeof seconds, "%.3f", took.count());

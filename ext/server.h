@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-#include "batching.h"
+#include "scheduler.h"
 #include "model_cache.h"
 #include "request_body.h"
 #include "v2.h"
@@ -29,11 +29,11 @@ class Server {
  public:
   // Serves the models beneath the directory `model_root`, refusing files
   // over `max_model_size` bytes (0: no limit) and images of more than
-  // `max_image_pixels` pixels. Each AOTInductor package gets `pt2_runners`
-  // model instances. Warnings about models (a malformed batch policy) go to
+  // `max_image_pixels` pixels. Each model runs on `instances` model
+  // instances unless its serving policy declares its own count. Warnings about models (a malformed batch policy) go to
   // `warn`; each load that succeeds is told to `inform`, with its time.
   Server(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device, int64_t max_model_size,
-         int64_t max_image_pixels, size_t pt2_runners, Warn warn, Warn inform);
+         int64_t max_image_pixels, size_t instances, Warn warn, Warn inform);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -45,9 +45,11 @@ class Server {
   //
   // With probability `invalidation_prob` the cached model is loaded again
   // from disk first. Records its phases in `times` when given. Throws the
-  // errors of errors.h.
+  // errors of errors.h; DeadlineError when `deadline` passes while the
+  // request waits for an instance of the model.
   void serve(const std::string& relative, const std::string& name, const RequestBody& body,
-             double invalidation_prob, std::string& response, PhaseTimes* times = nullptr);
+             double invalidation_prob, std::string& response, PhaseTimes* times = nullptr,
+             Deadline deadline = Deadline::max());
 
   // Answers one Open Inference Protocol inference request for the model
   // file `relative`, whose V2 name is `name`: `body` holds the request's
@@ -56,9 +58,10 @@ class Server {
   // `response` and returns the length of its JSON part.
   //
   // Binary inputs may be views of `body`, which they keep alive. Throws the
-  // errors of errors.h.
+  // errors of errors.h, as serve() does.
   size_t infer(const std::string& relative, const std::string& name, const std::shared_ptr<const RequestBody>& body,
-               int64_t header_length, std::string& response, PhaseTimes* times = nullptr);
+               int64_t header_length, std::string& response, PhaseTimes* times = nullptr,
+               Deadline deadline = Deadline::max());
 
   // Writes the V2 metadata of the model file `relative` into `response`,
   // loading the model if it is not cached.
@@ -99,7 +102,7 @@ class Server {
   c10::Device device_;
   int64_t max_model_size_;
   int64_t max_image_pixels_;
-  size_t pt2_runners_;
+  size_t instances_;
   Warn warn_;
   Warn inform_;
   ModelCache cache_;

@@ -752,7 +752,7 @@ void encode_metadata(const std::string& model_name, const ModelDescription& mode
 }
 
 void encode_config(const std::string& model_name, const ModelDescription& model, int64_t max_batch_size,
-                   std::string& out) {
+                   size_t instance_count, bool on_gpu, std::string& out) {
   out.assign(R"({"name":)");
   write_string(model_name, out, JsonPath{nullptr, "config", -1});
   out += R"(,"platform":")";
@@ -763,7 +763,9 @@ void encode_config(const std::string& model_name, const ModelDescription& model,
   write_descriptions(model.inputs, "data_type", "TYPE_", "dims", out);
   out += R"(,"output":)";
   write_descriptions(model.outputs, "data_type", "TYPE_", "dims", out);
-  out += '}';
+  out += R"(,"instance_group":[{"count":)";
+  write_number(int64_t(instance_count), out);
+  out += on_gpu ? R"(,"kind":"KIND_GPU"}]})" : R"(,"kind":"KIND_CPU"}]})";
 }
 
 }  // namespace torch_serving::v2

@@ -128,9 +128,10 @@ void encode_metadata(const std::string& model_name, const ModelDescription& mode
 
 // Writes the configuration of model `model_name` into `out` as Triton's
 // model configuration extension answers it: `max_batch_size` (0 for a model
-// that does not batch), and inputs and outputs with Triton's `TYPE_`
-// datatypes and the metadata's shapes as `dims`.
+// that does not batch), inputs and outputs with Triton's `TYPE_` datatypes
+// and the metadata's shapes as `dims`, and the model's instances as its
+// `instance_group`.
 void encode_config(const std::string& model_name, const ModelDescription& model, int64_t max_batch_size,
-                   std::string& out);
+                   size_t instance_count, bool on_gpu, std::string& out);
 
 }  // namespace torch_serving::v2

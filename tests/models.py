@@ -244,6 +244,9 @@ BATCH_POLICIES = {
     "batch_count.pt": ('{"max_batch_size": 8, "max_batch_delay_ms": 300}', BatchCountModel),
     "batch_two_rows.pt": ('{"max_batch_size": 2, "max_batch_delay_ms": 300}', BatchLinearModel),
     "batch_malformed.pt": ('{"max_batch_size": "eight"}', BatchLinearModel),
+    # Forwards long enough that requests queue behind them.
+    "batch_slow.pt": ('{"max_batch_size": 8, "max_batch_delay_ms": 0, "instance_count": 1}', SlowModel),
+    "slow_pair.pt": ('{"instance_count": 2}', SlowModel),
 }
 
 

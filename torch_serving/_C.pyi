@@ -91,7 +91,7 @@ class Server:
         device: str = "cpu",
         max_model_size: int = 0,
         max_image_pixels: int = 89_478_485,
-        pt2_runners: int = 1,
+        instances: int = 1,
     ) -> None: ...
     def serve(
         self,
@@ -139,7 +139,8 @@ class Server:
         """Return the model configuration (Triton's extension) of the model file ``relative`` as JSON."""
     def stats(self) -> dict[str, Any]:
         """Return the cache's counters (hits, loads, failed_loads, evictions) and, under ``models``,
-        each loaded model's ``requests``, forward ``executions`` and ``max_batch_size``."""
+        each loaded model's ``requests``, forward ``executions``, ``max_batch_size``, ``instances`` and the most
+        forwards that ran at once (``peak_running``)."""
     def execution_totals(self) -> dict[str, int]:
         """Return, by model file, the forward executions of every model loaded from it, dropped ones included."""
     def unload(self, relative: str) -> bool:

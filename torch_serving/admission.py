@@ -1,12 +1,14 @@
-"""Admission control: bounded native concurrency and per-request deadlines.
+"""Admission control: bounded native calls and per-request deadlines.
 
 Native work cannot be interrupted once it runs (a TorchScript forward has no
 cancellation point), so a request past its deadline is answered 504 while
-its work finishes in the background, still holding its slot. When a worker's
-slots and queue are full, further requests get a fast 503 with
-``Retry-After`` instead of waiting without bound. The slots are native
-threads (``torch_serving._C.Executor``): the request thread hands the call
-over and waits with the GIL released, and the call never takes the GIL.
+its work finishes in the background, still holding its native thread. Each
+request a worker admits has a native thread of its own
+(``torch_serving._C.Executor``): the request thread hands the call over and
+waits with the GIL released, and the call never takes the GIL. How many
+forwards of a model run at once is its instances' business (its
+scheduler's), so a request waiting for one still joins the next batch.
+Beyond the limit a further call gets a fast 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ class NativeRunner:
     """Run native calls on a bounded pool, each within a deadline.
 
     Args:
-        slots: native calls that run at once in this worker.
-        queue_size: calls that may wait for a slot; beyond that, 503.
+        limit: native calls that may be under way at once in this worker, each on its own thread;
+            beyond that, 503.
         timeout: seconds a request may take, from its arrival, before 504.
     """
 
-    def __init__(self, slots: int, queue_size: int, timeout: float) -> None:
-        self._executor = Executor(slots, queue_size)
+    def __init__(self, limit: int, timeout: float) -> None:
+        self._executor = Executor(limit, 0)
         self._timeout = timeout
 
     def deadline(self, arrived: float) -> float:

@@ -161,14 +161,16 @@ def create_app(config: Config) -> ServingApp:
         config.device,
         config.max_model_size,
         config.max_image_pixels,
-        config.pt2_runners or config.threads,
+        config.model_instances(),
     )
     metrics = Metrics(server) if config.metrics else None
     middleware = [MetricsMiddleware(metrics)] if metrics else []
     app = ServingApp(media_type=falcon.MEDIA_JSON, middleware=middleware)
     app.req_options.keep_blank_qs_values = True
     app.add_route("/healthcheck", HealthResource())
-    runner = NativeRunner(config.threads, config.queue_size, config.timeout)
+    # As many as the worker admits: under ServingWorker its own limit
+    # answers first, under another worker this one does.
+    runner = NativeRunner(config.threads + config.queue_size, config.timeout)
     app.add_route("/serve", ServeResource(server, runner, config))
     preload = Preload(server, config.model_root, config.preload)
     app.add_route("/cache", CacheResource(server, preload))

@@ -38,7 +38,8 @@ _HELP = {
     "max_image_pixels": "most pixels an image in a request may have, checked before decoding",
     "timeout": "seconds a request may take before it is answered 504 (its work is abandoned)",
     "queue_size": "requests each worker queues for a free thread before it answers 503",
-    "pt2_runners": "model instances per .pt2 package, 0 for one per request thread",
+    "instances": "forwards each model runs at once in a worker, unless it declares instance_count;"
+    " 0 for the cores shared among the workers (1 on CUDA)",
     "metrics": "on or off: GET /metrics (Prometheus) and the measuring of every inference request",
     "preload": "glob under the model root whose models each worker loads before taking requests; repeatable",
     "log_level": "debug, info, warning, error or critical",

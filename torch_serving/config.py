@@ -78,8 +78,10 @@ class Config:
             (Pillow's default limit), checked before it is decoded.
         timeout: seconds a request may take before it is answered 504.
         queue_size: requests a worker queues for a free thread before it answers 503.
-        pt2_runners: model instances per ``.pt2`` package, so that as many
-            calls of it run at once; 0 for one per request thread.
+        instances: forwards each model runs at once in a worker (its model
+            instances), unless its ``torch_serving.json`` declares
+            ``instance_count``; 0 for the machine's cores shared among the
+            workers (at least 1), or 1 on CUDA.
         preload: globs under the model root whose models every worker loads
             before it takes requests; each may hold several, comma-separated.
         metrics: whether ``GET /metrics`` exists and requests are measured.
@@ -99,8 +101,8 @@ class Config:
     max_model_size: int = 8 * 1024**3
     max_image_pixels: int = 89_478_485
     timeout: float = 60.0
-    queue_size: int = 16
-    pt2_runners: int = 0
+    queue_size: int = 32
+    instances: int = 0
     preload: tuple[str, ...] = ()
     metrics: bool = True
     log_level: str = "info"
@@ -121,7 +123,7 @@ class Config:
         _positive("max model size", self.max_model_size)
         _positive("max image pixels", self.max_image_pixels)
         _positive("queue size", self.queue_size, minimum=0)
-        _positive("pt2 runners", self.pt2_runners, minimum=0)
+        _positive("instances", self.instances, minimum=0)
         patterns = (pattern.strip() for item in self.preload for pattern in item.split(","))
         object.__setattr__(self, "preload", tuple(pattern for pattern in patterns if pattern))
         for pattern in self.preload:
@@ -133,6 +135,20 @@ class Config:
             raise ConfigError(f"log level must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}")
         if not _DEVICE_PATTERN.match(self.device):
             raise ConfigError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+
+    def model_instances(self) -> int:
+        """Return the instances a model gets unless it declares its own count.
+
+        On the CPU one forward per core the workers share: more forwards
+        than cores only compete for them and their memory bandwidth
+        (docs/performance.md). A GPU runs one model's forwards one after
+        another anyway.
+        """
+        if self.instances:
+            return self.instances
+        if self.device != "cpu":
+            return 1
+        return max(1, len(os.sched_getaffinity(0)) // self.workers)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Config:

@@ -6,7 +6,12 @@ a thread takes it. This worker instead:
 
 * holds at most its threads + ``queue_size`` requests, and answers a fast
   503 with ``Retry-After`` from its event loop beyond them, so a burst is
-  refused at once instead of queueing without a deadline;
+  refused at once instead of queueing without a deadline. A request counts
+  from when its first bytes are there (a connection that has sent nothing
+  waits in the event loop, as a kept-alive one does, and one that closes is
+  closed there) until its application returns the answer, before it is
+  written: a client that has its answer never finds its request still
+  counted;
 * runs a request on one of its ``threads`` core threads while one is free,
   and on one of ``queue_size`` spare threads otherwise (there it receives
   its body and waits for a native slot). A pool of all of them would wake
@@ -48,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from gunicorn import util
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, ThreadWorker
 
 from torch_serving.config import Config
 from torch_serving.envelope import RETRY_AFTER, error_body, error_document
@@ -117,8 +122,11 @@ class ServingWorker(ThreadWorker):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        # Touched only by the event loop thread (enqueue_req, finish_request).
+        # Requests admitted: taken by the event loop, released by the thread
+        # that answers them.
+        self._admission = threading.Lock()
         self._in_flight = 0
+        # Touched only by the event loop thread (enqueue_req, finish_request).
         self._on_core = 0
         queue_size = getattr(self.app, "queue_size", Config.queue_size)
         self._limit = self.cfg.threads + queue_size
@@ -149,13 +157,44 @@ class ServingWorker(ThreadWorker):
             self.notify()
         # Under another WSGI application every request takes a thread.
         self._quick = getattr(self.wsgi, "quick_requests", None)
+        self.wsgi = self._released_on_return(self.wsgi)
         super().run()
 
+    def _released_on_return(self, app):
+        """``app``, releasing the current request's admission when it returns its answer."""
+
+        def answer(environ, start_response):
+            try:
+                return app(environ, start_response)
+            finally:
+                self._release(getattr(_request, "conn", None))
+
+        return answer
+
+    def _admit(self, conn) -> bool:
+        """Count ``conn``'s request as in flight, unless the worker holds its limit."""
+        with self._admission:
+            if self._in_flight >= self._limit:
+                return False
+            self._in_flight += 1
+        conn.admitted = True
+        return True
+
+    def _release(self, conn) -> None:
+        """Stop counting ``conn``'s request, once: its answer is made, or it ended without one."""
+        if conn is not None and getattr(conn, "admitted", False):
+            conn.admitted = False
+            with self._admission:
+                self._in_flight -= 1
+
     def enqueue_req(self, conn) -> None:
-        if self._in_flight >= self._limit:
+        if not conn.initialized and not conn.data_ready:
+            # A new connection: it holds no request until its first bytes arrive.
+            self._await_first_bytes(conn)
+            return
+        if not self._admit(conn):
             self._refuse(conn)
             return
-        self._in_flight += 1
         conn.arrived = time.monotonic()
         conn.on_core = self._on_core < self.cfg.threads
         if conn.on_core:
@@ -166,8 +205,34 @@ class ServingWorker(ThreadWorker):
         future = self._spare_pool.submit(self.handle, conn)
         future.add_done_callback(lambda done: self.method_queue.defer(self.finish_request, conn, done))
 
+    def _await_first_bytes(self, conn) -> None:
+        """Wait in the event loop, as gunicorn waits for a deferred connection, for ``conn`` to send;
+        as long as gunicorn would wait in a thread and then in the loop."""
+        conn.timeout = time.monotonic() + DEFAULT_WORKER_DATA_TIMEOUT + self.cfg.keepalive
+        self.pending_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
+
+    def on_pending_socket_readable(self, conn, client) -> None:
+        if self._peek(conn) == 0:
+            self.poller.unregister(client)
+            self.pending_conns.remove(conn)
+            self._close_ended(conn)
+            return
+        super().on_pending_socket_readable(conn, client)
+
+    def _peek(self, conn) -> int | None:
+        """Peek at what ``conn`` has sent into ``_peeked``: its length, 0 when the client closed, None on error."""
+        try:
+            return conn.sock.recv_into(self._peeked, _PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except OSError:
+            return None
+
+    def _close_ended(self, conn) -> None:
+        """Close a connection whose client closed it without a request: it never held one."""
+        self.nr_conns -= 1
+        conn.close()
+
     def finish_request(self, conn, fs) -> None:
-        self._in_flight -= 1
         if conn.on_core:
             self._on_core -= 1
         super().finish_request(conn, fs)
@@ -176,11 +241,22 @@ class ServingWorker(ThreadWorker):
         # A new connection may wait here for its request to arrive; its
         # clock then starts when the app sees it.
         _request.arrived = conn.arrived if conn.initialized or conn.data_ready else None
-        return super().handle(conn)
+        _request.conn = conn
+        try:
+            return super().handle(conn)
+        finally:
+            _request.conn = None
+            self._release(conn)
 
     def on_client_socket_readable(self, conn, client) -> None:
-        request = self._quick_request(conn) if self._in_flight < self._limit else None
-        if request is None:
+        received = self._peek(conn)
+        if received == 0:
+            self.poller.unregister(client)
+            self.keepalived_conns.remove(conn)
+            self._close_ended(conn)
+            return
+        request = self._quick_request(conn, received) if received else None
+        if request is None or not self._admit(conn):
             super().on_client_socket_readable(conn, client)
             return
         self.poller.unregister(client)
@@ -188,20 +264,23 @@ class ServingWorker(ThreadWorker):
         if not getattr(conn, "send_bounded", False):
             conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", _SEND_STALL_S, 0))
             conn.send_bounded = True
-        self._in_flight += 1
         conn.arrived = time.monotonic()
         conn.on_core = False
         _request.arrived = conn.arrived
         _request.on_event_loop = True
+        _request.conn = conn
         try:
             kept = self._answer_in_loop(conn, request)
         finally:
             _request.on_event_loop = False
+            _request.conn = None
+            self._release(conn)
         self.finish_request(conn, _Finished(kept))
 
-    def _quick_request(self, conn) -> PlainRequest | None:
-        """The next request on kept-alive ``conn`` when it is plain, all in the socket, and quick, and
-        gunicorn would keep the connection open after it; else None. Reads nothing."""
+    def _quick_request(self, conn, received: int) -> PlainRequest | None:
+        """The next request on kept-alive ``conn``, of which ``received`` bytes were peeked at, when it is
+        plain, all in the socket, and quick, and gunicorn would keep the connection open after it; else
+        None. Reads nothing."""
         if (
             self._quick is None
             or conn.is_http2
@@ -211,10 +290,6 @@ class ServingWorker(ThreadWorker):
             or self.nr + 1 >= self.max_requests
             or len(self.keepalived_conns) > self.max_keepalived  # counting ``conn``, about to leave it
         ):
-            return None
-        try:
-            received = conn.sock.recv_into(self._peeked, _PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except OSError:
             return None
         request = self._plain.read(self._peeked, received)
         if request is None or not self._quick(request.method, request.uri, request.size - request.body_start):

@@ -77,13 +77,13 @@ class RunningServer:
         return True
 
 
-def _wait_until_healthy(server: RunningServer) -> None:
+def _wait_until_healthy(server: RunningServer, health_path: str) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
         with contextlib.suppress(requests.ConnectionError, requests.Timeout):
-            if requests.get(server.url + "/healthcheck", timeout=2).status_code == 200:
+            if requests.get(server.url + health_path, timeout=2).status_code == 200:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"server did not become healthy in {STARTUP_TIMEOUT_S}s:\n{server.log()}")
@@ -97,8 +97,9 @@ def running(
     env: dict[str, str] | None = None,
     cwd: Path = REPO,
     host: str = "127.0.0.1",
+    health_path: str = "/healthcheck",
 ) -> Iterator[RunningServer]:
-    """Run ``command`` until the block ends; it must serve /healthcheck on ``host``:``port``."""
+    """Run ``command`` until the block ends; it must answer 200 to ``health_path`` on ``host``:``port``."""
     environ = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -106,7 +107,7 @@ def running(
         )
     server = RunningServer(process, port, log_path, host)
     try:
-        _wait_until_healthy(server)
+        _wait_until_healthy(server, health_path)
         yield server
     finally:
         _stop(process)

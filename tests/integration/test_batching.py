@@ -5,6 +5,7 @@ batches formed."""
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -20,7 +21,7 @@ CLIENTS = 6
 
 @pytest.fixture(scope="module")
 def server(model_root, tmp_path_factory):
-    options = ["--model-root", str(model_root), "--workers", "1", "--threads", "2"]
+    options = ["--model-root", str(model_root), "--workers", "1", "--threads", "2", "--instances", "3"]
     with serving(tmp_path_factory, "batching", *options) as running_server:
         yield running_server
 
@@ -80,3 +81,63 @@ def test_v2_config_reports_max_batch_size(server):
     assert requests.get(f"{server.url}/v2/models/tiny/versions/1/config", timeout=10).json()["max_batch_size"] == 0
     missing = requests.get(f"{server.url}/v2/models/absent/config", timeout=10)
     assert missing.status_code == 404
+
+
+def test_v2_config_reports_the_instances(server):
+    # One worker on this server; a model without instance_count gets the server's --instances.
+    declared = requests.get(f"{server.url}/v2/models/slow_pair/config", timeout=10).json()
+    assert declared["instance_group"] == [{"count": 2, "kind": "KIND_CPU"}]
+    default = requests.get(f"{server.url}/v2/models/tiny/config", timeout=10).json()
+    assert default["instance_group"] == [{"count": 3, "kind": "KIND_CPU"}]
+
+
+def slow_body(x: torch.Tensor, rounds: int) -> bytes:
+    return body_of(tensor_json(x), {"type": "scalar", "value": rounds})
+
+
+def post_slow(server, identifier: str, x: torch.Tensor, rounds: int) -> requests.Response:
+    return requests.post(
+        f"{server.url}/serve", params={"servable_identifier": identifier}, data=slow_body(x, rounds), timeout=60
+    )
+
+
+# Long enough that every client's request is in the worker while the first forwards run.
+SLOW_ROUNDS = 300
+
+
+def test_at_most_the_declared_instances_run_at_once(server):
+    inputs = [torch.full((1, 3), float(k)) for k in range(8)]
+    with ThreadPoolExecutor(len(inputs)) as pool:
+        responses = list(pool.map(lambda x: post_slow(server, "slow_pair.pt", x, SLOW_ROUNDS), inputs))
+    for x, response in zip(inputs, responses):
+        assert response.status_code == 200
+        assert response.json()["result"]["value"] == (x + 1).flatten().tolist()
+    counters = model_counters(server, "slow_pair.pt")
+    # Eight requests on the worker's threads (2) and spare ones, two forwards at a time.
+    assert counters["instances"] == 2
+    assert counters["peak_running"] == 2
+    assert counters["executions"] == 8
+
+
+def test_a_batch_takes_the_requests_that_spare_threads_carry(server):
+    first = torch.full((1, 3), -1.0)
+    inputs = [torch.full((1, 3), float(k)) for k in range(7)]
+    with ThreadPoolExecutor(1 + len(inputs)) as pool:
+        leader = pool.submit(post_slow, server, "batch_slow.pt", first, SLOW_ROUNDS)
+        # The first forward is under way before the others arrive: they all queue behind it,
+        # two on the worker's threads and five on spare threads, and share the next forward.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            loaded = requests.get(f"{server.url}/cache", timeout=10).json()["stats"]["models"]
+            if loaded.get("batch_slow.pt", {}).get("executions"):
+                break
+            time.sleep(0.01)
+        responses = list(pool.map(lambda x: post_slow(server, "batch_slow.pt", x, SLOW_ROUNDS), inputs))
+        assert leader.result().json()["result"]["value"] == (first + 1).flatten().tolist()
+    for x, response in zip(inputs, responses):
+        assert response.status_code == 200
+        assert response.json()["result"]["value"] == (x + 1).flatten().tolist()
+    counters = model_counters(server, "batch_slow.pt")
+    assert counters["requests"] == 8
+    assert counters["executions"] == 2
+    assert counters["peak_running"] == 1

@@ -99,19 +99,20 @@ def test_a_burst_beyond_the_threads_gets_fast_503s(start):
 def test_a_request_whose_deadline_passed_in_the_queue_never_runs(start, model_root, tmp_path):
     root = tmp_path / "root"
     root.mkdir()
-    for name in ["slow.pt", "tiny.pt"]:
-        shutil.copy(model_root / name, root / name)
-    with start("--threads", "1", "--queue-size", "4", "--timeout", "1", root=root) as server:
+    shutil.copy(model_root / "slow.pt", root / "slow.pt")
+    with start("--threads", "1", "--queue-size", "4", "--timeout", "1", "--instances", "1", root=root) as server:
         post(server.url, "slow.pt", rounds_body(1))
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             holder = pool.submit(post, server.url, "slow.pt", rounds_body(3000))
             time.sleep(0.3)
-            queued = post(server.url, "tiny.pt")
+            # Waits for the model's only instance, which the holder keeps past the deadline.
+            queued = post(server.url, "slow.pt", rounds_body(1))
             assert queued.status_code == 504
             assert holder.result().status_code == 504
-        # The slot is free again; had the queued call run, it would have loaded tiny.pt.
-        time.sleep(0.5)
-        assert requests.get(f"{server.url}/cache", timeout=10).json()["models"] == ["slow.pt"]
+        # Once the holder's forward is over, had the queued call run, it would have been a third execution.
+        time.sleep(4)
+        stats = requests.get(f"{server.url}/cache", timeout=10).json()["stats"]["models"]["slow.pt"]
+        assert stats["executions"] == 2
 
 
 def test_a_failed_load_in_a_full_cache_evicts_nothing(start, model_root):

@@ -326,20 +326,22 @@ def test_response_is_valid_json_with_specials(client):
     assert json.loads(result.text)["result"]["value"] == ["NaN", "-Infinity", 1.5]
 
 
-def test_cache_endpoint_lists_models_relative_to_the_root(client):
+def test_cache_endpoint_lists_models_relative_to_the_root(client, config):
     serve(client, TINY, tiny_body(1))
     serve(client, "servable_identifier=nested/triple.pt", tiny_body(1))
     serve(client, TINY, tiny_body(1))
     doc = client.simulate_get("/cache").json
     assert doc["models"] == ["tiny.pt", "nested/triple.pt"]
+    # One request at a time: one forward ran at once.
+    unbatched = {"max_batch_size": 0, "instances": config.model_instances(), "peak_running": 1}
     assert doc["stats"] == {
         "hits": 1,
         "loads": 2,
         "failed_loads": 0,
         "evictions": 0,
         "models": {
-            "tiny.pt": {"requests": 2, "executions": 2, "max_batch_size": 0},
-            "nested/triple.pt": {"requests": 1, "executions": 1, "max_batch_size": 0},
+            "tiny.pt": {**unbatched, "requests": 2, "executions": 2},
+            "nested/triple.pt": {**unbatched, "requests": 1, "executions": 1},
         },
     }
 

@@ -40,7 +40,8 @@ def serve_at_once(server: Server, identifier: str, bodies: list[bytes]) -> list[
 
 
 def counters(server: Server, identifier: str) -> dict:
-    return server.stats()["models"][identifier]
+    stats = server.stats()["models"][identifier]
+    return {key: stats[key] for key in ("requests", "executions", "max_batch_size")}
 
 
 def linear_rows(x: torch.Tensor) -> list[float]:
@@ -177,10 +178,13 @@ def test_a_lone_request_waits_at_most_the_declared_delay(server):
         ),
         (
             '{"max_batch_size": 8, "max_batch_wait": 1}',
-            'unknown key "max_batch_wait"; the keys are max_batch_size and max_batch_delay_ms',
+            'unknown key "max_batch_wait"; the keys are max_batch_size, max_batch_delay_ms and instance_count',
         ),
         ('{"max_batch_delay_ms": 1}', "max_batch_size is missing"),
-        ("[8]", 'it must be a JSON object, like {"max_batch_size": 8, "max_batch_delay_ms": 0}'),
+        (
+            "[8]",
+            'it must be a JSON object, like {"max_batch_size": 8, "max_batch_delay_ms": 0, "instance_count": 1}',
+        ),
         ("max_batch_size: 8", "it is not valid JSON"),
     ],
 )
@@ -192,7 +196,8 @@ def test_a_malformed_policy_is_logged_and_the_model_served_unbatched(tmp_path, c
     assert [r["shape"] for r in results] == [[1, 3]] * 3
     assert counters(server, "m.pt") == {"requests": 3, "executions": 3, "max_batch_size": 0}
     assert [r.getMessage() for r in caplog.records] == [
-        f"model m.pt has a malformed torch_serving.json ({problem}); it is served without batching"
+        f"model m.pt has a malformed torch_serving.json ({problem}); it is served without batching,"
+        " on the server's default instances"
     ]
 
 
@@ -228,5 +233,7 @@ def test_v2_inference_batches_and_its_config_reports_max_batch_size(server):
         "max_batch_size": 8,
         "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [-1]}],
         "output": [{"name": "OUTPUT__0", "data_type": "TYPE_FP32", "dims": [-1]}],
+        # Server's default: one instance.
+        "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
     }
     assert json.loads(server.config("tiny.pt", "tiny"))["max_batch_size"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ def test_a_flag_wins_over_an_invalid_variable(tmp_path):
     [
         ({"port": 0}, "port must be in [1, 65535], got 0"),
         ({"buffer_size": -1}, "buffer size must be at least 0, got -1"),
-        ({"pt2_runners": -2}, "pt2 runners must be at least 0, got -2"),
+        ({"instances": -2}, "instances must be at least 0, got -2"),
         ({"timeout": 0.0}, "timeout must be a positive number of seconds, got 0.0"),
         ({"log_level": "loud"}, "log level must be one of debug, info, warning, error, critical, got 'loud'"),
         ({"device": "cuda:x"}, "device must be cpu, cuda or cuda:N, got 'cuda:x'"),
@@ -73,3 +74,12 @@ def test_validation(tmp_path, changes, message):
     with pytest.raises(ConfigError) as info:
         Config(model_root=tmp_path, **changes)
     assert str(info.value) == message
+
+
+def test_instances_default_to_the_cores_the_workers_share(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert Config(model_root=tmp_path, workers=2).model_instances() == 4
+    assert Config(model_root=tmp_path, workers=3).model_instances() == 2
+    assert Config(model_root=tmp_path, workers=16).model_instances() == 1
+    assert Config(model_root=tmp_path, workers=2, instances=3).model_instances() == 3
+    assert Config(model_root=tmp_path, workers=2, device="cuda").model_instances() == 1

@@ -37,7 +37,7 @@ def package_root(tmp_path_factory, packages):
 
 @pytest.fixture(scope="module")
 def server(package_root) -> Server:
-    return Server(str(package_root), 8, 2, pt2_runners=2)
+    return Server(str(package_root), 8, 2, instances=2)
 
 
 def nested_body_extra(extra: dict) -> dict:

@@ -1,13 +1,17 @@
-// Forming, merging and splitting batches of one model's requests.
-#include "batching.h"
+// Queueing one model's requests for its instances; forming, merging and
+// splitting batches of them.
+#include "scheduler.h"
 
 #include <ATen/ATen.h>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <exception>
 #include <stdexcept>
+
+#include "errors.h"
 
 namespace torch_serving {
 namespace {
@@ -177,17 +181,18 @@ int64_t batch_rows(const std::vector<at::Tensor>& tensors) {
 
 }  // namespace
 
-BatchPolicy parse_batch_policy(std::string_view json) {
+ServingPolicy parse_serving_policy(std::string_view json) {
   simdjson::dom::parser parser;
   simdjson::padded_string text(json);
   simdjson::dom::element document;
   if (parser.parse(text).get(document) != simdjson::SUCCESS) throw std::invalid_argument("it is not valid JSON");
   simdjson::dom::object fields;
   if (document.get_object().get(fields) != simdjson::SUCCESS) {
-    throw std::invalid_argument("it must be a JSON object, like {\"max_batch_size\": 8, \"max_batch_delay_ms\": 0}");
+    throw std::invalid_argument(
+        "it must be a JSON object, like {\"max_batch_size\": 8, \"max_batch_delay_ms\": 0, \"instance_count\": 1}");
   }
-  BatchPolicy policy;
-  bool has_size = false;
+  ServingPolicy policy;
+  bool has_delay = false;
   for (auto field : fields) {
     if (field.key == "max_batch_size") {
       int64_t size = 0;
@@ -196,7 +201,6 @@ BatchPolicy parse_batch_policy(std::string_view json) {
                                     simdjson::to_string(field.value));
       }
       policy.max_batch_size = size;
-      has_size = true;
     } else if (field.key == "max_batch_delay_ms") {
       double delay_ms = 0;
       if (field.value.get_double().get(delay_ms) != simdjson::SUCCESS || !(delay_ms >= 0) ||
@@ -205,88 +209,129 @@ BatchPolicy parse_batch_policy(std::string_view json) {
                                     simdjson::to_string(field.value));
       }
       policy.max_delay_s = delay_ms / 1000.0;
+      has_delay = true;
+    } else if (field.key == "instance_count") {
+      int64_t count = 0;
+      if (field.value.get_int64().get(count) != simdjson::SUCCESS || count < 1 || count > kMaxInstances) {
+        throw std::invalid_argument("instance_count must be an integer in [1, " + std::to_string(kMaxInstances) +
+                                    "], got " + simdjson::to_string(field.value));
+      }
+      policy.instance_count = count;
     } else {
       throw std::invalid_argument("unknown key \"" + std::string(field.key) +
-                                  "\"; the keys are max_batch_size and max_batch_delay_ms");
+                                  "\"; the keys are max_batch_size, max_batch_delay_ms and instance_count");
     }
   }
-  if (!has_size) throw std::invalid_argument("max_batch_size is missing");
+  // A delay means batching: its size was forgotten.
+  if (has_delay && policy.max_batch_size == 0) throw std::invalid_argument("max_batch_size is missing");
   return policy;
 }
 
-struct Batcher::Pending {
+struct Scheduler::Pending {
   std::vector<c10::IValue> args;
-  std::vector<at::Tensor> tensors;  // those in args, in collect_tensors' order
-  int64_t rows = 0;
-  bool lead = false;  // this request forms the next batch
+  std::vector<at::Tensor> tensors;  // with batching, those in args, in collect_tensors' order
+  int64_t rows = 0;                 // 0: runs alone
+  bool lead = false;                // holds an instance: forms the next batch
   bool done = false;
   c10::IValue result;
   std::exception_ptr error;
 };
 
-Batcher::Batcher(BatchPolicy policy, Forward forward, std::string name, Warn warn, bool share_plain_outputs)
+Scheduler::Scheduler(ServingPolicy policy, size_t instances, Forward forward, std::string name, Warn warn,
+                     bool share_plain_outputs)
     : policy_(policy),
+      instances_(std::max<size_t>(instances, 1)),
       forward_(std::move(forward)),
       name_(std::move(name)),
       warn_(std::move(warn)),
       share_plain_outputs_(share_plain_outputs) {}
 
-c10::IValue Batcher::run(std::vector<c10::IValue> args) {
+size_t Scheduler::peak_running() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return peak_running_;
+}
+
+c10::IValue Scheduler::run(std::vector<c10::IValue> args, Deadline deadline) {
   Pending me;
   me.args = std::move(args);
-  for (const c10::IValue& arg : me.args) collect_tensors(arg, me.tensors);
-  me.rows = batch_rows(me.tensors);
-  if (me.rows == 0 || me.rows >= policy_.max_batch_size) return forward_(std::move(me.args));
+  if (policy_.batching()) {
+    for (const c10::IValue& arg : me.args) collect_tensors(arg, me.tensors);
+    me.rows = batch_rows(me.tensors);
+    if (me.rows >= policy_.max_batch_size) me.rows = 0;  // a full batch on its own
+  }
 
   std::unique_lock<std::mutex> lock(mutex_);
   queue_.push_back(&me);
-  if (!leading_) {
-    leading_ = true;
-    me.lead = true;
-  } else {
-    changed_.notify_all();  // a leader waiting out its delay counts the rows
+  hand_out_instances();
+  // A leader waiting out its delay counts the rows; a request that queued
+  // behind the instances waits for one.
+  if (!me.lead) {
+    if (policy_.max_delay_s > 0) changed_.notify_all();
+    if (!changed_.wait_until(lock, deadline, [&] { return me.done || me.lead; })) {
+      auto queued = std::find(queue_.begin(), queue_.end(), &me);
+      if (queued != queue_.end()) {
+        queue_.erase(queued);
+        throw DeadlineError("the deadline passed while the request waited for an instance of the model");
+      }
+      // Taken into a batch that runs now: its forward cannot be abandoned.
+      changed_.wait(lock, [&] { return me.done; });
+    }
   }
-  changed_.wait(lock, [&] { return me.done || me.lead; });
   if (!me.done) {
-    // This request is the oldest waiting: it forms the next batch.
-    if (policy_.max_delay_s > 0) {
-      // Counted from now, when the model is free, not from this request's
+    if (me.rows > 0 && policy_.max_delay_s > 0) {
+      // Counted from now, when an instance is free, not from this request's
       // arrival: a request that waited out a forward would otherwise take
       // only those that queued meanwhile, and under steady load batches
       // would alternate between a few requests and the rest.
       auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                       std::chrono::duration<double>(policy_.max_delay_s));
-      changed_.wait_until(lock, until, [&] {
-        int64_t waiting_rows = 0;
-        for (const Pending* p : queue_) waiting_rows += p->rows;
-        return waiting_rows >= policy_.max_batch_size;
-      });
+      changed_.wait_until(lock, until, [&] { return rows_within_reach(&me) >= policy_.max_batch_size; });
     }
-    std::vector<Pending*> batch = take_batch();
+    std::vector<Pending*> batch = take_batch(&me);
+    peak_running_ = std::max(peak_running_, ++running_);
     lock.unlock();
     execute(batch);
     lock.lock();
+    --running_;
     for (Pending* p : batch) p->done = true;
-    if (queue_.empty()) {
-      leading_ = false;
-    } else {
-      queue_.front()->lead = true;
-    }
-    changed_.notify_all();
+    --leading_;
+    hand_out_instances();
+    if (batch.size() > 1 || !queue_.empty()) changed_.notify_all();
   }
   lock.unlock();
   if (me.error) std::rethrow_exception(me.error);
   return std::move(me.result);
 }
 
-std::vector<Batcher::Pending*> Batcher::take_batch() {
-  std::vector<Pending*> batch{queue_.front()};
-  queue_.pop_front();
-  int64_t rows = batch[0]->rows;
-  for (auto it = queue_.begin(); it != queue_.end() && rows < policy_.max_batch_size;) {
+void Scheduler::hand_out_instances() {
+  for (auto it = queue_.begin(); leading_ < instances_ && it != queue_.end(); ++it) {
+    if (!(*it)->lead) {
+      (*it)->lead = true;
+      ++leading_;
+    }
+  }
+}
+
+int64_t Scheduler::rows_within_reach(const Pending* lead) const {
+  int64_t rows = 0;
+  for (const Pending* p : queue_) {
+    if (p == lead || (!p->lead && p->rows > 0)) rows += p->rows;
+  }
+  return rows;
+}
+
+std::vector<Scheduler::Pending*> Scheduler::take_batch(Pending* lead) {
+  std::vector<Pending*> batch{lead};
+  int64_t rows = lead->rows;
+  for (auto it = queue_.begin(); it != queue_.end();) {
     Pending* p = *it;
-    bool fits = rows + p->rows <= policy_.max_batch_size && p->args.size() == batch[0]->args.size();
-    for (size_t i = 0; fits && i < p->args.size(); ++i) fits = mergeable(batch[0]->args[i], p->args[i]);
+    if (p == lead) {
+      it = queue_.erase(it);
+      continue;
+    }
+    bool fits = rows > 0 && !p->lead && p->rows > 0 && rows + p->rows <= policy_.max_batch_size &&
+                p->args.size() == lead->args.size();
+    for (size_t i = 0; fits && i < p->args.size(); ++i) fits = mergeable(lead->args[i], p->args[i]);
     if (fits) {
       batch.push_back(p);
       rows += p->rows;
@@ -298,7 +343,7 @@ std::vector<Batcher::Pending*> Batcher::take_batch() {
   return batch;
 }
 
-void Batcher::execute(const std::vector<Pending*>& batch) {
+void Scheduler::execute(const std::vector<Pending*>& batch) {
   if (batch.size() == 1) {
     execute_alone(batch);
     return;
@@ -344,7 +389,7 @@ void Batcher::execute(const std::vector<Pending*>& batch) {
   for (size_t i = 0; i < batch.size(); ++i) batch[i]->result = std::move(shares[i]);
 }
 
-void Batcher::execute_alone(const std::vector<Pending*>& batch) {
+void Scheduler::execute_alone(const std::vector<Pending*>& batch) {
   for (Pending* p : batch) {
     try {
       p->result = forward_(p->args);

@@ -1,0 +1,129 @@
+// Scheduling one model's forwards: at most a fixed number run at once (its
+// instances), and with dynamic batching the requests that wait are merged
+// into one forward along dimension 0 and the outputs split back, so that a
+// forward bound by reading its weights reads them once for many requests.
+#pragma once
+
+#include <ATen/core/ivalue.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace torch_serving {
+
+// What a model declares in the `torch_serving.json` file of its archive.
+struct ServingPolicy {
+  int64_t max_batch_size = 0;  // rows (dimension 0) per forward; below 2, no batching
+  double max_delay_s = 0;      // how long a batch's first request waits for more once an instance is free; 0: never
+  int64_t instance_count = 0;  // forwards that run at once in a worker; 0: the server's default
+
+  bool batching() const { return max_batch_size > 1; }
+};
+
+// The most instances a model may declare.
+inline constexpr int64_t kMaxInstances = 256;
+
+// The name of the extra file in a TorchScript archive that declares the policy.
+inline constexpr const char* kPolicyFile = "torch_serving.json";
+
+// Reads `{"max_batch_size": 8, "max_batch_delay_ms": 2, "instance_count": 1}`
+// (every key optional). Throws std::invalid_argument saying what is wrong
+// with `json`.
+ServingPolicy parse_serving_policy(std::string_view json);
+
+// When a request's answer is no longer wanted; Deadline::max() for never.
+using Deadline = std::chrono::steady_clock::time_point;
+
+// Called with a message to log as a warning.
+using Warn = std::function<void(const std::string&)>;
+
+// One model's queue in a worker, as Triton's scheduler has one: it runs
+// the model's forwards on at most `instances` of them at once, and with
+// batching merges the requests that wait into as few forwards as it can.
+// Thread-safe.
+//
+// Requests queue in arrival order, in the threads that carry them. When an
+// instance is free, the oldest request queued leads it: with batching,
+// from then on it waits up to the policy's delay for more requests, and
+// takes every queued request that can be merged with it (see `run`), up to
+// `max_batch_size` rows, whichever thread carries them; it runs them as
+// one forward and frees the instance for the next oldest request.
+class Scheduler {
+ public:
+  using Forward = std::function<c10::IValue(std::vector<c10::IValue>)>;
+
+  // `forward` runs the model on complete, checked arguments; `name` is the
+  // model's name in warnings. `instances` is at least 1. With
+  // `share_plain_outputs`, values in the result that are not tensors are
+  // known to be forward's own arguments or constants (see `run`), and each
+  // request of a batch gets them as they are; otherwise they make a result
+  // that cannot be split.
+  Scheduler(ServingPolicy policy, size_t instances, Forward forward, std::string name, Warn warn,
+            bool share_plain_outputs);
+
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Returns forward's result for `args`, or throws what forward threw on
+  // them.
+  //
+  // With batching, `args` join a batch when every tensor in them (also
+  // inside lists, tuples and dicts) has at least one dimension and the same
+  // length N in dimension 0, and agrees with the batch's first request in
+  // structure, dtype, device and every dimension but the first, and every
+  // other value is equal; the request's share of each tensor in the result
+  // is then its N rows, and of each other value (with
+  // `share_plain_outputs`) the value, which depends only on arguments equal
+  // across the batch. When a merged forward raises, or returns a value that
+  // cannot be split that way, each request of the batch runs alone, so that
+  // each gets its own answer.
+  //
+  // A request still queued at its `deadline` leaves the queue and throws
+  // DeadlineError: its caller has answered 504, and its forward never runs.
+  c10::IValue run(std::vector<c10::IValue> args, Deadline deadline = Deadline::max());
+
+  const ServingPolicy& policy() const { return policy_; }
+  size_t instances() const { return instances_; }
+  // The most forwards that have run at once.
+  size_t peak_running() const;
+
+ private:
+  struct Pending;
+
+  // Runs `batch` and fills in each request's outcome.
+  void execute(const std::vector<Pending*>& batch);
+  // Runs each request of `batch` alone.
+  void execute_alone(const std::vector<Pending*>& batch);
+  // Removes `lead` from the queue, and returns it with the requests it takes.
+  std::vector<Pending*> take_batch(Pending* lead);
+  // Hands each free instance to the oldest request queued that leads none.
+  // Expects mutex_ held.
+  void hand_out_instances();
+  // Rows that `lead` could take now. Expects mutex_ held.
+  int64_t rows_within_reach(const Pending* lead) const;
+
+  const ServingPolicy policy_;
+  const size_t instances_;
+  const Forward forward_;
+  const std::string name_;
+  const Warn warn_;
+  const bool share_plain_outputs_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<Pending*> queue_;  // requests waiting, oldest first
+  size_t leading_ = 0;          // instances held by a request forming or running a batch
+  size_t running_ = 0;          // forwards running
+  size_t peak_running_ = 0;
+  std::atomic<bool> warned_unsplittable_{false};
+};
+
+}  // namespace torch_serving
