@@ -102,7 +102,7 @@ def post_slow(server, identifier: str, x: torch.Tensor, rounds: int) -> requests
 
 
 # Long enough that every client's request is in the worker while the first forwards run.
-SLOW_ROUNDS = 300
+SLOW_ROUNDS = 600
 
 
 def test_at_most_the_declared_instances_run_at_once(server):
