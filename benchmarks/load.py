@@ -19,9 +19,11 @@ Usage: python -m benchmarks.load [--seconds 3] [--rounds 3] [--connections 8]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -167,17 +169,39 @@ def serve_targets(servers: dict[str, RunningServer], workload: Workload, scratch
 
 
 def interleaved_rounds(
-    targets: dict[str, Target], rounds: int, seconds: int, connections: int, wrk_threads: int = 1
+    targets: dict[str, Target],
+    rounds: int,
+    seconds: int,
+    connections: int,
+    wrk_threads: int = 1,
+    pause_others: bool = False,
 ) -> dict[str, list[Round]]:
-    """Warm every target up, then time ``rounds`` runs of each, interleaved so drift hits all alike."""
+    """Warm every target up, then time ``rounds`` runs of each, interleaved so drift hits all alike.
+    With ``pause_others``, the servers not being driven are stopped (SIGSTOP) meanwhile, so that
+    what one does while idle takes no CPU from another."""
+    servers = {target.server_pid for target in targets.values()}
+
+    @contextlib.contextmanager
+    def only(pid: int):
+        paused = servers - {pid} if pause_others else set()
+        try:
+            for other in paused:
+                os.killpg(other, signal.SIGSTOP)
+            yield
+        finally:
+            for other in paused:
+                os.killpg(other, signal.SIGCONT)
+
     for target in targets.values():  # loads models, fills caches
-        run_wrk(target.url, target.script, 1, connections, wrk_threads)
+        with only(target.server_pid):
+            run_wrk(target.url, target.script, 1, connections, wrk_threads)
     results: dict[str, list[Round]] = {name: [] for name in targets}
     for _ in range(rounds):
         for name, target in targets.items():
-            before = cpu_seconds(target.server_pid)
-            run = run_wrk(target.url, target.script, seconds, connections, wrk_threads)
-            cpu_ms = (cpu_seconds(target.server_pid) - before) * 1000 / max(run.requests, 1)
+            with only(target.server_pid):
+                before = cpu_seconds(target.server_pid)
+                run = run_wrk(target.url, target.script, seconds, connections, wrk_threads)
+                cpu_ms = (cpu_seconds(target.server_pid) - before) * 1000 / max(run.requests, 1)
             results[name].append(Round(run.rate, cpu_ms, run.p50_ms, run.p99_ms))
     return results
 
@@ -243,21 +267,34 @@ def distinct_example_bodies(body: bytes, count: int) -> list[bytes]:
     return bodies
 
 
+def check_bursts(url: str, bodies: list[bytes], expected: list[dict], content_type: str = "application/json") -> None:
+    """POST ``bodies`` to ``url`` all at once, in several bursts so that some surely share forwards; each
+    answer must equal the one expected of it within float32 rounding (relative 1e-5)."""
+
+    def post(body: bytes) -> dict:
+        response = requests.post(url, data=body, headers={"Content-Type": content_type}, timeout=120)
+        if response.status_code != 200:
+            raise RuntimeError(f"{url} answered {response.status_code}: {response.text[:300]}")
+        return response.json()
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        for _ in range(5):
+            for body, answer, reference in zip(bodies, pool.map(post, bodies), expected):
+                if not close_answers(answer, reference, rel=1e-5):
+                    raise RuntimeError(f"{url} answered {body[:80]!r} differently from the unbatched model")
+
+
+def unbatched_answers(url: str, identifier: str, bodies: list[bytes]) -> list[dict]:
+    """Return the answers of our model ``identifier`` to ``bodies``, one request at a time."""
+    return [
+        requests.post(url, params={"servable_identifier": identifier}, data=body, timeout=60).json() for body in bodies
+    ]
+
+
 def check_batched_answers(url: str, batched: str, unbatched: str, body: bytes, clients: int) -> None:
     """Send distinct requests to the batched model at once; each must equal the unbatched model's answer."""
-
-    def post(identifier: str, data: bytes) -> dict:
-        response = requests.post(url, params={"servable_identifier": identifier}, data=data, timeout=60)
-        response.raise_for_status()
-        return response.json()["result"]
-
     bodies = distinct_example_bodies(body, clients)
-    with ThreadPoolExecutor(clients) as pool:
-        for _ in range(5):  # several bursts, so that some surely share forwards
-            answers = list(pool.map(lambda data: post(batched, data), bodies))
-            for data, answer in zip(bodies, answers):
-                if not close_answers(answer, post(unbatched, data), rel=1e-5):
-                    raise RuntimeError(f"{batched} answered a batched request differently from {unbatched}")
+    check_bursts(f"{url}?servable_identifier={batched}", bodies, unbatched_answers(url, unbatched, bodies))
 
 
 def batch_counters(url: str, model: str, samples: int = 20) -> tuple[int, int]:
@@ -296,12 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         }
         ports = {name: free_port() for name in ("ours", "naive", "hello")}
         commands = {
-            "ours": cli_command(
+            "ours": cli_command(  # its defaults (access lines on) but the settings all three share
                 ports["ours"],
                 "--model-root",
                 str(root),
-                "--log-level",
-                "warning",
                 "--workers",
                 str(args.workers),
                 "--threads",

@@ -14,11 +14,13 @@ answering the same typed-JSON body with the same answer:
 
 Before timing, each peer must answer bursts of distinct requests exactly as our unbatched model
 does (float32 rounding: relative 1e-5). Then wrk (``--wrk-threads 2``: the client competes for the
-two cores, as in production) drives each at every ``--connections``, rounds interleaved; prints
-median requests/s, the ratios the issue names, p50 and p99 latency, and our batch sizes. Any
-non-2xx answer fails the run.
+two cores, as in production) drives each at every ``--connections``, rounds interleaved; the
+servers not being timed are stopped (SIGSTOP) meanwhile, since some take CPU while idle (the run
+prints how much). Prints median requests/s, the ratios the issue names, p50 and p99 latency, and
+our batch sizes. Any non-2xx answer fails the run.
 
 Usage: python -m benchmarks.peers [--seconds 5] [--rounds 3] [--connections 8,32] [--wrk-threads 2]
+       [--peers torchserve,litserve,naive] [--batch-policy JSON]
 """
 
 from __future__ import annotations
@@ -30,20 +32,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import time
 from pathlib import Path
-
-import requests
 
 from benchmarks.load import (
     DEFAULTS,
     Round,
     Target,
-    close_answers,
     batch_counters,
+    check_bursts,
+    cpu_seconds,
     distinct_example_bodies,
     gunicorn_command,
     interleaved_rounds,
+    unbatched_answers,
     wrk_script,
 )
 from benchmarks.workloads import BATCH_POLICY
@@ -54,7 +56,7 @@ BASELINES = REPO / "benchmarks" / "baselines"
 PEER_WORKERS = 2
 PEER_BATCH_SIZE = 8
 PEER_BATCH_DELAY_MS = 2
-SERVERS = ("ours", "ours-unbatched", "torchserve", "litserve", "naive")
+PEERS = ("torchserve", "litserve", "naive")
 
 
 def torchserve_files(root: Path, model: Path) -> tuple[Path, Path, dict[str, int]]:
@@ -132,32 +134,16 @@ def torchserve_command(store: Path, config: Path) -> list[str]:
     ]
 
 
-def check_answers(url: str, bodies: list[bytes], expected: list[dict], content_type: str) -> None:
-    """Send ``bodies`` at once, in bursts; each answer must equal the expected one."""
-
-    def post(body: bytes) -> dict:
-        response = requests.post(url, data=body, headers={"Content-Type": content_type}, timeout=120)
-        if response.status_code != 200:
-            raise RuntimeError(f"{url} answered {response.status_code}: {response.text[:300]}")
-        return response.json()
-
-    with ThreadPoolExecutor(len(bodies)) as pool:
-        for _ in range(5):  # several bursts, so that some surely share forwards
-            for body, answer, reference in zip(bodies, pool.map(post, bodies), expected):
-                if not close_answers(answer, reference, rel=1e-5):
-                    raise RuntimeError(f"{url} answered {body[:80]!r} differently from our unbatched model")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", default="8,32")
     parser.add_argument("--wrk-threads", type=int, default=2)
-    parser.add_argument("--servers", default=",".join(SERVERS), help="a subset of " + ",".join(SERVERS))
+    parser.add_argument("--peers", default=",".join(PEERS), help="ours and a subset of " + ",".join(PEERS))
     parser.add_argument("--batch-policy", default=BATCH_POLICY, help="the torch_serving.json of our batched model")
     args = parser.parse_args(argv)
-    chosen = args.servers.split(",")
+    chosen = args.peers.split(",")
     connection_counts = [int(c) for c in args.connections.split(",")]
 
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
@@ -175,11 +161,10 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         servers, urls, content_types = {}, {}, {}
-        if {"ours", "ours-unbatched"} & set(chosen):
-            port = free_port()
-            ours = start("ours", cli_command(port, "--model-root", str(root), "--log-level", "warning"), port)
-            for name, model in (("ours", "model-example-batched.pt"), ("ours-unbatched", "model-example.pt")):
-                servers[name], urls[name] = ours, f"{ours.url}/serve?servable_identifier={model}"
+        port = free_port()
+        ours = start("ours", cli_command(port, "--model-root", str(root)), port)  # its defaults, access lines on
+        for name, model in (("ours", "model-example-batched.pt"), ("ours-unbatched", "model-example.pt")):
+            servers[name], urls[name] = ours, f"{ours.url}/serve?servable_identifier={model}"
         if "naive" in chosen:
             port = free_port()
             naive = start(
@@ -211,12 +196,9 @@ def main(argv: list[str] | None = None) -> int:
 
         # Every server answers what our unbatched model answers, request by request.
         bodies = distinct_example_bodies(body, max(connection_counts[0], 8))
-        reference_url = f"{servers['ours'].url}/serve?servable_identifier=model-example.pt" if "ours" in servers else None
-        if reference_url is None:
-            raise SystemExit("the peers are checked against our answers: include ours")
-        expected = [requests.post(reference_url, data=b, timeout=60).json() for b in bodies]
+        expected = unbatched_answers(f"{ours.url}/serve", "model-example.pt", bodies)
         for name, url in urls.items():
-            check_answers(url, bodies, expected, content_types.get(name, "application/json"))
+            check_bursts(url, bodies, expected, content_types.get(name, "application/json"))
 
         targets = {
             name: Target(
@@ -226,17 +208,29 @@ def main(argv: list[str] | None = None) -> int:
             )
             for name, url in urls.items()
         }
+        idle = {
+            name: idle_cpu_percent(server.process.pid) for name, server in servers.items() if name != "ours-unbatched"
+        }
         results: dict[int, dict[str, list[Round]]] = {}
         batches: dict[int, tuple[int, int]] = {}
         for connections in connection_counts:
-            before = batch_counters(servers["ours"].url, "model-example-batched.pt") if "ours" in servers else (0, 0)
-            results[connections] = interleaved_rounds(targets, args.rounds, args.seconds, connections, args.wrk_threads)
-            if "ours" in servers:
-                after = batch_counters(servers["ours"].url, "model-example-batched.pt")
-                batches[connections] = (after[0] - before[0], after[1] - before[1])
+            before = batch_counters(ours.url, "model-example-batched.pt")
+            results[connections] = interleaved_rounds(
+                targets, args.rounds, args.seconds, connections, args.wrk_threads, pause_others=True
+            )
+            after = batch_counters(ours.url, "model-example-batched.pt")
+            batches[connections] = (after[0] - before[0], after[1] - before[1])
 
+    print("CPU each server takes while idle, % of one core:", ", ".join(f"{n} {p:.1f}" for n, p in idle.items()))
     _report(args, results, batches)
     return 0
+
+
+def idle_cpu_percent(pid: int, seconds: float = 3.0) -> float:
+    """Return the CPU the process tree of ``pid`` spends over ``seconds`` while nobody talks to it."""
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - before) * 100 / seconds
 
 
 def _report(args: argparse.Namespace, results: dict[int, dict[str, list[Round]]], batches) -> None:
@@ -247,17 +241,19 @@ def _report(args: argparse.Namespace, results: dict[int, dict[str, list[Round]]]
     summary = {}
     for connections, series in results.items():
         names = list(series)
-        median = {n: {f: statistics.median(getattr(r, f) for r in series[n]) for f in Round.__dataclass_fields__} for n in names}
+        median = {
+            n: {f: statistics.median(getattr(r, f) for r in series[n]) for f in Round.__dataclass_fields__}
+            for n in names
+        }
         summary[connections] = median
         print(f"\n{connections} connections")
         print(f"{'server':<16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU ms/req':>12}")
         for n in names:
             m = median[n]
             print(f"{n:<16}{m['rate']:>10.0f}{m['p50_ms']:>10.2f}{m['p99_ms']:>10.2f}{m['cpu_ms_per_request']:>12.3f}")
-        if "ours" in median:
-            ratios = [f"{other} {median['ours']['rate'] / median[other]['rate']:.2f}" for other in names if other != "ours"]
-            print("ours batched / " + ", ".join(ratios))
-        if connections in batches and batches[connections][1]:
+        ratios = [f"{other} {median['ours']['rate'] / median[other]['rate']:.2f}" for other in names if other != "ours"]
+        print("ours batched / " + ", ".join(ratios))
+        if batches[connections][1]:
             requests_done, executions = batches[connections]
             print(f"ours batched: mean batch {requests_done / executions:.2f} rows ({requests_done} requests sampled)")
     print(json.dumps({"connections": summary}))

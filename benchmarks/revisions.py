@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         servers = {}
         for name, tree in [("this tree", REPO), (args.against, other)]:
             port = free_port()
-            command = cli_command(port, "--model-root", str(root), "--log-level", "warning")
+            command = cli_command(port, "--model-root", str(root))  # each revision's defaults, access lines on
             env = {"PYTHONPATH": str(tree)}
             servers[name] = stack.enter_context(running(command, port, scratch / f"{port}.log", env=env, cwd=tree))
         print(f"\n{args.rounds} rounds x {args.seconds}s, wrk -t{args.wrk_threads} -c{args.connections}; medians")

@@ -60,6 +60,12 @@ def body_of(*args: dict) -> bytes:
     return json.dumps(list(args)).encode()
 
 
+# A forward of slow.pt long enough (~10 ms) that the request which loads it never leaves it known
+# as quick: a quick model's call runs in its request thread, where it cannot be abandoned at the
+# deadline (Servable::is_quick), so a test of deadlines would see a long forward run to its end.
+WARM_UP_ROUNDS = 20
+
+
 def rounds_body(rounds: int) -> bytes:
     """The body of ``slow.pt`` and ``looping.pt`` (``x`` = [1.0]): ``rounds`` sets how long they run."""
     return body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": rounds})

@@ -139,10 +139,10 @@ class Config:
     def model_instances(self) -> int:
         """Return the instances a model gets unless it declares its own count.
 
-        On the CPU one forward per core the workers share: more forwards
-        than cores only compete for them and their memory bandwidth
-        (docs/performance.md). A GPU runs one model's forwards one after
-        another anyway.
+        On the CPU one forward per core the workers share, so that the
+        requests beyond them wait in the model's queue, where a batching
+        model merges them into its next forward. A GPU runs one model's
+        forwards one after another anyway.
         """
         if self.instances:
             return self.instances

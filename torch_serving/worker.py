@@ -14,7 +14,7 @@ a thread takes it. This worker instead:
   counted;
 * runs a request on one of its ``threads`` core threads while one is free,
   and on one of ``queue_size`` spare threads otherwise (there it receives
-  its body and waits for a native slot). A pool of all of them would wake
+  its body and runs like the others). A pool of all of them would wake
   a cold, idle thread for every request: that cost a small request a fifth
   of its rate (docs/performance.md). Spares keep stalled uploads from
   holding up everybody else;
@@ -81,8 +81,7 @@ def arrival_time() -> float:
     """Return when the current request was handed to its thread (``time.monotonic()``).
 
     Under ``ServingWorker`` that is when the event loop found it readable;
-    elsewhere, and for a new connection whose request had not arrived yet,
-    it is now.
+    elsewhere it is now.
     """
     arrived = getattr(_request, "arrived", None)
     return time.monotonic() if arrived is None else arrived
@@ -238,9 +237,8 @@ class ServingWorker(ThreadWorker):
         super().finish_request(conn, fs)
 
     def handle(self, conn):
-        # A new connection may wait here for its request to arrive; its
-        # clock then starts when the app sees it.
-        _request.arrived = conn.arrived if conn.initialized or conn.data_ready else None
+        # Every connection gets here with its first bytes there (enqueue_req).
+        _request.arrived = conn.arrived
         _request.conn = conn
         try:
             return super().handle(conn)

@@ -19,6 +19,7 @@ import torch
 
 from benchmarks.baselines.typed_json import decode_argument, encode_value
 
+
 class NaiveServe:
     """POST /serve the naive way: a dict of loaded models behind a lock."""
 
@@ -41,7 +42,9 @@ class NaiveServe:
         args = [decode_argument(a) for a in (doc if isinstance(doc, list) else [doc])]
         with torch.inference_mode():
             result = model(*args)
-        resp.data = orjson.dumps({"code": 200, "message": "OK", "description": "Success", "result": encode_value(result)})
+        resp.data = orjson.dumps(
+            {"code": 200, "message": "OK", "description": "Success", "result": encode_value(result)}
+        )
         resp.content_type = falcon.MEDIA_JSON
 
 

@@ -13,6 +13,7 @@ import io
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils._pytree import tree_leaves, tree_map
 
 _DTYPES = {
     "bool": np.bool_,
@@ -95,39 +96,17 @@ def encode_value(value):
 
 def merge_rows(requests: list[list]) -> tuple[list, list[int]]:
     """Merge the positional arguments of several requests along dimension 0 of every tensor (in lists
-    and dicts too; other values are taken from the first request); return them and each request's rows."""
-
-    def merge(values: list):
-        first = values[0]
-        if isinstance(first, torch.Tensor):
-            return torch.cat(values)
-        if isinstance(first, list):
-            return [merge([v[i] for v in values]) for i in range(len(first))]
-        if isinstance(first, dict):
-            return {k: merge([v[k] for v in values]) for k in first}
-        return first
-
-    def rows(value) -> int:
-        if isinstance(value, torch.Tensor):
-            return value.shape[0]
-        items = value if isinstance(value, list) else value.values() if isinstance(value, dict) else ()
-        for item in items:
-            if (found := rows(item)) is not None:
-                return found
-        return None
-
-    merged = [merge([args[i] for args in requests]) for i in range(len(requests[0]))]
-    return merged, [next(r for r in map(rows, args) if r is not None) for args in requests]
+    and dicts too; other values are the first request's); return them and each request's rows."""
+    merged = tree_map(
+        lambda *values: torch.cat(values) if isinstance(values[0], torch.Tensor) else values[0], *requests
+    )
+    rows = [next(leaf.shape[0] for leaf in tree_leaves(args) if isinstance(leaf, torch.Tensor)) for args in requests]
+    return merged, rows
 
 
 def split_rows(result, rows: list[int]) -> list:
     """Split a merged forward's result into each request's rows (other values are shared)."""
-    if isinstance(result, torch.Tensor):
-        return list(result.split(rows))
-    if isinstance(result, (list, tuple)):
-        parts = [split_rows(item, rows) for item in result]
-        return [type(result)(part[i] for part in parts) for i in range(len(rows))]
-    if isinstance(result, dict):
-        parts = {k: split_rows(v, rows) for k, v in result.items()}
-        return [{k: part[i] for k, part in parts.items()} for i in range(len(rows))]
-    return [result] * len(rows)
+    return [
+        tree_map(lambda value, i=i: value.split(rows)[i] if isinstance(value, torch.Tensor) else value, result)
+        for i in range(len(rows))
+    ]

@@ -101,6 +101,13 @@ def post_slow(server, identifier: str, x: torch.Tensor, rounds: int) -> requests
     )
 
 
+def assert_each_answered_plus_one(inputs: list[torch.Tensor], responses: list[requests.Response]) -> None:
+    """slow.pt answers ``x + 1``: each client must get its own."""
+    for x, response in zip(inputs, responses, strict=True):
+        assert response.status_code == 200
+        assert response.json()["result"]["value"] == (x + 1).flatten().tolist()
+
+
 # Long enough that every client's request is in the worker while the first forwards run.
 SLOW_ROUNDS = 600
 
@@ -109,9 +116,7 @@ def test_at_most_the_declared_instances_run_at_once(server):
     inputs = [torch.full((1, 3), float(k)) for k in range(8)]
     with ThreadPoolExecutor(len(inputs)) as pool:
         responses = list(pool.map(lambda x: post_slow(server, "slow_pair.pt", x, SLOW_ROUNDS), inputs))
-    for x, response in zip(inputs, responses):
-        assert response.status_code == 200
-        assert response.json()["result"]["value"] == (x + 1).flatten().tolist()
+    assert_each_answered_plus_one(inputs, responses)
     counters = model_counters(server, "slow_pair.pt")
     # Eight requests on the worker's threads (2) and spare ones, two forwards at a time.
     assert counters["instances"] == 2
@@ -134,9 +139,7 @@ def test_a_batch_takes_the_requests_that_spare_threads_carry(server):
             time.sleep(0.01)
         responses = list(pool.map(lambda x: post_slow(server, "batch_slow.pt", x, SLOW_ROUNDS), inputs))
         assert leader.result().json()["result"]["value"] == (first + 1).flatten().tolist()
-    for x, response in zip(inputs, responses):
-        assert response.status_code == 200
-        assert response.json()["result"]["value"] == (x + 1).flatten().tolist()
+    assert_each_answered_plus_one(inputs, responses)
     counters = model_counters(server, "batch_slow.pt")
     assert counters["requests"] == 8
     assert counters["executions"] == 2

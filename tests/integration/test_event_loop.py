@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from tests.conftest import body_of, rounds_body, tensor_json
+from tests.conftest import WARM_UP_ROUNDS, body_of, rounds_body, tensor_json
 from tests.integration.server import free_port, running
 from tests.models import AffineModel, WideModel, script_and_save
 
@@ -52,7 +52,7 @@ def assert_answered_while_the_only_thread_is_held(port: int) -> None:
     kept = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     other = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        post(other, "slow.pt", rounds_body(1))
+        post(other, "slow.pt", rounds_body(WARM_UP_ROUNDS))
         for _ in range(30):  # loaded, and its typical forward a short one
             assert post(kept, "tiny.pt", TINY_BODY)[0] == 200
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -83,7 +83,7 @@ def test_an_answer_from_the_event_loop_is_the_one_a_thread_gives(start):
                 threaded.append(exchange(fresh, request))
         other = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         try:
-            post(other, "slow.pt", rounds_body(1))
+            post(other, "slow.pt", rounds_body(WARM_UP_ROUNDS))
             with socket.create_connection(("127.0.0.1", server.port), timeout=30) as kept:
                 for _ in range(30):  # loaded, and its typical forward a short one
                     exchange(kept, requests[0])
@@ -114,7 +114,7 @@ def test_pipelined_quick_requests_each_get_their_own_answer_from_the_loop(start)
     with start("--threads", "1", "--timeout", "60") as server:
         other = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         try:
-            post(other, "slow.pt", rounds_body(1))
+            post(other, "slow.pt", rounds_body(WARM_UP_ROUNDS))
             with socket.create_connection(("127.0.0.1", server.port), timeout=30) as kept:
                 for _ in range(30):  # loaded, and its typical forward a short one
                     exchange(kept, serve_request("tiny.pt", TINY_BODY))

@@ -12,7 +12,7 @@ import time
 import requests
 import torch
 
-from tests.conftest import body_of, rounds_body, tensor_json
+from tests.conftest import WARM_UP_ROUNDS, body_of, rounds_body, tensor_json
 from tests.models import AffineModel, script_and_save
 
 BODY = body_of(tensor_json(torch.tensor([1.0, 2.0])))
@@ -45,7 +45,7 @@ def test_killed_worker_is_replaced_and_the_others_keep_serving(start):
 
 def test_sigterm_drains_in_flight_requests(start):
     with start("--workers", "1") as server:
-        post(server.url, "slow.pt", rounds_body(1))
+        post(server.url, "slow.pt", rounds_body(WARM_UP_ROUNDS))
         outcome = {}
         request = threading.Thread(
             target=lambda: outcome.update(response=post(server.url, "slow.pt", rounds_body(6000)))

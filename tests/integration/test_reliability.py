@@ -15,7 +15,7 @@ from pathlib import Path
 import requests
 import torch
 
-from tests.conftest import body_of, rounds_body, tensor_json
+from tests.conftest import WARM_UP_ROUNDS, body_of, rounds_body, tensor_json
 from tests.integration.test_hostile import raw_exchange, read_until_closed, serve_request, split_responses
 
 BODY = body_of(tensor_json(torch.tensor([1.0, 2.0])))
@@ -75,7 +75,7 @@ def test_a_stalled_chunked_upload_gets_408(start):
 
 def test_a_burst_beyond_the_threads_gets_fast_503s(start):
     with start("--threads", "1", "--queue-size", "1", "--timeout", "60") as server:
-        post(server.url, "slow.pt", rounds_body(1))
+        post(server.url, "slow.pt", rounds_body(WARM_UP_ROUNDS))
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             slow = [pool.submit(post, server.url, "slow.pt", rounds_body(3000)) for _ in range(2)]
             time.sleep(0.5)  # one slow request holds the worker's thread, the other its spare thread
@@ -101,7 +101,7 @@ def test_a_request_whose_deadline_passed_in_the_queue_never_runs(start, model_ro
     root.mkdir()
     shutil.copy(model_root / "slow.pt", root / "slow.pt")
     with start("--threads", "1", "--queue-size", "4", "--timeout", "1", "--instances", "1", root=root) as server:
-        post(server.url, "slow.pt", rounds_body(1))
+        post(server.url, "slow.pt", rounds_body(WARM_UP_ROUNDS))
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             holder = pool.submit(post, server.url, "slow.pt", rounds_body(3000))
             time.sleep(0.3)

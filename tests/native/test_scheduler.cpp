@@ -70,25 +70,24 @@ TEST_CASE("a request queued behind a forward waits the delay from when the model
   CHECK(forward.rows == std::vector<int64_t>{1, 2});
 }
 
-TEST_CASE("without a delay, requests queued behind a forward run as soon as it ends") {
+TEST_CASE("without a delay, requests queued behind a forward all run as soon as it ends, up to max_batch_size rows") {
   HeldForward forward;
-  Scheduler batcher(ServingPolicy{8, 0}, 1, [&](std::vector<c10::IValue> args) { return forward(std::move(args)); },
-                    "held.pt", [](const std::string&) {}, false);
-  auto first = std::async(std::launch::async, [&] { return batcher.run(one_row(0)).toTensor(); });
+  Scheduler scheduler(ServingPolicy{8, 0}, 1, [&](std::vector<c10::IValue> args) { return forward(std::move(args)); },
+                      "held.pt", [](const std::string&) {}, false);
+  auto first = std::async(std::launch::async, [&] { return scheduler.run(one_row(0)).toTensor(); });
   forward.entered.get_future().wait();
   std::vector<std::future<at::Tensor>> queued;
-  for (float value : {10.0f, 20.0f, 30.0f}) {
-    queued.push_back(std::async(std::launch::async, [&batcher, value] { return batcher.run(one_row(value)).toTensor(); }));
+  for (int i = 1; i <= 11; ++i) {
+    queued.push_back(std::async(std::launch::async, [&scheduler, i] { return scheduler.run(one_row(float(i))).toTensor(); }));
   }
-  // Let all three queue; none may run before the forward is released.
+  // Let all eleven queue; none may run before the forward is released.
   std::this_thread::sleep_for(300ms);
   CHECK(forward.rows == std::vector<int64_t>{1});
   forward.release.set_value();
   CHECK(first.get().equal(at::full({1, 2}, 1.0f)));
-  for (size_t i = 0; i < queued.size(); ++i) {
-    CHECK(queued[i].get().equal(at::full({1, 2}, 10.0f * float(i + 1) + 1)));
-  }
-  CHECK(forward.rows == std::vector<int64_t>{1, 3});
+  for (int i = 1; i <= 11; ++i) CHECK(queued[i - 1].get().equal(at::full({1, 2}, float(i) + 1)));
+  // The whole queue up to 8 rows, then the rest.
+  CHECK(forward.rows == std::vector<int64_t>{1, 8, 3});
 }
 
 namespace {
@@ -142,24 +141,6 @@ TEST_CASE("a model without batching runs at most its instances' forwards at once
     CHECK(scheduler.peak_running() == size_t(forward.peak));
     CHECK(forward.rows == std::vector<int64_t>(12, 1));  // no batching: one request per forward
   }
-}
-
-TEST_CASE("requests queued behind an instance's forward all join its next batch, up to max_batch_size rows") {
-  HeldForward forward;
-  Scheduler scheduler(ServingPolicy{8, 0}, 1, [&](std::vector<c10::IValue> args) { return forward(std::move(args)); },
-                      "held.pt", [](const std::string&) {}, false);
-  auto first = std::async(std::launch::async, [&] { return scheduler.run(one_row(0)).toTensor(); });
-  forward.entered.get_future().wait();
-  std::vector<std::future<at::Tensor>> queued;
-  for (int i = 1; i <= 11; ++i) {
-    queued.push_back(std::async(std::launch::async, [&scheduler, i] { return scheduler.run(one_row(float(i))).toTensor(); }));
-  }
-  std::this_thread::sleep_for(300ms);  // all eleven queue behind the held forward
-  forward.release.set_value();
-  CHECK(first.get().equal(at::full({1, 2}, 1.0f)));
-  for (int i = 1; i <= 11; ++i) CHECK(queued[i - 1].get().equal(at::full({1, 2}, float(i) + 1)));
-  // The whole queue up to 8 rows, then the rest.
-  CHECK(forward.rows == std::vector<int64_t>{1, 8, 3});
 }
 
 TEST_CASE("a batching model with two instances runs two batches at once, never more") {

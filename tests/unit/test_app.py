@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import torch_serving.app
-from tests.conftest import body_of, nested_groups_body, rounds_body, tensor_json
+from tests.conftest import WARM_UP_ROUNDS, body_of, nested_groups_body, rounds_body, tensor_json
 from torch_serving import Config, create_app
 
 TINY = "servable_identifier=tiny.pt"
@@ -357,7 +357,7 @@ def test_invalidation_prob_reloads_from_disk(client):
 def test_deadline_answers_504_then_a_full_worker_answers_503(model_root):
     config = Config(model_root=model_root, threads=1, queue_size=0, timeout=0.3)
     client = falcon.testing.TestClient(create_app(config))
-    assert serve(client, "servable_identifier=slow.pt", rounds_body(1)).json["result"]["value"] == [2]
+    assert serve(client, "servable_identifier=slow.pt", rounds_body(WARM_UP_ROUNDS)).json["result"]["value"] == [2]
     assert_error(
         serve(client, "servable_identifier=slow.pt", rounds_body(20_000)),
         504,
