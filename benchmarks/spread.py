@@ -1,12 +1,12 @@
 """How gunicorn spreads keep-alive connections over our workers.
 
 Starts torch-serving at its defaults on loopback, keeps its workers busy with the example model
-(wrk, 4 connections, in the background), then opens ``--connections`` keep-alive connections at
+(wrk with ``--load-connections``, in the background; 0 for idle workers), then opens ``--connections`` keep-alive connections at
 once and asks each which worker holds it (``GET /cache`` answers its pid). Prints the connections
 per worker in each of ``--trials`` trials: the most one worker got is what its ``--threads`` +
 ``--queue-size`` must hold for those clients never to be refused.
 
-Usage: python -m benchmarks.spread [--connections 32] [--trials 5]
+Usage: python -m benchmarks.spread [--connections 32] [--trials 5] [--load-connections 4]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--load-connections", type=int, default=4)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -45,9 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             script = wrk_script(root, "example", (REPO / "example" / "post-data.json").read_bytes())
             url = f"{server.url}/serve?servable_identifier=model-example.pt"
             seconds = 5 + 2 * args.trials
-            load = subprocess.Popen(
-                ["wrk", "-t1", "-c4", f"-d{seconds}s", "-s", str(script), url], stdout=subprocess.DEVNULL
-            )
+            command = ["wrk", "-t1", f"-c{args.load_connections}", f"-d{seconds}s", "-s", str(script), url]
+            load = subprocess.Popen(command, stdout=subprocess.DEVNULL) if args.load_connections else None
             try:
                 for trial in range(args.trials):
                     with ThreadPoolExecutor(args.connections) as pool:
@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                     counts = sorted(per_worker.values(), reverse=True)
                     print(f"trial {trial + 1}: {args.connections} connections per worker {counts}, most {counts[0]}")
             finally:
-                load.terminate()
-                load.wait()
+                if load:
+                    load.terminate()
+                    load.wait()
     return 0
 
 
