@@ -255,7 +255,9 @@ def _report(args: argparse.Namespace, results: dict[int, dict[str, list[Round]]]
         print("ours batched / " + ", ".join(ratios))
         if batches[connections][1]:
             requests_done, executions = batches[connections]
-            print(f"ours batched: mean batch {requests_done / executions:.2f} rows ({requests_done} requests sampled)")
+            print(
+                f"ours batched: mean batch {requests_done / executions:.2f} rows ({requests_done} requests, warm-up included)"
+            )
     print(json.dumps({"connections": summary}))
 
 
