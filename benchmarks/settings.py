@@ -8,8 +8,8 @@ per request and the summed peak RSS after the run.
 
 Usage: python -m benchmarks.settings [--settings 2x4x1,1x8x2] [--seconds 3] [--rounds 3] [--wrk-threads 2]
     (each setting is WORKERSxTHREADSxTORCH_THREADS, optionally followed by
-    ``/metrics-off``; ``--settings 2x4x1,2x4x1/metrics-off --workloads tiny``
-    measures what metrics cost)
+    ``/metrics-off`` or ``/instances-N``; ``--settings 2x4x1,2x4x1/metrics-off
+    --workloads tiny`` measures what metrics cost)
 """
 
 from __future__ import annotations
@@ -25,6 +25,17 @@ from benchmarks.workloads import build
 from tests.integration.server import cli_command, free_port, running
 
 _DEFAULT_SETTINGS = "2x4x1,2x2x1,2x8x1,1x4x1,1x8x2,2x4x2"
+
+
+def _flag_options(flag: str) -> tuple[str, ...]:
+    """The options a setting's ``/flag`` stands for."""
+    if flag == "metrics-off":
+        return ("--metrics", "off")
+    if flag.startswith("instances-"):
+        return ("--instances", flag.removeprefix("instances-"))
+    if flag:
+        raise SystemExit(f"unknown setting flag {flag!r}: metrics-off or instances-N")
+    return ()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                 port,
                 *("--model-root", str(root), "--log-level", "warning"),
                 *("--workers", workers, "--threads", threads, "--torch-threads", torch_threads),
-                *(("--metrics", "off") if flag == "metrics-off" else ()),
+                *_flag_options(flag),
             )
             log = tmp_path / f"{setting.replace('/', '-')}.log"
             servers[setting] = stack.enter_context(running(command, port, log))

@@ -272,15 +272,16 @@ PYBIND11_MODULE(_C, m) {
   // Shared-owned: a call abandoned at its deadline holds the Server until it ends.
   py::class_<Server, std::shared_ptr<Server>>(m, "Server")
       .def(py::init([](const std::string& model_root, size_t capacity, size_t buffer, const std::string& device,
-                       int64_t max_model_size, int64_t max_image_pixels, size_t instances) {
+                       int64_t max_model_size, int64_t max_image_pixels, size_t instances,
+                       size_t batching_instances) {
              return std::make_shared<Server>(model_root, capacity, buffer, c10::Device(device), max_model_size,
-                                             max_image_pixels, instances,
+                                             max_image_pixels, InstanceCounts{batching_instances, instances},
                                              [](const std::string& m) { log_in_python("warning", m); },
                                              [](const std::string& m) { log_in_python("info", m); });
            }),
            py::arg("model_root"), py::arg("capacity"), py::arg("buffer"), py::arg("device") = "cpu",
            py::arg("max_model_size") = 0, py::arg("max_image_pixels") = kDefaultMaxImagePixels,
-           py::arg("instances") = 1)
+           py::arg("instances") = 1, py::arg("batching_instances") = 1)
       .def(
           "serve",
           [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,

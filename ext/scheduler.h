@@ -31,6 +31,19 @@ struct ServingPolicy {
 // The most instances a model may declare.
 inline constexpr int64_t kMaxInstances = 256;
 
+// How many instances a model gets when its policy declares no count: a
+// batching model fewer (its requests then wait in its queue and join its
+// next batch) than one that does not batch.
+struct InstanceCounts {
+  size_t batching = 1;
+  size_t other = 1;
+
+  size_t for_policy(const ServingPolicy& policy) const {
+    if (policy.instance_count > 0) return size_t(policy.instance_count);
+    return policy.batching() ? batching : other;
+  }
+};
+
 // The name of the extra file in a TorchScript archive that declares the policy.
 inline constexpr const char* kPolicyFile = "torch_serving.json";
 

@@ -155,7 +155,7 @@ ScriptModule::ScriptModule(torch::jit::Module module, c10::FunctionSchema schema
     : module_(std::move(module)), schema_(std::move(schema)), device_(device) {}
 
 std::shared_ptr<const ScriptModule> ScriptModule::load(const ModelFile& file, const std::string& name,
-                                               c10::Device device, size_t instances, const Warn& warn) {
+                                               c10::Device device, const InstanceCounts& instances, const Warn& warn) {
   torch::jit::Module module;
   auto reader = std::make_shared<FdReadAdapter>(file.fd(), size_t(file.identity().size));
   torch::jit::ExtraFilesMap extra_files{{kPolicyFile, ""}};
@@ -179,14 +179,14 @@ std::shared_ptr<const ScriptModule> ScriptModule::load(const ModelFile& file, co
       policy = parse_serving_policy(policy_text);
     } catch (const std::invalid_argument& e) {
       warn("model " + name + " has a malformed " + kPolicyFile + " (" + e.what() +
-           "); it is served without batching, on the server's default instances");
+           "); it is served without batching");
     }
   }
   const ScriptModule* self = servable.get();  // the scheduler lives and dies with it
   const bool share_plain =
       policy.batching() && plain_outputs_are_arguments(*servable->module_.get_method("forward").graph());
   servable->scheduler_ = std::make_unique<Scheduler>(
-      policy, policy.instance_count > 0 ? size_t(policy.instance_count) : instances,
+      policy, instances.for_policy(policy),
       [self](std::vector<c10::IValue> args) { return self->forward(std::move(args)); }, name, warn, share_plain);
   return servable;
 }

@@ -31,13 +31,13 @@ class ScriptModule final : public Servable {
  public:
   // Loads the module in `file` onto `device` in eval mode, with the
   // serving policy its `torch_serving.json` extra file declares (a
-  // malformed one is reported through `warn` and means the defaults: no
-  // batching, `instances` instances).
+  // malformed one is reported through `warn` and means no batching), on
+  // the instances `instances` gives for that policy.
   //
   // `name` is how errors refer to the model, so that no answer reveals the
   // server's file system. Throws ModelLoadError.
   static std::shared_ptr<const ScriptModule> load(const ModelFile& file, const std::string& name, c10::Device device,
-                                                  size_t instances, const Warn& warn);
+                                                  const InstanceCounts& instances, const Warn& warn);
 
   // Runs forward on `args` under InferenceMode, on CPU without the
   // optimizing graph executor, batched with concurrent calls when the

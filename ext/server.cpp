@@ -66,7 +66,7 @@ bool is_package(std::string_view relative) {
 }  // namespace
 
 Server::Server(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device,
-               int64_t max_model_size, int64_t max_image_pixels, size_t instances, Warn warn, Warn inform)
+               int64_t max_model_size, int64_t max_image_pixels, InstanceCounts instances, Warn warn, Warn inform)
     : root_fd_(::open(model_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC)),
       device_(device),
       max_model_size_(max_model_size),
@@ -174,7 +174,7 @@ ModelCache::Model Server::model(const std::string& relative, const std::string& 
   auto load = [&]() -> ModelCache::Model {
     const auto started = std::chrono::steady_clock::now();
     ModelCache::Model loaded;
-    if (is_package(relative)) loaded = Package::load(file, name, device_, instances_);
+    if (is_package(relative)) loaded = Package::load(file, name, device_, instances_.for_policy(ServingPolicy{}));
     else loaded = ScriptModule::load(file, name, device_, instances_, warn_);
     const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
     char seconds[32];

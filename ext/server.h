@@ -29,11 +29,11 @@ class Server {
  public:
   // Serves the models beneath the directory `model_root`, refusing files
   // over `max_model_size` bytes (0: no limit) and images of more than
-  // `max_image_pixels` pixels. Each model runs on `instances` model
-  // instances unless its serving policy declares its own count. Warnings about models (a malformed batch policy) go to
+  // `max_image_pixels` pixels. Each model runs on as many model instances
+  // as `instances` gives for its serving policy. Warnings about models (a malformed batch policy) go to
   // `warn`; each load that succeeds is told to `inform`, with its time.
   Server(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device, int64_t max_model_size,
-         int64_t max_image_pixels, size_t instances, Warn warn, Warn inform);
+         int64_t max_image_pixels, InstanceCounts instances, Warn warn, Warn inform);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -102,7 +102,7 @@ class Server {
   c10::Device device_;
   int64_t max_model_size_;
   int64_t max_image_pixels_;
-  size_t instances_;
+  InstanceCounts instances_;
   Warn warn_;
   Warn inform_;
   ModelCache cache_;

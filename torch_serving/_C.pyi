@@ -92,6 +92,7 @@ class Server:
         max_model_size: int = 0,
         max_image_pixels: int = 89_478_485,
         instances: int = 1,
+        batching_instances: int = 1,
     ) -> None: ...
     def serve(
         self,

@@ -161,7 +161,8 @@ def create_app(config: Config) -> ServingApp:
         config.device,
         config.max_model_size,
         config.max_image_pixels,
-        config.model_instances(),
+        config.model_instances(batching=False),
+        config.model_instances(batching=True),
     )
     metrics = Metrics(server) if config.metrics else None
     middleware = [MetricsMiddleware(metrics)] if metrics else []

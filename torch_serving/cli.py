@@ -39,7 +39,7 @@ _HELP = {
     "timeout": "seconds a request may take before it is answered 504 (its work is abandoned)",
     "queue_size": "requests each worker queues for a free thread before it answers 503",
     "instances": "forwards each model runs at once in a worker, unless it declares instance_count;"
-    " 0 for the cores shared among the workers (1 on CUDA)",
+    " 0 for: a batching model, the cores shared among the workers (1 on CUDA); any other, --threads",
     "metrics": "on or off: GET /metrics (Prometheus) and the measuring of every inference request",
     "preload": "glob under the model root whose models each worker loads before taking requests; repeatable",
     "log_level": "debug, info, warning, error or critical",

@@ -80,8 +80,9 @@ class Config:
         queue_size: requests a worker queues for a free thread before it answers 503.
         instances: forwards each model runs at once in a worker (its model
             instances), unless its ``torch_serving.json`` declares
-            ``instance_count``; 0 for the machine's cores shared among the
-            workers (at least 1), or 1 on CUDA.
+            ``instance_count``; 0 for: a batching model, the machine's cores
+            shared among the workers (at least 1; 1 on CUDA); any other,
+            ``threads``.
         preload: globs under the model root whose models every worker loads
             before it takes requests; each may hold several, comma-separated.
         metrics: whether ``GET /metrics`` exists and requests are measured.
@@ -136,16 +137,20 @@ class Config:
         if not _DEVICE_PATTERN.match(self.device):
             raise ConfigError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
 
-    def model_instances(self) -> int:
+    def model_instances(self, batching: bool) -> int:
         """Return the instances a model gets unless it declares its own count.
 
-        On the CPU one forward per core the workers share, so that the
-        requests beyond them wait in the model's queue, where a batching
-        model merges them into its next forward. A GPU runs one model's
-        forwards one after another anyway.
+        A batching model gets one forward per core the workers share (one on
+        a GPU, which runs a model's forwards one after another anyway), so
+        that the requests beyond them wait in its queue and join its next
+        batch: more instances made its batches smaller and slower. Any other
+        model gets one per request thread: fewer made the example model
+        slower (docs/performance.md, "Instances").
         """
         if self.instances:
             return self.instances
+        if not batching:
+            return self.threads
         if self.device != "cpu":
             return 1
         return max(1, len(os.sched_getaffinity(0)) // self.workers)

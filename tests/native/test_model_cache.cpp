@@ -67,7 +67,7 @@ struct CountingLoader {
       ++calls;
       std::this_thread::sleep_for(delay);
       if (fail) throw ModelLoadError(ModelFolder::name(k) + " failed on purpose");
-      return ModelCache::Model(ScriptModule::load(file, ModelFolder::name(k), c10::kCPU, 1, [](const std::string&) {}));
+      return ModelCache::Model(ScriptModule::load(file, ModelFolder::name(k), c10::kCPU, torch_serving::InstanceCounts{}, [](const std::string&) {}));
     }, reload);
   }
 };

@@ -76,10 +76,19 @@ def test_validation(tmp_path, changes, message):
     assert str(info.value) == message
 
 
-def test_instances_default_to_the_cores_the_workers_share(tmp_path, monkeypatch):
+def test_a_batching_model_s_instances_default_to_the_cores_the_workers_share(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
-    assert Config(model_root=tmp_path, workers=2).model_instances() == 4
-    assert Config(model_root=tmp_path, workers=3).model_instances() == 2
-    assert Config(model_root=tmp_path, workers=16).model_instances() == 1
-    assert Config(model_root=tmp_path, workers=2, instances=3).model_instances() == 3
-    assert Config(model_root=tmp_path, workers=2, device="cuda").model_instances() == 1
+    assert Config(model_root=tmp_path, workers=2).model_instances(batching=True) == 4
+    assert Config(model_root=tmp_path, workers=3).model_instances(batching=True) == 2
+    assert Config(model_root=tmp_path, workers=16).model_instances(batching=True) == 1
+    assert Config(model_root=tmp_path, workers=2, device="cuda").model_instances(batching=True) == 1
+
+
+def test_other_models_instances_default_to_the_request_threads(tmp_path):
+    assert Config(model_root=tmp_path, threads=4).model_instances(batching=False) == 4
+    assert Config(model_root=tmp_path, threads=7, device="cuda").model_instances(batching=False) == 7
+
+
+def test_instances_given_apply_to_every_model(tmp_path):
+    config = Config(model_root=tmp_path, instances=3)
+    assert config.model_instances(batching=True) == config.model_instances(batching=False) == 3
