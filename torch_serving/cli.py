@@ -58,6 +58,11 @@ class _GunicornApplication(BaseApplication):
         """Requests each worker holds beyond its threads (read by ``ServingWorker``)."""
         return self._config.queue_size
 
+    @property
+    def request_timeout(self) -> float:
+        """Seconds a request may take (read by ``ServingWorker``, which bounds its headers by them)."""
+        return self._config.timeout
+
     def load_config(self) -> None:
         config = self._config
         settings = {

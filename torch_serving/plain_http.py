@@ -87,6 +87,8 @@ class PlainReader:
         self._fields_limit = fields if 0 < fields <= MAX_HEADERS else MAX_HEADERS
         field_size = cfg.limit_request_field_size
         self._field_limit = field_size if field_size > 0 else DEFAULT_MAX_HEADERFIELD_SIZE
+        # The most bytes a request line and headers within those limits take, their end included.
+        self.head_limit = self._line_limit + self._fields_limit * self._field_limit + 2
         self._refused = _NOT_PLAIN | {name.upper() for name in cfg.secure_scheme_headers}
         # Peeking at a TLS connection shows no HTTP.
         self._enabled = not cfg.is_ssl

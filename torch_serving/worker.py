@@ -18,6 +18,11 @@ a thread takes it. This worker instead:
   a cold, idle thread for every request: that cost a small request a fifth
   of its rate (docs/performance.md). Spares keep stalled uploads from
   holding up everybody else;
+* gathers a request's line and headers in the event loop when they do not
+  arrive at once, and answers 408 and closes should they not all be there
+  within the request timeout (``--timeout``): in a thread the wait has no
+  bound, and a few clients that never finish their headers would hold
+  every request slot;
 * stamps each request with when the event loop handed it over, so the
   deadline counts from there (``arrival_time``);
 * answers a request on a kept-alive connection in the event loop itself,
@@ -26,14 +31,21 @@ a thread takes it. This worker instead:
   quick (``QuickRequests``: its model is loaded, unchanged and fast, its
   body small). Handing a small request to a thread and its connection back
   to the loop, and gunicorn's parser, cost more than the request itself
-  (docs/performance.md). Gunicorn's ``handle_request`` answers it;
+  (docs/performance.md). Gunicorn's ``handle_request`` makes the answer;
+  the loop sends what the socket takes at once and the rest as the client
+  reads it, so a client that stops reading never holds up the loop (its
+  connection closes after the request timeout without progress);
+* closes a connection without waiting in the event loop for its client
+  to close too (gunicorn's graceful close waits up to 2 s there);
+* closes its listening sockets as it stops, so that new connections are
+  refused at once rather than left unanswered in the backlog;
 * takes no request before the models ``--preload`` names are loaded;
 * answers gunicorn's own refusals (a request line or headers over its limits,
   malformed HTTP) with the JSON error envelope instead of an HTML page.
 
-The CLI passes ``--threads`` as gunicorn's threads and ``--queue-size``
-as the application's ``queue_size`` (an application without one gets
-``Config``'s default). No torch is loaded here: gunicorn imports the worker
+The CLI passes ``--threads`` as gunicorn's threads, and ``--queue-size``
+and ``--timeout`` as the application's ``queue_size`` and ``request_timeout``
+(an application without them gets ``Config``'s defaults). No torch is loaded here: gunicorn imports the worker
 class in its master.
 """
 
@@ -45,14 +57,13 @@ import html
 import re
 import selectors
 import socket
-import struct
 import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
-from gunicorn import util
+from gunicorn import http, util
 from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, ThreadWorker
 
 from torch_serving.config import Config
@@ -61,18 +72,16 @@ from torch_serving.plain_http import PlainReader, PlainRequest
 
 __all__ = ["ServingWorker", "arrival_time", "on_event_loop"]
 
-# How long a refused connection stays open for the client to read its 503:
-# closing at once, with its request unread, would reset the connection and
-# could lose the answer.
-_REFUSED_LINGER_S = 2.0
+# How long a connection the server closes stays open for the client to read
+# its last answer (see ``_linger``).
+_LINGER_S = 2.0
 _GUNICORN_STATUS = re.compile(rb"^HTTP/1\.1 (\d{3}) ([^\r\n]*)")
 _GUNICORN_DETAIL = re.compile(rb"</h1>\s*(.*?)\s*</body>", re.DOTALL)
 _UNEXPECTED = "an unexpected error occurred; the server log has the details"
 # The most a request answered in the event loop may hold, headers and body.
 _PEEK_BYTES = 80 * 1024
-# How long a send may make no progress on a connection once the event loop
-# has answered on it: a client that stops reading must not hold up the loop.
-_SEND_STALL_S = 2
+# What one read takes off a connection whose headers are still arriving.
+_HEAD_CHUNK = 64 * 1024
 
 _request = threading.local()
 
@@ -104,7 +113,7 @@ def _http_response(status: int, reason: str, body: bytes, headers: dict[str, str
 
 
 class _CapturedSocket:
-    """Stands in for the client socket while gunicorn writes its HTML error page."""
+    """Stands in for the client socket while gunicorn writes an answer, to be sent as one."""
 
     def __init__(self) -> None:
         self.data = b""
@@ -114,6 +123,23 @@ class _CapturedSocket:
 
     def sendall(self, data: bytes) -> None:
         self.data += data
+
+    def shutdown(self, how: int) -> None:
+        """Gunicorn's end of an answer that broke off: the connection closes after what was written."""
+
+    def close(self) -> None:
+        """As ``shutdown``."""
+
+
+class _AnsweredInLoop:
+    """The connection gunicorn's ``handle_request`` answers in the event loop: it writes to ``sock``."""
+
+    __slots__ = ("client", "server", "sock")
+
+    def __init__(self, sock: _CapturedSocket, client: object, server: object) -> None:
+        self.sock = sock
+        self.client = client
+        self.server = server
 
 
 class ServingWorker(ThreadWorker):
@@ -129,11 +155,19 @@ class ServingWorker(ThreadWorker):
         self._on_core = 0
         queue_size = getattr(self.app, "queue_size", Config.queue_size)
         self._limit = self.cfg.threads + queue_size
+        # Seconds a client has to send its headers, and to take an answer the loop sends it.
+        self._timeout = getattr(self.app, "request_timeout", Config.timeout)
         # Threads start on first use, after the fork.
         self._spare_pool = ThreadPoolExecutor(max(queue_size, 1), thread_name_prefix="spare")
         self._lingering: deque[tuple[float, socket.socket]] = deque()
+        # Connections whose headers are arriving, oldest first (each holds them in ``conn.head``).
+        self._heading: deque = deque()
+        # Connections the loop answered whose client has not taken all of it yet (``conn.unsent``).
+        self._sending: list = []
         self._quick = None  # what says which requests are quick, once the app is loaded
         self._plain = PlainReader(self.cfg)
+        # Peeked at under TLS, a connection shows records, never headers: gunicorn reads those.
+        self._gathers_headers = not self.cfg.is_ssl
         self._peeked = bytearray(_PEEK_BYTES)
         self._busy_answer = _http_response(
             503,
@@ -145,6 +179,12 @@ class ServingWorker(ThreadWorker):
                 f" ({self.cfg.threads} running, {queue_size} waiting); retry later",
             ),
             RETRY_AFTER,
+        )
+        self._head_timeout_answer = _http_response(
+            408,
+            "Request Timeout",
+            error_body(408, "Request Timeout", f"the request headers did not arrive within the {self._timeout:g} s timeout"),
+            {},
         )
 
     def run(self) -> None:
@@ -192,7 +232,7 @@ class ServingWorker(ThreadWorker):
             self._await_first_bytes(conn)
             return
         if not self._admit(conn):
-            self._refuse(conn)
+            self._refuse(conn, self._busy_answer)
             return
         conn.arrived = time.monotonic()
         conn.on_core = self._on_core < self.cfg.threads
@@ -212,10 +252,11 @@ class ServingWorker(ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 
     def on_pending_socket_readable(self, conn, client) -> None:
-        if self._peek(conn) == 0:
+        received = self._peek(conn)
+        if received == 0 or (received and not self._headers_in(received)):
             self.poller.unregister(client)
             self.pending_conns.remove(conn)
-            self._close_ended(conn)
+            self._close_ended(conn) if received == 0 else self._await_headers(conn)
             return
         super().on_pending_socket_readable(conn, client)
 
@@ -226,6 +267,44 @@ class ServingWorker(ThreadWorker):
         except OSError:
             return None
 
+    def _headers_in(self, received: int) -> bool:
+        """Whether the ``received`` bytes peeked at hold a whole request line and headers (or
+        cannot be read as such here)."""
+        return not self._gathers_headers or self._peeked.find(b"\r\n\r\n", 0, received) >= 0
+
+    def _await_headers(self, conn) -> None:
+        """Gather ``conn``'s request line and headers in the event loop, which answers 408 should they
+        not be all there within the timeout: a thread would wait for them without a bound, and a few
+        clients that never finish would hold every request slot."""
+        conn.head = bytearray()
+        conn.head_deadline = time.monotonic() + self._timeout
+        self._heading.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_readable, conn))
+
+    def _on_head_readable(self, conn, client) -> None:
+        try:
+            data = conn.sock.recv(_HEAD_CHUNK, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        searched_from = max(len(conn.head) - 3, 0)
+        conn.head += data
+        if data and conn.head.find(b"\r\n\r\n", searched_from) < 0 and len(conn.head) <= self._plain.head_limit:
+            return
+        self.poller.unregister(client)
+        self._heading.remove(conn)
+        if not data:
+            self._close_ended(conn)
+            return
+        # Gunicorn's parser reads the request from the bytes gathered; past its limits, it refuses it.
+        if conn.parser is None:
+            conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
+        conn.parser.unreader.unread(bytes(conn.head))
+        conn.head = None
+        conn.data_ready = True
+        self.enqueue_req(conn)
+
     def _close_ended(self, conn) -> None:
         """Close a connection whose client closed it without a request: it never held one."""
         self.nr_conns -= 1
@@ -234,7 +313,16 @@ class ServingWorker(ThreadWorker):
     def finish_request(self, conn, fs) -> None:
         if conn.on_core:
             self._on_core -= 1
-        super().finish_request(conn, fs)
+        try:
+            kept = not fs.cancelled() and fs.result()
+        except Exception:
+            kept = False
+        if kept:
+            super().finish_request(conn, fs)
+            return
+        # Gunicorn would close gracefully in the event loop, waiting up to 2 s for the client to close.
+        self.nr_conns -= 1
+        self._linger(conn.sock)
 
     def handle(self, conn):
         # Every connection gets here with its first bytes there (enqueue_req).
@@ -248,10 +336,10 @@ class ServingWorker(ThreadWorker):
 
     def on_client_socket_readable(self, conn, client) -> None:
         received = self._peek(conn)
-        if received == 0:
+        if received == 0 or (received and not self._headers_in(received)):
             self.poller.unregister(client)
             self.keepalived_conns.remove(conn)
-            self._close_ended(conn)
+            self._close_ended(conn) if received == 0 else self._await_headers(conn)
             return
         request = self._quick_request(conn, received) if received else None
         if request is None or not self._admit(conn):
@@ -259,21 +347,18 @@ class ServingWorker(ThreadWorker):
             return
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
-        if not getattr(conn, "send_bounded", False):
-            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", _SEND_STALL_S, 0))
-            conn.send_bounded = True
         conn.arrived = time.monotonic()
         conn.on_core = False
         _request.arrived = conn.arrived
         _request.on_event_loop = True
         _request.conn = conn
         try:
-            kept = self._answer_in_loop(conn, request)
+            answer, kept = self._answer_in_loop(conn, request)
         finally:
             _request.on_event_loop = False
             _request.conn = None
             self._release(conn)
-        self.finish_request(conn, _Finished(kept))
+        self._send(conn, answer, kept)
 
     def _quick_request(self, conn, received: int) -> PlainRequest | None:
         """The next request on kept-alive ``conn``, of which ``received`` bytes were peeked at, when it is
@@ -294,48 +379,92 @@ class ServingWorker(ThreadWorker):
             return None
         return request
 
-    def _answer_in_loop(self, conn, request: PlainRequest) -> bool:
-        """Answer ``request`` with gunicorn's ``handle_request``, as its ``handle`` does once it has
-        parsed one; return whether ``conn`` stays open."""
-        sock = conn.sock
+    def _answer_in_loop(self, conn, request: PlainRequest) -> tuple[bytes, bool]:
+        """Make the answer to ``request`` with gunicorn's ``handle_request``, as its ``handle`` does once it
+        has parsed one, without sending it; return it and whether ``conn`` stays open after it."""
+        answer = _CapturedSocket()
         try:
-            sock.setblocking(True)
-            # The bytes peeked at, taken off the socket into the same buffer.
-            if sock.recv_into(self._peeked, request.size, socket.MSG_WAITALL) != request.size:
-                return False
+            # The bytes peeked at, all there, taken off the socket into the same buffer.
+            if conn.sock.recv_into(self._peeked, request.size, socket.MSG_DONTWAIT) != request.size:
+                return b"", False
             request.received(memoryview(self._peeked))
-            return self.handle_request(request, conn)
-        except StopIteration:  # gunicorn's: the answer broke off, the connection is closed
+            kept = self.handle_request(request, _AnsweredInLoop(answer, conn.client, conn.server))
+            return answer.data, kept
+        except StopIteration:  # gunicorn's: the answer broke off
             pass
-        except BlockingIOError:
-            self.log.warning(
-                "closed the connection of %s, which read none of its answer for %d s", conn.client, _SEND_STALL_S
-            )
         except OSError as error:
             if error.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
                 self.log.debug("connection of %s ended while answering it: %s", conn.client, error)
             else:
                 self.log.exception("Socket error processing request.")
         except Exception as error:
-            self.handle_error(request, sock, conn.client, error)
-        return False
+            answer.data = b""
+            self.handle_error(request, answer, conn.client, error)
+        return answer.data, False
 
-    def _refuse(self, conn) -> None:
-        """Answer 503 and close, from the event loop, without a thread."""
+    def _send(self, conn, answer: bytes, kept: bool) -> None:
+        """Send ``answer`` on ``conn`` from the event loop, which never waits on a client: what the socket
+        does not take at once goes out as the client reads, and ``kept`` says what follows."""
+        try:
+            sent = conn.sock.send(answer, socket.MSG_DONTWAIT) if answer else 0
+        except BlockingIOError:
+            sent = 0
+        except OSError as error:
+            self.log.debug("connection of %s ended while answering it: %s", conn.client, error)
+            self.finish_request(conn, _Finished(False))
+            return
+        if sent == len(answer):
+            self.finish_request(conn, _Finished(kept))
+            return
+        conn.unsent = memoryview(answer)[sent:]
+        conn.kept = kept
+        conn.send_deadline = time.monotonic() + self._timeout
+        self._sending.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self._on_writable, conn))
+
+    def _on_writable(self, conn, client) -> None:
+        try:
+            sent = conn.sock.send(conn.unsent, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError as error:
+            self.log.debug("connection of %s ended while answering it: %s", conn.client, error)
+            sent, conn.kept = len(conn.unsent), False
+        conn.unsent = conn.unsent[sent:]
+        conn.send_deadline = time.monotonic() + self._timeout
+        if conn.unsent:
+            return
+        self.poller.unregister(client)
+        self._sending.remove(conn)
+        conn.unsent = None
+        self.finish_request(conn, _Finished(conn.kept))
+
+    def _refuse(self, conn, answer: bytes) -> None:
+        """Send ``answer`` and close, from the event loop, without a thread."""
         self.nr_conns -= 1
         sock = conn.sock
         try:
             sock.setblocking(False)
             _discard_readable(sock)
-            sock.send(self._busy_answer)
+            sock.send(answer)
+        except OSError:
+            util.close(sock)
+            return
+        self._linger(sock)
+
+    def _linger(self, sock: socket.socket) -> None:
+        """Close ``sock`` once its client has closed it too, or after a while, from the event loop: closing
+        with its bytes unread would reset the connection and could lose the answer sent."""
+        try:
+            sock.setblocking(False)
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             util.close(sock)
             return
-        self._lingering.append((time.monotonic() + _REFUSED_LINGER_S, sock))
-        self.poller.register(sock, selectors.EVENT_READ, partial(self._on_refused_readable, sock))
+        self._lingering.append((time.monotonic() + _LINGER_S, sock))
+        self.poller.register(sock, selectors.EVENT_READ, partial(self._on_lingering_readable, sock))
 
-    def _on_refused_readable(self, sock: socket.socket, _fileobj) -> None:
+    def _on_lingering_readable(self, sock: socket.socket, _fileobj) -> None:
         try:
             if _discard_readable(sock):
                 return
@@ -349,14 +478,34 @@ class ServingWorker(ThreadWorker):
         util.close(sock)
 
     def murder_keepalived(self, force: bool = False) -> None:
-        # Runs on every turn of the event loop: also close refused
-        # connections whose client has had its time to read the 503.
+        # Runs on every turn of the event loop: also end the waits of this
+        # worker's own, past their time.
         super().murder_keepalived(force)
         now = time.monotonic()
         while self._lingering and (force or self._lingering[0][0] <= now):
             _, sock = self._lingering.popleft()
             if sock.fileno() >= 0:
                 self._close_lingering(sock)
+        while self._heading and (force or self._heading[0].head_deadline <= now):
+            conn = self._heading.popleft()
+            self.poller.unregister(conn.sock)
+            self._refuse(conn, self._head_timeout_answer)
+        for conn in [conn for conn in self._sending if force or conn.send_deadline <= now]:
+            self._sending.remove(conn)
+            self.poller.unregister(conn.sock)
+            self.log.warning(
+                "closed the connection of %s, which took none of its answer for %g s", conn.client, self._timeout
+            )
+            self.nr_conns -= 1
+            util.close(conn.sock)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:
+            # Stopping: once every process has closed the listening sockets, a new connection is
+            # refused at once instead of waiting, unanswered, in their backlog.
+            for listener in self.sockets:
+                listener.close()
 
     def handle_error(self, req, client, addr, exc) -> None:
         # Gunicorn decides the status and logs; the page it writes is

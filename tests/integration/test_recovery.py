@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 
+import pytest
 import requests
 import torch
 
@@ -53,6 +54,12 @@ def test_sigterm_drains_in_flight_requests(start):
         request.start()
         time.sleep(0.5)
         server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        # While the worker drains, a new connection is refused at once instead of waiting unanswered.
+        began = time.monotonic()
+        with pytest.raises(requests.ConnectionError):
+            post(server.url, "tiny.pt", timeout=5)
+        assert time.monotonic() - began < 1
         request.join(timeout=60)
         assert outcome["response"].status_code == 200
         assert outcome["response"].json()["result"]["value"] == [2]
