@@ -1,10 +1,13 @@
 """Soak test: tens of thousands of requests cycling more models than the cache
-holds, from concurrent clients, sampling the server's RSS over time.
+holds, from concurrent clients, sampling the server's RSS over time; then an
+AOTInductor package reloaded on every request (``invalidation_prob=1``),
+sampling RSS and what the server's TMPDIR holds.
 
 Every answer is checked. Fails (exit 1) on a wrong answer, or when RSS keeps
-growing: the last quarter's mean must stay within 10% of the second's.
+growing: the last quarter's mean must stay within 10% of the second's; or
+when the reloads leave TMPDIR holding more than after the first.
 
-Usage: python -m benchmarks.soak [--requests 30000] [--clients 8] [--models 8]
+Usage: python -m benchmarks.soak [--requests 30000] [--clients 8] [--models 8] [--pt2-reloads 1000]
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import torch
 
 from tests.conftest import body_of, tensor_json
 from tests.integration.server import cli_command, free_port, process_tree, running
-from tests.models import AffineModel, script_and_save
+from tests.models import REPO, AffineModel, script_and_save
+from tests.packages import build_examples
 
 
 def rss_mib(pid: int) -> float:
@@ -44,7 +48,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=30_000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--models", type=int, default=8)
+    parser.add_argument("--pt2-reloads", type=int, default=1000)
     args = parser.parse_args(argv)
+    status = soak_models(args)
+    return status or soak_package_reloads(args.pt2_reloads)
+
+
+def plateaued(samples: list[float]) -> bool:
+    """Whether the last quarter of ``samples`` is within 10% of the second, printing both."""
+    quarter = max(len(samples) // 4, 1)
+    second = statistics.mean(samples[quarter : 2 * quarter] or samples)
+    last = statistics.mean(samples[-quarter:])
+    growth = last / second - 1
+    print(f"RSS second quarter {second:.1f} MiB, last quarter {last:.1f} MiB, growth {growth:+.1%}")
+    return growth <= 0.10
+
+
+def soak_models(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "models"
@@ -95,15 +115,46 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         print(f"FAILED: {len(failures)} wrong answers, first: {failures[0]}")
         return 1
-    quarter = max(len(samples) // 4, 1)
-    second = statistics.mean(r for _, r in samples[quarter : 2 * quarter] or samples)
-    last = statistics.mean(r for _, r in samples[-quarter:])
-    growth = last / second - 1
-    print(f"RSS second quarter {second:.1f} MiB, last quarter {last:.1f} MiB, growth {growth:+.1%}")
-    if growth > 0.10:
+    if not plateaued([rss for _, rss in samples]):
         print("FAILED: RSS did not plateau")
         return 1
     print("RSS plateaued; every answer was right")
+    return 0
+
+
+def disk_mib(folder: Path) -> float:
+    return sum(path.stat().st_blocks * 512 for path in folder.rglob("*") if path.is_file()) / (1 << 20)
+
+
+def soak_package_reloads(reloads: int) -> int:
+    examples = build_examples()
+    body = (REPO / "example" / "post-data-pt2.json").read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp) / "tmpdir"
+        tmpdir.mkdir()
+        port = free_port()
+        command = cli_command(port, "--model-root", str(examples), "--workers", "1", "--log-level", "warning")
+        with running(command, port, Path(tmp) / "server.log", env={"TMPDIR": str(tmpdir)}) as server:
+            url = f"{server.url}/serve?servable_identifier=model-example.pt2&invalidation_prob=1"
+            with requests.Session() as session:
+                expected = session.post(url, data=body, timeout=60).json()
+                first_disk = disk_mib(tmpdir)
+                rss, disk = [], []
+                for done in range(1, reloads + 1):
+                    answer = session.post(url, data=body, timeout=60).json()
+                    if answer != expected:
+                        print(f"FAILED: reload {done} answered {str(answer)[:200]}")
+                        return 1
+                    if done % max(reloads // 40, 1) == 0:
+                        rss.append(rss_mib(server.process.pid))
+                        disk.append(disk_mib(tmpdir))
+    print(f"soak: model-example.pt2 reloaded {reloads} times; TMPDIR {first_disk:.1f} MiB after the first load")
+    for index, (r, d) in enumerate(zip(rss, disk, strict=True)):
+        print(f"  sample {index:2d}  RSS {r:7.1f} MiB  TMPDIR {d:6.1f} MiB")
+    if not plateaued(rss) or max(disk) > first_disk + 1:
+        print("FAILED: the reloads grew RSS or TMPDIR")
+        return 1
+    print("RSS and TMPDIR flat over the reloads; every answer was right")
     return 0
 
 

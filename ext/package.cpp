@@ -4,12 +4,20 @@
 #include <ATen/cpu/Utils.h>
 #include <c10/core/InferenceMode.h>
 #include <simdjson.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/headeronly/version.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
 #include <mutex>
+#include <tuple>
 #include <sstream>
 #include <stdexcept>
 #include <unordered_map>
@@ -31,7 +39,7 @@ constexpr char kModelName[] = "model";
 
 // AOTIModelPackageLoader's constructor unpacks into shared temporary
 // directories and registers runners in global state; loads of packages are
-// rare, so they take turns.
+// rare, so they take turns (and so does the record of those loaded).
 std::mutex& loader_construction() {
   static std::mutex mutex;
   return mutex;
@@ -192,17 +200,96 @@ std::string without_paths(const std::string& text) {
   return out;
 }
 
+
+// The temporary directory AOTInductor unpacks packages into (TMPDIR), or
+// ResourceError naming what is wrong with it: a package that cannot be
+// unpacked there is the server's fault, not the file's.
+std::filesystem::path unpacking_directory(const std::string& name, int64_t package_bytes) {
+  std::error_code error;
+  const std::filesystem::path directory = std::filesystem::temp_directory_path(error);
+  if (error || access(directory.c_str(), W_OK | X_OK) != 0) {
+    throw ResourceError(name + " cannot be unpacked: the server's temporary directory (TMPDIR) is missing or not "
+                               "writable");
+  }
+  struct statvfs space {};
+  if (statvfs(directory.c_str(), &space) == 0) {
+    const auto free_bytes = int64_t(space.f_bavail) * int64_t(space.f_frsize);
+    if (free_bytes < package_bytes) {
+      constexpr int64_t kMiB = 1 << 20;
+      throw ResourceError(name + " cannot be unpacked: the server's temporary directory (TMPDIR) has " +
+                          std::to_string(free_bytes / kMiB) + " MiB free, the package takes " +
+                          std::to_string((package_bytes + kMiB - 1) / kMiB) + " MiB");
+    }
+  }
+  return directory;
+}
+
+// The entries of `directory` that AOTInductor made (aotinductor_*).
+std::vector<std::filesystem::path> unpacked_entries(const std::filesystem::path& directory) {
+  std::vector<std::filesystem::path> entries;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(directory, error)) {
+    if (entry.path().filename().string().rfind("aotinductor_", 0) == 0) entries.push_back(entry.path());
+  }
+  std::sort(entries.begin(), entries.end());
+  return entries;
+}
+
+// Removes what a failed load left unpacked: entries not in `before` (loads take turns).
+void remove_unpacked_since(const std::filesystem::path& directory, const std::vector<std::filesystem::path>& before) {
+  for (const auto& entry : unpacked_entries(directory)) {
+    if (!std::binary_search(before.begin(), before.end(), entry)) {
+      std::error_code ignored;
+      std::filesystem::remove_all(entry, ignored);
+    }
+  }
+}
+
+// What makes two loads the same: the file (device, inode, size, change
+// times), the name it is served by, the device and the instances.
+using LoadKey = std::tuple<dev_t, ino_t, off_t, int64_t, int64_t, std::string, std::string, size_t>;
+
+// Packages loaded by this process, which never unload (see Package::load).
+// Allocated once and never destroyed: destroying loaders while the process
+// exits would run after torch's own statics are gone.
+std::map<LoadKey, std::shared_ptr<const Package>>& loaded_packages() {
+  static auto* packages = new std::map<LoadKey, std::shared_ptr<const Package>>();
+  return *packages;
+}
+
+int64_t nanoseconds(const timespec& t) { return int64_t(t.tv_sec) * 1000000000 + t.tv_nsec; }
+
 }  // namespace
 
-Package::~Package() {
-  // The loader removes the files it unpacked; construction and destruction
-  // share its temporary directories.
-  std::lock_guard<std::mutex> lock(loader_construction());
-  loader_.reset();
-}
+// Only a load that fails after unpacking destroys a package, under the
+// loaders' lock (load).
+Package::~Package() = default;
 
 std::shared_ptr<const Package> Package::load(const ModelFile& file, const std::string& name, c10::Device device,
                                              size_t instances) {
+  struct stat st {};
+  if (fstat(file.fd(), &st) != 0) {
+    throw ResourceError("the server could not read model file " + name + ": " + std::strerror(errno));
+  }
+  const LoadKey key{st.st_dev,  st.st_ino, st.st_size, nanoseconds(st.st_mtim), nanoseconds(st.st_ctim),
+                    name,       device.str(), instances};
+  std::lock_guard<std::mutex> lock(loader_construction());
+  auto& packages = loaded_packages();
+  if (auto it = packages.find(key); it != packages.end()) return it->second;
+  const std::filesystem::path directory = unpacking_directory(name, st.st_size);
+  const auto before = unpacked_entries(directory);
+  try {
+    auto package = unpack(file, name, device, instances);
+    packages.emplace(key, package);
+    return package;
+  } catch (...) {
+    remove_unpacked_since(directory, before);
+    throw;
+  }
+}
+
+std::shared_ptr<const Package> Package::unpack(const ModelFile& file, const std::string& name, c10::Device device,
+                                               size_t instances) {
   // The loader opens files by path; this one is the descriptor that was
   // checked, so what loads is what was confined to the model root.
   const std::string path = "/proc/self/fd/" + std::to_string(file.fd());
@@ -231,7 +318,6 @@ std::shared_ptr<const Package> Package::load(const ModelFile& file, const std::s
                                   ? ""
                                   : " (it was made by torch " + description.torch_version + ")";
   try {
-    std::lock_guard<std::mutex> lock(loader_construction());
     package->loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
         path, kModelName, /*run_single_threaded=*/false, std::max<size_t>(instances, 1),
         device.has_index() ? device.index() : c10::DeviceIndex(-1));

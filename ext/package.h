@@ -48,6 +48,16 @@ class Package final : public Servable {
   //
   // The package's compiled code runs its own input checks, which
   // AOTI_RUNTIME_CHECK_INPUTS=1 in the environment turns on (Server sets it).
+  //
+  // A package's compiled code never leaves the process once loaded:
+  // AOTInductor builds it with STB_GNU_UNIQUE symbols, which make the
+  // dynamic loader keep it mapped, its weights included, after dlclose. So
+  // a package stays loaded for the life of the process, and loading the
+  // same file again (unchanged, by the same name, for the same device and
+  // instances) returns it instead of mapping another copy. Throws
+  // ResourceError when the temporary directory (TMPDIR) it is unpacked
+  // into is missing, not writable or too full; what a failed load unpacked
+  // is removed.
   static std::shared_ptr<const Package> load(const ModelFile& file, const std::string& name, c10::Device device,
                                              size_t instances);
 
@@ -69,6 +79,9 @@ class Package final : public Servable {
 
  private:
   Package() = default;
+
+  static std::shared_ptr<const Package> unpack(const ModelFile& file, const std::string& name, c10::Device device,
+                                               size_t instances);
 
   void check_inputs(const std::vector<at::Tensor>& inputs) const;
   // Runs the compiled code once on the flat inputs.

@@ -94,6 +94,13 @@ class _GunicornApplication(BaseApplication):
         # Runs in each worker after the fork: no torch work in the master.
         from torch_serving.app import create_app
 
+        # AOTInductor unpacks packages under TMPDIR, where a package stays while its worker lives
+        # (torch_serving._C: its code cannot be unloaded); each worker's go in a folder of its own,
+        # removed when the worker exits (_worker_exited) and with the shared directory.
+        packages = _packages_directory(os.getpid())
+        os.mkdir(packages)
+        os.environ["TMPDIR"] = packages
+
         logging.basicConfig(
             level=self._config.log_level.upper(),
             format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
@@ -147,7 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"torch-serving: error: {error}", file=sys.stderr)
         return 2
-    with _shared_directory():
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_shared_directory())
+        except OSError as error:
+            print(f"torch-serving: error: cannot make the server's temporary directory: {error}", file=sys.stderr)
+            return 2
         _GunicornApplication(config).run()
     return 0
 
@@ -171,8 +183,14 @@ def _shared_directory():
             shutil.rmtree(directory, ignore_errors=True)
 
 
+def _packages_directory(pid: int) -> str:
+    """Where the worker ``pid`` unpacks AOTInductor packages."""
+    return os.path.join(os.environ[SHARED_DIR], f"packages-{pid}")
+
+
 def _worker_exited(server, worker) -> None:
     # A dead worker's gauges stop counting; its counters still do.
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+    shutil.rmtree(_packages_directory(worker.pid), ignore_errors=True)

@@ -3,6 +3,10 @@ binary), metadata, concurrent clients on one package, refusals, and eviction."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -13,6 +17,7 @@ import tritonclient.http as httpclient
 
 from tests.conftest import body_of, tensor_json
 from tests.integration.server import serving
+from tests.integration.test_reliability import rss_bytes
 from tests.models import REPO
 from tests.packages import NestedModel, PlainModel, build_examples, build_packages, install, nested_args, plain_args
 
@@ -116,18 +121,94 @@ def test_refusals_through_http(server):
     assert exported.json()["error"].startswith("exported is not an AOTInductor package")
 
 
-def test_eviction_removes_unpacked_files(package_root, tmp_path_factory):
-    unpack = tmp_path_factory.mktemp("unpack")
-    options = ["--model-root", str(package_root), "--workers", "1", "--model-capacity", "1", "--buffer-size", "0"]
-    with serving(tmp_path_factory, "eviction", *options, env={"TMPDIR": str(unpack)}) as server:
+def unpacked(tmpdir) -> list[str]:
+    """The packages unpacked by the workers of a server whose TMPDIR is ``tmpdir``."""
+    return sorted(path.name for path in tmpdir.glob("torch-serving-*/packages-*/aotinductor_*"))
+
+
+def disk_bytes(folder) -> int:
+    return sum(path.stat().st_blocks * 512 for path in folder.rglob("*") if path.is_file())
+
+
+def test_reloads_and_evictions_map_no_new_copy(package_root, tmp_path_factory):
+    examples = build_examples()
+    root = tmp_path_factory.mktemp("reload-root")
+    for name in ["plain.pt2", "nested.pt2"]:
+        (root / name).write_bytes((package_root / name).read_bytes())
+    (root / "model-example.pt2").write_bytes((examples / "model-example.pt2").read_bytes())
+    tmpdir = tmp_path_factory.mktemp("unpack")
+    body = (REPO / "example" / "post-data-pt2.json").read_bytes()
+    options = ["--model-root", str(root), "--workers", "1", "--model-capacity", "1", "--buffer-size", "0"]
+    with serving(tmp_path_factory, "reloads", *options, env={"TMPDIR": str(tmpdir)}) as server:
+        [worker] = server.workers()
+
+        def example(invalidate: bool) -> None:
+            params = {"servable_identifier": "model-example.pt2", "invalidation_prob": 1 if invalidate else 0}
+            assert requests.post(server.url + "/serve", params=params, data=body, timeout=60).ok
+
+        example(False)
+        serve_nested(server.url, 2)  # evicts the example (capacity 1)
+        example(False)
+        rss, disk = rss_bytes(worker), disk_bytes(tmpdir)
+        for _ in range(6):
+            example(True)  # reloaded each time
+            serve_nested(server.url, 2)
+            example(False)
+        # The example's weights alone are 40 MB: a copy per reload would be 480 MB.
+        assert rss_bytes(worker) - rss < 20 << 20
+        assert disk_bytes(tmpdir) - disk < 1 << 20
+        assert len(unpacked(tmpdir)) == 2
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+    # Stopped, the server leaves nothing unpacked behind.
+    assert unpacked(tmpdir) == [] and list(tmpdir.iterdir()) == []
+
+
+def test_a_killed_workers_unpacked_packages_are_removed(package_root, tmp_path_factory):
+    tmpdir = tmp_path_factory.mktemp("unpack")
+    options = ["--model-root", str(package_root), "--workers", "1"]
+    with serving(tmp_path_factory, "killed", *options, env={"TMPDIR": str(tmpdir)}) as server:
         serve_nested(server.url, 2)
-        first = sorted(p.name for p in unpack.glob("aotinductor_*"))
-        assert len(first) == 1
-        a, b = plain_args(2)
-        body = body_of(tensor_json(a), tensor_json(b))
-        assert requests.post(server.url + "/serve", params={"servable_identifier": "plain.pt2"}, data=body).ok
-        second = sorted(p.name for p in unpack.glob("aotinductor_*"))
-        assert len(second) == 1 and second != first
+        [worker] = server.workers()
+        assert len(unpacked(tmpdir)) == 1
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while unpacked(tmpdir) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert unpacked(tmpdir) == []
+        serve_nested(server.url, 2)  # its replacement unpacks it again
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 3 MiB tmpfs (mounting needs root; skipped without it)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_package_that_does_not_fit_in_tmpdir_is_503_and_the_workers_live(small_tmpfs, tmp_path_factory):
+    examples = build_examples()
+    options = ["--model-root", str(examples), "--workers", "2"]
+    body = (REPO / "example" / "post-data-pt2.json").read_bytes()
+    with serving(tmp_path_factory, "full", *options, env={"TMPDIR": str(small_tmpfs)}) as server:
+        workers = set(server.workers())
+        for _ in range(4):
+            answer = requests.post(
+                server.url + "/serve?servable_identifier=model-example.pt2", data=body, timeout=60
+            ).json()
+            assert answer["code"] == 503 and answer["description"] == "Server out of resources"
+            assert answer["detail"].startswith(
+                "model-example.pt2 cannot be unpacked: the server's temporary directory (TMPDIR) has "
+            )
+            assert answer["detail"].endswith(" MiB free, the package takes 40 MiB")
+        assert requests.get(server.url + "/healthcheck", timeout=5).ok
+        assert requests.get(server.url + "/metrics", timeout=5).ok
+        assert set(server.workers()) == workers  # none died
+        assert unpacked(small_tmpfs) == []
 
 
 def test_the_readme_requests_for_the_example_packages(model_root, tmp_path_factory):
