@@ -11,13 +11,15 @@ Per request (``/serve`` and V2 ``infer``) the request's middleware tallies
 its status, body size and the time of each phase; the cache's counters and
 the models' forward executions live in the native core. A sampler thread
 writes the tally and the native counters' increase into the metrics every
-second, and at each scrape.
+second, at each scrape, and as the worker exits (a worker killed with
+SIGKILL loses at most its last second).
 docs/metrics.md lists every metric beside its Triton and TorchServe
 counterpart.
 """
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import os
 import threading
@@ -113,8 +115,10 @@ class Metrics:
         self._children: dict[tuple, Any] = {}
 
     def start(self) -> None:
-        """Start the sampler thread of this worker."""
+        """Start the sampler thread of this worker, and sample once more as the worker exits, so that a
+        worker that stops (SIGHUP, SIGTERM, --max-requests) loses none of its last second's tally."""
         threading.Thread(target=self._sample_forever, name="metrics", daemon=True).start()
+        atexit.register(self.sample)
 
     def observe(
         self, model: str, endpoint: str, status: str, times: PhaseTimes | None, total: float, size: int

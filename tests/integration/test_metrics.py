@@ -143,3 +143,33 @@ def test_a_dead_workers_counters_still_count_and_its_gauge_does_not(model_root, 
         after = wait_for(server, lambda f: victim not in server.workers() and len(server.workers()) == 2 and counted(f))
         assert counted(after)
         assert value(after, "torch_serving_cache_models") == 1
+
+
+def test_workers_replaced_by_sighup_lose_no_tally(model_root, tmp_path_factory):
+    import signal
+    import threading
+
+    options = ["--model-root", str(model_root), "--workers", "2"]
+    with serving(tmp_path_factory, "metrics-sighup", *options) as server:
+        body = body_of(tensor_json(torch.ones(1, 4)))
+        before = set(server.workers())
+        reloaded = threading.Event()
+
+        def reload_midway() -> None:
+            time.sleep(0.5)
+            server.process.send_signal(signal.SIGHUP)
+            reloaded.set()
+
+        threading.Thread(target=reload_midway).start()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: serve_tiny(server.url, body, 125), range(4)))
+        assert reloaded.is_set()
+        deadline = time.monotonic() + 30
+        while before & set(server.workers()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not before & set(server.workers())  # every worker that served was replaced
+
+        def counted(found):
+            return value(found, "torch_serving_requests_total", model="tiny.pt", endpoint="serve", status="200") == 500
+
+        assert counted(wait_for(server, counted))
