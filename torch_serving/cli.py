@@ -167,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 @contextlib.contextmanager
 def _shared_directory():
     """A fresh directory the workers share, removed at exit: their metric files
-    (prometheus-client's multiprocess mode) and the model repository's action log."""
+    (prometheus-client's multiprocess mode), the model repository's state file and the
+    folders where they unpack packages."""
     directory = tempfile.mkdtemp(prefix="torch-serving-")
     metrics = os.path.join(directory, "metrics")
     os.mkdir(metrics)

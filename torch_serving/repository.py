@@ -3,17 +3,22 @@ load and unload that every worker carries out.
 
 Models load on demand anyway; ``load`` loads a model into every worker's
 cache ahead of its requests, ``unload`` drops it from every cache (the next
-request loads it again). Workers agree through an append-only log of actions
-in a directory the CLI shares between them (``SHARED_DIR``): the worker that
-answers a call carries it out, then appends it; every worker reads what it
-has not seen yet twice a second and before it answers a repository call.
-The log's size is its generation: checking it is one ``stat``. Without the
-CLI (another host) a call affects the answering worker only.
+request loads it again). Workers agree through a state file in a directory
+the CLI shares between them (``SHARED_DIR``): for each model, the last
+action taken on it, with the generation at which it was taken and the
+process that took it. The worker that answers a call carries it out, then
+records it (replacing the file, under a lock); every worker reads the file
+twice a second and before it answers a repository call, and carries out the
+actions of generations it has not seen. The file holds one line per model however many calls are
+made, and a worker that starts later carries out only each model's last
+action. Without the CLI (another host) a call affects the answering worker
+only.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import threading
@@ -27,7 +32,8 @@ from torch_serving.model_root import MODEL_SUFFIXES, glob_models
 
 __all__ = ["SHARED_DIR", "Repository", "model_name"]
 
-_LOG_NAME = "repository.log"
+_STATE_NAME = "repository.json"
+_LOCK_NAME = "repository.lock"
 _SYNC_INTERVAL_S = 0.5
 
 _log = logging.getLogger("torch_serving")
@@ -48,19 +54,19 @@ class Repository:
     Args:
         server: the native pipeline whose cache is loaded and unloaded.
         root: the model root, resolved.
-        shared_dir: the directory of the workers' action log; None for this worker alone.
+        shared_dir: the directory of the workers' state file; None for this worker alone.
     """
 
     def __init__(self, server: Server, root: Path, shared_dir: Path | None) -> None:
         self._server = server
         self._root = root
-        self._log_path = shared_dir / _LOG_NAME if shared_dir is not None else None
-        self._seen = 0  # bytes of the log applied
+        self._shared_dir = shared_dir
+        self._seen = 0  # the generation carried out
         self._lock = threading.Lock()
 
     def start(self) -> None:
         """Follow the other workers' actions from now on (and the ones before this worker started)."""
-        if self._log_path is not None:
+        if self._shared_dir is not None:
             threading.Thread(target=self._follow, name="repository", daemon=True).start()
 
     def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
@@ -97,25 +103,20 @@ class Repository:
         self._append("unload", relative)
 
     def sync(self) -> None:
-        """Carry out the actions other workers logged since the last sync."""
-        if self._log_path is None:
+        """Carry out the actions other workers recorded since the last sync."""
+        if self._shared_dir is None:
             return
         with self._lock:
-            try:
-                size = self._log_path.stat().st_size
-            except FileNotFoundError:
-                return
-            if size <= self._seen:
-                return
-            with open(self._log_path, "rb") as log:
-                log.seek(self._seen)
-                data = log.read(size - self._seen)
-            complete = data[: data.rfind(b"\n") + 1]  # a line being appended waits for the next sync
-            self._seen += len(complete)
-        for line in complete.decode().splitlines():
-            pid, action, relative = line.split(" ", 2)
-            if int(pid) != os.getpid():
-                self._apply(action, relative)
+            # A few bytes per model: read whole, as a stat of a file replaced whole could miss a change.
+            state = _read_state(self._shared_dir / _STATE_NAME)
+            pending = sorted(
+                (generation, action, relative)
+                for relative, (generation, action, pid) in state["models"].items()
+                if generation > self._seen and pid != os.getpid()
+            )
+            self._seen = state["generation"]
+        for _, action, relative in pending:
+            self._apply(action, relative)
 
     def _apply(self, action: str, relative: str) -> None:
         if action == "unload":
@@ -130,12 +131,19 @@ class Repository:
             _log.info("repository: loaded %s in %.3f s as another worker asked", relative, time.monotonic() - started)
 
     def _append(self, action: str, relative: str) -> None:
-        if self._log_path is None:
+        """Record ``action`` as the last one taken on ``relative``, at the next generation."""
+        if self._shared_dir is None:
             return
-        line = f"{os.getpid()} {action} {relative}\n".encode()
-        with open(self._log_path, "ab") as log:
-            fcntl.flock(log, fcntl.LOCK_EX)
-            log.write(line)
+        path = self._shared_dir / _STATE_NAME
+        with open(self._shared_dir / _LOCK_NAME, "ab") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = _read_state(path)
+            state["generation"] += 1
+            state["models"][relative] = [state["generation"], action, os.getpid()]
+            written = path.with_name(f"{_STATE_NAME}.{os.getpid()}")
+            written.write_text(json.dumps(state))
+            # Replaced whole: a reader sees the old state or the new one, never a part.
+            os.replace(written, path)
 
     def files(self) -> list[str]:
         """The servable files under the root, relative to it, sorted."""
@@ -148,3 +156,11 @@ class Repository:
             except Exception:
                 _log.exception("repository: following the other workers failed")
             time.sleep(_SYNC_INTERVAL_S)
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """The state file's contents: the last generation, and each model's [generation, action, pid]."""
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {"generation": 0, "models": {}}

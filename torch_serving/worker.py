@@ -183,7 +183,9 @@ class ServingWorker(ThreadWorker):
         self._head_timeout_answer = _http_response(
             408,
             "Request Timeout",
-            error_body(408, "Request Timeout", f"the request headers did not arrive within the {self._timeout:g} s timeout"),
+            error_body(
+                408, "Request Timeout", f"the request headers did not arrive within the {self._timeout:g} s timeout"
+            ),
             {},
         )
 

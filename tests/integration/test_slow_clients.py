@@ -31,9 +31,7 @@ def answered_within(url: str, seconds: float, clients: int = 4) -> list[float]:
         with requests.Session() as session:
             while time.monotonic() < end:
                 began = time.monotonic()
-                response = session.post(
-                    f"{url}/serve", params={"servable_identifier": "tiny.pt"}, data=BODY, timeout=1
-                )
+                response = session.post(f"{url}/serve", params={"servable_identifier": "tiny.pt"}, data=BODY, timeout=1)
                 assert response.status_code == 200, response.text
                 assert response.json()["result"]["value"] == [3, 5]
                 latencies.append(time.monotonic() - began)

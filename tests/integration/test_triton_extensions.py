@@ -81,3 +81,42 @@ def test_loading_a_broken_model_answers_its_error(triton):
     with pytest.raises(Exception) as error:
         triton.load_model("corrupt")
     assert "corrupt.pt is not a loadable TorchScript module" in str(error.value)
+
+
+def test_load_and_unload_calls_leave_one_entry_per_model(model_root, tmp_path_factory):
+    import json
+    import os
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    tmpdir = tmp_path_factory.mktemp("tmpdir")
+    options = ["--model-root", str(model_root), "--workers", "2"]
+    with serving(tmp_path_factory, "repository-churn", *options, env={"TMPDIR": str(tmpdir)}) as server:
+
+        def churn(model: str) -> int:
+            calls = 0
+            with requests.Session() as session:
+                for _ in range(100):
+                    for action in ("unload", "load"):
+                        assert session.post(f"{server.url}/v2/repository/models/{model}/{action}", timeout=30).ok
+                        calls += 1
+            return calls
+
+        with ThreadPoolExecutor(4) as pool:
+            calls = sum(pool.map(churn, ["tiny", "nested/triple", "echo", "tiny"]))
+        assert calls == 800
+        [state_file] = tmpdir.glob("torch-serving-*/repository.json")
+        state = json.loads(state_file.read_text())
+        assert state["generation"] == 800
+        assert set(state["models"]) == {"tiny.pt", "nested/triple.pt", "echo.pt"}
+        assert all(action == "load" for _, action, _ in state["models"].values())
+        # A replacement worker carries out each model's last action once, not the 800 calls.
+        before = set(server.workers())
+        os.kill(server.workers()[0], signal.SIGKILL)
+        [fresh] = eventually(lambda: len(server.workers()) == 2 and set(server.workers()) - before)
+        models = {"tiny.pt", "nested/triple.pt", "echo.pt"}
+        eventually(lambda: models <= set(cache_of_every_worker(server)[fresh]["models"]))
+        replayed = [
+            line for line in server.log().splitlines() if f"[{fresh}]" in line and "as another worker asked" in line
+        ]
+        assert len(replayed) == 3
