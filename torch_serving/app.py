@@ -89,7 +89,9 @@ class ServeResource:
         invalidation_prob = _probability(req)
         path = resolve_model(self._root, identifier)
         context.model = path
-        body = read_body(req, self._max_body_size, self._runner.deadline(arrived))
+        body = read_body(
+            req, self._max_body_size, self._runner.deadline(arrived), lambda: self._server.metadata(path, identifier)
+        )
         resp.content_type = falcon.MEDIA_JSON
         resp.data = self._runner.run_measured(
             arrived, context.times, self._server.serve, path, identifier, body, invalidation_prob

@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable, Iterator
 
 import falcon
-from gunicorn.http.body import Body, LengthReader
+from gunicorn.http.body import Body, ChunkedReader, LengthReader
 
 from torch_serving._native import RequestBody
+from torch_serving.environ import SEND_CONTINUE
 from torch_serving.errors import RequestError
 
 __all__ = ["read_body"]
@@ -30,7 +31,9 @@ _READ_CHUNK = 1 << 20
 _MIN_WAIT_S = 0.001
 
 
-def read_body(req: falcon.Request, limit: int, deadline: float) -> RequestBody:
+def read_body(
+    req: falcon.Request, limit: int, deadline: float, before_continue: Callable[[], object] | None = None
+) -> RequestBody:
     """Return the whole request body.
 
     Args:
@@ -38,6 +41,9 @@ def read_body(req: falcon.Request, limit: int, deadline: float) -> RequestBody:
         limit: the largest body accepted, in bytes.
         deadline: ``time.monotonic()`` by which the body must have arrived;
             under gunicorn, a client that sends it slower gets 408.
+        before_continue: called before a ``100 Continue`` the client asked
+            for is sent, to raise what the headers already decide (a
+            missing model).
 
     Raises:
         RequestError: 413 past ``limit``, 400 for a body shorter than its
@@ -53,6 +59,11 @@ def read_body(req: falcon.Request, limit: int, deadline: float) -> RequestBody:
     length = req.content_length
     if length is not None and length > limit:
         raise _too_large(f"body of {length} bytes exceeds the limit of {limit} bytes")
+    send_continue = req.env.get(SEND_CONTINUE)
+    if send_continue is not None:
+        if before_continue is not None:
+            before_continue()
+        send_continue()
     if length is not None:
         received = _receive_from_gunicorn(req.env, length, deadline)
         if received is None:
@@ -69,6 +80,7 @@ def read_body(req: falcon.Request, limit: int, deadline: float) -> RequestBody:
         return body
     # Without Content-Length (chunked), the server's stream ends with the
     # body; Falcon's bounded stream would read nothing.
+    _refuse_chunks_past(req.env, limit)
     pieces, total = [], 0
     with _bounded_by(req.env, deadline) as rearm:
         while chunk := req.stream.read(_READ_CHUNK):
@@ -166,6 +178,28 @@ def _receive_from_gunicorn(env: dict, length: int, deadline: float) -> tuple[Req
     # early end, gone.
     reader.length = 0
     return body, received
+
+
+def _refuse_chunks_past(env: dict, limit: int) -> None:
+    """Have gunicorn's chunked reader raise 413 as soon as the chunk sizes announced pass ``limit``,
+    before it waits for the bytes of a chunk that could never be taken."""
+    stream = env.get("wsgi.input")
+    reader = getattr(stream, "reader", None)
+    if not isinstance(stream, Body) or not isinstance(reader, ChunkedReader):
+        return
+    parse_chunk_size = reader.parse_chunk_size
+    announced = 0
+
+    def bounded(unreader, data=None):
+        nonlocal announced
+        size, rest = parse_chunk_size(unreader, data)
+        announced += size
+        if announced > limit:
+            # Raised in gunicorn's reader, which marks the body failed: the connection closes.
+            raise _too_large(f"chunks announce {announced} bytes, over the limit of {limit} bytes")
+        return size, rest
+
+    reader.parse_chunk_size = bounded
 
 
 def _too_large(detail: str) -> RequestError:

@@ -149,7 +149,9 @@ class ModelSink:
         path: str,
     ) -> None:
         header_length = _header_length(req, self._max_body_size)
-        body = read_body(req, self._max_body_size, self._runner.deadline(arrived))
+        body = read_body(
+            req, self._max_body_size, self._runner.deadline(arrived), lambda: self._server.metadata(path, name)
+        )
         response, json_length = self._runner.run_measured(
             arrived, req.context.times, self._server.infer, path, name, body, header_length
         )

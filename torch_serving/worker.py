@@ -68,6 +68,7 @@ from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, ThreadWorker
 
 from torch_serving.config import Config
 from torch_serving.envelope import RETRY_AFTER, error_body, error_document
+from torch_serving.environ import SEND_CONTINUE
 from torch_serving.plain_http import PlainReader, PlainRequest
 
 __all__ = ["ServingWorker", "arrival_time", "on_event_loop"]
@@ -202,15 +203,46 @@ class ServingWorker(ThreadWorker):
         super().run()
 
     def _released_on_return(self, app):
-        """``app``, releasing the current request's admission when it returns its answer."""
+        """``app``, releasing the current request's admission when it returns its answer; given the
+        ``100 Continue`` the request is owed to send (``SEND_CONTINUE``); its answer closing the
+        connection when its body is left unread (never asked for, or its reading failed)."""
 
         def answer(environ, start_response):
+            owed = getattr(_request, "owed_continue", None)
+            if owed is not None:
+
+                def send_continue() -> None:
+                    if _request.owed_continue is not None:
+                        _request.owed_continue = None
+                        owed.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+                environ[SEND_CONTINUE] = send_continue
+
+            def start(status, headers, exc_info=None):
+                if getattr(_request, "owed_continue", None) is not None or getattr(
+                    environ.get("wsgi.input"), "failed", False
+                ):
+                    start_response.__self__.force_close()  # gunicorn's Response
+                return start_response(status, headers, exc_info)
+
             try:
-                return app(environ, start_response)
+                return app(environ, start)
             finally:
                 self._release(getattr(_request, "conn", None))
 
         return answer
+
+    def handle_request(self, req, conn):
+        # Gunicorn would send 100 Continue before the application runs; it is sent when the
+        # application reads the body (SEND_CONTINUE), so an answer the headers decide comes without it.
+        if not req._expected_100_continue:
+            return super().handle_request(req, conn)
+        req._expected_100_continue = False
+        _request.owed_continue = conn.sock
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            _request.owed_continue = None
 
     def _admit(self, conn) -> bool:
         """Count ``conn``'s request as in flight, unless the worker holds its limit."""

@@ -217,6 +217,27 @@ def test_body_sent_after_100_continue(server, unchanged):
     assert json.loads(answer_body)["result"] == GOLDEN_RESULT
 
 
+@pytest.mark.parametrize(
+    ("target", "length", "status", "field", "text"),
+    [
+        ("/serve?servable_identifier=tiny.pt", 2 << 20, 413, "description", "Request body too large"),
+        ("/serve?servable_identifier=missing.pt", 100, 404, "description", "Model not found"),
+        ("/v2/models/missing/infer", 100, 404, "error", "no model file missing,"),
+    ],
+)
+def test_an_answer_the_headers_decide_comes_without_100_continue(
+    server, unchanged, target, length, status, field, text
+):
+    head = (f"POST {target} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {length}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head)  # and never the body, as a client that waits for 100 Continue
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 %d " % status)
+    assert b"100 Continue" not in answer
+    assert b"\r\nConnection: close\r\n" in answer
+    assert json.loads(split_responses(answer)[0][1])[field].startswith(text)
+
+
 def test_body_arriving_in_pieces_is_read_whole(server, unchanged):
     request = serve_request(GOLDEN_BODY, close=True)
     split_at = request.index(b"\r\n\r\n") + 4 + 10
@@ -257,6 +278,19 @@ def test_chunked_oversize_body_is_cut_off(server, unchanged):
     pieces = iter([chunk] * 40)
     response = requests.post(f"{server.url}/serve?servable_identifier=tiny.pt", data=pieces, timeout=30)
     assert_envelope(response, 413, "Request body too large")
+
+
+def test_a_chunk_announced_past_the_limit_is_refused_at_once(server, unchanged):
+    head = b"POST /serve?servable_identifier=tiny.pt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    began = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head + b"ffffffffffffffffff\r\n[{")  # then nothing: the chunk never comes
+        [(status, body)] = split_responses(read_until_closed(sock))
+    assert time.monotonic() - began < 2
+    assert status == 413
+    assert json.loads(body)["detail"] == (
+        f"chunks announce {0xFFFFFFFFFFFFFFFFFF} bytes, over the limit of {1 << 20} bytes"
+    )
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "GET"])

@@ -67,8 +67,10 @@ def test_a_stalled_chunked_upload_gets_408(start):
         head = b"POST /serve?servable_identifier=tiny.pt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
             sock.sendall(head + b'5\r\n[{"ty\r\n')
-            status, body = split_responses(read_until_closed(sock))[0]
+            answer = read_until_closed(sock)
+            status, body = split_responses(answer)[0]
         assert status == 408
+        assert b"\r\nConnection: close\r\n" in answer  # as it is
         assert json.loads(body)["detail"] == "the request body did not arrive before the request's deadline"
         assert post(server.url, "tiny.pt").json()["result"]["value"] == [3, 5]
 
