@@ -56,13 +56,14 @@ def main(folder: str = ".") -> None:
     torch_serving.package(example, example_args, dynamic, folder_path / "model-example.pt2")
 
     torch.manual_seed(0)
+    classifier = BatchClassifier()  # the weights first, drawn as create_image_model.py draws them
     side = {
         "height": torch.export.Dim("height", min=16, max=1024),
         "width": torch.export.Dim("width", min=16, max=1024),
     }
     images = torch.rand(2, 3, 48, 64)
     torch_serving.package(
-        BatchClassifier(), (images,), ({0: batch, 2: side["height"], 3: side["width"]},), folder_path / "classifier.pt2"
+        classifier, (images,), ({0: batch, 2: side["height"], 3: side["width"]},), folder_path / "classifier.pt2"
     )
 
 

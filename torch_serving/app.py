@@ -85,6 +85,7 @@ class ServeResource:
         context = req.context
         times = PhaseTimes() if self._measured else None
         context.arrived, context.endpoint, context.model, context.times = arrived, "serve", "", times
+        _check_parameters(req)
         identifier = _identifier(req)
         invalidation_prob = _probability(req)
         path = resolve_model(self._root, identifier)
@@ -96,6 +97,21 @@ class ServeResource:
         resp.data = self._runner.run_measured(
             arrived, context.times, self._server.serve, path, identifier, body, invalidation_prob
         )
+
+
+_PARAMETERS = ("servable_identifier", "invalidation_prob")
+
+
+def _check_parameters(req: falcon.Request) -> None:
+    """Refuse a query parameter /serve does not know, as the body's unknown keys are: a misspelt
+    ``invalidation_prob`` would otherwise be ignored without a word."""
+    for name in req.params:
+        if name not in _PARAMETERS:
+            raise RequestError(
+                400,
+                "Invalid parameter",
+                f"unknown query parameter {name!r}; /serve takes {' and '.join(_PARAMETERS)}",
+            )
 
 
 def _identifier(req: falcon.Request) -> str:

@@ -8,12 +8,14 @@ import dataclasses
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
 
 from gunicorn.app.base import BaseApplication
 
+from torch_serving import __version__
 from torch_serving.config import ENV_PREFIX, Config, ConfigError, parse_field
 
 # prometheus-client's variable.
@@ -125,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="torch-serving",
         description="Serve the TorchScript (.pt) and AOTInductor (.pt2) files under a folder over HTTP.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     for field in dataclasses.fields(Config):
-        shown = "the working directory" if field.name == "model_root" else field.default
+        shown = {"model_root": "the working directory", "metrics": "on"}.get(field.name, field.default)
         help_text = f"{_HELP[field.name]} (default {shown}; env {ENV_PREFIX}{field.name.upper()})"
         option = "--" + field.name.replace("_", "-")
         if field.name == "preload":
@@ -151,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = Config.from_env(**vars(args))
         config.check_device()
+        _check_address(config.host, config.port)
     except ConfigError as error:
         print(f"torch-serving: error: {error}", file=sys.stderr)
         return 2
@@ -162,6 +166,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         _GunicornApplication(config).run()
     return 0
+
+
+def _check_address(host: str, port: int) -> None:
+    """Fail at once when the server could not listen on ``host``:``port`` (gunicorn would retry for
+    5 s and end with "Can't connect")."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ConfigError(f"cannot listen on {host}:{port}: {(error.strerror or str(error)).lower()}") from None
 
 
 @contextlib.contextmanager

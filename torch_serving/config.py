@@ -173,10 +173,14 @@ class Config:
         environ = os.environ if environ is None else environ
         values = {name: value for name, value in overrides.items() if value is not None}
         for field in dataclasses.fields(cls):
-            raw = environ.get(ENV_PREFIX + field.name.upper())
+            variable = ENV_PREFIX + field.name.upper()
+            raw = environ.get(variable)
             # An overridden variable is not read, so a bad value in it cannot stop the server.
             if raw is not None and field.name not in values:
-                values[field.name] = parse_field(field.name, raw)
+                try:
+                    values[field.name] = parse_field(field.name, raw)
+                except ConfigError as error:
+                    raise ConfigError(f"{variable}: {error}") from None
         return cls(**values)
 
     def check_device(self) -> None:

@@ -300,3 +300,5 @@ class MetricsResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = CONTENT_TYPE_LATEST
         resp.data = self._metrics.exposition()
+
+    on_head = on_get

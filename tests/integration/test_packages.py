@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -244,3 +245,23 @@ def test_the_readme_requests_for_the_example_packages(model_root, tmp_path_facto
     assert v2["outputs"][0]["data"] == first["value"]
     assert classifier["inputs"] == [{"name": "images", "datatype": "FP32", "shape": [-1, 3, -1, -1]}]
     assert classifier["outputs"] == [{"name": "OUTPUT__0", "datatype": "FP32", "shape": [-1, 10]}]
+
+
+def test_the_example_classifier_package_is_the_example_classifier(tmp_path_factory):
+    """README: classifier.pt2 is the classifier of classifier.pt, over a batch of images."""
+    examples = build_examples()
+    script_root = tmp_path_factory.mktemp("classifier")
+    sys.path.insert(0, str(REPO / "example"))
+    try:
+        import create_image_model
+    finally:
+        sys.path.pop(0)
+    create_image_model.main(str(script_root))
+    images = torch.rand(2, 3, 32, 40, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = torch.stack([torch.jit.load(str(script_root / "classifier.pt"))(image) for image in images])
+    with serving(tmp_path_factory, "classifier", "--model-root", str(examples), "--workers", "1") as server:
+        answer = requests.post(
+            server.url + "/serve?servable_identifier=classifier.pt2", data=body_of(tensor_json(images)), timeout=60
+        ).json()
+    torch.testing.assert_close(as_tensor(answer["result"]), expected, rtol=1e-5, atol=1e-6)

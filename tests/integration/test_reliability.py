@@ -164,7 +164,8 @@ def test_gunicorns_own_refusals_use_the_envelope(start):
 
 def test_head_answers_like_get(start):
     with start() as server:
-        for path in ["/healthcheck", "/cache", "/v2/health/ready", "/v2/models/tiny"]:
+        paths = ["/healthcheck", "/cache", "/metrics", "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/tiny"]
+        for path in [*paths, "/v2/models/tiny/ready", "/v2/models/tiny/config", "/v2/models/stats"]:
             got = requests.get(server.url + path, timeout=10)
             head = requests.head(server.url + path, timeout=10)
             assert head.status_code == got.status_code == 200, path

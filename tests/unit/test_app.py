@@ -154,6 +154,16 @@ def test_bad_invalidation_prob_is_400(client, value):
     assert_error(result, 400, "Invalid parameter", f"invalidation_prob must be a number in [0, 1], got {value!r}")
 
 
+def test_an_unknown_query_parameter_is_400_naming_it(client):
+    result = serve(client, "servable_identifier=tiny.pt&invalidation_probability=1", tiny_body(1))
+    assert_error(
+        result,
+        400,
+        "Invalid parameter",
+        "unknown query parameter 'invalidation_probability'; /serve takes servable_identifier and invalidation_prob",
+    )
+
+
 def test_body_errors_are_400(client):
     assert_error(
         serve(client, "servable_identifier=tiny.pt", b""), 400, "Invalid request body", "request body is empty"

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+import torch_serving
 from torch_serving import Config, ConfigError
 from torch_serving.config import parse_field, parse_size
 
@@ -56,7 +61,7 @@ def test_a_flag_wins_over_an_invalid_variable(tmp_path):
     assert (config.threads, config.max_body_size, config.port) == (3, 1024, 9002)
     with pytest.raises(ConfigError) as info:
         Config.from_env(environ, model_root=tmp_path, max_body_size=1024)
-    assert str(info.value) == "threads must be an integer, got 'many'"
+    assert str(info.value) == "TORCH_SERVING_THREADS: threads must be an integer, got 'many'"
 
 
 @pytest.mark.parametrize(
@@ -92,3 +97,32 @@ def test_other_models_instances_default_to_the_request_threads(tmp_path):
 def test_instances_given_apply_to_every_model(tmp_path):
     config = Config(model_root=tmp_path, instances=3)
     assert config.model_instances(batching=True) == config.model_instances(batching=False) == 3
+
+
+def test_an_invalid_variable_is_named():
+    with pytest.raises(ConfigError) as error:
+        Config.from_env({"TORCH_SERVING_WORKERS": "abc"})
+    assert str(error.value) == "TORCH_SERVING_WORKERS: workers must be an integer, got 'abc'"
+
+
+def run_cli(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "torch_serving", *arguments], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_cli_says_its_version_and_the_help_its_defaults_as_they_are_written():
+    assert run_cli("--version").stdout == f"torch-serving {torch_serving.__version__}\n"
+    assert "(default on; env TORCH_SERVING_METRICS)" in " ".join(run_cli("--help").stdout.split())
+
+
+def test_a_port_in_use_is_refused_at_once_saying_so():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        began = time.monotonic()
+        result = run_cli("--port", str(port))
+    assert time.monotonic() - began < 10  # gunicorn alone retried for 5 s
+    assert result.returncode == 2
+    assert result.stderr == f"torch-serving: error: cannot listen on 127.0.0.1:{port}: address already in use\n"
