@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <regex>
 #include <tuple>
 #include <sstream>
 #include <stdexcept>
@@ -259,6 +260,21 @@ std::map<LoadKey, std::shared_ptr<const Package>>& loaded_packages() {
 
 int64_t nanoseconds(const timespec& t) { return int64_t(t.tv_sec) * 1000000000 + t.tv_nsec; }
 
+// AOTInductor's input checks name dtypes by their enum codes
+// ("unmatched dtype, expected: 6(at::kFloat), but got: 7"); this names them as
+// requests do ("expected float32, received float64").
+std::string with_dtype_names(const std::string& text) {
+  static const std::regex mismatch(R"(unmatched dtype, expected: (\d+)(\(at::k\w+\))?, but got: (\d+))");
+  std::smatch match;
+  if (!std::regex_search(text, match, mismatch)) return text;
+  auto name = [](const std::string& code) {
+    const int value = std::stoi(code);
+    return value < int(at::ScalarType::NumOptions) ? dtype_text(at::ScalarType(value)) : code;
+  };
+  return match.prefix().str() + "unmatched dtype, expected " + name(match[1].str()) + ", received " +
+         name(match[3].str()) + match.suffix().str();
+}
+
 }  // namespace
 
 // Only a load that fails after unpacking destroys a package, under the
@@ -443,7 +459,7 @@ std::vector<at::Tensor> Package::execute(std::vector<at::Tensor> inputs) const {
         const size_t index = std::stoul(what.substr(at + kCheck.size()));
         const size_t colon = what.find(": ", at);
         throw SignatureError("input '" + (index < input_names_.size() ? input_names_[index] : std::to_string(index)) +
-                             "': " + essential_message(colon == std::string::npos ? what : what.substr(colon + 2)));
+                             "': " + with_dtype_names(essential_message(colon == std::string::npos ? what : what.substr(colon + 2))));
       }
       fail_execution(e, what);
     }

@@ -1,6 +1,7 @@
 // Loading, signature checking and running of TorchScript modules.
 #include "script_module.h"
 
+#include <caffe2/serialize/inline_container.h>
 #include <caffe2/serialize/read_adapter_interface.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/jit/ir/ir.h>
@@ -151,6 +152,33 @@ std::string signature_text(const c10::FunctionSchema& schema) {
   return text;
 }
 
+namespace {
+
+// What a zip archive that TorchScript cannot load is instead, and how to make
+// a servable file of it; empty when it is none of the files users confuse
+// with TorchScript.
+std::string what_else_it_is(const std::shared_ptr<caffe2::serialize::ReadAdapterInterface>& reader) {
+  bool package = false, pickle = false, constants = false;
+  try {
+    caffe2::serialize::PyTorchStreamReader archive(reader);
+    for (const std::string& record : archive.getAllRecords()) {
+      package = package || record.rfind("data/aotinductor/", 0) == 0;
+      pickle = pickle || record == "data.pkl";
+      constants = constants || record == "constants.pkl";
+    }
+  } catch (const std::exception&) {
+    return "";
+  }
+  if (package) return "it is an AOTInductor package: name it .pt2";
+  if (pickle && !constants) {
+    return "it is a torch.save() file (weights or a pickled module), not TorchScript: save the model with "
+           "torch.jit.script(model).save(path), or package it as a .pt2 with torch_serving.package(...)";
+  }
+  return "";
+}
+
+}  // namespace
+
 ScriptModule::ScriptModule(torch::jit::Module module, c10::FunctionSchema schema, c10::Device device)
     : module_(std::move(module)), schema_(std::move(schema)), device_(device) {}
 
@@ -161,11 +189,12 @@ std::shared_ptr<const ScriptModule> ScriptModule::load(const ModelFile& file, co
   torch::jit::ExtraFilesMap extra_files{{kPolicyFile, ""}};
   try {
     module = torch::jit::load(reader, device, extra_files);
-  } catch (const c10::Error& e) {
-    throw ModelLoadError(name + " is not a loadable TorchScript module: " +
-                         essential_message(e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    throw ModelLoadError(name + " is not a loadable TorchScript module: " + essential_message(e.what()));
+    const std::string instead = what_else_it_is(reader);
+    const auto* error = dynamic_cast<const c10::Error*>(&e);
+    throw ModelLoadError(name + " is not a loadable TorchScript module: " +
+                         (instead.empty() ? essential_message(error ? error->what_without_backtrace() : e.what())
+                                          : instead));
   }
   module.eval();
   auto forward = module.find_method("forward");

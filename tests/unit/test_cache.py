@@ -230,3 +230,24 @@ def test_abandoned_work_keeps_its_server_alive(model_root):
         except BusyError:
             time.sleep(0.05)
     assert value["result"]["value"] == [3, 5]
+
+
+def test_files_mistaken_for_torchscript_say_what_they_are(tmp_path):
+    from tests.packages import build_packages
+
+    torch.save({"weight": torch.ones(2)}, tmp_path / "state_dict.pt")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "pickled_module.pt")
+    shutil.copy(build_packages()["plain.pt2"], tmp_path / "renamed.pt")
+    server = Server(str(tmp_path), 2, 0)
+    saved = (
+        "it is a torch.save() file (weights or a pickled module), not TorchScript: save the model with"
+        " torch.jit.script(model).save(path), or package it as a .pt2 with torch_serving.package(...)"
+    )
+    for name, what in [
+        ("state_dict.pt", saved),
+        ("pickled_module.pt", saved),
+        ("renamed.pt", "it is an AOTInductor package: name it .pt2"),
+    ]:
+        with pytest.raises(ModelLoadError) as error:
+            server.metadata(name, name)
+        assert str(error.value) == f"{name} is not a loadable TorchScript module: {what}"
