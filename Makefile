@@ -10,6 +10,8 @@ NATIVE_SOURCES := $(wildcard ext/*.cpp ext/*.h) setup.py pyproject.toml
 CPP_BUILD := cpp-build
 HOST ?= 127.0.0.1
 PORT ?= 8888
+# The example models `make serve` serves: a folder of their own, not the repository.
+MODELS := models
 
 .PHONY: setup serve test test-python test-native bench fuzz soak sanitize clean
 
@@ -33,21 +35,27 @@ $(VENV)/.built: $(VENV)/.deps $(NATIVE_SOURCES)
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	@touch $@
 
-model-example.pt: example/create_model.py $(VENV)/.deps
+$(MODELS)/model-example.pt: example/create_model.py $(VENV)/.deps
+	@mkdir -p $(MODELS)
 	$(PY) example/create_model.py $@
 
-scale.pt greeter.pt &: example/create_v2_models.py $(VENV)/.deps
-	$(PY) example/create_v2_models.py .
+$(MODELS)/scale.pt $(MODELS)/greeter.pt &: example/create_v2_models.py $(VENV)/.deps
+	@mkdir -p $(MODELS)
+	$(PY) example/create_v2_models.py $(MODELS)
 
-classifier.pt picture.jpg &: example/create_image_model.py $(VENV)/.deps
-	$(PY) example/create_image_model.py .
+$(MODELS)/classifier.pt $(MODELS)/picture.jpg &: example/create_image_model.py $(VENV)/.deps
+	@mkdir -p $(MODELS)
+	$(PY) example/create_image_model.py $(MODELS)
 
 # AOTInductor packages: a compile each, tens of seconds.
-model-example.pt2 classifier.pt2 &: example/create_pt2_model.py example/create_model.py example/create_image_model.py $(VENV)/.built
-	$(PY) example/create_pt2_model.py .
+$(MODELS)/model-example.pt2 $(MODELS)/classifier.pt2 &: example/create_pt2_model.py example/create_model.py example/create_image_model.py $(VENV)/.built
+	@mkdir -p $(MODELS)
+	$(PY) example/create_pt2_model.py $(MODELS)
 
-serve: setup model-example.pt scale.pt greeter.pt classifier.pt picture.jpg model-example.pt2 classifier.pt2
-	$(VENV)/bin/torch-serving --host $(HOST) --port $(PORT) --model-root .
+EXAMPLE_MODELS := $(addprefix $(MODELS)/,model-example.pt scale.pt greeter.pt classifier.pt picture.jpg model-example.pt2 classifier.pt2)
+
+serve: setup $(EXAMPLE_MODELS)
+	$(VENV)/bin/torch-serving --host $(HOST) --port $(PORT) --model-root $(MODELS)
 
 test: test-native test-python
 
@@ -117,4 +125,4 @@ sanitize: setup
 	cd .sanitize && $(SANITIZE_ENV) ../$(PY) -m pytest tests/unit/test_codec.py tests/unit/test_cache.py tests/unit/test_v2.py tests/unit/test_image.py -q -p no:cacheprovider
 
 clean:
-	rm -rf $(CPP_BUILD) cpp-build-asan .sanitize .fuzz build *.egg-info torch_serving/*.so model-example.pt scale.pt greeter.pt classifier.pt picture.jpg model-example.pt2 classifier.pt2 .cache
+	rm -rf $(CPP_BUILD) cpp-build-asan .sanitize .fuzz build *.egg-info torch_serving/*.so $(MODELS) .cache

@@ -351,11 +351,14 @@ PYBIND11_MODULE(_C, m) {
               models[py::str(path)] = counters;
             }
             out["models"] = models;
+            py::dict failed;
+            for (const auto& [path, error] : self.cache().load_failures()) failed[py::str(path)] = error;
+            out["failed"] = failed;
             return out;
           },
-          "Return the cache's counters (hits, loads, failed_loads, evictions) and, under models, each loaded"
+          "Return the cache's counters (hits, loads, failed_loads, evictions); under models, each loaded"
           " model's requests, forward executions, max_batch_size, instances and the most forwards that ran at once"
-          " (peak_running).")
+          " (peak_running); under failed, the error of each model whose last load failed.")
       .def(
           "execution_totals",
           [](Server& self) {

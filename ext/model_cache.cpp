@@ -106,16 +106,27 @@ ModelCache::Model ModelCache::counted_load(const std::string& key, const Loader&
   Model model;
   try {
     model = load();
+  } catch (const std::exception& e) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.failed_loads;
+    load_failures_[key] = e.what();
+    throw;
   } catch (...) {
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.failed_loads;
     throw;
   }
   std::lock_guard<std::mutex> lock(mutex_);
+  load_failures_.erase(key);
   auto& total = execution_totals_[key];
   if (!total) total = std::make_shared<std::atomic<uint64_t>>(0);
   model->count_executions_in(total);
   return model;
+}
+
+std::vector<std::pair<std::string, std::string>> ModelCache::load_failures() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return {load_failures_.begin(), load_failures_.end()};
 }
 
 CacheStats ModelCache::stats() const {
@@ -153,6 +164,7 @@ std::vector<std::string> ModelCache::paths() const {
 
 bool ModelCache::erase(const std::string& key) {
   std::lock_guard<std::mutex> lock(mutex_);
+  load_failures_.erase(key);
   auto it = entries_.find(key);
   if (it == entries_.end()) return false;
   recency_.erase(it->second.recency);
@@ -162,6 +174,7 @@ bool ModelCache::erase(const std::string& key) {
 
 void ModelCache::clear() {
   std::lock_guard<std::mutex> lock(mutex_);
+  load_failures_.clear();
   entries_.clear();
   recency_.clear();
 }

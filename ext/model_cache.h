@@ -64,6 +64,10 @@ class ModelCache {
   // still held it included.
   std::vector<std::pair<std::string, uint64_t>> execution_totals() const;
 
+  // The error of each key whose last load failed, until a load of it
+  // succeeds or it is erased.
+  std::vector<std::pair<std::string, std::string>> load_failures() const;
+
   // Drops the model cached under `key`, if any; returns whether there was
   // one. Requests still using it finish with it.
   bool erase(const std::string& key);
@@ -94,6 +98,7 @@ class ModelCache {
   uint64_t next_generation_ = 0;
   CacheStats stats_;
   std::unordered_map<std::string, std::shared_ptr<std::atomic<uint64_t>>> execution_totals_;
+  std::unordered_map<std::string, std::string> load_failures_;
 };
 
 }  // namespace torch_serving

@@ -141,7 +141,8 @@ class Server:
     def stats(self) -> dict[str, Any]:
         """Return the cache's counters (hits, loads, failed_loads, evictions) and, under ``models``,
         each loaded model's ``requests``, forward ``executions``, ``max_batch_size``, ``instances`` and the most
-        forwards that ran at once (``peak_running``)."""
+        forwards that ran at once (``peak_running``); under ``failed``, the error of each model whose last load
+        failed."""
     def execution_totals(self) -> dict[str, int]:
         """Return, by model file, the forward executions of every model loaded from it, dropped ones included."""
     def unload(self, relative: str) -> bool:

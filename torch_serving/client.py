@@ -14,14 +14,16 @@ import base64
 import io
 import json
 import math
+import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
 import requests
 import torch
 
-__all__ = ["Client", "ServingError"]
+__all__ = ["Client", "Image", "ServingError"]
 
 # torch dtypes by the protocol's data_type names, and back.
 _DTYPES = {
@@ -51,6 +53,23 @@ _V2_TYPES = {
 }
 _NUMPY_TYPES = {name: dtype for dtype, name in _V2_TYPES.items()}
 _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+# Python types of the protocol's scalar data_types.
+_SCALAR_TYPES = {"bool": bool, "int64": int, "float64": float}
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image to send to ``/serve`` with how the server should decode it.
+
+    Attributes:
+        value: a PIL image, or the bytes of a JPEG, PNG or WebP file.
+        data_type: ``uint8`` (0 to 255) or ``float32`` (scaled to [0, 1]).
+        mode: ``RGB``, ``GRAY``, ``RGBA`` or ``UNCHANGED``; the server's default (``RGB``) when None.
+    """
+
+    value: Any
+    data_type: str = "uint8"
+    mode: str | None = None
 
 
 class ServingError(Exception):
@@ -105,7 +124,8 @@ class Client:
         Arguments may be torch tensors, numpy arrays, ints, floats, bools,
         strings, ``None``, lists and tuples of these, dicts of tensors, and
         images (PIL images, or the bytes of a JPEG, PNG or WebP file), which
-        the server decodes to uint8 ``[C, H, W]`` tensors.
+        the server decodes to uint8 ``[C, H, W]`` tensors; wrap one in
+        ``Image`` to have it decoded as float32 or in another mode.
 
         Returns:
             The model's result: tensors as torch tensors, dicts as dicts,
@@ -129,11 +149,13 @@ class Client:
 
         Args:
             model: the V2 model name.
-            inputs: arrays (numpy or torch) by input name.
+            inputs: arrays (numpy or torch) by input name: BF16 as torch bfloat16 tensors or
+                ``ml_dtypes.bfloat16`` arrays, BYTES as arrays of ``str`` or ``bytes`` (dtype object).
             binary: send and receive tensors as binary data rather than JSON.
 
         Returns:
-            The outputs as numpy arrays, by name.
+            The outputs as numpy arrays, by name: BYTES as object arrays of ``bytes``, BF16 as
+            ``ml_dtypes.bfloat16`` arrays.
 
         Raises:
             ServingError: the server answered with an error.
@@ -141,13 +163,14 @@ class Client:
         arrays = {name: _as_array(value) for name, value in inputs.items()}
         described, chunks = [], []
         for name, array in arrays.items():
-            entry = {"name": name, "datatype": _v2_type(array), "shape": list(array.shape)}
+            datatype = _v2_type(array)
+            entry = {"name": name, "datatype": datatype, "shape": list(array.shape)}
             if binary:
-                data = np.ascontiguousarray(array).tobytes()
+                data = _binary(array, datatype)
                 entry["parameters"] = {"binary_data_size": len(data)}
                 chunks.append(data)
             else:
-                entry["data"] = array.flatten().tolist()
+                entry["data"] = _json_data(array, datatype)
             described.append(entry)
         header = json.dumps({"inputs": described, "parameters": {"binary_data_output": binary}}).encode()
         headers = {"Inference-Header-Content-Length": str(len(header))} if binary else {}
@@ -163,14 +186,13 @@ class Client:
             raise ServingError(response.status_code, response.reason, document.get("error", ""))
         outputs, offset = {}, json_length
         for output in document["outputs"]:
-            dtype = _NUMPY_TYPES.get(output["datatype"])
             size = output.get("parameters", {}).get("binary_data_size")
             if size is None:
-                outputs[output["name"]] = np.array(output["data"], dtype=dtype).reshape(output["shape"])
+                outputs[output["name"]] = _from_json(output["data"], output["datatype"]).reshape(output["shape"])
                 continue
             raw = response.content[offset : offset + size]
             offset += size
-            outputs[output["name"]] = np.frombuffer(raw, dtype=dtype).reshape(output["shape"]).copy()
+            outputs[output["name"]] = _from_binary(raw, output["datatype"]).reshape(output["shape"])
         return outputs
 
     def metadata(self, model: str) -> dict[str, Any]:
@@ -189,17 +211,78 @@ def _document(response: requests.Response, content: bytes | None = None) -> dict
         raise ServingError(response.status_code, response.reason, response.text[:200]) from None
 
 
+def _bfloat16() -> np.dtype:
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError("V2's BF16 needs the ml_dtypes package (pip install ml_dtypes)") from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
 def _as_array(value: Any) -> np.ndarray:
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
+        tensor = value.detach().cpu()
+        if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16 of its own
+            return tensor.view(torch.int16).numpy().view(_bfloat16())
+        return tensor.numpy()
     return np.asarray(value)
 
 
 def _v2_type(array: np.ndarray) -> str:
+    if array.dtype.kind in "OSU":
+        return "BYTES"
+    if array.dtype.name == "bfloat16":
+        return "BF16"
     try:
         return _V2_TYPES[array.dtype]
     except KeyError:
         raise TypeError(f"V2 cannot send arrays of dtype {array.dtype}") from None
+
+
+def _as_bytes(item: Any) -> bytes:
+    return item.encode() if isinstance(item, str) else bytes(item)
+
+
+def _binary(array: np.ndarray, datatype: str) -> bytes:
+    """V2's binary form of ``array``: each BYTES element its 4-byte little-endian length, then its bytes."""
+    if datatype == "BYTES":
+        return b"".join(struct.pack("<I", len(data)) + data for data in map(_as_bytes, array.flatten().tolist()))
+    return np.ascontiguousarray(array).tobytes()
+
+
+def _json_data(array: np.ndarray, datatype: str) -> list[Any]:
+    """V2's JSON data of ``array``: BYTES elements as UTF-8 text, BF16 as numbers."""
+    if datatype == "BYTES":
+        return [_as_bytes(item).decode() for item in array.flatten().tolist()]
+    if datatype == "BF16":
+        return array.astype(np.float32).flatten().tolist()
+    return array.flatten().tolist()
+
+
+def _from_binary(raw: bytes, datatype: str) -> np.ndarray:
+    if datatype == "BYTES":
+        items, offset = [], 0
+        while offset < len(raw):
+            (length,) = struct.unpack_from("<I", raw, offset)
+            items.append(raw[offset + 4 : offset + 4 + length])
+            offset += 4 + length
+        return _object_array(items)
+    dtype = _bfloat16() if datatype == "BF16" else _NUMPY_TYPES[datatype]
+    return np.frombuffer(raw, dtype=dtype).copy()
+
+
+def _from_json(data: list[Any], datatype: str) -> np.ndarray:
+    if datatype == "BYTES":
+        return _object_array([item.encode() for item in data])
+    if datatype == "BF16":
+        return np.array(data, dtype=np.float32).astype(_bfloat16())
+    return np.array(data, dtype=_NUMPY_TYPES[datatype])
+
+
+def _object_array(items: list[bytes]) -> np.ndarray:
+    array = np.empty(len(items), dtype=np.object_)
+    array[:] = items
+    return array
 
 
 def _values(tensor: torch.Tensor) -> list[Any]:
@@ -219,18 +302,21 @@ def _is_image(value: Any) -> bool:
     return type(value).__module__.startswith("PIL.") and hasattr(value, "save")
 
 
-def _encode_image(value: Any) -> dict[str, Any]:
-    if isinstance(value, bytes | bytearray):
-        data = bytes(value)
+def _encode_image(image: Image) -> dict[str, Any]:
+    if isinstance(image.value, bytes | bytearray):
+        data = bytes(image.value)
     else:
         buffer = io.BytesIO()
-        value.save(buffer, format="PNG")  # lossless: the server decodes the very pixels
+        image.value.save(buffer, format="PNG")  # lossless: the server decodes the very pixels
         data = buffer.getvalue()
-    return {"type": "image", "value": base64.b64encode(data).decode("ascii")}
+    encoded = {"type": "image", "data_type": image.data_type, "value": base64.b64encode(data).decode("ascii")}
+    if image.mode is not None:
+        encoded["mode"] = image.mode
+    return encoded
 
 
 def _is_tensor(value: Any) -> bool:
-    return isinstance(value, torch.Tensor | np.ndarray) or _is_image(value) or isinstance(value, bytes | bytearray)
+    return isinstance(value, torch.Tensor | np.ndarray | Image | bytes | bytearray) or _is_image(value)
 
 
 def _encode_tensor_like(value: Any) -> dict[str, Any]:
@@ -238,7 +324,7 @@ def _encode_tensor_like(value: Any) -> dict[str, Any]:
         return _encode_tensor(torch.from_numpy(np.ascontiguousarray(value)))
     if isinstance(value, torch.Tensor):
         return _encode_tensor(value)
-    return _encode_image(value)
+    return _encode_image(value if isinstance(value, Image) else Image(value))
 
 
 def _encode(value: Any) -> Any:
@@ -277,7 +363,7 @@ def _decode(value: Any) -> Any:
         return {key: _decode(item) for key, item in value["value"].items()}
     if kind == "scalar":
         v = value["value"]
-        return float(v) if isinstance(v, str) else v
+        return float(v) if isinstance(v, str) else _SCALAR_TYPES.get(value.get("data_type"), type(v))(v)
     if kind == "string":
         return value["value"]
     if kind == "none":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torch_serving._native import ModelNotFoundError
 
-__all__ = ["MODEL_SUFFIXES", "IdentifierError", "glob_models", "resolve_model"]
+__all__ = ["MODEL_SUFFIXES", "IdentifierError", "glob_models", "resolve_model", "servable_files"]
 
 # The model files served: TorchScript, then AOTInductor packages (the order
 # in which a V2 name without its suffix finds them).
@@ -92,6 +92,23 @@ def glob_models(root: Path, pattern: str) -> tuple[list[str], dict[str, str]]:
         except (IdentifierError, ModelNotFoundError, ValueError) as error:
             refused[str(path)] = str(error)  # e.g. a symlink out of the root
     return found, refused
+
+
+def servable_files(root: Path, suffixes: tuple[str, ...]) -> list[str]:
+    """Return the model files under ``root`` with one of ``suffixes``, as ``resolve_model`` resolves them
+    (sorted). Hidden files and folders (a virtual environment, ``.git``) are skipped, and symlinked
+    folders are not entered."""
+    found = []
+    for folder, folders, files in os.walk(root):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        for name in files:
+            if name.endswith(suffixes) and not name.startswith("."):
+                relative = os.path.relpath(os.path.join(folder, name), root)
+                try:
+                    found.append(resolve_model(root, relative))
+                except (IdentifierError, ModelNotFoundError):
+                    pass  # e.g. a symlink out of the root, or not a regular file
+    return sorted(found)
 
 
 def _resolve_through_links(root_text: str, identifier: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 from torch_serving._native import ServeError, Server
 from torch_serving.cli import SHARED_DIR
-from torch_serving.model_root import MODEL_SUFFIXES, glob_models
+from torch_serving.model_root import MODEL_SUFFIXES, servable_files
 
 __all__ = ["SHARED_DIR", "Repository", "model_name"]
 
@@ -75,6 +75,7 @@ class Repository:
         files = self.files()
         names = set(files)
         cached = set(self._server.cached_paths())
+        failed = self._server.stats()["failed"]
         entries = []
         for relative in files:
             ready = relative in cached
@@ -85,7 +86,9 @@ class Repository:
                 "version": "1",
                 "state": "READY" if ready else "UNAVAILABLE",
             }
-            if not ready:
+            if relative in failed:
+                entry["reason"] = f"its last load failed: {failed[relative]}"
+            elif not ready:
                 entry["reason"] = "not loaded; loads on its first request"
             entries.append(entry)
         return entries
@@ -146,8 +149,18 @@ class Repository:
             os.replace(written, path)
 
     def files(self) -> list[str]:
-        """The servable files under the root, relative to it, sorted."""
-        return sorted(file for suffix in MODEL_SUFFIXES for file in glob_models(self._root, "**/*" + suffix)[0])
+        """The servable files under the root, relative to it, sorted (hidden ones skipped)."""
+        return servable_files(self._root, MODEL_SUFFIXES)
+
+    def name_of(self, relative: str) -> str:
+        """The V2 name of the model file ``relative`` (``model_name``), looking for a ``.pt`` beside a ``.pt2``."""
+        stem, suffix = os.path.splitext(relative)
+        beside = stem + ".pt"
+        return model_name(relative, {beside} if suffix == ".pt2" and (self._root / beside).is_file() else set())
+
+    def cached(self) -> list[str]:
+        """The model files loaded in this worker."""
+        return self._server.cached_paths()
 
     def _follow(self) -> None:
         while True:

@@ -21,7 +21,7 @@ from torch_serving.errors import RequestError
 from torch_serving.metrics import Metrics
 from torch_serving.model_root import MODEL_SUFFIXES, resolve_model
 from torch_serving.preload import Preload
-from torch_serving.repository import Repository, model_name
+from torch_serving.repository import Repository
 from torch_serving.request_body import read_body
 from torch_serving.worker import arrival_time
 
@@ -176,8 +176,9 @@ def _model_statistics(statistics: Statistics | None, path: str | None) -> list[d
     if statistics is None or statistics.metrics is None:
         raise RequestError(400, "Not available", "statistics come from the metrics, which --metrics off turned off")
     measured = statistics.metrics.statistics()
-    files = statistics.repository.files() if path is None else [path]
-    names = set(files)
+    # Every model that served in any worker or is loaded in this one, as Triton lists the models it
+    # has loaded: a walk of the whole tree on each call would cost more than the answer.
+    files = sorted(set(measured) | set(statistics.repository.cached())) if path is None else [path]
     empty = {"count": 0, "ns": 0}
     stats = []
     for relative in files:
@@ -192,7 +193,7 @@ def _model_statistics(statistics: Statistics | None, path: str | None) -> list[d
             | {"cache_hit": empty, "cache_miss": empty},
             "batch_stats": [],
         }
-        stats.append({"name": model_name(relative, names), "version": VERSION, **entry})
+        stats.append({"name": statistics.repository.name_of(relative), "version": VERSION, **entry})
     return stats
 
 

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from tests.integration.server import serving
+from torch_serving import client as client_module
 from torch_serving.client import Client, ServingError
 
 
@@ -56,6 +57,30 @@ def test_python_values_lists_none_and_strings(client):
     assert client.serve("string_echo.pt", ["a", "ü"]) == ["a", "ü"]
 
 
+def test_scalars_decode_as_their_data_type(client):
+    whole = client.serve("kinds.pt", [1, 2], 2.0, True, None, "hi")[1]
+    assert isinstance(whole, float) and whole == 2.0
+    assert [type(value) for value in client.serve("scalars.pt", 4, 3.0, False)] == [int, float, bool]
+
+
+def test_v2_bytes_and_bf16_in_binary_and_json(client):
+    import ml_dtypes
+
+    words = np.array([["a", "ü"], ["", "spaces and \n"]], dtype=np.object_)
+    halves = torch.tensor([[0.5, -1.25], [3.0e38, 1e-3]], dtype=torch.bfloat16)
+    for binary in (True, False):
+        echoed = client.infer("string_echo", {"x": words}, binary=binary)["OUTPUT__0"]
+        assert echoed.tolist() == [word.encode() for word in words.flatten()]
+        if binary:  # bytes that are not UTF-8 go only as binary
+            assert client.infer("string_echo", {"x": np.array([b"\xff\x00"], dtype=np.object_)})[
+                "OUTPUT__0"
+            ].tolist() == [b"\xff\x00"]
+        for value in (halves, halves.view(torch.int16).numpy().view(ml_dtypes.bfloat16)):
+            out = client.infer("echo", {"x": value}, binary=binary)["OUTPUT__0"]
+            assert out.dtype == ml_dtypes.bfloat16
+            assert out.tobytes() == halves.view(torch.int16).numpy().tobytes()
+
+
 def test_lists_and_dicts_of_tensors(client):
     x = torch.tensor([1.0, 2.0])
     doubled = client.serve("dict_output.pt", {"a": x, "b": x * 10})
@@ -81,6 +106,11 @@ def test_images_pil_and_encoded_bytes(client):
     encoded = io.BytesIO()
     picture.save(encoded, format="PNG")
     assert torch.equal(client.serve("echo.pt", encoded.getvalue()), from_pil)
+    scaled = client.serve("echo.pt", client_module.Image(picture, data_type="float32"))
+    assert scaled.dtype == torch.float32
+    torch.testing.assert_close(scaled, from_pil.float() / 255)
+    gray = client.serve("echo.pt", client_module.Image(encoded.getvalue(), mode="GRAY"))
+    assert gray.shape == (1, 2, 3)
 
 
 def test_v2_infer_binary_and_json_and_metadata(client):

@@ -102,7 +102,7 @@ def test_body_limits_with_content_length_and_chunked(server):
     assert response.json()["detail"] == "body of 65537 bytes exceeds the limit of 65536 bytes"
     chunked = post(server, "tiny.pt", iter([big[:40000], big[40000:]]))
     assert chunked.status_code == 413
-    assert chunked.json()["detail"] == "body exceeds the limit of 65536 bytes"
+    assert chunked.json()["detail"] == "chunks announce 65537 bytes, over the limit of 65536 bytes"
     small = tiny_body(4)
     assert post(server, "tiny.pt", iter([small[:5], small[5:]])).json()["result"]["value"] == [9]
 

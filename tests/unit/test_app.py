@@ -353,6 +353,7 @@ def test_cache_endpoint_lists_models_relative_to_the_root(client, config):
             "tiny.pt": {**unbatched, "requests": 2, "executions": 2},
             "nested/triple.pt": {**unbatched, "requests": 1, "executions": 1},
         },
+        "failed": {},
     }
 
 

@@ -841,6 +841,33 @@ def test_repository_load_and_unload_in_one_worker(model_root):
     assert "nested/triple" not in {e["name"] for e in ready}
 
 
+def test_the_index_says_why_a_load_failed_and_skips_hidden_folders(model_root, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    for name in ["tiny.pt", "corrupt.pt"]:
+        (root / name).write_bytes((model_root / name).read_bytes())
+    (root / ".venv" / "lib").mkdir(parents=True)
+    (root / ".venv" / "lib" / "hidden.pt").write_bytes((model_root / "tiny.pt").read_bytes())
+    (root / ".hidden.pt").write_bytes((model_root / "tiny.pt").read_bytes())
+    app_client = falcon.testing.TestClient(create_app(Config(model_root=root)))
+    assert app_client.simulate_post("/serve?servable_identifier=corrupt.pt", body=b"[]").status_code == 422
+    index = {e["name"]: e for e in app_client.simulate_post("/v2/repository/index").json}
+    assert set(index) == {"tiny", "corrupt"}
+    assert index["corrupt"]["reason"].startswith(
+        "its last load failed: corrupt.pt is not a loadable TorchScript module: "
+    )
+    assert index["tiny"]["reason"] == "not loaded; loads on its first request"
+    # Statistics list the models that served or are loaded, without walking the root.
+    assert (
+        app_client.simulate_post(
+            "/serve?servable_identifier=tiny.pt", body=b'[{"type":"tensor","value":[1.0]}]'
+        ).status_code
+        == 200
+    )
+    names = [entry["name"] for entry in app_client.simulate_get("/v2/models/stats").json["model_stats"]]
+    assert names == ["corrupt", "tiny"]
+
+
 def test_repository_names_are_the_names_that_find_the_files():
     from torch_serving.repository import model_name
 
