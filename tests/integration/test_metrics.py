@@ -153,17 +153,24 @@ def test_workers_replaced_by_sighup_lose_no_tally(model_root, tmp_path_factory):
     with serving(tmp_path_factory, "metrics-sighup", *options) as server:
         body = body_of(tensor_json(torch.ones(1, 4)))
         before = set(server.workers())
-        reloaded = threading.Event()
+        sent = [0]
+        lock = threading.Lock()
 
-        def reload_midway() -> None:
-            time.sleep(0.5)
-            server.process.send_signal(signal.SIGHUP)
-            reloaded.set()
+        def client() -> None:
+            with requests.Session() as session:
+                for _ in range(125):
+                    response = session.post(
+                        server.url + "/serve", params={"servable_identifier": "tiny.pt"}, data=body, timeout=30
+                    )
+                    assert response.status_code == 200
+                    with lock:
+                        sent[0] += 1
+                        if sent[0] == 100:  # the reload happens while requests keep coming
+                            server.process.send_signal(signal.SIGHUP)
 
-        threading.Thread(target=reload_midway).start()
         with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda _: serve_tiny(server.url, body, 125), range(4)))
-        assert reloaded.is_set()
+            for future in [pool.submit(client) for _ in range(4)]:
+                future.result()
         deadline = time.monotonic() + 30
         while before & set(server.workers()) and time.monotonic() < deadline:
             time.sleep(0.1)

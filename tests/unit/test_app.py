@@ -293,7 +293,7 @@ def test_unexpected_error_is_a_bare_500_with_the_trace_logged(client, monkeypatc
     def explode(*args):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(torch_serving.app, "read_body", lambda req, limit, deadline: explode())
+    monkeypatch.setattr(torch_serving.app, "read_body", lambda req, limit, deadline, before_continue: explode())
     with caplog.at_level(logging.ERROR, logger="torch_serving"):
         result = serve(client, "servable_identifier=tiny.pt", tiny_body(1))
     assert_error(result, 500, "Internal Server Error", "an unexpected error occurred; the server log has the details")
