@@ -265,3 +265,9 @@ def test_the_example_classifier_package_is_the_example_classifier(tmp_path_facto
             server.url + "/serve?servable_identifier=classifier.pt2", data=body_of(tensor_json(images)), timeout=60
         ).json()
     torch.testing.assert_close(as_tensor(answer["result"]), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_missing_tmpdir_falls_back_as_python_does(package_root, tmp_path_factory):
+    options = ["--model-root", str(package_root), "--workers", "1"]
+    with serving(tmp_path_factory, "no-tmpdir", *options, env={"TMPDIR": "/nonexistent/tmp"}) as server:
+        serve_nested(server.url, 2)  # unpacked where tempfile.gettempdir() falls back to

@@ -128,3 +128,13 @@ def test_the_dockerfile_runtime_command_boots_a_server_that_answers(tmp_path):
     with running([executable], port, tmp_path / "server.log", env=environment, cwd=tmp_path) as server:
         assert requests.get(server.url + "/v2/health/ready", timeout=30).json() == {"ready": True}
         assert requests.get(server.url + "/metrics", timeout=30).status_code == 200
+
+
+def test_make_serve_serves_the_examples_from_their_own_folder():
+    import subprocess
+
+    from tests.models import REPO
+
+    planned = subprocess.run(["make", "-n", "serve"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    command = next(line for line in planned.splitlines() if "bin/torch-serving " in line)
+    assert command.endswith(" --model-root models")  # not the repository, with its .venv
