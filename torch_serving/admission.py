@@ -20,7 +20,6 @@ from typing import TypeVar
 from torch_serving._native import BusyError, DeadlineError, Executor, PhaseTimes
 from torch_serving.envelope import RETRY_AFTER
 from torch_serving.errors import RequestError
-from torch_serving.worker import on_event_loop
 
 __all__ = ["NativeRunner"]
 
@@ -57,10 +56,13 @@ class NativeRunner:
         """
         return self._call(arrived, fn, args, ())
 
-    def run_measured(self, arrived: float, times: PhaseTimes | None, fn: Callable[..., T], *args: object) -> T:
+    def run_measured(
+        self, arrived: float, times: PhaseTimes | None, on_event_loop: bool, fn: Callable[..., T], *args: object
+    ) -> T:
         """Run ``fn(*args)`` as ``run`` does; ``fn`` (``Server.serve`` or ``infer``) records its phases in
-        ``times`` (nothing when None), and runs in this thread at once when it is a worker's event loop."""
-        return self._call(arrived, fn, args, (times, on_event_loop()))
+        ``times`` (nothing when None), and runs in this thread at once when ``on_event_loop`` says this
+        thread is a worker's event loop."""
+        return self._call(arrived, fn, args, (times, on_event_loop))
 
     def _call(self, arrived: float, fn: Callable[..., T], args: tuple, extra: tuple) -> T:
         remaining = self.deadline(arrived) - time.monotonic()

@@ -17,10 +17,11 @@ from torch_serving.metrics import Metrics, MetricsMiddleware, MetricsResource
 from torch_serving.model_root import IdentifierError, resolve_model
 from torch_serving.preload import Preload
 from torch_serving.quick import QuickRequests
-from torch_serving.repository import SHARED_DIR, Repository
+from torch_serving.repository import Repository
 from torch_serving.request_body import read_body
 from torch_serving.v2 import add_v2_routes
-from torch_serving.worker import arrival_time
+from torch_serving.environ import arrival_time, on_event_loop
+from torch_serving.shared import SHARED_DIR
 
 __all__ = ["ServingApp", "create_app"]
 
@@ -81,7 +82,7 @@ class ServeResource:
         self._measured = config.metrics
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        arrived = arrival_time()
+        arrived = arrival_time(req.env)
         context = req.context
         times = PhaseTimes() if self._measured else None
         context.arrived, context.endpoint, context.model, context.times = arrived, "serve", "", times
@@ -95,7 +96,14 @@ class ServeResource:
         )
         resp.content_type = falcon.MEDIA_JSON
         resp.data = self._runner.run_measured(
-            arrived, context.times, self._server.serve, path, identifier, body, invalidation_prob
+            arrived,
+            context.times,
+            on_event_loop(req.env),
+            self._server.serve,
+            path,
+            identifier,
+            body,
+            invalidation_prob,
         )
 
 

@@ -17,11 +17,9 @@ from gunicorn.app.base import BaseApplication
 
 from torch_serving import __version__
 from torch_serving.config import ENV_PREFIX, Config, ConfigError, parse_field
+from torch_serving.shared import MULTIPROCESS_DIR, SHARED_DIR
 
 # prometheus-client's variable.
-MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
-# torch_serving.repository.SHARED_DIR, which imports torch.
-SHARED_DIR = "TORCH_SERVING_SHARED_DIR"
 
 __all__ = ["build_parser", "main"]
 

@@ -32,11 +32,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from torch_serving._native import PhaseTimes, Server
-from torch_serving.cli import MULTIPROCESS_DIR
+from torch_serving.shared import MODEL_VERSION, MULTIPROCESS_DIR
 
 __all__ = ["Metrics", "MetricsMiddleware", "MetricsResource"]
 
-VERSION = "1"
 # Seconds: from a tenth of a millisecond (a small model inline) to a minute (the default deadline).
 _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
 _PHASES = ("queue", "decode", "forward", "encode")
@@ -213,11 +212,11 @@ class Metrics:
             for (model, endpoint, status, ran), count in tally.requests.items():
                 self._child(self.requests, model, endpoint, status).inc(count)
                 if status == "200":
-                    self._child(self.success, model, VERSION).inc(count)
+                    self._child(self.success, model, MODEL_VERSION).inc(count)
                 else:
-                    self._child(self.failure, model, VERSION, status).inc(count)
+                    self._child(self.failure, model, MODEL_VERSION, status).inc(count)
                 if ran:
-                    self._child(self.count, model, VERSION).inc(count)
+                    self._child(self.count, model, MODEL_VERSION).inc(count)
             for model, size in tally.body_bytes.items():
                 self._child(self.body_bytes, model).inc(size)
             for model, seconds in tally.failure_seconds.items():
@@ -238,7 +237,7 @@ class Metrics:
             for path, total in self._server.execution_totals().items():
                 increase = self._increase("executions:" + path, total)
                 if increase:
-                    self._child(self.executions, path, VERSION).inc(increase)
+                    self._child(self.executions, path, MODEL_VERSION).inc(increase)
             self.cache_models.set(len(stats["models"]))
 
     def _increase(self, key: str, value: int) -> int:

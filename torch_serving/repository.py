@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from torch_serving._native import ServeError, Server
-from torch_serving.cli import SHARED_DIR
+from torch_serving.shared import MODEL_VERSION, SHARED_DIR
 from torch_serving.model_root import MODEL_SUFFIXES, servable_files
 
-__all__ = ["SHARED_DIR", "Repository", "model_name"]
+__all__ = ["Repository", "model_name"]
 
 _STATE_NAME = "repository.json"
 _LOCK_NAME = "repository.lock"
@@ -83,7 +83,7 @@ class Repository:
                 continue
             entry = {
                 "name": model_name(relative, names),
-                "version": "1",
+                "version": MODEL_VERSION,
                 "state": "READY" if ready else "UNAVAILABLE",
             }
             if relative in failed:

@@ -23,11 +23,11 @@ from torch_serving.model_root import MODEL_SUFFIXES, resolve_model
 from torch_serving.preload import Preload
 from torch_serving.repository import Repository
 from torch_serving.request_body import read_body
-from torch_serving.worker import arrival_time
+from torch_serving.environ import arrival_time, on_event_loop
+from torch_serving.shared import MODEL_VERSION
 
 __all__ = ["add_v2_routes", "resolve_name"]
 
-VERSION = "1"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # `name` may hold slashes (tritonclient leaves them unquoted, and the server
 # decodes %2F), so the path is parsed from its end.
@@ -108,7 +108,7 @@ class ModelSink:
         version: str | None,
         action: str | None,
     ) -> None:
-        arrived = arrival_time()
+        arrived = arrival_time(req.env)
         allowed = ("POST",) if action == "/infer" else ("GET", "HEAD")
         if req.method not in allowed:
             raise falcon.HTTPMethodNotAllowed(
@@ -153,7 +153,7 @@ class ModelSink:
             req, self._max_body_size, self._runner.deadline(arrived), lambda: self._server.metadata(path, name)
         )
         response, json_length = self._runner.run_measured(
-            arrived, req.context.times, self._server.infer, path, name, body, header_length
+            arrived, req.context.times, on_event_loop(req.env), self._server.infer, path, name, body, header_length
         )
         if json_length < len(response):
             resp.set_header(HEADER_LENGTH, str(json_length))
@@ -193,7 +193,7 @@ def _model_statistics(statistics: Statistics | None, path: str | None) -> list[d
             | {"cache_hit": empty, "cache_miss": empty},
             "batch_stats": [],
         }
-        stats.append({"name": statistics.repository.name_of(relative), "version": VERSION, **entry})
+        stats.append({"name": statistics.repository.name_of(relative), "version": MODEL_VERSION, **entry})
     return stats
 
 
@@ -248,8 +248,8 @@ def _repository_options(body: bytes) -> dict:
 
 def resolve_name(root: Path, name: str, version: str | None) -> str:
     """The model file a V2 name (and version) names, relative to ``root``."""
-    if version is not None and version != VERSION:
-        raise ModelNotFoundError(f"model {name} has no version {version!r}; its only version is {VERSION!r}")
+    if version is not None and version != MODEL_VERSION:
+        raise ModelNotFoundError(f"model {name} has no version {version!r}; its only version is {MODEL_VERSION!r}")
     try:
         return resolve_model(root, name, _LABEL)
     except ModelNotFoundError:

@@ -24,7 +24,9 @@ a thread takes it. This worker instead:
   bound, and a few clients that never finish their headers would hold
   every request slot;
 * stamps each request with when the event loop handed it over, so the
-  deadline counts from there (``arrival_time``);
+  deadline counts from there (the application reads it, and whether the
+  request is answered in the event loop, from environ keys of
+  ``torch_serving.environ``: it imports nothing of the worker);
 * answers a request on a kept-alive connection in the event loop itself,
   without a thread, when it is all there, plain (``PlainReader``, which
   reads it in place of gunicorn's parser) and the application says it is
@@ -68,10 +70,10 @@ from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, ThreadWorker
 
 from torch_serving.config import Config
 from torch_serving.envelope import RETRY_AFTER, error_body, error_document
-from torch_serving.environ import SEND_CONTINUE
+from torch_serving.environ import ARRIVED, ON_EVENT_LOOP, SEND_CONTINUE
 from torch_serving.plain_http import PlainReader, PlainRequest
 
-__all__ = ["ServingWorker", "arrival_time", "on_event_loop"]
+__all__ = ["ServingWorker"]
 
 # How long a connection the server closes stays open for the client to read
 # its last answer (see ``_linger``).
@@ -85,21 +87,6 @@ _PEEK_BYTES = 80 * 1024
 _HEAD_CHUNK = 64 * 1024
 
 _request = threading.local()
-
-
-def arrival_time() -> float:
-    """Return when the current request was handed to its thread (``time.monotonic()``).
-
-    Under ``ServingWorker`` that is when the event loop found it readable;
-    elsewhere it is now.
-    """
-    arrived = getattr(_request, "arrived", None)
-    return time.monotonic() if arrived is None else arrived
-
-
-def on_event_loop() -> bool:
-    """Whether the current request runs in its worker's event loop, which must never wait."""
-    return getattr(_request, "on_event_loop", False)
 
 
 def _http_response(status: int, reason: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -199,15 +186,19 @@ class ServingWorker(ThreadWorker):
             self.notify()
         # Under another WSGI application every request takes a thread.
         self._quick = getattr(self.wsgi, "quick_requests", None)
-        self.wsgi = self._released_on_return(self.wsgi)
+        self.wsgi = self._hosted(self.wsgi)
         super().run()
 
-    def _released_on_return(self, app):
-        """``app``, releasing the current request's admission when it returns its answer; given the
-        ``100 Continue`` the request is owed to send (``SEND_CONTINUE``); its answer closing the
-        connection when its body is left unread (never asked for, or its reading failed)."""
+    def _hosted(self, app):
+        """``app``, told when the current request arrived and whether it is answered in the event loop
+        (``torch_serving.environ``), given the ``100 Continue`` it is owed to send (``SEND_CONTINUE``),
+        its answer closing the connection when its body is left unread (never asked for, or its reading
+        failed), and releasing the request's admission when it returns its answer."""
 
         def answer(environ, start_response):
+            environ[ARRIVED] = _request.arrived
+            if getattr(_request, "on_event_loop", False):
+                environ[ON_EVENT_LOOP] = True
             owed = getattr(_request, "owed_continue", None)
             if owed is not None:
 
