@@ -59,14 +59,17 @@ import html
 import re
 import selectors
 import socket
+import sys
 import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
+import gunicorn
 from gunicorn import http, util
-from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, ThreadWorker
+from gunicorn.http.body import Body, ChunkedReader, LengthReader
+from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadWorker
 
 from torch_serving.config import Config
 from torch_serving.envelope import RETRY_AFTER, error_body, error_document
@@ -87,6 +90,47 @@ _PEEK_BYTES = 80 * 1024
 _HEAD_CHUNK = 64 * 1024
 
 _request = threading.local()
+
+# What this worker (and torch_serving.request_body, reading bodies from gunicorn's socket) relies on
+# in gunicorn beyond its documented surface, checked as each worker starts (``gunicorn_gaps``): the
+# gthread worker's methods and state, a connection's, its parser's buffer, and its body readers'.
+_WORKER_METHODS = (
+    "enqueue_req",
+    "on_client_socket_readable",
+    "on_pending_socket_readable",
+    "finish_request",
+    "handle",
+    "handle_request",
+    "handle_error",
+    "murder_keepalived",
+    "set_accept_enabled",
+    "init_process",
+)
+_WORKER_STATE = ("keepalived_conns", "pending_conns", "nr_conns", "method_queue", "max_keepalived", "nr", "alive")
+_CONNECTION_STATE = ("sock", "client", "server", "parser", "initialized", "data_ready", "is_http2", "timeout")
+_BODY_STATE = ("reader", "buf", "failed")
+_LENGTH_READER_STATE = ("length", "unreader")
+_CHUNKED_METHODS = ("parse_chunk_size",)
+_UNREADER_PARTS = ("buf", "unread", "take_buffered")
+# Gunicorn's arbiter stops the server when a worker exits with this status.
+_WORKER_BOOT_ERROR = 3
+
+
+def gunicorn_gaps(worker: ThreadWorker) -> list[str]:
+    """What ``worker``'s gunicorn lacks of what this module and torch_serving.request_body rely on."""
+    gaps = [f"ThreadWorker.{name}" for name in _WORKER_METHODS if not callable(getattr(ThreadWorker, name, None))]
+    gaps += [f"ThreadWorker().{name}" for name in _WORKER_STATE if not hasattr(worker, name)]
+    gaps += [f"ChunkedReader.{name}" for name in _CHUNKED_METHODS if not hasattr(ChunkedReader, name)]
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        conn = TConn(worker.cfg, ours, ("127.0.0.1", 0), ("127.0.0.1", 0))
+        gaps += [f"TConn().{name}" for name in _CONNECTION_STATE if not hasattr(conn, name)]
+        unreader = getattr(http.get_parser(worker.cfg, ours, ("127.0.0.1", 0)), "unreader", None)
+        gaps += [f"RequestParser().unreader.{name}" for name in _UNREADER_PARTS if not hasattr(unreader, name)]
+        reader = LengthReader(unreader, 0)
+        gaps += [f"LengthReader().{name}" for name in _LENGTH_READER_STATE if not hasattr(reader, name)]
+        gaps += [f"Body().{name}" for name in _BODY_STATE if not hasattr(Body(reader), name)]
+    return gaps
 
 
 def _http_response(status: int, reason: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -176,6 +220,19 @@ class ServingWorker(ThreadWorker):
             ),
             {},
         )
+
+    def init_process(self) -> None:
+        # A gunicorn without what this worker relies on would fail inside its event loop, on the first
+        # request that reaches the missing part: refuse to start instead, saying what is missing.
+        gaps = gunicorn_gaps(self)
+        if gaps:
+            self.log.critical(
+                "torch-serving's worker needs gunicorn 27 (pinned gunicorn>=27,<28); gunicorn %s lacks %s",
+                gunicorn.__version__,
+                ", ".join(gaps),
+            )
+            sys.exit(_WORKER_BOOT_ERROR)
+        super().init_process()
 
     def run(self) -> None:
         # Take no request before the application's preload is done, telling

@@ -247,3 +247,22 @@ def test_cli_serves_the_example_on_cuda(model_root, tmp_path, example_body):
         for _ in range(4):
             doc = post(server, "model-example.pt", example_body).json()
             assert doc["result"]["value"]["out"][0][1]["value"] == [60, 33, 33]
+
+
+def test_a_gunicorn_without_what_the_worker_relies_on_refuses_to_start(model_root, tmp_path):
+    """A renamed gunicorn attribute stops the server at start, naming it, instead of failing in the event loop."""
+    import gunicorn
+
+    port = free_port()
+    script = (
+        "import gunicorn.workers.gthread as gthread\n"
+        "del gthread.ThreadWorker.murder_keepalived\n"
+        "from torch_serving.cli import main\n"
+        f"raise SystemExit(main(['--model-root', {str(model_root)!r}, '--port', '{port}', '--workers', '1']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert (
+        f"torch-serving's worker needs gunicorn 27 (pinned gunicorn>=27,<28); gunicorn {gunicorn.__version__} lacks"
+        " ThreadWorker.murder_keepalived"
+    ) in result.stdout + result.stderr
