@@ -71,3 +71,21 @@ def test_no_import_cycle():
 def test_no_module_imports_the_worker():
     importers = sorted(module for module, imported in import_graph().items() if "torch_serving.worker" in imported)
     assert importers == []
+
+
+def test_the_stub_matches_the_compiled_module():
+    """mypy.stubtest compares torch_serving/_C.pyi, written by hand, with the module pybind11 builds."""
+    import subprocess
+    import sys
+
+    from tests.models import REPO
+
+    script = (
+        "import sys, torch\n"  # the extension needs torch's libraries loaded first
+        "from mypy.stubtest import main\n"
+        "sys.argv = ['stubtest', 'torch_serving._C', '--mypy-config-file', 'tests/stubtest/mypy.ini',"
+        " '--allowlist', 'tests/stubtest/allowlist.txt']\n"
+        "sys.exit(main())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
