@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from torch_serving._native import BusyError, DeadlineError, Executor, PhaseTimes
-from torch_serving.envelope import RETRY_AFTER
+from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail
 from torch_serving.errors import RequestError
 
 __all__ = ["NativeRunner"]
@@ -70,12 +70,7 @@ class NativeRunner:
             # Positional: pybind11 matches keywords by name, at a cost a small request notices.
             return fn(*args, self._executor, max(remaining, 0.0), *extra)
         except BusyError:
-            raise RequestError(
-                503,
-                "Server busy",
-                f"{self._executor.limit} requests are running or queued in this worker, its limit; retry later",
-                headers=RETRY_AFTER,
-            ) from None
+            raise RequestError(503, BUSY, busy_detail(self._executor.limit), headers=RETRY_AFTER) from None
         except DeadlineError:
             raise RequestError(
                 504,

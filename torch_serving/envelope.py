@@ -14,10 +14,19 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["RETRY_AFTER", "error_body", "error_document"]
+__all__ = ["BUSY", "RETRY_AFTER", "busy_detail", "error_body", "error_document"]
 
 # The header of every 503: how many seconds the client should wait.
 RETRY_AFTER = {"Retry-After": "1"}
+# The description of the 503 of a worker that holds as many requests as it may.
+BUSY = "Server busy"
+
+
+def busy_detail(limit: int) -> str:
+    """The detail of that 503, whether the worker's event loop refuses the request or its native calls
+    (still held by abandoned work) are at the same limit."""
+    return f"this worker holds {limit} requests, its limit (--threads + --queue-size); retry later"
+
 
 _V2_PREFIX = "/v2"
 

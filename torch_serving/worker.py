@@ -72,7 +72,7 @@ from gunicorn.http.body import Body, ChunkedReader, LengthReader
 from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadWorker
 
 from torch_serving.config import Config
-from torch_serving.envelope import RETRY_AFTER, error_body, error_document
+from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail, error_body, error_document
 from torch_serving.environ import ARRIVED, ON_EVENT_LOOP, SEND_CONTINUE
 from torch_serving.plain_http import PlainReader, PlainRequest
 
@@ -202,15 +202,7 @@ class ServingWorker(ThreadWorker):
         self._gathers_headers = not self.cfg.is_ssl
         self._peeked = bytearray(_PEEK_BYTES)
         self._busy_answer = _http_response(
-            503,
-            "Service Unavailable",
-            error_body(
-                503,
-                "Server busy",
-                f"this worker holds {self._limit} requests, its limit"
-                f" ({self.cfg.threads} running, {queue_size} waiting); retry later",
-            ),
-            RETRY_AFTER,
+            503, "Service Unavailable", error_body(503, BUSY, busy_detail(self._limit)), RETRY_AFTER
         )
         self._head_timeout_answer = _http_response(
             408,

@@ -93,7 +93,7 @@ def test_a_burst_beyond_the_threads_gets_fast_503s(start):
                 "code": 503,
                 "message": "Server Error",
                 "description": "Server busy",
-                "detail": "this worker holds 2 requests, its limit (1 running, 1 waiting); retry later",
+                "detail": "this worker holds 2 requests, its limit (--threads + --queue-size); retry later",
             }
         assert post(server.url, "tiny.pt").json()["result"]["value"] == [3, 5]
 

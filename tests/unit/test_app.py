@@ -377,7 +377,9 @@ def test_deadline_answers_504_then_a_full_worker_answers_503(model_root):
     )
     # The abandoned forward still holds the worker's only slot.
     busy = serve(client, TINY, tiny_body(1))
-    assert_error(busy, 503, "Server busy", "1 requests are running or queued in this worker, its limit; retry later")
+    assert_error(
+        busy, 503, "Server busy", "this worker holds 1 requests, its limit (--threads + --queue-size); retry later"
+    )
     assert busy.headers["retry-after"] == "1"
     for _ in range(600):
         result = serve(client, TINY, tiny_body(1))
