@@ -208,6 +208,13 @@ def interleaved_rounds(
     return results
 
 
+def medians(series: dict[str, list[Round]]) -> tuple[dict[str, float], dict[str, float]]:
+    """The median rate and the median CPU ms per request of each server's rounds."""
+    rate = {name: statistics.median(r.rate for r in rounds) for name, rounds in series.items()}
+    cpu = {name: statistics.median(r.cpu_ms_per_request for r in rounds) for name, rounds in series.items()}
+    return rate, cpu
+
+
 def peak_rss_mib(pid: int) -> float:
     """Return the peak RSS summed over ``pid`` and all its descendants, in MiB."""
     total_kib = 0

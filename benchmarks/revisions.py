@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.load import interleaved_rounds, serve_targets
+from benchmarks.load import interleaved_rounds, medians, serve_targets
 from benchmarks.workloads import build
 from tests.integration.server import cli_command, free_port, running
 from tests.models import REPO
@@ -67,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         for workload in workloads:
             targets = serve_targets(servers, workload, scratch)
             series = interleaved_rounds(targets, args.rounds, args.seconds, args.connections, args.wrk_threads)
-            rate = {name: statistics.median(r.rate for r in rounds) for name, rounds in series.items()}
-            cpu = {name: statistics.median(r.cpu_ms_per_request for r in rounds) for name, rounds in series.items()}
+            rate, cpu = medians(series)
             this, that = "this tree", args.against
             print(
                 f"| {workload.name} | {rate[this]:.0f} | {rate[that]:.0f} | {rate[this] / rate[that]:.3f} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 from pathlib import Path
@@ -250,14 +251,18 @@ BATCH_POLICIES = {
 }
 
 
-def example_model_class():
-    """Return ExampleModel from example/create_model.py, the original's model."""
+def example_script(name: str):
+    """Import ``example/<name>.py``, one of the scripts that make the example models."""
     sys.path.insert(0, str(REPO / "example"))
     try:
-        import create_model
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
-    return create_model
+
+
+def example_model_class():
+    """Return example/create_model.py, which makes ExampleModel, the original's model."""
+    return example_script("create_model")
 
 
 def build_model_root(root: Path) -> Path:

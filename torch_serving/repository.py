@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from torch_serving._native import ServeError, Server
-from torch_serving.shared import MODEL_VERSION, SHARED_DIR
+from torch_serving.shared import MODEL_VERSION
 from torch_serving.model_root import MODEL_SUFFIXES, servable_files
 
 __all__ = ["Repository", "model_name"]

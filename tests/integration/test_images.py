@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -16,18 +15,13 @@ import torch
 from PIL import Image
 
 from tests.integration.server import serving
-from tests.models import REPO
+from tests.models import example_script
 
 
 @pytest.fixture(scope="module")
 def example_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("image-example")
-    sys.path.insert(0, str(REPO / "example"))
-    try:
-        import create_image_model
-    finally:
-        sys.path.pop(0)
-    create_image_model.main(str(root))
+    example_script("create_image_model").main(str(root))
     return root
 
 

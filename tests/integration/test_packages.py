@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,7 +18,7 @@ import tritonclient.http as httpclient
 from tests.conftest import body_of, tensor_json
 from tests.integration.server import serving
 from tests.integration.test_reliability import rss_bytes
-from tests.models import REPO
+from tests.models import REPO, example_script
 from tests.packages import NestedModel, PlainModel, build_examples, build_packages, install, nested_args, plain_args
 
 
@@ -251,12 +250,7 @@ def test_the_example_classifier_package_is_the_example_classifier(tmp_path_facto
     """README: classifier.pt2 is the classifier of classifier.pt, over a batch of images."""
     examples = build_examples()
     script_root = tmp_path_factory.mktemp("classifier")
-    sys.path.insert(0, str(REPO / "example"))
-    try:
-        import create_image_model
-    finally:
-        sys.path.pop(0)
-    create_image_model.main(str(script_root))
+    example_script("create_image_model").main(str(script_root))
     images = torch.rand(2, 3, 32, 40, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         expected = torch.stack([torch.jit.load(str(script_root / "classifier.pt"))(image) for image in images])

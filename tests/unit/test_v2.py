@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import struct
-import sys
 
 import falcon.testing
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 import torch_serving
-from tests.models import REPO
+from tests.models import example_script
 from torch_serving import Config, create_app
 
 HEADER = "Inference-Header-Content-Length"
@@ -738,12 +737,7 @@ def test_failed_requests_leave_the_cache_and_later_answers_alone(client):
 
 def test_the_documented_examples(tmp_path):
     # docs/v2.md and the README call these models; keep their answers true.
-    sys.path.insert(0, str(REPO / "example"))
-    try:
-        import create_v2_models
-    finally:
-        sys.path.pop(0)
-    create_v2_models.main(str(tmp_path))
+    example_script("create_v2_models").main(str(tmp_path))
     client = falcon.testing.TestClient(create_app(Config(model_root=tmp_path)))
     request = {
         "id": "42",
