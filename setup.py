@@ -15,23 +15,10 @@ import torch
 from setuptools import setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension
 
-SOURCES = [
-    "ext/base64.cpp",
-    "ext/bindings.cpp",
-    "ext/codec.cpp",
-    "ext/executor.cpp",
-    "ext/image.cpp",
-    "ext/json_tensor.cpp",
-    "ext/model_cache.cpp",
-    "ext/model_file.cpp",
-    "ext/package.cpp",
-    "ext/scheduler.cpp",
-    "ext/script_module.cpp",
-    "ext/servable.cpp",
-    "ext/server.cpp",
-    "ext/tree_spec.cpp",
-    "ext/v2.cpp",
-]
+# The native core's sources, listed once for this build and CMake's (ext/sources.txt), and the
+# pybind11 bindings, which only this build compiles.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "ext", "sources.txt")) as listing:
+    SOURCES = [line.strip() for line in listing if line.strip()] + ["ext/bindings.cpp"]
 
 
 def compile_and_link_flags():
