@@ -215,6 +215,16 @@ def medians(series: dict[str, list[Round]]) -> tuple[dict[str, float], dict[str,
     return rate, cpu
 
 
+def comparison_cells(series: dict[str, list[Round]], first: str, second: str) -> str:
+    """The table cells comparing two servers' rounds: each one's median rate, ``first``'s over ``second``'s,
+    each one's median CPU ms per request, and ``second``'s over ``first``'s (above 1: ``first`` is cheaper)."""
+    rate, cpu = medians(series)
+    return (
+        f"| {rate[first]:.0f} | {rate[second]:.0f} | {rate[first] / rate[second]:.3f} "
+        f"| {cpu[first]:.3f} | {cpu[second]:.3f} | {cpu[second] / cpu[first]:.3f} |"
+    )
+
+
 def peak_rss_mib(pid: int) -> float:
     """Return the peak RSS summed over ``pid`` and all its descendants, in MiB."""
     total_kib = 0

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.load import interleaved_rounds, medians, serve_targets
+from benchmarks.load import comparison_cells, interleaved_rounds, serve_targets
 from benchmarks.workloads import build
 from tests.integration.server import free_port, running
 
@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             servers[name] = stack.enter_context(running(command, port, scratch / f"{name}.log"))
         print(f"\n{args.rounds} rounds x {args.seconds}s, wrk -t{args.wrk_threads} -c{args.connections}; medians")
         print(
-            "| workload | connections | python req/s | fast req/s | ratio | python CPU ms | fast CPU ms | CPU ratio |"
+            "| workload | connections | fast req/s | python req/s | ratio | fast CPU ms | python CPU ms"
+            " | CPU ratio (python/fast) |"
         )
         print("|---|---|---|---|---|---|---|---|")
         for workload_name, closing in _CASES:
@@ -74,13 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                     with open(target.script, "a") as script:
                         script.write('wrk.headers["Connection"] = "close"\n')
             series = interleaved_rounds(targets, args.rounds, args.seconds, args.connections, args.wrk_threads)
-            rate, cpu = medians(series)
-            print(
-                f"| {workload_name} | {'one per request' if closing else 'kept alive'} "
-                f"| {rate['python']:.0f} | {rate['fast']:.0f} | {rate['fast'] / rate['python']:.3f} "
-                f"| {cpu['python']:.3f} | {cpu['fast']:.3f} | {cpu['fast'] / cpu['python']:.3f} |",
-                flush=True,
-            )
+            connections = "one per request" if closing else "kept alive"
+            print(f"| {workload_name} | {connections} {comparison_cells(series, 'fast', 'python')}", flush=True)
     return 0
 
 

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.load import interleaved_rounds, medians, serve_targets
+from benchmarks.load import comparison_cells, interleaved_rounds, serve_targets
 from benchmarks.workloads import build
 from tests.integration.server import cli_command, free_port, running
 from tests.models import REPO
@@ -66,13 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         for workload in workloads:
             targets = serve_targets(servers, workload, scratch)
             series = interleaved_rounds(targets, args.rounds, args.seconds, args.connections, args.wrk_threads)
-            rate, cpu = medians(series)
-            this, that = "this tree", args.against
-            print(
-                f"| {workload.name} | {rate[this]:.0f} | {rate[that]:.0f} | {rate[this] / rate[that]:.3f} "
-                f"| {cpu[this]:.3f} | {cpu[that]:.3f} | {cpu[that] / cpu[this]:.3f} |",
-                flush=True,
-            )
+            print(f"| {workload.name} {comparison_cells(series, 'this tree', args.against)}", flush=True)
     return 0
 
 

@@ -258,17 +258,16 @@ class ServingWorker(ThreadWorker):
 
                 environ[SEND_CONTINUE] = send_continue
 
-            def start(status, headers, exc_info=None):
-                if getattr(_request, "owed_continue", None) is not None or getattr(
-                    environ.get("wsgi.input"), "failed", False
-                ):
-                    start_response.__self__.force_close()  # gunicorn's Response
-                return start_response(status, headers, exc_info)
-
             try:
-                return app(environ, start)
+                answered = app(environ, start_response)
             finally:
                 self._release(getattr(_request, "conn", None))
+            # Gunicorn sends the headers with the first write, after this returns.
+            if getattr(_request, "owed_continue", None) is not None or getattr(
+                environ.get("wsgi.input"), "failed", False
+            ):
+                start_response.__self__.force_close()  # gunicorn's Response
+            return answered
 
         return answer
 
