@@ -10,6 +10,7 @@ NATIVE_SOURCES := $(wildcard ext/*.cpp ext/*.h) ext/sources.txt setup.py pyproje
 CPP_BUILD := cpp-build
 HOST ?= 127.0.0.1
 PORT ?= 8888
+GRPC_PORT ?= 8001
 # The example models `make serve` serves: a folder of their own, not the repository.
 MODELS := models
 
@@ -55,12 +56,14 @@ $(MODELS)/model-example.pt2 $(MODELS)/classifier.pt2 &: example/create_pt2_model
 EXAMPLE_MODELS := $(addprefix $(MODELS)/,model-example.pt scale.pt greeter.pt classifier.pt picture.jpg model-example.pt2 classifier.pt2)
 
 serve: setup $(EXAMPLE_MODELS)
-	$(VENV)/bin/torch-serving --host $(HOST) --port $(PORT) --model-root $(MODELS)
+	$(VENV)/bin/torch-serving --host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT) --model-root $(MODELS)
 
 test: test-native test-python
 
+# tests/grpc in a pytest of its own: tritonclient.grpc and KServe's SDK cannot share a process.
 test-python: setup
 	$(PY) -m pytest tests
+	$(PY) -m pytest tests/grpc
 
 $(CPP_BUILD)/native_tests: setup CMakeLists.txt $(wildcard tests/native/*)
 	cmake -S . -B $(CPP_BUILD) -DCMAKE_BUILD_TYPE=Release \

@@ -9,9 +9,11 @@ Environment switches:
     TORCH_SERVING_SANITIZE=1: AddressSanitizer and UndefinedBehaviorSanitizer.
 """
 
+import importlib.metadata
 import os
 
 import torch
+from grpc_tools import protoc
 from setuptools import setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension
 
@@ -33,8 +35,21 @@ def compile_and_link_flags():
     return cflags, ldflags
 
 
+def compile_protos():
+    """Generate the gRPC service's Python modules from its .proto, beside it (they are not committed)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    proto = os.path.join("torch_serving", "_proto", "inference.proto")
+    include = os.path.join(os.path.dirname(protoc.__file__), "_proto")  # protobuf's well-known types
+    status = protoc.main(["protoc", f"-I{here}", f"-I{include}", f"--python_out={here}", f"--pyi_out={here}",
+                          f"--grpc_python_out={here}", os.path.join(here, proto)])
+    if status != 0:
+        raise SystemExit(f"protoc failed on {proto} (exit status {status})")
+
+
+compile_protos()
 cflags, ldflags = compile_and_link_flags()
 torch_release = torch.__version__.split("+")[0]
+GRPC_TOOLS_RELEASE = importlib.metadata.version("grpcio-tools")
 
 setup(
     install_requires=[
@@ -45,6 +60,9 @@ setup(
         # torch_serving.client
         "requests>=2.31",
         "numpy>=1.26",
+        # --grpc-port: the modules setup.py generates need the runtimes of the grpcio-tools that made them.
+        f"grpcio>={GRPC_TOOLS_RELEASE}",
+        "protobuf>=6.31,<7",
     ],
     ext_modules=[
         CppExtension(

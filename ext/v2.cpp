@@ -488,7 +488,8 @@ void write_descriptions(const std::vector<TensorDescription>& tensors, std::stri
     out += type_key;
     out += "\":\"";
     out += type_prefix;
-    out += tensors[k].datatype;
+    // Triton's model configuration names BYTES `TYPE_STRING` (its DataType enum has no TYPE_BYTES).
+    out += !type_prefix.empty() && tensors[k].datatype == "BYTES" ? std::string_view("STRING") : tensors[k].datatype;
     out += "\",\"";
     out += shape_key;
     out += "\":";

@@ -11,13 +11,28 @@ import torch
 from tests.models import REPO, build_model_root
 
 
+# The marker of each test folder's tests.
+_MARKERS = {"unit": "unit", "integration": "integration", "grpc": "integration"}
+_GRPC_TESTS = Path(__file__).parent / "grpc"
+
+
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    """Leave out tests/grpc unless it is named: tritonclient.grpc, which it imports, and KServe's SDK,
+    which the integration tests import, register the same protobuf package and cannot share a
+    process (``make test`` runs tests/grpc in a pytest of its own)."""
+    if collection_path == _GRPC_TESTS:
+        named = any(Path(arg.split("::")[0]).resolve().is_relative_to(_GRPC_TESTS) for arg in config.args)
+        return None if named else True
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark tests by folder, and skip CUDA tests where there is no GPU."""
     no_cuda = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
         folder = Path(str(item.fspath)).parent.name
-        if folder in {"unit", "integration"}:
-            item.add_marker(getattr(pytest.mark, folder))
+        if folder in _MARKERS:
+            item.add_marker(getattr(pytest.mark, _MARKERS[folder]))
         if "cuda" in item.keywords and not torch.cuda.is_available():
             item.add_marker(no_cuda)
 

@@ -54,18 +54,26 @@ class NativeRunner:
         Raises:
             RequestError: 503 when this worker is full, 504 past the deadline.
         """
-        return self._call(arrived, fn, args, ())
+        return self._call(arrived, self.deadline(arrived), fn, args, ())
 
     def run_measured(
-        self, arrived: float, times: PhaseTimes | None, on_event_loop: bool, fn: Callable[..., T], *args: object
+        self,
+        arrived: float,
+        times: PhaseTimes | None,
+        on_event_loop: bool,
+        fn: Callable[..., T],
+        *args: object,
+        deadline: float | None = None,
     ) -> T:
         """Run ``fn(*args)`` as ``run`` does; ``fn`` (``Server.serve`` or ``infer``) records its phases in
         ``times`` (nothing when None), and runs in this thread at once when ``on_event_loop`` says this
-        thread is a worker's event loop."""
-        return self._call(arrived, fn, args, (times, on_event_loop))
+        thread is a worker's event loop. A ``deadline`` earlier than the request's own (a gRPC client's)
+        replaces it."""
+        own = self.deadline(arrived)
+        return self._call(arrived, own if deadline is None else min(deadline, own), fn, args, (times, on_event_loop))
 
-    def _call(self, arrived: float, fn: Callable[..., T], args: tuple, extra: tuple) -> T:
-        remaining = self.deadline(arrived) - time.monotonic()
+    def _call(self, arrived: float, deadline: float, fn: Callable[..., T], args: tuple, extra: tuple) -> T:
+        remaining = deadline - time.monotonic()
         try:
             # Positional: pybind11 matches keywords by name, at a cost a small request notices.
             return fn(*args, self._executor, max(remaining, 0.0), *extra)
@@ -75,5 +83,5 @@ class NativeRunner:
             raise RequestError(
                 504,
                 "Deadline exceeded",
-                f"the request did not finish within the {self._timeout:g} s deadline; its work was abandoned",
+                f"the request did not finish within the {deadline - arrived:g} s deadline; its work was abandoned",
             ) from None

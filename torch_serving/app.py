@@ -12,6 +12,7 @@ import torch
 from torch_serving._native import PhaseTimes, Server
 from torch_serving.admission import NativeRunner
 from torch_serving.config import Config
+from torch_serving.environ import arrival_time, on_event_loop
 from torch_serving.errors import RequestError, install_error_handlers
 from torch_serving.metrics import Metrics, MetricsMiddleware, MetricsResource
 from torch_serving.model_root import IdentifierError, resolve_model
@@ -19,9 +20,9 @@ from torch_serving.preload import Preload
 from torch_serving.quick import QuickRequests
 from torch_serving.repository import Repository
 from torch_serving.request_body import read_body
-from torch_serving.v2 import add_v2_routes
-from torch_serving.environ import arrival_time, on_event_loop
 from torch_serving.shared import SHARED_DIR
+from torch_serving.v1 import add_v1_routes
+from torch_serving.v2 import add_v2_routes
 
 __all__ = ["ServingApp", "create_app"]
 
@@ -161,9 +162,11 @@ class ServingApp(falcon.App):
     Attributes:
         preload: the worker's warm start; the worker takes no request before it is done.
         quick_requests: says which requests the worker's event loop may answer itself.
+        grpc_service: the gRPC server sharing this worker's models, which the worker starts once
+            its preload is done and stops as it stops; None without ``--grpc-port``.
     """
 
-    __slots__ = ("preload", "quick_requests")
+    __slots__ = ("grpc_service", "preload", "quick_requests")
 
 
 def create_app(config: Config) -> ServingApp:
@@ -206,6 +209,7 @@ def create_app(config: Config) -> ServingApp:
     shared = os.environ.get(SHARED_DIR)
     repository = Repository(server, config.model_root, Path(shared) if shared else None)
     add_v2_routes(app, server, runner, config, preload, repository, metrics)
+    add_v1_routes(app, server, runner, config)
     install_error_handlers(app)
     preload.start()
     repository.start()
@@ -213,4 +217,10 @@ def create_app(config: Config) -> ServingApp:
         metrics.start()
     app.preload = preload
     app.quick_requests = QuickRequests(server, config.model_root)
+    app.grpc_service = None
+    if config.grpc_port:
+        # Imported only here: gRPC's runtime stays out of servers that do not serve it.
+        from torch_serving.grpc_service import GrpcService
+
+        app.grpc_service = GrpcService(server, runner, config, preload, repository, metrics)
     return app

@@ -26,6 +26,8 @@ __all__ = ["build_parser", "main"]
 _HELP = {
     "host": "interface to listen on",
     "port": "TCP port to listen on",
+    "grpc_port": "TCP port of the Open Inference Protocol over gRPC (tritonclient.grpc, KServe's"
+    " InferenceGRPCClient), on the same host; 0 for none",
     "model_root": "folder that servable identifiers are relative to",
     "model_capacity": "models each worker keeps after an eviction",
     "buffer_size": "extra models a worker may hold before it evicts down to the capacity",
@@ -127,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     for field in dataclasses.fields(Config):
-        shown = {"model_root": "the working directory", "metrics": "on"}.get(field.name, field.default)
+        shown = {"model_root": "the working directory", "metrics": "on", "grpc_port": "0"}.get(field.name, field.default)
         help_text = f"{_HELP[field.name]} (default {shown}; env {ENV_PREFIX}{field.name.upper()})"
         option = "--" + field.name.replace("_", "-")
         if field.name == "preload":
@@ -153,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = Config.from_env(**vars(args))
         config.check_device()
         _check_address(config.host, config.port)
+        if config.grpc_port:
+            _check_address(config.host, config.grpc_port)
     except ConfigError as error:
         print(f"torch-serving: error: {error}", file=sys.stderr)
         return 2

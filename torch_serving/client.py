@@ -14,7 +14,6 @@ import base64
 import io
 import json
 import math
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
@@ -22,6 +21,16 @@ from typing import Any, Self
 import numpy as np
 import requests
 import torch
+
+from torch_serving.binary_tensors import (
+    NUMPY_TYPES,
+    V2_TYPES,
+    as_bytes,
+    bfloat16,
+    from_binary,
+    object_array,
+    to_binary,
+)
 
 __all__ = ["Client", "Image", "ServingError"]
 
@@ -39,19 +48,6 @@ _DTYPES = {
     "float64": torch.float64,
 }
 _NAMES = {dtype: name for name, dtype in _DTYPES.items()}
-# V2 datatypes of numpy dtypes.
-_V2_TYPES = {
-    np.dtype(np.bool_): "BOOL",
-    np.dtype(np.uint8): "UINT8",
-    np.dtype(np.int8): "INT8",
-    np.dtype(np.int16): "INT16",
-    np.dtype(np.int32): "INT32",
-    np.dtype(np.int64): "INT64",
-    np.dtype(np.float16): "FP16",
-    np.dtype(np.float32): "FP32",
-    np.dtype(np.float64): "FP64",
-}
-_NUMPY_TYPES = {name: dtype for dtype, name in _V2_TYPES.items()}
 _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 # Python types of the protocol's scalar data_types.
 _SCALAR_TYPES = {"bool": bool, "int64": int, "float64": float}
@@ -166,7 +162,7 @@ class Client:
             datatype = _v2_type(array)
             entry = {"name": name, "datatype": datatype, "shape": list(array.shape)}
             if binary:
-                data = _binary(array, datatype)
+                data = to_binary(array, datatype)
                 entry["parameters"] = {"binary_data_size": len(data)}
                 chunks.append(data)
             else:
@@ -192,7 +188,7 @@ class Client:
                 continue
             raw = response.content[offset : offset + size]
             offset += size
-            outputs[output["name"]] = _from_binary(raw, output["datatype"]).reshape(output["shape"])
+            outputs[output["name"]] = from_binary(raw, output["datatype"]).reshape(output["shape"])
         return outputs
 
     def metadata(self, model: str) -> dict[str, Any]:
@@ -211,19 +207,11 @@ def _document(response: requests.Response, content: bytes | None = None) -> dict
         raise ServingError(response.status_code, response.reason, response.text[:200]) from None
 
 
-def _bfloat16() -> np.dtype:
-    try:
-        import ml_dtypes
-    except ImportError:
-        raise TypeError("V2's BF16 needs the ml_dtypes package (pip install ml_dtypes)") from None
-    return np.dtype(ml_dtypes.bfloat16)
-
-
 def _as_array(value: Any) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         tensor = value.detach().cpu()
         if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16 of its own
-            return tensor.view(torch.int16).numpy().view(_bfloat16())
+            return tensor.view(torch.int16).numpy().view(bfloat16())
         return tensor.numpy()
     return np.asarray(value)
 
@@ -234,55 +222,26 @@ def _v2_type(array: np.ndarray) -> str:
     if array.dtype.name == "bfloat16":
         return "BF16"
     try:
-        return _V2_TYPES[array.dtype]
+        return V2_TYPES[array.dtype]
     except KeyError:
         raise TypeError(f"V2 cannot send arrays of dtype {array.dtype}") from None
-
-
-def _as_bytes(item: Any) -> bytes:
-    return item.encode() if isinstance(item, str) else bytes(item)
-
-
-def _binary(array: np.ndarray, datatype: str) -> bytes:
-    """V2's binary form of ``array``: each BYTES element its 4-byte little-endian length, then its bytes."""
-    if datatype == "BYTES":
-        return b"".join(struct.pack("<I", len(data)) + data for data in map(_as_bytes, array.flatten().tolist()))
-    return np.ascontiguousarray(array).tobytes()
 
 
 def _json_data(array: np.ndarray, datatype: str) -> list[Any]:
     """V2's JSON data of ``array``: BYTES elements as UTF-8 text, BF16 as numbers."""
     if datatype == "BYTES":
-        return [_as_bytes(item).decode() for item in array.flatten().tolist()]
+        return [as_bytes(item).decode() for item in array.flatten().tolist()]
     if datatype == "BF16":
         return array.astype(np.float32).flatten().tolist()
     return array.flatten().tolist()
 
 
-def _from_binary(raw: bytes, datatype: str) -> np.ndarray:
-    if datatype == "BYTES":
-        items, offset = [], 0
-        while offset < len(raw):
-            (length,) = struct.unpack_from("<I", raw, offset)
-            items.append(raw[offset + 4 : offset + 4 + length])
-            offset += 4 + length
-        return _object_array(items)
-    dtype = _bfloat16() if datatype == "BF16" else _NUMPY_TYPES[datatype]
-    return np.frombuffer(raw, dtype=dtype).copy()
-
-
 def _from_json(data: list[Any], datatype: str) -> np.ndarray:
     if datatype == "BYTES":
-        return _object_array([item.encode() for item in data])
+        return object_array([item.encode() for item in data])
     if datatype == "BF16":
-        return np.array(data, dtype=np.float32).astype(_bfloat16())
-    return np.array(data, dtype=_NUMPY_TYPES[datatype])
-
-
-def _object_array(items: list[bytes]) -> np.ndarray:
-    array = np.empty(len(items), dtype=np.object_)
-    array[:] = items
-    return array
+        return np.array(data, dtype=np.float32).astype(bfloat16())
+    return np.array(data, dtype=NUMPY_TYPES[datatype])
 
 
 def _values(tensor: torch.Tensor) -> list[Any]:

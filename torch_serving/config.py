@@ -65,6 +65,8 @@ class Config:
     Attributes:
         host: interface to listen on.
         port: TCP port to listen on.
+        grpc_port: TCP port of the Open Inference Protocol over gRPC, on the
+            same host; 0 for none.
         model_root: folder that servable identifiers are relative to.
         model_capacity: models a worker keeps loaded after an eviction.
         buffer_size: extra models a worker may hold before it evicts.
@@ -91,6 +93,7 @@ class Config:
 
     host: str = "127.0.0.1"
     port: int = 8888
+    grpc_port: int = 0
     model_root: Path = dataclasses.field(default_factory=Path.cwd)
     model_capacity: int = 10
     buffer_size: int = 3
@@ -115,6 +118,10 @@ class Config:
         object.__setattr__(self, "model_root", root)
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be in [1, 65535], got {self.port}")
+        if not 0 <= self.grpc_port < 65536:
+            raise ConfigError(f"gRPC port must be in [1, 65535], or 0 for none; got {self.grpc_port}")
+        if self.grpc_port == self.port:
+            raise ConfigError(f"gRPC port and port must differ; both are {self.port}")
         _positive("model capacity", self.model_capacity)
         _positive("buffer size", self.buffer_size, minimum=0)
         _positive("workers", self.workers)

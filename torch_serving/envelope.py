@@ -4,7 +4,7 @@ An error answer of the /serve API is
 ``{"code": N, "message": "Client Error"|"Server Error", "description": SHORT, "detail": LONGER}``
 with ``N`` equal to the HTTP status. ``description`` is a stable phrase a
 client can switch on; ``detail`` says exactly what was wrong. Under ``/v2``
-the same status answers with the Open Inference Protocol's ``{"error": DETAIL}``.
+and KServe's ``/v1`` the same status answers with their ``{"error": DETAIL}``.
 
 This module loads no torch, so that the gunicorn worker class can answer
 gunicorn's own refusals with it.
@@ -28,7 +28,8 @@ def busy_detail(limit: int) -> str:
     return f"this worker holds {limit} requests, its limit (--threads + --queue-size); retry later"
 
 
-_V2_PREFIX = "/v2"
+# Where errors take the Open Inference Protocol's and KServe V1's form.
+_PROTOCOL_PREFIXES = ("/v1", "/v2")
 
 
 def error_body(status: int, description: str, detail: str) -> bytes:
@@ -44,7 +45,8 @@ def error_body(status: int, description: str, detail: str) -> bytes:
 
 
 def error_document(path: str, status: int, description: str, detail: str) -> bytes:
-    """Return the error answer for a request to ``path``: V2's form under /v2, the envelope elsewhere."""
-    if path == _V2_PREFIX or path.startswith(_V2_PREFIX + "/"):
+    """Return the error answer for a request to ``path``: ``{"error": detail}`` under /v1 and /v2, the
+    envelope elsewhere."""
+    if any(path == prefix or path.startswith(prefix + "/") for prefix in _PROTOCOL_PREFIXES):
         return json.dumps({"error": detail}).encode()
     return error_body(status, description, detail)

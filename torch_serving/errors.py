@@ -1,7 +1,9 @@
-"""The one place where errors become HTTP answers (in the shape of ``envelope``)."""
+"""The one place where errors become answers: HTTP ones (in the shape of ``envelope``), and the
+status, description and detail that the gRPC service turns into its status codes."""
 
 from __future__ import annotations
 
+import dataclasses
 import http
 import logging
 
@@ -21,7 +23,7 @@ from torch_serving._native import (
 from torch_serving.envelope import RETRY_AFTER, error_document
 from torch_serving.model_root import IdentifierError
 
-__all__ = ["RequestError", "install_error_handlers"]
+__all__ = ["Answer", "RequestError", "answer_for", "install_error_handlers"]
 
 logger = logging.getLogger("torch_serving")
 
@@ -64,6 +66,27 @@ class RequestError(Exception):
         self.headers = headers or {}
 
 
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """What an error answers: its HTTP status, the envelope's short description and exact detail, and
+    extra headers."""
+
+    status: int
+    description: str
+    detail: str
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def answer_for(error: Exception) -> Answer | None:
+    """The answer to ``error`` when it is one the request path raises on purpose; None for a bug."""
+    if isinstance(error, RequestError):
+        return Answer(error.status, error.description, error.detail, error.headers)
+    for cls, (status, description) in _STATUS.items():
+        if isinstance(error, cls):
+            return Answer(status, description, str(error), RETRY_AFTER if status == 503 else {})
+    return None
+
+
 def _answer(
     req: falcon.Request,
     resp: falcon.Response,
@@ -79,13 +102,10 @@ def _answer(
         resp.set_header(name, value)
 
 
-def _on_request_error(req, resp, error: RequestError, params) -> None:
-    _answer(req, resp, error.status, error.description, error.detail, error.headers)
-
-
-def _on_native_error(req, resp, error: Exception, params) -> None:
-    status, description = next(v for cls, v in _STATUS.items() if isinstance(error, cls))
-    _answer(req, resp, status, description, str(error), RETRY_AFTER if status == 503 else None)
+def _on_known_error(req, resp, error: Exception, params) -> None:
+    answer = answer_for(error)
+    assert answer is not None, "registered for the known errors only"
+    _answer(req, resp, answer.status, answer.description, answer.detail, answer.headers)
 
 
 def _on_http_error(req, resp, error: falcon.HTTPError, params) -> None:
@@ -110,5 +130,4 @@ def install_error_handlers(app: falcon.App) -> None:
     """Map every error the app can raise to its HTTP answer."""
     app.add_error_handler(Exception, _on_unexpected_error)
     app.add_error_handler(falcon.HTTPError, _on_http_error)
-    app.add_error_handler(RequestError, _on_request_error)
-    app.add_error_handler(tuple(_STATUS), _on_native_error)
+    app.add_error_handler((RequestError, *_STATUS), _on_known_error)

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from torch_serving._native import ServeError, Server
-from torch_serving.shared import MODEL_VERSION
 from torch_serving.model_root import MODEL_SUFFIXES, servable_files
+from torch_serving.shared import MODEL_VERSION
 
 __all__ = ["Repository", "model_name"]
 

@@ -17,16 +17,16 @@ from torch_serving import __version__
 from torch_serving._native import ModelNotFoundError, PhaseTimes, Server
 from torch_serving.admission import NativeRunner
 from torch_serving.config import Config
+from torch_serving.environ import arrival_time, on_event_loop
 from torch_serving.errors import RequestError
 from torch_serving.metrics import Metrics
 from torch_serving.model_root import MODEL_SUFFIXES, resolve_model
 from torch_serving.preload import Preload
 from torch_serving.repository import Repository
 from torch_serving.request_body import read_body
-from torch_serving.environ import arrival_time, on_event_loop
 from torch_serving.shared import MODEL_VERSION
 
-__all__ = ["add_v2_routes", "resolve_name"]
+__all__ = ["Statistics", "add_v2_routes", "model_statistics", "resolve_name", "server_metadata"]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # `name` may hold slashes (tritonclient leaves them unquoted, and the server
@@ -44,15 +44,16 @@ def _json(resp: falcon.Response, document: dict) -> None:
     resp.data = json.dumps(document).encode()
 
 
+def server_metadata() -> dict:
+    """The server's name, version and protocol extensions, over REST and gRPC."""
+    return {"name": "torch-serving", "version": __version__, "extensions": ["binary_tensor_data"]}
+
+
 class ServerMetadataResource:
-    """``GET /v2``: the server's name, version and protocol extensions."""
+    """``GET /v2``: the server's metadata."""
 
     def __init__(self) -> None:
-        self._document = {
-            "name": "torch-serving",
-            "version": __version__,
-            "extensions": ["binary_tensor_data"],
-        }
+        self._document = server_metadata()
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         _json(resp, self._document)
@@ -117,7 +118,7 @@ class ModelSink:
         if action == "/stats" or (name == "stats" and version is None and action is None):
             # `/v2/models/stats` is every model's, as in Triton (a model named `stats` is shadowed).
             path = None if action is None else resolve_name(self._root, name, version)
-            _json(resp, {"model_stats": _model_statistics(self._statistics, path)})
+            _json(resp, {"model_stats": model_statistics(self._statistics, path)})
             return
         if action == "/infer":
             # Marks an inference request for metrics, also when the model is not found.
@@ -171,7 +172,7 @@ class Statistics:
         self.repository = repository
 
 
-def _model_statistics(statistics: Statistics | None, path: str | None) -> list[dict]:
+def model_statistics(statistics: Statistics | None, path: str | None) -> list[dict]:
     """Triton's ``model_stats`` for the model file ``path``, or for every servable file."""
     if statistics is None or statistics.metrics is None:
         raise RequestError(400, "Not available", "statistics come from the metrics, which --metrics off turned off")

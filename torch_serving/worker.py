@@ -197,6 +197,7 @@ class ServingWorker(ThreadWorker):
         # Connections the loop answered whose client has not taken all of it yet (``conn.unsent``).
         self._sending: list = []
         self._quick = None  # what says which requests are quick, once the app is loaded
+        self._grpc = None  # the application's gRPC service, if it has one
         self._plain = PlainReader(self.cfg)
         # Peeked at under TLS, a connection shows records, never headers: gunicorn reads those.
         self._gathers_headers = not self.cfg.is_ssl
@@ -235,8 +236,24 @@ class ServingWorker(ThreadWorker):
             self.notify()
         # Under another WSGI application every request takes a thread.
         self._quick = getattr(self.wsgi, "quick_requests", None)
+        self._grpc = getattr(self.wsgi, "grpc_service", None)
+        if self._grpc is not None:
+            try:
+                self._grpc.start()
+            except RuntimeError as error:  # grpcio's "Failed to bind"
+                self.log.critical("cannot serve gRPC on %s: %s", self._grpc.address, error)
+                sys.exit(_WORKER_BOOT_ERROR)
         self.wsgi = self._hosted(self.wsgi)
         super().run()
+        if self._grpc is not None:
+            # Calls under way had the HTTP requests' grace (handle_exit) to finish.
+            self._grpc.stop(self.cfg.graceful_timeout).wait()
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)
+        if self._grpc is not None:
+            # Refuse new gRPC calls at once, as the HTTP listeners close, and let those under way finish.
+            self._grpc.stop(self.cfg.graceful_timeout)
 
     def _hosted(self, app):
         """``app``, told when the current request arrived and whether it is answered in the event loop

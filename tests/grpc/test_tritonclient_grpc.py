@@ -1,0 +1,389 @@
+"""The Open Inference Protocol over gRPC through the stock tritonclient.grpc, against a real gunicorn
+with two workers: every datatype, metadata, configuration, statistics, the repository, errors with
+their status codes and REST's messages, deadlines, and what only a raw stub can send."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+
+import grpc
+import ml_dtypes
+import numpy as np
+import pytest
+import requests
+import tritonclient.grpc as grpcclient
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+from tests.conftest import WARM_UP_ROUNDS
+from tests.grpc.conftest import GrpcServer
+from tests.integration.server import cli_command, free_port, running
+
+# Every datatype, with values that probe its range (as the REST tests send them).
+ARRAYS = {
+    "BOOL": np.array([[True, False, True], [False, False, True]]),
+    "UINT8": np.array([[0, 1, 255], [7, 128, 254]], dtype=np.uint8),
+    "INT8": np.array([[-128, 0, 127], [1, -1, 5]], dtype=np.int8),
+    "INT16": np.array([[-32768, 0, 32767], [2, -3, 4]], dtype=np.int16),
+    "INT32": np.array([[-(2**31), 0, 2**31 - 1], [5, -6, 7]], dtype=np.int32),
+    "INT64": np.array([[-(2**63), 0, 2**63 - 1], [2**53 + 1, -8, 9]], dtype=np.int64),
+    "FP16": np.array([[-65504, 0.1, 65504], [1.5, -2.25, 1e-3]], dtype=np.float16),
+    "FP32": np.array([[-3.4e38, 0.1, 3.4e38], [19.269815, -2.5, 1e-30]], dtype=np.float32),
+    "FP64": np.array([[-1.7e308, 0.1, 1.7e308], [5e-324, -2.5, 1 / 3]], dtype=np.float64),
+    "BF16": np.array([[-3.0e38, 0.1, 3.0e38], [1.5, -2.25, 1e-3]], dtype=ml_dtypes.bfloat16),
+    "BYTES": np.array([[b"", b"a", b"\xff\x00binary"], [b"spaces and \n", b"\xc3\xbc", b"z"]], dtype=np.object_),
+}
+# Where tritonclient's protobuf puts each datatype's typed contents (FP16 and BF16 have none).
+CONTENTS = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+MAX_BODY = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(model_root, tmp_path_factory):
+    port, grpc_port = free_port(), free_port()
+    options = ["--model-root", str(model_root), "--grpc-port", str(grpc_port), "--workers", "2"]
+    log = tmp_path_factory.mktemp("grpc-logs") / "server.log"
+    with running(cli_command(port, *options, "--max-body-size", "1MiB"), port, log) as running_server:
+        yield GrpcServer(running_server, grpc_port)
+
+
+@pytest.fixture(scope="module")
+def triton(server):
+    client = server.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    """The protocol's raw stub, for what tritonclient never sends."""
+    with grpc.insecure_channel(server.address, options=[("grpc.max_send_message_length", -1)]) as channel:
+        yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+
+def input_of(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def failure(call) -> tuple[str, str]:
+    """The status code and message of the tritonclient call that must fail."""
+    with pytest.raises(InferenceServerException) as error:
+        call()
+    return error.value.status(), error.value.message()
+
+
+def test_health_and_server_metadata(triton, server):
+    assert triton.is_server_live() and triton.is_server_ready()
+    rest = requests.get(f"{server.http.url}/v2", timeout=10).json()
+    assert triton.get_server_metadata(as_json=True) == rest
+    assert rest["name"] == "torch-serving" and rest["extensions"] == ["binary_tensor_data"]
+
+
+def test_model_readiness_and_metadata_match_rest(triton, server):
+    assert triton.is_model_ready("tiny") and triton.is_model_ready("tiny", "1")
+    assert triton.is_model_ready("nested/triple")
+    assert not triton.is_model_ready("nope") and not triton.is_model_ready("tiny", "2")
+    assert not triton.is_model_ready("corrupt")
+    for name in ("pair", "string_echo", "scalars"):
+        rest = requests.get(f"{server.http.url}/v2/models/{name}", timeout=10).json()
+        assert triton.get_model_metadata(name, as_json=True) == {
+            **rest,
+            "inputs": [{**tensor, "shape": [str(n) for n in tensor["shape"]]} for tensor in rest["inputs"]],
+            "outputs": [{**tensor, "shape": [str(n) for n in tensor["shape"]]} for tensor in rest["outputs"]],
+        }
+    assert failure(lambda: triton.get_model_metadata("nope")) == (
+        "StatusCode.NOT_FOUND",
+        "no model file nope, nope.pt or nope.pt2 under the model root",
+    )
+
+
+@pytest.mark.parametrize("datatype", list(ARRAYS))
+def test_every_datatype_through_echo(triton, datatype):
+    array = ARRAYS[datatype]
+    # A List[str] argument takes BYTES of any shape, row-major; it has no shape of its own.
+    model = "string_echo" if datatype == "BYTES" else "echo"
+    result = triton.infer(model, [input_of("x", array, datatype)])
+    output = result.as_numpy("OUTPUT__0")
+    assert result.get_output("OUTPUT__0").datatype == datatype
+    if datatype == "BYTES":
+        assert output.tolist() == array.flatten().tolist()
+    else:
+        assert output.shape == array.shape and output.dtype == array.dtype
+        assert output.tobytes() == array.tobytes()
+
+
+@pytest.mark.parametrize("datatype", list(CONTENTS))
+def test_every_datatype_in_typed_contents(stub, datatype):
+    array = ARRAYS[datatype]
+    model = "string_echo" if datatype == "BYTES" else "echo"
+    request = service_pb2.ModelInferRequest(model_name=model)
+    tensor = request.inputs.add(name="x", datatype=datatype, shape=list(array.shape))
+    getattr(tensor.contents, CONTENTS[datatype]).extend(array.flatten().tolist())
+    reply = stub.ModelInfer(request)
+    assert [(o.name, o.datatype) for o in reply.outputs] == [("OUTPUT__0", datatype)]
+    raw = reply.raw_output_contents[0]
+    if datatype == "BYTES":
+        lengths, items, offset = [], [], 0
+        while offset < len(raw):
+            size = int.from_bytes(raw[offset : offset + 4], "little")
+            items.append(raw[offset + 4 : offset + 4 + size])
+            lengths.append(size)
+            offset += 4 + size
+        assert items == array.flatten().tolist()
+    else:
+        assert list(reply.outputs[0].shape) == list(array.shape)
+        assert raw == array.tobytes()
+
+
+def test_several_inputs_and_outputs_with_id_and_version(triton):
+    a = np.array([[1.0, 2.0]], dtype=np.float32)
+    b = np.array([[10.0, 20.0]], dtype=np.float32)
+    inputs = [input_of("a", a, "FP32"), input_of("b", b, "FP32"), input_of("scale", np.array([0.5]), "FP64")]
+    result = triton.infer("pair", inputs, request_id="req-42", model_version="1")
+    response = result.get_response()
+    assert (response.id, response.model_name, response.model_version) == ("req-42", "pair", "1")
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT__0"), a + b * 0.5)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT__1"), a * b)
+    subset = triton.infer("pair", inputs, outputs=[grpcclient.InferRequestedOutput("OUTPUT__1")])
+    assert [output.name for output in subset.get_response().outputs] == ["OUTPUT__1"]
+    by_position = triton.infer(
+        "pair", [input_of("INPUT__0", np.array([3.0], np.float32), "FP32"), input_of("INPUT__1", np.ones(1, np.float32), "FP32")]
+    )
+    np.testing.assert_array_equal(by_position.as_numpy("OUTPUT__0"), [4.0])
+
+
+def test_bf16_and_the_example_package(triton):
+    x = np.array([[1.5, -2.0]], dtype=ml_dtypes.bfloat16)
+    result = triton.infer("echo", [input_of("x", x, "BF16")])
+    assert result.as_numpy("OUTPUT__0").tobytes() == x.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("model", "inputs", "code", "message"),
+    [
+        (
+            "nope",
+            [("x", np.ones(1, np.float32), "FP32")],
+            "StatusCode.NOT_FOUND",
+            "no model file nope, nope.pt or nope.pt2 under the model root",
+        ),
+        (
+            "pair",
+            [("a", np.ones(1, np.float32), "FP32")],
+            "StatusCode.INVALID_ARGUMENT",
+            "missing input for argument 'b' (position 1) of forward, which expects Tensor; signature: "
+            "forward(a: Tensor, b: Tensor, scale: float = 1.0) -> Tuple[Tensor, Tensor]",
+        ),
+        (
+            "raising",
+            [("x", -np.ones(1, np.float32), "FP32")],
+            "StatusCode.INVALID_ARGUMENT",
+            "forward raised: builtins.ValueError: inputs must not sum to a negative number",
+        ),
+        (
+            "corrupt",
+            [("x", np.ones(1, np.float32), "FP32")],
+            "StatusCode.FAILED_PRECONDITION",
+            None,
+        ),
+    ],
+)
+def test_errors_carry_rests_message_under_tritons_code(triton, server, model, inputs, code, message):
+    tensors = [input_of(name, array, datatype) for name, array, datatype in inputs]
+    got = failure(lambda: triton.infer(model, tensors))
+    rest = requests.post(
+        f"{server.http.url}/v2/models/{model}/infer",
+        json={"inputs": [{"name": n, "shape": list(a.shape), "datatype": d, "data": a.tolist()} for n, a, d in inputs]},
+        timeout=30,
+    )
+    assert got == (code, rest.json()["error"])
+    if message is not None:
+        assert got[1] == message
+
+
+def test_configuration_matches_rest(triton, server):
+    for name in ("pair", "string_echo", "batch_slow", "slow_pair"):
+        rest = requests.get(f"{server.http.url}/v2/models/{name}/config", timeout=10).json()
+        config = triton.get_model_config(name, as_json=True)["config"]
+        assert config["name"] == rest["name"] and config["platform"] == rest["platform"]
+        assert config["backend"] == "pytorch"
+        assert config.get("max_batch_size", 0) == rest["max_batch_size"]
+        assert [(i["name"], i["data_type"], [int(n) for n in i["dims"]]) for i in config["input"]] == [
+            (i["name"], i["data_type"], i["dims"]) for i in rest["input"]
+        ]
+        assert config["instance_group"] == [{"count": group["count"], "kind": group["kind"]} for group in rest["instance_group"]]
+    string_input = triton.get_model_config("string_echo", as_json=True)["config"]["input"][0]
+    assert string_input["data_type"] == "TYPE_STRING"
+    assert failure(lambda: triton.get_model_config("nope"))[0] == "StatusCode.NOT_FOUND"
+
+
+def test_statistics_count_both_workers_calls(triton, server):
+    before = triton.get_inference_statistics("tiny", as_json=True)["model_stats"][0]
+    x = input_of("x", np.array([1.0, 2.0], np.float32), "FP32")
+    before_count = int(before.get("inference_count", 0))
+    # Fresh channels land on either worker (SO_REUSEPORT spreads connections).
+    for _ in range(12):
+        with contextlib.closing(server.client()) as client:
+            client.infer("tiny", [x])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        stats = triton.get_inference_statistics("tiny", as_json=True)["model_stats"][0]
+        if int(stats.get("inference_count", 0)) - before_count == 12:
+            break
+        time.sleep(0.2)
+    assert int(stats["inference_count"]) - before_count == 12
+    assert int(stats["inference_stats"]["success"]["count"]) >= 12
+    assert stats["name"] == "tiny" and stats["version"] == "1"
+    rest = requests.get(f"{server.http.url}/v2/models/tiny/stats", timeout=10).json()["model_stats"][0]
+    assert int(stats["inference_count"]) == rest["inference_count"]
+
+
+def test_repository_index_load_and_unload_over_both_workers(triton, stub, server):
+    rest = requests.post(f"{server.http.url}/v2/repository/index", timeout=10).json()
+    index = triton.get_model_repository_index(as_json=True)["models"]
+    # Either worker may answer either call, and each has loaded what it has served.
+    assert [m["name"] for m in index] == [m["name"] for m in rest]
+    assert {m["state"] for m in index} <= {"READY", "UNAVAILABLE"}
+    triton.load_model("pair")
+    triton.unload_model("pair")
+    # Both workers follow within their sync interval: every worker's index says it is not loaded.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        states = set()
+        for _ in range(6):
+            with contextlib.closing(server.client()) as client:
+                ready = client.get_model_repository_index(as_json=True)["models"]
+                states.add(next(m["state"] for m in ready if m["name"] == "pair"))
+        if states == {"UNAVAILABLE"}:
+            break
+        time.sleep(0.3)
+    assert states == {"UNAVAILABLE"}
+    triton.load_model("pair")
+    ready = stub.RepositoryIndex(service_pb2.RepositoryIndexRequest(ready=True), timeout=10).models
+    assert "pair" in [m.name for m in ready] and {m.state for m in ready} == {"READY"}
+    assert failure(lambda: triton.load_model("nope"))[0] == "StatusCode.NOT_FOUND"
+    code, message = failure(lambda: triton.load_model("corrupt"))
+    assert code == "StatusCode.FAILED_PRECONDITION" and message
+
+
+def test_a_client_deadline_shorter_than_the_forward_is_deadline_exceeded(triton):
+    warm = [input_of("x", np.ones(1, np.float32), "FP32"), input_of("rounds", np.array([WARM_UP_ROUNDS]), "INT64")]
+    triton.infer("slow", warm)
+    long = [input_of("x", np.ones(1, np.float32), "FP32"), input_of("rounds", np.array([3000]), "INT64")]
+    started = time.monotonic()
+    code, _ = failure(lambda: triton.infer("slow", long, client_timeout=0.5))
+    assert code == "StatusCode.DEADLINE_EXCEEDED"
+    assert time.monotonic() - started < 3
+    result = triton.infer("tiny", [input_of("x", np.ones(2, np.float32), "FP32")])
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT__0"), [3.0, 3.0])
+
+
+def hostile_requests() -> dict[str, tuple[service_pb2.ModelInferRequest, str]]:
+    """What only a raw stub sends, with the status each must get."""
+
+    def request(model="tiny", datatype="FP32", shape=(2,), raw=b"\0" * 8, name="x", inputs=1):
+        message = service_pb2.ModelInferRequest(model_name=model)
+        for i in range(inputs):
+            message.inputs.add(name=name if inputs == 1 else f"x{i}", datatype=datatype, shape=list(shape))
+            message.raw_input_contents.append(raw)
+        return message
+
+    invalid = "StatusCode.INVALID_ARGUMENT"
+    return {
+        "oversized": (request(shape=(MAX_BODY,), raw=b"\0" * (4 * MAX_BODY)), "StatusCode.RESOURCE_EXHAUSTED"),
+        "raw length disagrees with shape": (request(raw=b"\0" * 7), invalid),
+        "shape product overflows": (request(shape=(2**40, 2**40)), invalid),
+        "negative dimension": (request(shape=(-2,)), invalid),
+        "unknown datatype": (request(datatype="FP128"), invalid),
+        "BOOL byte other than 0 or 1": (request(model="echo", datatype="BOOL", raw=b"\x00\x02"), invalid),
+        "1,000 inputs": (request(inputs=1000, raw=b"\0" * 8), invalid),
+        "a name of 1 MB": (request(model="m" * 1_000_000), "StatusCode.NOT_FOUND"),
+        "raw contents without inputs": (
+            service_pb2.ModelInferRequest(model_name="tiny", raw_input_contents=[b"\0" * 4]),
+            invalid,
+        ),
+        "contents and raw contents at once": (
+            _with_contents(request(), "fp32_contents", [1.0, 2.0]),
+            invalid,
+        ),
+        "contents of another datatype": (
+            _with_contents(request(), "int_contents", [1, 2]),
+            invalid,
+        ),
+    }
+
+
+def _with_contents(message, field, values):
+    getattr(message.inputs[0].contents, field).extend(values)
+    if field != "fp32_contents":
+        del message.raw_input_contents[:]
+    return message
+
+
+HOSTILE = hostile_requests()
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_requests_get_statuses_and_the_workers_live(stub, server, case):
+    workers = sorted(server.http.workers())
+    message, expected = HOSTILE[case]
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ModelInfer(message, timeout=30)
+    assert str(error.value.code()) == expected, error.value.details()
+    assert 0 < len(error.value.details()) < 5000
+    reply = stub.ModelInfer(tiny_request(np.ones(1, np.float32)), timeout=30)
+    assert np.frombuffer(reply.raw_output_contents[0], np.float32).tolist() == [3.0]
+    assert sorted(server.http.workers()) == workers
+
+
+def tiny_request(x: np.ndarray) -> service_pb2.ModelInferRequest:
+    message = service_pb2.ModelInferRequest(model_name="tiny")
+    message.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
+    message.raw_input_contents.append(x.tobytes())
+    return message
+
+
+def test_the_message_limit_follows_max_body_size(stub):
+    fits = np.zeros(MAX_BODY // 4 - 1024, np.float32)
+    reply = stub.ModelInfer(tiny_request(fits), timeout=30)
+    assert np.frombuffer(reply.raw_output_contents[0], np.float32).size == fits.size
+
+
+def test_sigterm_lets_calls_under_way_finish(start_grpc):
+    with start_grpc("--workers", "1") as server:
+        client = server.client()
+        warm = [input_of("x", np.ones(1, np.float32), "FP32"), input_of("rounds", np.array([WARM_UP_ROUNDS]), "INT64")]
+        client.infer("slow", warm)
+        long = [input_of("x", np.ones(1, np.float32), "FP32"), input_of("rounds", np.array([400]), "INT64")]
+        outcome = {}
+
+        def call():
+            try:
+                outcome["result"] = client.infer("slow", long).as_numpy("OUTPUT__0").tolist()
+            except InferenceServerException as error:
+                outcome["error"] = error
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(0.3)
+        os.kill(server.http.process.pid, signal.SIGTERM)
+        caller.join(30)
+        assert outcome == {"result": [2.0]}
+        server.http.process.wait(30)
+        assert "Traceback" not in server.http.log()

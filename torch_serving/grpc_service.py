@@ -1,0 +1,352 @@
+"""The Open Inference Protocol over gRPC (``inference.GRPCInferenceService``, with Triton's
+configuration, statistics and repository extensions), on ``--grpc-port``.
+
+Every call goes through what the REST endpoints use: the same model names, metadata, admission,
+deadlines, model cache and metrics. ``ModelInfer`` turns its request into the REST protocol's
+binary form (a JSON header, then the inputs' data) for the native inference path and its answer
+back into ``raw_output_contents``: one codec for both transports. Errors carry the REST answer's
+detail under the status code Triton gives that HTTP status.
+
+Each worker serves the port (``SO_REUSEPORT``), so calls spread over the workers as connections
+do. The worker starts the service once its preload is done and stops it gracefully on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import struct
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+import numpy as np
+from google.protobuf import json_format
+
+from torch_serving._native import ModelLoadError, ModelNotFoundError, PhaseTimes, Server
+from torch_serving._proto import inference_pb2 as pb
+from torch_serving._proto import inference_pb2_grpc
+from torch_serving.admission import NativeRunner
+from torch_serving.binary_tensors import NUMPY_TYPES
+from torch_serving.config import Config
+from torch_serving.errors import RequestError, answer_for
+from torch_serving.metrics import Metrics
+from torch_serving.preload import Preload
+from torch_serving.repository import Repository
+from torch_serving.v2 import Statistics, model_statistics, resolve_name, server_metadata
+
+__all__ = ["GrpcService"]
+
+_log = logging.getLogger("torch_serving")
+T = TypeVar("T")
+
+# Triton's status code for each HTTP status the REST endpoints answer.
+_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.FAILED_PRECONDITION,
+    500: grpc.StatusCode.INTERNAL,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+# Where each datatype's elements go in ``InferTensorContents`` (FP16 and BF16 travel raw only).
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+_LENGTH = struct.Struct("<I")
+# The most characters of an error's detail a status message carries.
+_MAX_DETAIL = 4096
+
+
+def _invalid(detail: str) -> RequestError:
+    return RequestError(400, "Invalid request body", detail)
+
+
+def _parameters(parameters: Any) -> dict[str, Any]:
+    """An ``InferParameter`` map as the REST protocol's JSON ``parameters``."""
+    return {
+        key: getattr(value, value.WhichOneof("parameter_choice"))
+        for key, value in parameters.items()
+        if value.WhichOneof("parameter_choice")
+    }
+
+
+def _contents_data(tensor: Any) -> bytes:
+    """The binary form of an input given by its typed ``contents``."""
+    field = _CONTENTS.get(tensor.datatype)
+    given = [descriptor.name for descriptor, _ in tensor.contents.ListFields()]
+    if field is None:
+        if given:
+            raise _invalid(
+                f"input {tensor.name!r} is {tensor.datatype}, which has no typed contents; send it in raw_input_contents"
+            )
+        return b""  # the native side names the unknown datatype
+    if any(name != field for name in given):
+        raise _invalid(
+            f"input {tensor.name!r} is {tensor.datatype}: its contents go in {field}, not {', '.join(given)}"
+        )
+    values = getattr(tensor.contents, field)
+    if tensor.datatype == "BYTES":
+        return b"".join(_LENGTH.pack(len(item)) + item for item in values)
+    try:
+        return np.array(values, dtype=NUMPY_TYPES[tensor.datatype]).tobytes()
+    except OverflowError:
+        raise _invalid(f"input {tensor.name!r} holds a value out of {tensor.datatype}'s range") from None
+
+
+def _rest_request(request: Any) -> tuple[bytes, int]:
+    """``request`` in the REST protocol's binary form: the JSON header, then the inputs' data."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise _invalid(
+            f"the request has {len(request.inputs)} input(s) and {len(raw)} raw_input_contents: "
+            "give one per input, or none"
+        )
+    inputs, data = [], []
+    for i, tensor in enumerate(request.inputs):
+        if raw and tensor.HasField("contents"):
+            raise _invalid(f"input {tensor.name!r} has both contents and raw_input_contents; give one")
+        chunk = raw[i] if raw else _contents_data(tensor)
+        parameters = _parameters(tensor.parameters) | {"binary_data_size": len(chunk)}
+        inputs.append(
+            {"name": tensor.name, "shape": list(tensor.shape), "datatype": tensor.datatype, "parameters": parameters}
+        )
+        data.append(chunk)
+    document: dict[str, Any] = {"inputs": inputs, "parameters": _parameters(request.parameters)}
+    document["parameters"]["binary_data_output"] = True
+    if request.id:
+        document["id"] = request.id
+    if request.outputs:
+        document["outputs"] = [
+            {"name": output.name, "parameters": _parameters(output.parameters) | {"binary_data": True}}
+            for output in request.outputs
+        ]
+    header = json.dumps(document).encode()
+    return header + b"".join(data), len(header)
+
+
+def _infer_response(response: bytes, json_length: int) -> Any:
+    """The REST protocol's binary answer as a ``ModelInferResponse`` with ``raw_output_contents``."""
+    document = json.loads(response[:json_length])
+    reply = pb.ModelInferResponse(
+        model_name=document["model_name"], model_version=document["model_version"], id=document.get("id", "")
+    )
+    data = memoryview(response)[json_length:]
+    offset = 0
+    for output in document["outputs"]:
+        size = output["parameters"]["binary_data_size"]
+        reply.outputs.add(name=output["name"], datatype=output["datatype"], shape=output["shape"])
+        reply.raw_output_contents.append(bytes(data[offset : offset + size]))
+        offset += size
+    return reply
+
+
+def _answering(method: Callable[..., T]) -> Callable[..., T]:
+    """``method``, ending its call with the status code and detail of the REST answer to any error."""
+
+    @functools.wraps(method)
+    def answer(self, request, context: grpc.ServicerContext) -> T:
+        try:
+            return method(self, request, context)
+        except Exception as error:
+            _abort(context, error)
+
+    return answer
+
+
+def _abort(context: grpc.ServicerContext, error: Exception) -> NoReturn:
+    """End the call with the status code and detail of ``error``'s REST answer."""
+    answer = answer_for(error)
+    if answer is None:
+        _log.exception("unhandled error while answering a gRPC call")
+        context.abort(grpc.StatusCode.INTERNAL, "an unexpected error occurred; the server log has the details")
+    detail = answer.detail
+    if len(detail) > _MAX_DETAIL:
+        # A status message travels in a header, which clients refuse past 8-16 KiB (they would see
+        # RESOURCE_EXHAUSTED instead): one that echoes a huge name is cut.
+        detail = f"{detail[:_MAX_DETAIL]}... ({len(detail)} characters in all)"
+    context.abort(_CODES.get(answer.status, grpc.StatusCode.UNKNOWN), detail)
+
+
+class _Servicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
+    """The service's methods; each answers an error the way REST does, as a status code and detail."""
+
+    def __init__(
+        self,
+        server: Server,
+        runner: NativeRunner,
+        config: Config,
+        preload: Preload,
+        repository: Repository,
+        metrics: Metrics | None,
+    ) -> None:
+        self._server = server
+        self._runner = runner
+        self._root = config.model_root
+        self._measured = config.metrics
+        self._preload = preload
+        self._repository = repository
+        self._metrics = metrics
+        self._statistics = Statistics(metrics, repository)
+
+    def _metadata(self, name: str, version: str) -> bytes:
+        path = resolve_name(self._root, name, version or None)
+        return self._runner.run(time.monotonic(), self._server.metadata, path, name)
+
+    @_answering
+    def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    @_answering
+    def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self._preload.done)
+
+    @_answering
+    def ServerMetadata(self, request, context):
+        return json_format.ParseDict(server_metadata(), pb.ServerMetadataResponse())
+
+    @_answering
+    def ModelReady(self, request, context):
+        # As Triton answers: a model that is not there, or does not load, is not ready; no error.
+        try:
+            self._metadata(request.name, request.version)
+        except (ModelNotFoundError, ModelLoadError):
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    @_answering
+    def ModelMetadata(self, request, context):
+        return json_format.Parse(self._metadata(request.name, request.version), pb.ModelMetadataResponse())
+
+    @_answering
+    def ModelConfig(self, request, context):
+        path = resolve_name(self._root, request.name, request.version or None)
+        config = self._runner.run(time.monotonic(), self._server.config, path, request.name)
+        return pb.ModelConfigResponse(config=json_format.Parse(config, pb.ModelConfig()))
+
+    @_answering
+    def ModelStatistics(self, request, context):
+        path = resolve_name(self._root, request.name, request.version or None) if request.name else None
+        statistics = model_statistics(self._statistics, path)
+        return json_format.ParseDict({"model_stats": statistics}, pb.ModelStatisticsResponse())
+
+    @_answering
+    def RepositoryIndex(self, request, context):
+        index = self._repository.index(ready_only=request.ready)
+        return json_format.ParseDict({"models": index}, pb.RepositoryIndexResponse())
+
+    @_answering
+    def RepositoryModelLoad(self, request, context):
+        # Triton's parameters (a configuration to load the model with) are optional; over REST too they
+        # change nothing, since a model's configuration is its file's.
+        self._repository.load(resolve_name(self._root, request.model_name, None))
+        return pb.RepositoryModelLoadResponse()
+
+    @_answering
+    def RepositoryModelUnload(self, request, context):
+        self._repository.unload(resolve_name(self._root, request.model_name, None))
+        return pb.RepositoryModelUnloadResponse()
+
+    @_answering
+    def ModelInfer(self, request, context):
+        arrived = time.monotonic()
+        remaining = context.time_remaining()
+        times = PhaseTimes() if self._measured else None
+        model, status, size = "", 500, 0
+        try:
+            model = resolve_name(self._root, request.model_name, request.model_version or None)
+            body, header_length = _rest_request(request)
+            size = len(body)
+            response, json_length = self._runner.run_measured(
+                arrived,
+                times,
+                False,
+                self._server.infer,
+                model,
+                request.model_name,
+                body,
+                header_length,
+                deadline=None if remaining is None else arrived + remaining,
+            )
+            reply = _infer_response(response, json_length)
+            status = 200
+            return reply
+        except Exception as error:
+            answer = answer_for(error)
+            status = answer.status if answer else 500
+            raise
+        finally:
+            # Measured as REST measures it: from the model being known, by the HTTP status it answers.
+            if self._metrics is not None and model:
+                self._metrics.observe(model, "infer", str(status), times, time.monotonic() - arrived, size)
+
+
+class GrpcService:
+    """The gRPC server of one worker, on ``config.grpc_port``, sharing the worker's model cache.
+
+    Args:
+        server: the native pipeline holding this worker's model cache.
+        runner: the admission layer native calls go through.
+        config: the server settings.
+        preload: the worker's warm start, which ``ServerReady`` waits for.
+        repository: this worker's side of the model repository.
+        metrics: the metrics inference calls are measured in; None when they are off.
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        runner: NativeRunner,
+        config: Config,
+        preload: Preload,
+        repository: Repository,
+        metrics: Metrics | None,
+    ) -> None:
+        self._servicer = _Servicer(server, runner, config, preload, repository, metrics)
+        self._config = config
+        self._server: grpc.Server | None = None
+
+    @property
+    def address(self) -> str:
+        """Where the service listens, as gRPC writes it."""
+        host = self._config.host
+        return f"{f'[{host}]' if ':' in host else host}:{self._config.grpc_port}"
+
+    def start(self) -> None:
+        """Listen on the gRPC port (beside this worker's siblings) and serve."""
+        config = self._config
+        # As many calls at once as the worker admits over HTTP; the native runner's limit is shared.
+        calls = config.threads + config.queue_size
+        server = grpc.server(
+            ThreadPoolExecutor(calls, thread_name_prefix="grpc"),
+            options=[
+                ("grpc.so_reuseport", 1),
+                ("grpc.max_receive_message_length", config.max_body_size),
+                ("grpc.max_send_message_length", -1),
+            ],
+            maximum_concurrent_rpcs=calls,
+        )
+        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self._servicer, server)
+        server.add_insecure_port(self.address)
+        server.start()
+        self._server = server
+
+    def stop(self, grace: float):
+        """Refuse new calls and let those under way finish for up to ``grace`` seconds; return the
+        event set once they have (None when the service never started)."""
+        return None if self._server is None else self._server.stop(grace)
