@@ -90,6 +90,7 @@ bench: setup $(VENV)/.bench-deps
 	$(PY) -m benchmarks.load --workloads tiny,tiny-64,tiny-1024,tiny-16384,tiny-262144,jpeg,jpeg-means --wrk-threads 2
 	$(PY) -m benchmarks.settings --settings 2x4x1,2x4x1/metrics-off --workloads tiny --wrk-threads 2 --rounds 5
 	$(PY) -m benchmarks.peers
+	$(PY) -m benchmarks.grpc
 
 $(VENV)/.fuzz-deps: requirements/fuzz.txt $(VENV)/.deps
 	$(PY) -m pip install -q -r requirements/fuzz.txt

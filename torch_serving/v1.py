@@ -1,8 +1,8 @@
 """KServe's V1 data plane: ``GET /`` (liveness, as KServe's server answers it), ``GET /v1/models/{name}``
 and ``POST /v1/models/{name}:predict``.
 
-A predict request is ``{"instances": [...]}``: each instance is one row of the model's single
-input, or an object giving a row of each input by name. The rows of an input are stacked into one
+A predict request is ``{"instances": [...]}``: each instance is one row of the model's first
+input (the others keep their defaults), or an object giving a row of each input by name. The rows of an input are stacked into one
 tensor, whose datatype is the one the model's metadata gives that input (FP32 for a TorchScript
 ``Tensor``), and run through the Open Inference Protocol's inference path, so that batching models
 batch V1 requests too. The answer is ``{"predictions": [...]}``, one per instance: the row of the
@@ -115,12 +115,9 @@ def _v2_request(instances: list, metadata: dict) -> tuple[bytes, int]:
             if missing is not None:
                 raise _invalid(f"instance {missing} lacks input {input_name!r}, which instance 0 gives")
             rows[input_name] = [instance[input_name] for instance in instances]
-    elif len(inputs) == 1:
-        rows = {next(iter(inputs)): instances}
     else:
-        raise _invalid(
-            f"the model takes {len(inputs)} inputs ({', '.join(inputs)}): give each instance as an object naming them"
-        )
+        # Rows of the first input; the others keep their defaults, or the model says which it lacks.
+        rows = {next(iter(inputs)): instances}
     header, data = [], []
     for input_name, values in rows.items():
         datatype = inputs[input_name]

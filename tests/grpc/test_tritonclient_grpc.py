@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import threading
 import time
@@ -22,6 +23,7 @@ from tritonclient.utils import InferenceServerException
 from tests.conftest import WARM_UP_ROUNDS
 from tests.grpc.conftest import GrpcServer
 from tests.integration.server import cli_command, free_port, running
+from tests.models import REPO, example_script
 
 # Every datatype, with values that probe its range (as the REST tests send them).
 ARRAYS = {
@@ -387,3 +389,36 @@ def test_sigterm_lets_calls_under_way_finish(start_grpc):
         assert outcome == {"result": [2.0]}
         server.http.process.wait(30)
         assert "Traceback" not in server.http.log()
+
+
+def python_blocks(text: str, heading: str) -> list[str]:
+    """The Python code blocks of the section of ``text`` under ``heading``."""
+    section = text[text.index(heading) :]
+    section = section[: section.find("\n## ", 1)] if "\n## " in section[1:] else section
+    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+
+
+@pytest.fixture(scope="module")
+def example_server(tmp_path_factory):
+    """A server over the models `make serve` makes for the V2 examples, with gRPC."""
+    root = tmp_path_factory.mktemp("grpc-example-root")
+    example_script("create_v2_models").main(str(root))
+    port, grpc_port = free_port(), free_port()
+    log = tmp_path_factory.mktemp("grpc-example-logs") / "server.log"
+    command = cli_command(port, "--model-root", str(root), "--workers", "1", "--grpc-port", str(grpc_port))
+    with running(command, port, log) as running_server:
+        yield GrpcServer(running_server, grpc_port)
+
+
+@pytest.mark.parametrize(
+    ("document", "heading", "printed"),
+    [
+        ("docs/v2.md", "## Over gRPC", ["[[0.5 1. ]", " [1.5 2. ]]"]),
+        ("README.md", "### Over gRPC, and KServe V1", ["[[2. 4.]", " [6. 8.]]"]),
+    ],
+)
+def test_the_documented_tritonclient_grpc_example_runs_as_written(example_server, capsys, document, heading, printed):
+    code = next(block for block in python_blocks((REPO / document).read_text(), heading) if "tritonclient" in block)
+    capsys.readouterr()
+    exec(compile(code.replace("localhost:8001", example_server.address), document, "exec"), {})
+    assert capsys.readouterr().out.splitlines() == printed

@@ -299,7 +299,7 @@ def test_wrong_methods(server, unchanged, method):
     assert_envelope(response, 405, "Method Not Allowed")
 
 
-@pytest.mark.parametrize("path", ["/", "/serve/extra", "/v1/models", "/%00"])
+@pytest.mark.parametrize("path", ["/nope", "/serve/extra", "/v1/models", "/v1/models/", "/%00"])
 def test_unknown_routes(server, unchanged, path):
     response = requests.get(f"{server.url}{path}", timeout=30)
     assert response.status_code in {404, 400}

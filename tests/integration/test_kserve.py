@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import shlex
+import subprocess
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ import requests
 from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
 from tests.integration.server import free_port, serving
+from tests.models import REPO, example_script
 
 GRPC_PORT = free_port()
 
@@ -148,7 +152,13 @@ def test_v1_strings(server):
             "inhomogeneous part.",
         ),
         ("/v1/models/tiny:predict", {"instances": [{"y": [1.0]}]}, 400, "instance 0 names 'y', which is not among the model's inputs: x"),
-        ("/v1/models/pair:predict", {"instances": [[1.0]]}, 400, "the model takes 3 inputs (a, b, scale): give each instance as an object naming them"),
+        (
+            "/v1/models/pair:predict",
+            {"instances": [[1.0]]},
+            400,
+            "missing input for argument 'b' (position 1) of forward, which expects Tensor; signature: "
+            "forward(a: Tensor, b: Tensor, scale: float = 1.0) -> Tuple[Tensor, Tensor]",
+        ),
         (
             "/v1/models/pair:predict",
             {"instances": [{"a": [1.0], "b": [1.0]}, {"a": [1.0]}]},
@@ -176,3 +186,29 @@ def test_v1_batches_with_a_batching_model(server):
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(predict, range(16)))
     assert [answer.status_code for answer in answers] == [200] * 16
+
+
+@pytest.fixture(scope="module")
+def example_server(tmp_path_factory):
+    """A server over the models `make serve` makes for the V2 examples, with gRPC, and its gRPC port."""
+    root = tmp_path_factory.mktemp("kserve-example-root")
+    example_script("create_v2_models").main(str(root))
+    grpc_port = free_port()
+    options = ["--model-root", str(root), "--workers", "1", "--grpc-port", str(grpc_port)]
+    with serving(tmp_path_factory, "kserve-example", *options) as running_server:
+        yield running_server, grpc_port
+
+
+def test_the_documented_kserve_grpc_and_v1_examples_run_as_written(example_server, capsys):
+    server, grpc_port = example_server
+    docs = (REPO / "docs" / "v2.md").read_text()
+    section = docs[docs.index("## Over gRPC") : docs.index("## KServe V1")]
+    code = next(block for block in re.findall(r"```python\n(.*?)```", section, re.DOTALL) if "kserve" in block)
+    capsys.readouterr()
+    exec(compile(code.replace("localhost:8001", f"127.0.0.1:{grpc_port}"), "docs/v2.md", "exec"), {})
+    assert capsys.readouterr().out.splitlines() == ["[[2. 4.]", " [6. 8.]]"]
+    v1 = docs[docs.index("## KServe V1") :]
+    command = re.search(r"```bash\n(curl .*?)\n```", v1, re.DOTALL).group(1)
+    answer = json.loads(re.search(r"```json\n(.*?)\n```", v1, re.DOTALL).group(1))
+    argv = shlex.split(command.replace("localhost:8888", server.url))
+    assert json.loads(subprocess.run(argv, capture_output=True, check=True).stdout) == answer

@@ -68,6 +68,8 @@ def test_a_flag_wins_over_an_invalid_variable(tmp_path):
     ("changes", "message"),
     [
         ({"port": 0}, "port must be in [1, 65535], got 0"),
+        ({"grpc_port": 70000}, "gRPC port must be in [1, 65535], or 0 for none; got 70000"),
+        ({"port": 9000, "grpc_port": 9000}, "gRPC port and port must differ; both are 9000"),
         ({"buffer_size": -1}, "buffer size must be at least 0, got -1"),
         ({"instances": -2}, "instances must be at least 0, got -2"),
         ({"timeout": 0.0}, "timeout must be a positive number of seconds, got 0.0"),
@@ -126,3 +128,16 @@ def test_a_port_in_use_is_refused_at_once_saying_so():
     assert time.monotonic() - began < 10  # gunicorn alone retried for 5 s
     assert result.returncode == 2
     assert result.stderr == f"torch-serving: error: cannot listen on 127.0.0.1:{port}: address already in use\n"
+
+
+def test_a_grpc_port_in_use_is_refused_at_once_saying_so():
+    with socket.socket() as free, socket.socket() as taken:
+        free.bind(("127.0.0.1", 0))
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        free_port = free.getsockname()[1]
+        free.close()
+        result = run_cli("--port", str(free_port), "--grpc-port", str(port))
+    assert result.returncode == 2
+    assert result.stderr.endswith(f"cannot listen on 127.0.0.1:{port}: address already in use\n")

@@ -1,0 +1,104 @@
+"""The Open Inference Protocol over gRPC against REST, through the stock clients: the same Python
+client loop calls one server (this tree at its default flags, with ``--grpc-port``) through
+``tritonclient.grpc`` and through ``tritonclient.http`` with binary tensors, on a
+[1, 3, 224, 224] float32 tensor (the ``image`` workload's classifier) and on ``tiny``. Each
+transport's answer is checked equal to the other's first. Rounds interleave the transports;
+medians of requests/s.
+
+    .venv/bin/python -m benchmarks.grpc [--rounds 5] [--seconds 3] [--clients 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from benchmarks.workloads import build
+from tests.integration.server import cli_command, free_port, running
+
+# (case, model, input shape)
+_CASES = (("image [1, 3, 224, 224] FP32", "image", (1, 3, 224, 224)), ("tiny", "tiny", (1, 4)))
+_TRANSPORTS = ("grpc", "http")
+
+
+def _client(transport: str, http_port: int, grpc_port: int):
+    if transport == "grpc":
+        return grpcclient, grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    return httpclient, httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
+
+
+def _call(module, client, model: str, x: np.ndarray) -> np.ndarray:
+    tensor = module.InferInput("x", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)  # binary over HTTP too (tritonclient's default)
+    return client.infer(model, [tensor]).as_numpy("OUTPUT__0")
+
+
+def _rate(transport: str, ports: tuple[int, int], model: str, x: np.ndarray, clients: int, seconds: float) -> float:
+    """Requests/s of ``clients`` threads, each with its own client, calling for ``seconds``."""
+    counts = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def loop(index: int) -> None:
+        module, client = _client(transport, *ports)
+        try:
+            while time.monotonic() < stop:
+                _call(module, client, model, x)
+                counts[index] += 1
+        finally:
+            client.close()
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.monotonic() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=4, help="client threads, each with its own connection")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        root = scratch / "models"
+        build(root)
+        ports = (free_port(), free_port())
+        command = cli_command(ports[0], "--model-root", str(root), "--grpc-port", str(ports[1]))
+        with running(command, ports[0], scratch / "server.log"):
+            print(f"\n{args.rounds} rounds x {args.seconds:g}s, {args.clients} client threads per transport; medians")
+            print("| tensor | gRPC req/s | REST (binary) req/s | gRPC / REST |")
+            print("|---|---|---|---|")
+            rng = np.random.default_rng(0)
+            for case, model, shape in _CASES:
+                x = rng.random(shape, dtype=np.float32)
+                answers = {t: _call(*_client(t, *ports), model, x) for t in _TRANSPORTS}
+                if not np.array_equal(answers["grpc"], answers["http"]):
+                    print(f"{case}: gRPC and REST answered differently", file=sys.stderr)
+                    return 1
+                rates: dict[str, list[float]] = {t: [] for t in _TRANSPORTS}
+                _rate("grpc", ports, model, x, args.clients, 1.0)  # warm-up: both workers load the model
+                for _ in range(args.rounds):
+                    for transport in _TRANSPORTS:
+                        rates[transport].append(_rate(transport, ports, model, x, args.clients, args.seconds))
+                grpc_rate, http_rate = (statistics.median(rates[t]) for t in _TRANSPORTS)
+                print(f"| {case} | {grpc_rate:.0f} | {http_rate:.0f} | {grpc_rate / http_rate:.2f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())
