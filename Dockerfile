@@ -1,7 +1,7 @@
 # torch-serving: serve the TorchScript (.pt) and AOTInductor (.pt2) models
 # mounted at /models on port 8080. Build from the repository root:
 #   docker build -t torch-serving:0.1.0 .
-#   docker run -p 8080:8080 -v "$PWD/models:/models:ro" torch-serving:0.1.0
+#   docker run -p 8080:8080 -p 8081:8081 -v "$PWD/models:/models:ro" torch-serving:0.1.0
 # Settings are TORCH_SERVING_* variables (docs/deploy.md).
 
 # Build stage: the compiler and -dev headers build the extension against the
@@ -13,7 +13,7 @@ RUN apt-get update \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
- && pip install --no-cache-dir setuptools wheel "pybind11>=2.12" ninja
+ && pip install --no-cache-dir setuptools wheel "pybind11>=2.12" ninja "grpcio-tools>=1.70"
 WORKDIR /src
 COPY setup.py pyproject.toml README.md ./
 COPY ext ext
@@ -30,12 +30,13 @@ COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     TORCH_SERVING_HOST=0.0.0.0 \
     TORCH_SERVING_PORT=8080 \
+    TORCH_SERVING_GRPC_PORT=8081 \
     TORCH_SERVING_MODEL_ROOT=/models \
     TORCH_SERVING_WORKERS=2 \
     TORCH_SERVING_THREADS=4 \
     TORCH_SERVING_LOG_LEVEL=warning
 USER 10001
-EXPOSE 8080
+EXPOSE 8080 8081
 VOLUME /models
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s CMD curl -fsS http://127.0.0.1:8080/v2/health/ready || exit 1
 CMD ["torch-serving"]

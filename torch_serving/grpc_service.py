@@ -20,6 +20,7 @@ import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -27,8 +28,6 @@ import numpy as np
 from google.protobuf import json_format
 
 from torch_serving._native import ModelLoadError, ModelNotFoundError, PhaseTimes, Server
-from torch_serving._proto import inference_pb2 as pb
-from torch_serving._proto import inference_pb2_grpc
 from torch_serving.admission import NativeRunner
 from torch_serving.binary_tensors import NUMPY_TYPES
 from torch_serving.config import Config
@@ -140,7 +139,7 @@ def _rest_request(request: Any) -> tuple[bytes, int]:
     return header + b"".join(data), len(header)
 
 
-def _infer_response(response: bytes, json_length: int) -> Any:
+def _infer_response(pb: ModuleType, response: bytes, json_length: int) -> Any:
     """The REST protocol's binary answer as a ``ModelInferResponse`` with ``raw_output_contents``."""
     document = json.loads(response[:json_length])
     reply = pb.ModelInferResponse(
@@ -183,11 +182,16 @@ def _abort(context: grpc.ServicerContext, error: Exception) -> NoReturn:
     context.abort(_CODES.get(answer.status, grpc.StatusCode.UNKNOWN), detail)
 
 
-class _Servicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
-    """The service's methods; each answers an error the way REST does, as a status code and detail."""
+class _Servicer:
+    """The service's methods; each answers an error the way REST does, as a status code and detail.
+
+    Args:
+        pb: the service's generated messages (``inference_pb2``).
+    """
 
     def __init__(
         self,
+        pb: ModuleType,
         server: Server,
         runner: NativeRunner,
         config: Config,
@@ -195,6 +199,7 @@ class _Servicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         repository: Repository,
         metrics: Metrics | None,
     ) -> None:
+        self._pb = pb
         self._server = server
         self._runner = runner
         self._root = config.model_root
@@ -210,15 +215,15 @@ class _Servicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_answering
     def ServerLive(self, request, context):
-        return pb.ServerLiveResponse(live=True)
+        return self._pb.ServerLiveResponse(live=True)
 
     @_answering
     def ServerReady(self, request, context):
-        return pb.ServerReadyResponse(ready=self._preload.done)
+        return self._pb.ServerReadyResponse(ready=self._preload.done)
 
     @_answering
     def ServerMetadata(self, request, context):
-        return json_format.ParseDict(server_metadata(), pb.ServerMetadataResponse())
+        return json_format.ParseDict(server_metadata(), self._pb.ServerMetadataResponse())
 
     @_answering
     def ModelReady(self, request, context):
@@ -226,41 +231,41 @@ class _Servicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         try:
             self._metadata(request.name, request.version)
         except (ModelNotFoundError, ModelLoadError):
-            return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=True)
+            return self._pb.ModelReadyResponse(ready=False)
+        return self._pb.ModelReadyResponse(ready=True)
 
     @_answering
     def ModelMetadata(self, request, context):
-        return json_format.Parse(self._metadata(request.name, request.version), pb.ModelMetadataResponse())
+        return json_format.Parse(self._metadata(request.name, request.version), self._pb.ModelMetadataResponse())
 
     @_answering
     def ModelConfig(self, request, context):
         path = resolve_name(self._root, request.name, request.version or None)
         config = self._runner.run(time.monotonic(), self._server.config, path, request.name)
-        return pb.ModelConfigResponse(config=json_format.Parse(config, pb.ModelConfig()))
+        return self._pb.ModelConfigResponse(config=json_format.Parse(config, self._pb.ModelConfig()))
 
     @_answering
     def ModelStatistics(self, request, context):
         path = resolve_name(self._root, request.name, request.version or None) if request.name else None
         statistics = model_statistics(self._statistics, path)
-        return json_format.ParseDict({"model_stats": statistics}, pb.ModelStatisticsResponse())
+        return json_format.ParseDict({"model_stats": statistics}, self._pb.ModelStatisticsResponse())
 
     @_answering
     def RepositoryIndex(self, request, context):
         index = self._repository.index(ready_only=request.ready)
-        return json_format.ParseDict({"models": index}, pb.RepositoryIndexResponse())
+        return json_format.ParseDict({"models": index}, self._pb.RepositoryIndexResponse())
 
     @_answering
     def RepositoryModelLoad(self, request, context):
         # Triton's parameters (a configuration to load the model with) are optional; over REST too they
         # change nothing, since a model's configuration is its file's.
         self._repository.load(resolve_name(self._root, request.model_name, None))
-        return pb.RepositoryModelLoadResponse()
+        return self._pb.RepositoryModelLoadResponse()
 
     @_answering
     def RepositoryModelUnload(self, request, context):
         self._repository.unload(resolve_name(self._root, request.model_name, None))
-        return pb.RepositoryModelUnloadResponse()
+        return self._pb.RepositoryModelUnloadResponse()
 
     @_answering
     def ModelInfer(self, request, context):
@@ -283,7 +288,7 @@ class _Servicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
                 header_length,
                 deadline=None if remaining is None else arrived + remaining,
             )
-            reply = _infer_response(response, json_length)
+            reply = _infer_response(self._pb, response, json_length)
             status = 200
             return reply
         except Exception as error:
@@ -317,7 +322,7 @@ class GrpcService:
         repository: Repository,
         metrics: Metrics | None,
     ) -> None:
-        self._servicer = _Servicer(server, runner, config, preload, repository, metrics)
+        self._parts = (server, runner, config, preload, repository, metrics)
         self._config = config
         self._server: grpc.Server | None = None
 
@@ -329,6 +334,11 @@ class GrpcService:
 
     def start(self) -> None:
         """Listen on the gRPC port (beside this worker's siblings) and serve."""
+        # Imported here, in the worker: the generated modules register the protocol's protobuf package,
+        # `inference`, which KServe's SDK and tritonclient.grpc register too; a process that builds the
+        # application beside them (a test, a user's script) never loads ours.
+        from torch_serving._proto import inference_pb2, inference_pb2_grpc
+
         config = self._config
         # As many calls at once as the worker admits over HTTP; the native runner's limit is shared.
         calls = config.threads + config.queue_size
@@ -341,7 +351,8 @@ class GrpcService:
             ],
             maximum_concurrent_rpcs=calls,
         )
-        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self._servicer, server)
+        servicer = _Servicer(inference_pb2, *self._parts)
+        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
         server.add_insecure_port(self.address)
         server.start()
         self._server = server

@@ -10,6 +10,7 @@ import re
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import ml_dtypes
@@ -422,3 +423,27 @@ def test_the_documented_tritonclient_grpc_example_runs_as_written(example_server
     capsys.readouterr()
     exec(compile(code.replace("localhost:8001", example_server.address), document, "exec"), {})
     assert capsys.readouterr().out.splitlines() == printed
+
+
+def test_grpc_calls_share_a_batching_models_forwards(start_grpc):
+    """Seven calls queued behind a running forward of a batching model share the next one, as REST ones do."""
+    with start_grpc("--workers", "1") as server:
+
+        def call(k: float) -> list:
+            with contextlib.closing(server.client()) as client:
+                inputs = [input_of("x", np.full((1, 3), k, np.float32), "FP32"), input_of("rounds", np.array([600]), "INT64")]
+                return client.infer("batch_slow", inputs).as_numpy("OUTPUT__0").tolist()
+
+        def executions() -> int:
+            models = requests.get(server.http.url + "/cache", timeout=10).json()["stats"]["models"]
+            return models.get("batch_slow.pt", {}).get("executions", 0)
+
+        with ThreadPoolExecutor(8) as pool:
+            leader = pool.submit(call, -1.0)
+            deadline = time.monotonic() + 30
+            while executions() == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            answers = list(pool.map(call, [float(k) for k in range(7)]))
+            assert leader.result() == [[0.0, 0.0, 0.0]]
+        assert answers == [[[k + 1.0] * 3] for k in range(7)]
+        assert executions() == 2

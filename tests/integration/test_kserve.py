@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 import re
 import shlex
 import subprocess
@@ -175,17 +177,26 @@ def test_v1_errors(server, path, body, status, error):
     assert requests.get(server.url + "/v1/models/tiny:predict", timeout=10).status_code == 405
 
 
-def test_v1_batches_with_a_batching_model(server):
-    """Concurrent V1 requests to a batching model share its forwards."""
-    from concurrent.futures import ThreadPoolExecutor
+def test_v1_requests_share_a_batching_models_forwards(server):
+    """Seven V1 requests queued behind a running forward of a batching model share the next one."""
 
-    def predict(i: int):
-        body = {"instances": [{"x": [float(i)], "rounds": 1}]}
-        return requests.post(server.url + "/v1/models/batch_slow:predict", json=body, timeout=30)
+    def predict(k: float) -> requests.Response:
+        body = {"instances": [{"x": [k, k, k], "rounds": 600}]}
+        return requests.post(server.url + "/v1/models/batch_slow:predict", json=body, timeout=60)
+
+    def executions() -> int:
+        models = requests.get(server.url + "/cache", timeout=10).json()["stats"]["models"]
+        return models.get("batch_slow.pt", {}).get("executions", 0)
 
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(predict, range(16)))
-    assert [answer.status_code for answer in answers] == [200] * 16
+        leader = pool.submit(predict, -1.0)
+        deadline = time.monotonic() + 30
+        while executions() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        answers = list(pool.map(predict, [float(k) for k in range(7)]))
+        assert leader.result().json() == {"predictions": [[0.0, 0.0, 0.0]]}
+    assert [answer.json() for answer in answers] == [{"predictions": [[k + 1.0] * 3]} for k in range(7)]
+    assert executions() == 2
 
 
 @pytest.fixture(scope="module")

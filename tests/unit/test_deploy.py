@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import falcon.testing
+import grpc
 import kubernetes_validate
 import pytest
 import requests
@@ -92,6 +93,8 @@ def test_manifests_agree_with_the_server(where, container, tmp_path):
     config = Config.from_env({**env, "TORCH_SERVING_MODEL_ROOT": str(tmp_path)})
     port = container["ports"][0]["containerPort"]
     assert config.port == port == 8080
+    grpc_ports = [item["containerPort"] for item in container["ports"] if item.get("name") == "grpc"]
+    assert grpc_ports == ([config.grpc_port] if config.grpc_port else [])
     assert container["volumeMounts"][0]["mountPath"] == env["TORCH_SERVING_MODEL_ROOT"]
     app = create_app(config)
     assert app.preload.wait(30)  # the manifests preload: readiness waits for it
@@ -117,10 +120,12 @@ def test_the_dockerfile_runtime_command_boots_a_server_that_answers(tmp_path):
     assert set(env) - {"PATH"} <= CONFIG_FIELDS
     assert command == ["torch-serving"]
     # Outside Docker: the venv's entry point, loopback, a free port and a folder for /models.
-    port = free_port()
+    assert env["TORCH_SERVING_GRPC_PORT"] == "8081"
+    port, grpc_port = free_port(), free_port()
     overrides = {
         "TORCH_SERVING_HOST": "127.0.0.1",
         "TORCH_SERVING_PORT": str(port),
+        "TORCH_SERVING_GRPC_PORT": str(grpc_port),
         "TORCH_SERVING_MODEL_ROOT": str(tmp_path),
     }
     environment = {name: value for name, value in env.items() if name != "PATH"} | overrides
@@ -128,6 +133,9 @@ def test_the_dockerfile_runtime_command_boots_a_server_that_answers(tmp_path):
     with running([executable], port, tmp_path / "server.log", env=environment, cwd=tmp_path) as server:
         assert requests.get(server.url + "/v2/health/ready", timeout=30).json() == {"ready": True}
         assert requests.get(server.url + "/metrics", timeout=30).status_code == 200
+        # The gRPC port answers HTTP/2 (its calls are tested in tests/grpc, which can import tritonclient.grpc).
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
 
 
 def test_make_serve_serves_the_examples_from_their_own_folder():
