@@ -2,8 +2,9 @@
 client loop calls one server (this tree at its default flags, with ``--grpc-port``) through
 ``tritonclient.grpc`` and through ``tritonclient.http`` with binary tensors, on a
 [1, 3, 224, 224] float32 tensor (the ``image`` workload's classifier) and on ``tiny``. Each
-transport's answer is checked equal to the other's first. Rounds interleave the transports;
-medians of requests/s.
+transport's answer is checked equal to the other's first. Beside them, the floor: the same gRPC
+client loop against grpcio's own server answering a canned reply (``benchmarks.baselines.grpc_floor``),
+what Python gRPC allows here at best. Rounds interleave the transports; medians of requests/s.
 
     .venv/bin/python -m benchmarks.grpc [--rounds 5] [--seconds 3] [--clients 4]
 """
@@ -11,8 +12,11 @@ medians of requests/s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -28,10 +32,12 @@ from tests.integration.server import cli_command, free_port, running
 
 # (case, model, input shape)
 _CASES = (("image [1, 3, 224, 224] FP32", "image", (1, 3, 224, 224)), ("tiny", "tiny", (1, 4)))
-_TRANSPORTS = ("grpc", "http")
+_TRANSPORTS = ("grpc", "http", "floor")
 
 
-def _client(transport: str, http_port: int, grpc_port: int):
+def _client(transport: str, http_port: int, grpc_port: int, floor_port: int = 0):
+    if transport == "floor":
+        return grpcclient, grpcclient.InferenceServerClient(f"127.0.0.1:{floor_port}")
     if transport == "grpc":
         return grpcclient, grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
     return httpclient, httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
@@ -43,7 +49,7 @@ def _call(module, client, model: str, x: np.ndarray) -> np.ndarray:
     return client.infer(model, [tensor]).as_numpy("OUTPUT__0")
 
 
-def _rate(transport: str, ports: tuple[int, int], model: str, x: np.ndarray, clients: int, seconds: float) -> float:
+def _rate(transport: str, ports: tuple[int, ...], model: str, x: np.ndarray, clients: int, seconds: float) -> float:
     """Requests/s of ``clients`` threads, each with its own client, calling for ``seconds``."""
     counts = [0] * clients
     stop = time.monotonic() + seconds
@@ -66,6 +72,18 @@ def _rate(transport: str, ports: tuple[int, int], model: str, x: np.ndarray, cli
     return sum(counts) / (time.monotonic() - started)
 
 
+def _wait_for_floor(ports: tuple[int, ...], x: np.ndarray) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            _call(*_client("floor", *ports), "tiny", x)
+            return
+        except grpcclient.InferenceServerException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3)
@@ -76,26 +94,38 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(tmp)
         root = scratch / "models"
         build(root)
-        ports = (free_port(), free_port())
+        ports = (free_port(), free_port(), free_port())
         command = cli_command(ports[0], "--model-root", str(root), "--grpc-port", str(ports[1]))
-        with running(command, ports[0], scratch / "server.log"):
+        floor = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.baselines.grpc_floor", str(ports[2])], start_new_session=True
+        )
+        with running(command, ports[0], scratch / "server.log"), contextlib.ExitStack() as stack:
+            stack.callback(lambda: os.killpg(floor.pid, signal.SIGTERM))
             print(f"\n{args.rounds} rounds x {args.seconds:g}s, {args.clients} client threads per transport; medians")
-            print("| tensor | gRPC req/s | REST (binary) req/s | gRPC / REST |")
-            print("|---|---|---|---|")
+            print(
+                "| tensor | gRPC req/s | REST (binary) req/s | gRPC / REST | floor: grpcio's canned reply | floor / REST |"
+            )
+            print("|---|---|---|---|---|---|")
             rng = np.random.default_rng(0)
             for case, model, shape in _CASES:
                 x = rng.random(shape, dtype=np.float32)
-                answers = {t: _call(*_client(t, *ports), model, x) for t in _TRANSPORTS}
+                answers = {t: _call(*_client(t, *ports), model, x) for t in ("grpc", "http")}
                 if not np.array_equal(answers["grpc"], answers["http"]):
                     print(f"{case}: gRPC and REST answered differently", file=sys.stderr)
                     return 1
                 rates: dict[str, list[float]] = {t: [] for t in _TRANSPORTS}
-                _rate("grpc", ports, model, x, args.clients, 1.0)  # warm-up: both workers load the model
+                _wait_for_floor(ports, x)
+                for transport in _TRANSPORTS:  # warm-up: both workers load the model
+                    _rate(transport, ports, model, x, args.clients, 1.0)
                 for _ in range(args.rounds):
                     for transport in _TRANSPORTS:
                         rates[transport].append(_rate(transport, ports, model, x, args.clients, args.seconds))
-                grpc_rate, http_rate = (statistics.median(rates[t]) for t in _TRANSPORTS)
-                print(f"| {case} | {grpc_rate:.0f} | {http_rate:.0f} | {grpc_rate / http_rate:.2f} |", flush=True)
+                grpc_rate, http_rate, floor_rate = (statistics.median(rates[t]) for t in _TRANSPORTS)
+                print(
+                    f"| {case} | {grpc_rate:.0f} | {http_rate:.0f} | {grpc_rate / http_rate:.2f} | {floor_rate:.0f}"
+                    f" | {floor_rate / http_rate:.2f} |",
+                    flush=True,
+                )
     return 0
 
 

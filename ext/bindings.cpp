@@ -9,6 +9,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -161,7 +162,11 @@ Answer run_released(Executor* executor, double timeout, Call call, Placement pla
   auto answer = std::make_shared<Answer>();
   std::function<void()> work = [answer, call = std::move(call)] { call(*answer); };
   {
-    py::gil_scoped_release release;
+    // A call an event loop runs at once is short (Server::can_answer_at_once) and never waits on
+    // another thread, so it keeps the GIL: handing the GIL to another thread and taking it back
+    // cost more than the call itself where other threads want it (gRPC's pollers).
+    std::optional<py::gil_scoped_release> release;
+    if (placement != Placement::kCaller) release.emplace();
     if (executor) {
       executor->run(std::move(work), timeout, placement);
     } else {

@@ -105,12 +105,14 @@ class Server:
         times: PhaseTimes | None = None,
         on_event_loop: bool = False,
     ) -> bytes:
-        """Answer one request for the model file ``relative`` to the root; the GIL is released throughout.
+        """Answer one request for the model file ``relative`` to the root; the GIL is released throughout
+        (but see ``on_event_loop``).
 
         With ``executor``, the call runs on its threads and raises DeadlineError after ``timeout`` seconds
         (the call runs on) or BusyError when the executor is full; without, it runs in the calling thread.
-        ``on_event_loop`` runs it in the calling thread at once, even when the executor is full: for a
-        worker's event loop, with requests ``can_answer_at_once`` accepted.
+        ``on_event_loop`` runs it in the calling thread at once, even when the executor is full, and keeps
+        the GIL (handing it over and back costs more than so short a call): for an event loop (a worker's,
+        or the gRPC service's), with requests ``can_answer_at_once`` accepted.
         """
     def infer(
         self,

@@ -13,12 +13,14 @@ do. The worker starts the service once its preload is done and stops it graceful
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
 import struct
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any, NoReturn, TypeVar
@@ -27,7 +29,7 @@ import grpc
 import numpy as np
 from google.protobuf import json_format
 
-from torch_serving._native import ModelLoadError, ModelNotFoundError, PhaseTimes, Server
+from torch_serving._native import ModelLoadError, ModelNotFoundError, PhaseTimes, RequestBody, Server
 from torch_serving.admission import NativeRunner
 from torch_serving.binary_tensors import NUMPY_TYPES
 from torch_serving.config import Config
@@ -108,7 +110,7 @@ def _contents_data(tensor: Any) -> bytes:
         raise _invalid(f"input {tensor.name!r} holds a value out of {tensor.datatype}'s range") from None
 
 
-def _rest_request(request: Any) -> tuple[bytes, int]:
+def _rest_request(request: Any) -> tuple[RequestBody, int]:
     """``request`` in the REST protocol's binary form: the JSON header, then the inputs' data."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
@@ -136,7 +138,13 @@ def _rest_request(request: Any) -> tuple[bytes, int]:
             for output in request.outputs
         ]
     header = json.dumps(document).encode()
-    return header + b"".join(data), len(header)
+    # Written once into native memory, where the native side parses it (bytes would be copied there).
+    body = RequestBody(len(header) + sum(map(len, data)))
+    view, offset = memoryview(body), 0
+    for chunk in (header, *data):
+        view[offset : offset + len(chunk)] = chunk
+        offset += len(chunk)
+    return body, len(header)
 
 
 def _infer_response(pb: ModuleType, response: bytes, json_length: int) -> Any:
@@ -155,43 +163,47 @@ def _infer_response(pb: ModuleType, response: bytes, json_length: int) -> Any:
     return reply
 
 
-def _answering(method: Callable[..., T]) -> Callable[..., T]:
+def _answering(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """``method``, ending its call with the status code and detail of the REST answer to any error."""
 
     @functools.wraps(method)
-    def answer(self, request, context: grpc.ServicerContext) -> T:
+    async def answer(self, request, context: grpc.aio.ServicerContext) -> T:
         try:
-            return method(self, request, context)
+            return await method(self, request, context)
         except Exception as error:
-            _abort(context, error)
+            await _abort(context, error)
 
     return answer
 
 
-def _abort(context: grpc.ServicerContext, error: Exception) -> NoReturn:
+async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> NoReturn:
     """End the call with the status code and detail of ``error``'s REST answer."""
     answer = answer_for(error)
     if answer is None:
         _log.exception("unhandled error while answering a gRPC call")
-        context.abort(grpc.StatusCode.INTERNAL, "an unexpected error occurred; the server log has the details")
+        await context.abort(grpc.StatusCode.INTERNAL, "an unexpected error occurred; the server log has the details")
     detail = answer.detail
     if len(detail) > _MAX_DETAIL:
         # A status message travels in a header, which clients refuse past 8-16 KiB (they would see
         # RESOURCE_EXHAUSTED instead): one that echoes a huge name is cut.
         detail = f"{detail[:_MAX_DETAIL]}... ({len(detail)} characters in all)"
-    context.abort(_CODES.get(answer.status, grpc.StatusCode.UNKNOWN), detail)
+    await context.abort(_CODES.get(answer.status, grpc.StatusCode.UNKNOWN), detail)
 
 
 class _Servicer:
-    """The service's methods; each answers an error the way REST does, as a status code and detail.
+    """The service's methods, run by the worker's gRPC event loop: what may take long (a model that
+    loads, a forward not known to be quick) on threads, a quick call where it is, as the HTTP event
+    loop does; each answers an error the way REST does, as a status code and detail.
 
     Args:
         pb: the service's generated messages (``inference_pb2``).
+        threads: where calls that may take long run.
     """
 
     def __init__(
         self,
         pb: ModuleType,
+        threads: ThreadPoolExecutor,
         server: Server,
         runner: NativeRunner,
         config: Config,
@@ -200,6 +212,7 @@ class _Servicer:
         metrics: Metrics | None,
     ) -> None:
         self._pb = pb
+        self._threads = threads
         self._server = server
         self._runner = runner
         self._root = config.model_root
@@ -209,66 +222,80 @@ class _Servicer:
         self._metrics = metrics
         self._statistics = Statistics(metrics, repository)
 
+    async def _on_thread(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+
     def _metadata(self, name: str, version: str) -> bytes:
         path = resolve_name(self._root, name, version or None)
         return self._runner.run(time.monotonic(), self._server.metadata, path, name)
 
     @_answering
-    def ServerLive(self, request, context):
+    async def ServerLive(self, request, context):
         return self._pb.ServerLiveResponse(live=True)
 
     @_answering
-    def ServerReady(self, request, context):
+    async def ServerReady(self, request, context):
         return self._pb.ServerReadyResponse(ready=self._preload.done)
 
     @_answering
-    def ServerMetadata(self, request, context):
+    async def ServerMetadata(self, request, context):
         return json_format.ParseDict(server_metadata(), self._pb.ServerMetadataResponse())
 
     @_answering
-    def ModelReady(self, request, context):
+    async def ModelReady(self, request, context):
         # As Triton answers: a model that is not there, or does not load, is not ready; no error.
         try:
-            self._metadata(request.name, request.version)
+            await self._on_thread(self._metadata, request.name, request.version)
         except (ModelNotFoundError, ModelLoadError):
             return self._pb.ModelReadyResponse(ready=False)
         return self._pb.ModelReadyResponse(ready=True)
 
     @_answering
-    def ModelMetadata(self, request, context):
-        return json_format.Parse(self._metadata(request.name, request.version), self._pb.ModelMetadataResponse())
+    async def ModelMetadata(self, request, context):
+        metadata = await self._on_thread(self._metadata, request.name, request.version)
+        return json_format.Parse(metadata, self._pb.ModelMetadataResponse())
 
     @_answering
-    def ModelConfig(self, request, context):
-        path = resolve_name(self._root, request.name, request.version or None)
-        config = self._runner.run(time.monotonic(), self._server.config, path, request.name)
-        return self._pb.ModelConfigResponse(config=json_format.Parse(config, self._pb.ModelConfig()))
+    async def ModelConfig(self, request, context):
+        def config() -> bytes:
+            path = resolve_name(self._root, request.name, request.version or None)
+            return self._runner.run(time.monotonic(), self._server.config, path, request.name)
+
+        return self._pb.ModelConfigResponse(
+            config=json_format.Parse(await self._on_thread(config), self._pb.ModelConfig())
+        )
 
     @_answering
-    def ModelStatistics(self, request, context):
-        path = resolve_name(self._root, request.name, request.version or None) if request.name else None
-        statistics = model_statistics(self._statistics, path)
-        return json_format.ParseDict({"model_stats": statistics}, self._pb.ModelStatisticsResponse())
+    async def ModelStatistics(self, request, context):
+        def statistics() -> list[dict]:
+            path = resolve_name(self._root, request.name, request.version or None) if request.name else None
+            return model_statistics(self._statistics, path)
+
+        return json_format.ParseDict(
+            {"model_stats": await self._on_thread(statistics)}, self._pb.ModelStatisticsResponse()
+        )
 
     @_answering
-    def RepositoryIndex(self, request, context):
-        index = self._repository.index(ready_only=request.ready)
+    async def RepositoryIndex(self, request, context):
+        index = await self._on_thread(self._repository.index, request.ready)
         return json_format.ParseDict({"models": index}, self._pb.RepositoryIndexResponse())
 
     @_answering
-    def RepositoryModelLoad(self, request, context):
+    async def RepositoryModelLoad(self, request, context):
         # Triton's parameters (a configuration to load the model with) are optional; over REST too they
         # change nothing, since a model's configuration is its file's.
-        self._repository.load(resolve_name(self._root, request.model_name, None))
+        path = resolve_name(self._root, request.model_name, None)
+        await self._on_thread(self._repository.load, path)
         return self._pb.RepositoryModelLoadResponse()
 
     @_answering
-    def RepositoryModelUnload(self, request, context):
-        self._repository.unload(resolve_name(self._root, request.model_name, None))
+    async def RepositoryModelUnload(self, request, context):
+        path = resolve_name(self._root, request.model_name, None)
+        await self._on_thread(self._repository.unload, path)
         return self._pb.RepositoryModelUnloadResponse()
 
     @_answering
-    def ModelInfer(self, request, context):
+    async def ModelInfer(self, request, context):
         arrived = time.monotonic()
         remaining = context.time_remaining()
         times = PhaseTimes() if self._measured else None
@@ -277,17 +304,14 @@ class _Servicer:
             model = resolve_name(self._root, request.model_name, request.model_version or None)
             body, header_length = _rest_request(request)
             size = len(body)
-            response, json_length = self._runner.run_measured(
-                arrived,
-                times,
-                False,
-                self._server.infer,
-                model,
-                request.model_name,
-                body,
-                header_length,
-                deadline=None if remaining is None else arrived + remaining,
-            )
+            deadline = None if remaining is None else arrived + remaining
+            quick = self._server.can_answer_at_once(model, size)
+            call = (arrived, times, quick, self._server.infer, model, request.model_name, body, header_length)
+            if quick:
+                response, json_length = self._runner.run_measured(*call, deadline=deadline)
+            else:
+                run = functools.partial(self._runner.run_measured, *call, deadline=deadline)
+                response, json_length = await self._on_thread(run)
             reply = _infer_response(self._pb, response, json_length)
             status = 200
             return reply
@@ -302,7 +326,8 @@ class _Servicer:
 
 
 class GrpcService:
-    """The gRPC server of one worker, on ``config.grpc_port``, sharing the worker's model cache.
+    """The gRPC server of one worker, on ``config.grpc_port``, sharing the worker's model cache: a
+    ``grpc.aio`` server whose event loop runs in a thread of its own.
 
     Args:
         server: the native pipeline holding this worker's model cache.
@@ -324,7 +349,8 @@ class GrpcService:
     ) -> None:
         self._parts = (server, runner, config, preload, repository, metrics)
         self._config = config
-        self._server: grpc.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: grpc.aio.Server | None = None
 
     @property
     def address(self) -> str:
@@ -333,7 +359,21 @@ class GrpcService:
         return f"{f'[{host}]' if ':' in host else host}:{self._config.grpc_port}"
 
     def start(self) -> None:
-        """Listen on the gRPC port (beside this worker's siblings) and serve."""
+        """Listen on the gRPC port (beside this worker's siblings) and serve, from a thread of its own.
+
+        Raises:
+            RuntimeError: the port could not be bound.
+        """
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, name="grpc", daemon=True).start()
+        try:
+            self._server = asyncio.run_coroutine_threadsafe(self._serve(), loop).result()
+        except BaseException:
+            loop.call_soon_threadsafe(loop.stop)
+            raise
+        self._loop = loop
+
+    async def _serve(self) -> grpc.aio.Server:
         # Imported here, in the worker: the generated modules register the protocol's protobuf package,
         # `inference`, which KServe's SDK and tritonclient.grpc register too; a process that builds the
         # application beside them (a test, a user's script) never loads ours.
@@ -342,8 +382,7 @@ class GrpcService:
         config = self._config
         # As many calls at once as the worker admits over HTTP; the native runner's limit is shared.
         calls = config.threads + config.queue_size
-        server = grpc.server(
-            ThreadPoolExecutor(calls, thread_name_prefix="grpc"),
+        server = grpc.aio.server(
             options=[
                 ("grpc.so_reuseport", 1),
                 ("grpc.max_receive_message_length", config.max_body_size),
@@ -351,13 +390,27 @@ class GrpcService:
             ],
             maximum_concurrent_rpcs=calls,
         )
-        servicer = _Servicer(inference_pb2, *self._parts)
-        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+        threads = ThreadPoolExecutor(calls, thread_name_prefix="grpc")
+        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            _Servicer(inference_pb2, threads, *self._parts), server
+        )
         server.add_insecure_port(self.address)
-        server.start()
-        self._server = server
+        await server.start()
+        return server
 
-    def stop(self, grace: float):
+    def stop(self, grace: float) -> threading.Event:
         """Refuse new calls and let those under way finish for up to ``grace`` seconds; return the
-        event set once they have (None when the service never started)."""
-        return None if self._server is None else self._server.stop(grace)
+        event set once they have (at once when the service never started)."""
+        stopped = threading.Event()
+        if self._loop is None or self._server is None:
+            stopped.set()
+            return stopped
+
+        async def stop() -> None:
+            try:
+                await self._server.stop(grace)
+            finally:
+                stopped.set()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop)
+        return stopped
