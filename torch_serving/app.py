@@ -11,6 +11,7 @@ import torch
 
 from torch_serving._native import PhaseTimes, Server
 from torch_serving.admission import NativeRunner
+from torch_serving.backend import Backend
 from torch_serving.config import Config
 from torch_serving.environ import arrival_time, on_event_loop
 from torch_serving.errors import RequestError, install_error_handlers
@@ -208,8 +209,9 @@ def create_app(config: Config) -> ServingApp:
         app.add_route("/metrics", MetricsResource(metrics))
     shared = os.environ.get(SHARED_DIR)
     repository = Repository(server, config.model_root, Path(shared) if shared else None)
-    add_v2_routes(app, server, runner, config, preload, repository, metrics)
-    add_v1_routes(app, server, runner, config)
+    backend = Backend(server, runner, config, preload, repository, metrics)
+    add_v2_routes(app, backend)
+    add_v1_routes(app, backend)
     install_error_handlers(app)
     preload.start()
     repository.start()
@@ -222,5 +224,5 @@ def create_app(config: Config) -> ServingApp:
         # Imported only here: gRPC's runtime stays out of servers that do not serve it.
         from torch_serving.grpc_service import GrpcService
 
-        app.grpc_service = GrpcService(server, runner, config, preload, repository, metrics)
+        app.grpc_service = GrpcService(backend)
     return app

@@ -29,15 +29,11 @@ import grpc
 import numpy as np
 from google.protobuf import json_format
 
-from torch_serving._native import ModelLoadError, ModelNotFoundError, PhaseTimes, RequestBody, Server
-from torch_serving.admission import NativeRunner
+from torch_serving._native import ModelLoadError, ModelNotFoundError, PhaseTimes, RequestBody
+from torch_serving.backend import Backend
 from torch_serving.binary_tensors import NUMPY_TYPES
-from torch_serving.config import Config
 from torch_serving.errors import RequestError, answer_for
-from torch_serving.metrics import Metrics
-from torch_serving.preload import Preload
-from torch_serving.repository import Repository
-from torch_serving.v2 import Statistics, model_statistics, resolve_name, server_metadata
+from torch_serving.v2 import model_statistics, resolve_name, server_metadata
 
 __all__ = ["GrpcService"]
 
@@ -200,27 +196,17 @@ class _Servicer:
         threads: where calls that may take long run.
     """
 
-    def __init__(
-        self,
-        pb: ModuleType,
-        threads: ThreadPoolExecutor,
-        server: Server,
-        runner: NativeRunner,
-        config: Config,
-        preload: Preload,
-        repository: Repository,
-        metrics: Metrics | None,
-    ) -> None:
+    def __init__(self, pb: ModuleType, threads: ThreadPoolExecutor, backend: Backend) -> None:
         self._pb = pb
         self._threads = threads
-        self._server = server
-        self._runner = runner
-        self._root = config.model_root
-        self._measured = config.metrics
-        self._preload = preload
-        self._repository = repository
-        self._metrics = metrics
-        self._statistics = Statistics(metrics, repository)
+        self._backend = backend
+        self._server = backend.server
+        self._runner = backend.runner
+        self._root = backend.config.model_root
+        self._measured = backend.config.metrics
+        self._preload = backend.preload
+        self._repository = backend.repository
+        self._metrics = backend.metrics
 
     async def _on_thread(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
@@ -269,7 +255,7 @@ class _Servicer:
     async def ModelStatistics(self, request, context):
         def statistics() -> list[dict]:
             path = resolve_name(self._root, request.name, request.version or None) if request.name else None
-            return model_statistics(self._statistics, path)
+            return model_statistics(self._backend, path)
 
         return json_format.ParseDict(
             {"model_stats": await self._on_thread(statistics)}, self._pb.ModelStatisticsResponse()
@@ -330,25 +316,12 @@ class GrpcService:
     ``grpc.aio`` server whose event loop runs in a thread of its own.
 
     Args:
-        server: the native pipeline holding this worker's model cache.
-        runner: the admission layer native calls go through.
-        config: the server settings.
-        preload: the worker's warm start, which ``ServerReady`` waits for.
-        repository: this worker's side of the model repository.
-        metrics: the metrics inference calls are measured in; None when they are off.
+        backend: what the worker's endpoints answer from.
     """
 
-    def __init__(
-        self,
-        server: Server,
-        runner: NativeRunner,
-        config: Config,
-        preload: Preload,
-        repository: Repository,
-        metrics: Metrics | None,
-    ) -> None:
-        self._parts = (server, runner, config, preload, repository, metrics)
-        self._config = config
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._config = backend.config
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: grpc.aio.Server | None = None
 
@@ -392,7 +365,7 @@ class GrpcService:
         )
         threads = ThreadPoolExecutor(calls, thread_name_prefix="grpc")
         inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            _Servicer(inference_pb2, threads, *self._parts), server
+            _Servicer(inference_pb2, threads, self._backend), server
         )
         server.add_insecure_port(self.address)
         await server.start()

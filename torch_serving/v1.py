@@ -17,10 +17,9 @@ import re
 import falcon
 import numpy as np
 
-from torch_serving._native import PhaseTimes, Server
-from torch_serving.admission import NativeRunner
+from torch_serving._native import PhaseTimes
+from torch_serving.backend import Backend
 from torch_serving.binary_tensors import NUMPY_TYPES, from_binary, to_binary
-from torch_serving.config import Config
 from torch_serving.environ import arrival_time, on_event_loop
 from torch_serving.errors import RequestError
 from torch_serving.request_body import read_body
@@ -47,20 +46,14 @@ class LivenessResource:
 
 
 class ModelSink:
-    """Everything under ``/v1/models/``.
+    """Everything under ``/v1/models/``."""
 
-    Args:
-        server: the native pipeline holding this worker's model cache.
-        runner: the admission layer native calls go through.
-        config: the server settings.
-    """
-
-    def __init__(self, server: Server, runner: NativeRunner, config: Config) -> None:
-        self._server = server
-        self._runner = runner
-        self._root = config.model_root
-        self._max_body_size = config.max_body_size
-        self._measured = config.metrics
+    def __init__(self, backend: Backend) -> None:
+        self._server = backend.server
+        self._runner = backend.runner
+        self._root = backend.config.model_root
+        self._max_body_size = backend.config.max_body_size
+        self._measured = backend.config.metrics
 
     def __call__(self, req: falcon.Request, resp: falcon.Response, name: str, action: str | None) -> None:
         arrived = arrival_time(req.env)
@@ -187,7 +180,7 @@ def _output_array(raw: memoryview, datatype: str) -> np.ndarray:
     return array
 
 
-def add_v1_routes(app: falcon.App, server: Server, runner: NativeRunner, config: Config) -> None:
+def add_v1_routes(app: falcon.App, backend: Backend) -> None:
     """Add KServe's V1 endpoints to ``app``."""
     app.add_route("/", LivenessResource())
-    app.add_sink(ModelSink(server, runner, config), _MODEL_PATH)
+    app.add_sink(ModelSink(backend), _MODEL_PATH)

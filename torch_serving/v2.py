@@ -14,19 +14,17 @@ from pathlib import Path
 import falcon
 
 from torch_serving import __version__
-from torch_serving._native import ModelNotFoundError, PhaseTimes, Server
-from torch_serving.admission import NativeRunner
-from torch_serving.config import Config
+from torch_serving._native import ModelNotFoundError, PhaseTimes
+from torch_serving.backend import Backend
 from torch_serving.environ import arrival_time, on_event_loop
 from torch_serving.errors import RequestError
-from torch_serving.metrics import Metrics
 from torch_serving.model_root import MODEL_SUFFIXES, resolve_model
 from torch_serving.preload import Preload
 from torch_serving.repository import Repository
 from torch_serving.request_body import read_body
 from torch_serving.shared import MODEL_VERSION
 
-__all__ = ["Statistics", "add_v2_routes", "model_statistics", "resolve_name", "server_metadata"]
+__all__ = ["add_v2_routes", "model_statistics", "resolve_name", "server_metadata"]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # `name` may hold slashes (tritonclient leaves them unquoted, and the server
@@ -85,21 +83,15 @@ class HealthResource:
 
 
 class ModelSink:
-    """Everything under ``/v2/models/``: metadata, readiness, configuration and inference.
+    """Everything under ``/v2/models/``: metadata, readiness, configuration and inference."""
 
-    Args:
-        server: the native pipeline holding this worker's model cache.
-        runner: the admission layer native calls go through.
-        config: the server settings.
-    """
-
-    def __init__(self, server: Server, runner: NativeRunner, config: Config, statistics: Statistics | None) -> None:
-        self._server = server
-        self._runner = runner
-        self._root = config.model_root
-        self._max_body_size = config.max_body_size
-        self._statistics = statistics
-        self._measured = config.metrics
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._server = backend.server
+        self._runner = backend.runner
+        self._root = backend.config.model_root
+        self._max_body_size = backend.config.max_body_size
+        self._measured = backend.config.metrics
 
     def __call__(
         self,
@@ -118,7 +110,7 @@ class ModelSink:
         if action == "/stats" or (name == "stats" and version is None and action is None):
             # `/v2/models/stats` is every model's, as in Triton (a model named `stats` is shadowed).
             path = None if action is None else resolve_name(self._root, name, version)
-            _json(resp, {"model_stats": model_statistics(self._statistics, path)})
+            _json(resp, {"model_stats": model_statistics(self._backend, path)})
             return
         if action == "/infer":
             # Marks an inference request for metrics, also when the model is not found.
@@ -164,22 +156,15 @@ class ModelSink:
         resp.data = response
 
 
-class Statistics:
-    """What statistics are made of: the metrics of every worker and the repository's files."""
-
-    def __init__(self, metrics: Metrics | None, repository: Repository) -> None:
-        self.metrics = metrics
-        self.repository = repository
-
-
-def model_statistics(statistics: Statistics | None, path: str | None) -> list[dict]:
-    """Triton's ``model_stats`` for the model file ``path``, or for every servable file."""
-    if statistics is None or statistics.metrics is None:
+def model_statistics(backend: Backend, path: str | None) -> list[dict]:
+    """Triton's ``model_stats`` for the model file ``path``, or for every model that served or is loaded,
+    from the metrics of every worker."""
+    if backend.metrics is None:
         raise RequestError(400, "Not available", "statistics come from the metrics, which --metrics off turned off")
-    measured = statistics.metrics.statistics()
+    measured = backend.metrics.statistics()
     # Every model that served in any worker or is loaded in this one, as Triton lists the models it
     # has loaded: a walk of the whole tree on each call would cost more than the answer.
-    files = sorted(set(measured) | set(statistics.repository.cached())) if path is None else [path]
+    files = sorted(set(measured) | set(backend.repository.cached())) if path is None else [path]
     empty = {"count": 0, "ns": 0}
     stats = []
     for relative in files:
@@ -194,7 +179,7 @@ def model_statistics(statistics: Statistics | None, path: str | None) -> list[di
             | {"cache_hit": empty, "cache_miss": empty},
             "batch_stats": [],
         }
-        stats.append({"name": statistics.repository.name_of(relative), "version": MODEL_VERSION, **entry})
+        stats.append({"name": backend.repository.name_of(relative), "version": MODEL_VERSION, **entry})
     return stats
 
 
@@ -285,28 +270,10 @@ def _header_length(req: falcon.Request, max_body_size: int) -> int:
     return length
 
 
-def add_v2_routes(
-    app: falcon.App,
-    server: Server,
-    runner: NativeRunner,
-    config: Config,
-    preload: Preload,
-    repository: Repository,
-    metrics: Metrics | None,
-) -> None:
-    """Add the Open Inference Protocol endpoints, with Triton's statistics and repository extensions, to ``app``.
-
-    Args:
-        app: the application.
-        server: the native pipeline holding this worker's model cache.
-        runner: the admission layer native calls go through.
-        config: the server settings.
-        preload: the worker's warm start, which readiness waits for.
-        repository: this worker's side of the model repository.
-        metrics: the metrics statistics come from; None when they are off.
-    """
+def add_v2_routes(app: falcon.App, backend: Backend) -> None:
+    """Add the Open Inference Protocol endpoints, with Triton's statistics and repository extensions, to ``app``."""
     app.add_route("/v2", ServerMetadataResource())
     app.add_route("/v2/health/live", HealthResource("live"))
-    app.add_route("/v2/health/ready", HealthResource("ready", preload))
-    app.add_sink(ModelSink(server, runner, config, Statistics(metrics, repository)), _MODEL_PATH)
-    app.add_sink(RepositorySink(repository, config.model_root), _REPOSITORY_PATH)
+    app.add_route("/v2/health/ready", HealthResource("ready", backend.preload))
+    app.add_sink(ModelSink(backend), _MODEL_PATH)
+    app.add_sink(RepositorySink(backend.repository, backend.config.model_root), _REPOSITORY_PATH)

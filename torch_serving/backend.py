@@ -1,0 +1,37 @@
+"""What every protocol's endpoints answer from, in one worker: its native pipeline and model cache,
+admission, settings, warm start, side of the model repository, and metrics. ``create_app`` makes it;
+the /v2, /v1 and gRPC endpoints take it whole."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch_serving._native import Server
+from torch_serving.admission import NativeRunner
+from torch_serving.config import Config
+from torch_serving.metrics import Metrics
+from torch_serving.preload import Preload
+from torch_serving.repository import Repository
+
+__all__ = ["Backend"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """One worker's serving state.
+
+    Attributes:
+        server: the native pipeline holding the worker's model cache.
+        runner: the admission layer native calls go through.
+        config: the server settings.
+        preload: the worker's warm start, which readiness waits for.
+        repository: the worker's side of the model repository.
+        metrics: the metrics requests are measured in (and statistics come from); None when off.
+    """
+
+    server: Server
+    runner: NativeRunner
+    config: Config
+    preload: Preload
+    repository: Repository
+    metrics: Metrics | None
