@@ -129,9 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     for field in dataclasses.fields(Config):
-        shown = {"model_root": "the working directory", "metrics": "on", "grpc_port": "0"}.get(
-            field.name, field.default
-        )
+        shown = {"model_root": "the working directory", "metrics": "on"}.get(field.name, field.default)
         help_text = f"{_HELP[field.name]} (default {shown}; env {ENV_PREFIX}{field.name.upper()})"
         option = "--" + field.name.replace("_", "-")
         if field.name == "preload":
