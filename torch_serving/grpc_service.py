@@ -17,7 +17,6 @@ import asyncio
 import functools
 import json
 import logging
-import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -31,7 +30,7 @@ from google.protobuf import json_format
 
 from torch_serving._native import ModelLoadError, ModelNotFoundError, PhaseTimes, RequestBody
 from torch_serving.backend import Backend
-from torch_serving.binary_tensors import NUMPY_TYPES
+from torch_serving.binary_tensors import NUMPY_TYPES, object_array, to_binary
 from torch_serving.errors import RequestError, answer_for
 from torch_serving.v2 import model_statistics, resolve_name, server_metadata
 
@@ -65,7 +64,6 @@ _CONTENTS = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-_LENGTH = struct.Struct("<I")
 # The most characters of an error's detail a status message carries.
 _MAX_DETAIL = 4096
 
@@ -99,9 +97,9 @@ def _contents_data(tensor: Any) -> bytes:
         )
     values = getattr(tensor.contents, field)
     if tensor.datatype == "BYTES":
-        return b"".join(_LENGTH.pack(len(item)) + item for item in values)
+        return to_binary(object_array(list(values)), "BYTES")
     try:
-        return np.array(values, dtype=NUMPY_TYPES[tensor.datatype]).tobytes()
+        return to_binary(np.array(values, dtype=NUMPY_TYPES[tensor.datatype]), tensor.datatype)
     except OverflowError:
         raise _invalid(f"input {tensor.name!r} holds a value out of {tensor.datatype}'s range") from None
 
