@@ -236,6 +236,18 @@ def test_configuration_matches_rest(triton, server):
     assert failure(lambda: triton.get_model_config("nope"))[0] == "StatusCode.NOT_FOUND"
 
 
+def listeners(port: int) -> int:
+    """How many sockets listen on 127.0.0.1's TCP ``port``, as IPv4 or v4-mapped IPv6 (which grpcio
+    uses) sockets, from /proc/net."""
+    rows = [row.split() for table in ("tcp", "tcp6") for row in open(f"/proc/net/{table}").read().splitlines()[1:]]
+    return sum(1 for row in rows if row[1].endswith(f"0100007F:{port:04X}") and row[3] == "0A")
+
+
+def test_every_worker_listens_on_the_grpc_port(server):
+    assert len(server.http.workers()) == 2
+    assert listeners(server.grpc_port) == 2
+
+
 def test_statistics_count_both_workers_calls(triton, server):
     before = triton.get_inference_statistics("tiny", as_json=True)["model_stats"][0]
     x = input_of("x", np.array([1.0, 2.0], np.float32), "FP32")
