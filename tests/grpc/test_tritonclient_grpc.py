@@ -245,6 +245,10 @@ def listeners(port: int) -> int:
 
 def test_every_worker_listens_on_the_grpc_port(server):
     assert len(server.http.workers()) == 2
+    # A worker listens once its preload is done, which the server's first answer does not wait for.
+    deadline = time.monotonic() + 15
+    while listeners(server.grpc_port) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert listeners(server.grpc_port) == 2
 
 
