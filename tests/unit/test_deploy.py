@@ -146,3 +146,4 @@ def test_make_serve_serves_the_examples_from_their_own_folder():
     planned = subprocess.run(["make", "-n", "serve"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     command = next(line for line in planned.splitlines() if "bin/torch-serving " in line)
     assert command.endswith(" --model-root models")  # not the repository, with its .venv
+    assert " --grpc-port 8001 " in command  # where the README's gRPC examples call
