@@ -17,7 +17,7 @@ from gunicorn.app.base import BaseApplication
 
 from torch_serving import __version__
 from torch_serving.config import ENV_PREFIX, Config, ConfigError, parse_field
-from torch_serving.shared import MULTIPROCESS_DIR, SHARED_DIR
+from torch_serving.shared import MULTIPROCESS_DIR, SHARED_DIR, forget_grpc_listener, mark_reload
 
 # prometheus-client's variable.
 
@@ -88,6 +88,7 @@ class _GunicornApplication(BaseApplication):
             # Several servers on one host would fight over the default path.
             "control_socket_disable": True,
             "child_exit": _worker_exited,
+            "on_reload": _reloading,
         }
         for name, value in settings.items():
             self.cfg.set(name, value)
@@ -213,3 +214,9 @@ def _worker_exited(server, worker) -> None:
 
     multiprocess.mark_process_dead(worker.pid)
     shutil.rmtree(_packages_directory(worker.pid), ignore_errors=True)
+    forget_grpc_listener(worker.pid)
+
+
+def _reloading(server) -> None:
+    # The workers this reload stops keep the gRPC port until their successors listen (torch_serving.shared).
+    mark_reload()

@@ -31,6 +31,7 @@ from google.protobuf import json_format
 from torch_serving._native import ModelLoadError, ModelNotFoundError, PhaseTimes, RequestBody
 from torch_serving.backend import Backend
 from torch_serving.binary_tensors import NUMPY_TYPES, object_array, to_binary
+from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail
 from torch_serving.errors import RequestError, answer_for
 from torch_serving.v2 import model_statistics, resolve_name, server_metadata
 
@@ -205,9 +206,19 @@ class _Servicer:
         self._preload = backend.preload
         self._repository = backend.repository
         self._metrics = backend.metrics
+        self._limit = backend.config.threads + backend.config.queue_size
+        self._on_threads = 0
 
     async def _on_thread(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+        # Beyond the worker's limit a call is refused at once, as over HTTP: queued for a thread, it
+        # would wait unbounded before the native runner could refuse it.
+        if self._on_threads >= self._limit:
+            raise RequestError(503, BUSY, busy_detail(self._limit), headers=RETRY_AFTER)
+        self._on_threads += 1  # only the service's event loop touches it
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+        finally:
+            self._on_threads -= 1
 
     def _metadata(self, name: str, version: str) -> bytes:
         path = resolve_name(self._root, name, version or None)
@@ -351,17 +362,15 @@ class GrpcService:
         from torch_serving._proto import inference_pb2, inference_pb2_grpc
 
         config = self._config
-        # As many calls at once as the worker admits over HTTP; the native runner's limit is shared.
-        calls = config.threads + config.queue_size
         server = grpc.aio.server(
             options=[
                 ("grpc.so_reuseport", 1),
                 ("grpc.max_receive_message_length", config.max_body_size),
                 ("grpc.max_send_message_length", -1),
-            ],
-            maximum_concurrent_rpcs=calls,
+            ]
         )
-        threads = ThreadPoolExecutor(calls, thread_name_prefix="grpc")
+        # As many calls on threads as the worker admits over HTTP (the servicer refuses more).
+        threads = ThreadPoolExecutor(config.threads + config.queue_size, thread_name_prefix="grpc")
         inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             _Servicer(inference_pb2, threads, self._backend), server
         )

@@ -75,6 +75,7 @@ from torch_serving.config import Config
 from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail, error_body, error_document
 from torch_serving.environ import ARRIVED, ON_EVENT_LOOP, SEND_CONTINUE
 from torch_serving.plain_http import PlainReader, PlainRequest
+from torch_serving.shared import mark_grpc_listening, replaced_by_a_reload, successor_listens
 
 __all__ = ["ServingWorker"]
 
@@ -197,7 +198,10 @@ class ServingWorker(ThreadWorker):
         # Connections the loop answered whose client has not taken all of it yet (``conn.unsent``).
         self._sending: list = []
         self._quick = None  # what says which requests are quick, once the app is loaded
-        self._grpc = None  # the application's gRPC service, if it has one
+        self._grpc = None  # the application's gRPC service, once it listens
+        self._grpc_stopping = threading.Lock()
+        self._grpc_stopping_began = False
+        self._grpc_stopped = threading.Event()
         self._plain = PlainReader(self.cfg)
         # Peeked at under TLS, a connection shows records, never headers: gunicorn reads those.
         self._gathers_headers = not self.cfg.is_ssl
@@ -236,24 +240,42 @@ class ServingWorker(ThreadWorker):
             self.notify()
         # Under another WSGI application every request takes a thread.
         self._quick = getattr(self.wsgi, "quick_requests", None)
-        self._grpc = getattr(self.wsgi, "grpc_service", None)
-        if self._grpc is not None:
+        grpc_service = getattr(self.wsgi, "grpc_service", None)
+        # A worker told to stop during its preload never listens: a listener that leaves at once would
+        # pass for the successor of the workers a reload replaces.
+        if grpc_service is not None and self.alive:
             try:
-                self._grpc.start()
+                grpc_service.start()
             except RuntimeError as error:  # grpcio's "Failed to bind"
-                self.log.critical("cannot serve gRPC on %s: %s", self._grpc.address, error)
+                self.log.critical("cannot serve gRPC on %s: %s", grpc_service.address, error)
                 sys.exit(_WORKER_BOOT_ERROR)
+            mark_grpc_listening(self.pid)
+            self._grpc = grpc_service
         self.wsgi = self._hosted(self.wsgi)
         super().run()
         if self._grpc is not None:
-            # Calls under way had the HTTP requests' grace (handle_exit) to finish.
-            self._grpc.stop(self.cfg.graceful_timeout).wait()
+            self._stop_grpc()
+            self._grpc_stopped.wait()
 
     def handle_exit(self, sig, frame) -> None:
         super().handle_exit(sig, frame)
         if self._grpc is not None:
-            # Refuse new gRPC calls at once, as the HTTP listeners close, and let those under way finish.
-            self._grpc.stop(self.cfg.graceful_timeout)
+            # At once, as the HTTP listeners close, rather than once the HTTP requests under way are done.
+            threading.Thread(target=self._stop_grpc, name="grpc-stop", daemon=True).start()
+
+    def _stop_grpc(self) -> None:
+        """Refuse new gRPC calls and let those under way finish within the graceful timeout; when a reload
+        replaces this worker, first keep listening until a new worker does (``torch_serving.shared``)."""
+        with self._grpc_stopping:
+            if self._grpc_stopping_began:
+                return
+            self._grpc_stopping_began = True
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        if replaced_by_a_reload(self.pid):
+            while not successor_listens(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self._grpc.stop(max(deadline - time.monotonic(), 0.0)).wait()
+        self._grpc_stopped.set()
 
     def _hosted(self, app):
         """``app``, told when the current request arrived and whether it is answered in the event loop

@@ -463,3 +463,64 @@ def test_grpc_calls_share_a_batching_models_forwards(start_grpc):
             assert leader.result() == [[0.0, 0.0, 0.0]]
         assert answers == [[[k + 1.0] * 3] for k in range(7)]
         assert executions() == 2
+
+
+def test_sighup_replaces_the_workers_without_failing_a_call(start_grpc):
+    """New workers listen beside the old ones before those stop: a client calling throughout the
+    replacement gets every answer."""
+    with start_grpc("--workers", "2") as server:
+        old = set(server.http.workers())
+        client = server.client()
+        x = [input_of("x", np.array([1.0, 2.0], np.float32), "FP32")]
+        failures, answers, stop = [], [], threading.Event()
+
+        def call_throughout():
+            while not stop.is_set():
+                try:
+                    answers.append(client.infer("tiny", x).as_numpy("OUTPUT__0").tolist())
+                except InferenceServerException as error:
+                    failures.append(error)
+
+        caller = threading.Thread(target=call_throughout)
+        caller.start()
+        try:
+            time.sleep(0.5)
+            os.kill(server.http.process.pid, signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not (set(server.http.workers()) & old == set()):
+                time.sleep(0.2)
+            time.sleep(1.0)  # calls on the new workers
+        finally:
+            stop.set()
+            caller.join(30)
+        assert set(server.http.workers()) & old == set()
+        assert failures == []
+        assert len(answers) > 50 and all(answer == [3.0, 5.0] for answer in answers)
+
+
+def test_calls_beyond_the_workers_limit_are_unavailable_at_once_with_rests_message(start_grpc):
+    with start_grpc("--workers", "1", "--threads", "1", "--queue-size", "1") as server:
+        warm = [input_of("x", np.ones(1, np.float32), "FP32"), input_of("rounds", np.array([WARM_UP_ROUNDS]), "INT64")]
+        with contextlib.closing(server.client()) as client:
+            client.infer("slow", warm)
+        long = [input_of("x", np.ones(1, np.float32), "FP32"), input_of("rounds", np.array([400]), "INT64")]
+
+        def call(_: int):
+            with contextlib.closing(server.client()) as client:
+                started = time.monotonic()
+                try:
+                    return client.infer("slow", long).as_numpy("OUTPUT__0").tolist(), time.monotonic() - started
+                except InferenceServerException as error:
+                    return (error.status(), error.message()), time.monotonic() - started
+
+        with ThreadPoolExecutor(6) as pool:
+            outcomes = list(pool.map(call, range(6)))
+        answered = [answer for answer, _ in outcomes if answer == [2.0]]
+        refused = [(answer, seconds) for answer, seconds in outcomes if answer != [2.0]]
+        assert len(answered) >= 2 and refused
+        for answer, seconds in refused:
+            assert answer == (
+                "StatusCode.UNAVAILABLE",
+                "this worker holds 2 requests, its limit (--threads + --queue-size); retry later",
+            )
+            assert seconds < 1.0
