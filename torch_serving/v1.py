@@ -97,17 +97,21 @@ def _instances(body: bytes) -> list:
 def _v2_request(instances: list, metadata: dict) -> tuple[bytes, int]:
     """The Open Inference Protocol request (JSON, then the inputs' binary data) of ``instances``."""
     inputs = {tensor["name"]: tensor["datatype"] for tensor in metadata["inputs"]}
+    if not inputs:
+        raise _invalid("the model takes no inputs, so V1's instances have nothing to fill")
     if all(isinstance(instance, dict) for instance in instances):
-        rows = {}
         for input_name in instances[0]:
             if input_name not in inputs:
                 raise _invalid(
                     f"instance 0 names {input_name!r}, which is not among the model's inputs: {', '.join(inputs)}"
                 )
-            missing = next((i for i, instance in enumerate(instances) if input_name not in instance), None)
-            if missing is not None:
-                raise _invalid(f"instance {missing} lacks input {input_name!r}, which instance 0 gives")
-            rows[input_name] = [instance[input_name] for instance in instances]
+        for i, instance in enumerate(instances):
+            if instance.keys() != instances[0].keys():
+                raise _invalid(
+                    f"instance {i} names {', '.join(map(repr, instance))}, instance 0 "
+                    f"{', '.join(map(repr, instances[0]))}: every instance names the same inputs"
+                )
+        rows = {input_name: [instance[input_name] for instance in instances] for input_name in instances[0]}
     else:
         # Rows of the first input; the others keep their defaults, or the model says which it lacks.
         rows = {next(iter(inputs)): instances}

@@ -166,7 +166,11 @@ def test_several_inputs_and_outputs_with_id_and_version(triton):
     subset = triton.infer("pair", inputs, outputs=[grpcclient.InferRequestedOutput("OUTPUT__1")])
     assert [output.name for output in subset.get_response().outputs] == ["OUTPUT__1"]
     by_position = triton.infer(
-        "pair", [input_of("INPUT__0", np.array([3.0], np.float32), "FP32"), input_of("INPUT__1", np.ones(1, np.float32), "FP32")]
+        "pair",
+        [
+            input_of("INPUT__0", np.array([3.0], np.float32), "FP32"),
+            input_of("INPUT__1", np.ones(1, np.float32), "FP32"),
+        ],
     )
     np.testing.assert_array_equal(by_position.as_numpy("OUTPUT__0"), [4.0])
 
@@ -230,7 +234,9 @@ def test_configuration_matches_rest(triton, server):
         assert [(i["name"], i["data_type"], [int(n) for n in i["dims"]]) for i in config["input"]] == [
             (i["name"], i["data_type"], i["dims"]) for i in rest["input"]
         ]
-        assert config["instance_group"] == [{"count": group["count"], "kind": group["kind"]} for group in rest["instance_group"]]
+        assert config["instance_group"] == [
+            {"count": group["count"], "kind": group["kind"]} for group in rest["instance_group"]
+        ]
     string_input = triton.get_model_config("string_echo", as_json=True)["config"]["input"][0]
     assert string_input["data_type"] == "TYPE_STRING"
     assert failure(lambda: triton.get_model_config("nope"))[0] == "StatusCode.NOT_FOUND"
@@ -447,7 +453,10 @@ def test_grpc_calls_share_a_batching_models_forwards(start_grpc):
 
         def call(k: float) -> list:
             with contextlib.closing(server.client()) as client:
-                inputs = [input_of("x", np.full((1, 3), k, np.float32), "FP32"), input_of("rounds", np.array([600]), "INT64")]
+                inputs = [
+                    input_of("x", np.full((1, 3), k, np.float32), "FP32"),
+                    input_of("rounds", np.array([600]), "INT64"),
+                ]
                 return client.infer("batch_slow", inputs).as_numpy("OUTPUT__0").tolist()
 
         def executions() -> int:

@@ -141,10 +141,30 @@ def test_v1_strings(server):
 @pytest.mark.parametrize(
     ("path", "body", "status", "error"),
     [
-        ("/v1/models/nope:predict", {"instances": [[1.0]]}, 404, "no model file nope, nope.pt or nope.pt2 under the model root"),
-        ("/v1/models/tiny:predict", {"inputs": [[1.0]]}, 400, 'a V1 predict request is {"instances": [...]} with at least one instance'),
-        ("/v1/models/tiny:predict", {"instances": []}, 400, 'a V1 predict request is {"instances": [...]} with at least one instance'),
-        ("/v1/models/tiny:predict", b"{", 400, "the body is not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+        (
+            "/v1/models/nope:predict",
+            {"instances": [[1.0]]},
+            404,
+            "no model file nope, nope.pt or nope.pt2 under the model root",
+        ),
+        (
+            "/v1/models/tiny:predict",
+            {"inputs": [[1.0]]},
+            400,
+            'a V1 predict request is {"instances": [...]} with at least one instance',
+        ),
+        (
+            "/v1/models/tiny:predict",
+            {"instances": []},
+            400,
+            'a V1 predict request is {"instances": [...]} with at least one instance',
+        ),
+        (
+            "/v1/models/tiny:predict",
+            b"{",
+            400,
+            "the body is not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+        ),
         (
             "/v1/models/tiny:predict",
             {"instances": [[1.0, 2.0], [3.0]]},
@@ -153,7 +173,18 @@ def test_v1_strings(server):
             "The requested array has an inhomogeneous shape after 1 dimensions. The detected shape was (2,) + "
             "inhomogeneous part.",
         ),
-        ("/v1/models/tiny:predict", {"instances": [{"y": [1.0]}]}, 400, "instance 0 names 'y', which is not among the model's inputs: x"),
+        (
+            "/v1/models/tiny:predict",
+            {"instances": [{"y": [1.0]}]},
+            400,
+            "instance 0 names 'y', which is not among the model's inputs: x",
+        ),
+        (
+            "/v1/models/tiny:predict",
+            {"instances": [{"x": [1.0]}, {"x": [2.0], "z": [1.0]}]},
+            400,
+            "instance 1 names 'x', 'z', instance 0 'x': every instance names the same inputs",
+        ),
         (
             "/v1/models/pair:predict",
             {"instances": [[1.0]]},
@@ -165,7 +196,7 @@ def test_v1_strings(server):
             "/v1/models/pair:predict",
             {"instances": [{"a": [1.0], "b": [1.0]}, {"a": [1.0]}]},
             400,
-            "instance 1 lacks input 'b', which instance 0 gives",
+            "instance 1 names 'a', instance 0 'a', 'b': every instance names the same inputs",
         ),
     ],
 )
