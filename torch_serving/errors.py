@@ -3,7 +3,6 @@ status, description and detail that the gRPC service turns into its status codes
 
 from __future__ import annotations
 
-import dataclasses
 import http
 import logging
 
@@ -23,7 +22,7 @@ from torch_serving._native import (
 from torch_serving.envelope import RETRY_AFTER, error_document
 from torch_serving.model_root import IdentifierError
 
-__all__ = ["Answer", "RequestError", "answer_for", "install_error_handlers"]
+__all__ = ["RequestError", "answer_for", "install_error_handlers"]
 
 logger = logging.getLogger("torch_serving")
 
@@ -66,24 +65,14 @@ class RequestError(Exception):
         self.headers = headers or {}
 
 
-@dataclasses.dataclass(frozen=True)
-class Answer:
-    """What an error answers: its HTTP status, the envelope's short description and exact detail, and
-    extra headers."""
-
-    status: int
-    description: str
-    detail: str
-    headers: dict[str, str] = dataclasses.field(default_factory=dict)
-
-
-def answer_for(error: Exception) -> Answer | None:
-    """The answer to ``error`` when it is one the request path raises on purpose; None for a bug."""
+def answer_for(error: Exception) -> RequestError | None:
+    """What ``error`` answers (status, description, detail, headers) when the request path raises it on
+    purpose; None for a bug."""
     if isinstance(error, RequestError):
-        return Answer(error.status, error.description, error.detail, error.headers)
+        return error
     for cls, (status, description) in _STATUS.items():
         if isinstance(error, cls):
-            return Answer(status, description, str(error), RETRY_AFTER if status == 503 else {})
+            return RequestError(status, description, str(error), RETRY_AFTER if status == 503 else None)
     return None
 
 

@@ -33,7 +33,7 @@ from torch_serving.backend import Backend
 from torch_serving.binary_tensors import NUMPY_TYPES, object_array, to_binary
 from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail
 from torch_serving.errors import RequestError, answer_for
-from torch_serving.v2 import model_statistics, resolve_name, server_metadata
+from torch_serving.v2 import binary_request, model_statistics, resolve_name, server_metadata
 
 __all__ = ["GrpcService"]
 
@@ -132,14 +132,7 @@ def _rest_request(request: Any) -> tuple[RequestBody, int]:
             {"name": output.name, "parameters": _parameters(output.parameters) | {"binary_data": True}}
             for output in request.outputs
         ]
-    header = json.dumps(document).encode()
-    # Written once into native memory, where the native side parses it (bytes would be copied there).
-    body = RequestBody(len(header) + sum(map(len, data)))
-    view, offset = memoryview(body), 0
-    for chunk in (header, *data):
-        view[offset : offset + len(chunk)] = chunk
-        offset += len(chunk)
-    return body, len(header)
+    return binary_request(document, data)
 
 
 def _infer_response(pb: ModuleType, response: bytes, json_length: int) -> Any:

@@ -9,7 +9,7 @@ action taken on it, with the generation at which it was taken and the
 process that took it. The worker that answers a call carries it out, then
 records it (replacing the file, under a lock); every worker reads the file
 twice a second and before it answers a repository call, and carries out the
-actions of generations it has not seen. The file holds one line per model however many calls are
+actions of generations it has not seen. The file holds one entry per model however many calls are
 made, and a worker that starts later carries out only each model's last
 action. Without the CLI (another host) a call affects the answering worker
 only.

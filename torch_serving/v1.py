@@ -17,13 +17,13 @@ import re
 import falcon
 import numpy as np
 
-from torch_serving._native import PhaseTimes
+from torch_serving._native import PhaseTimes, RequestBody
 from torch_serving.backend import Backend
 from torch_serving.binary_tensors import NUMPY_TYPES, from_binary, to_binary
 from torch_serving.environ import arrival_time, on_event_loop
 from torch_serving.errors import RequestError
 from torch_serving.request_body import read_body
-from torch_serving.v2 import resolve_name
+from torch_serving.v2 import binary_request, resolve_name
 
 __all__ = ["add_v1_routes"]
 
@@ -94,7 +94,7 @@ def _instances(body: bytes) -> list:
     return instances
 
 
-def _v2_request(instances: list, metadata: dict) -> tuple[bytes, int]:
+def _v2_request(instances: list, metadata: dict) -> tuple[RequestBody, int]:
     """The Open Inference Protocol request (JSON, then the inputs' binary data) of ``instances``."""
     inputs = {tensor["name"]: tensor["datatype"] for tensor in metadata["inputs"]}
     if not inputs:
@@ -129,8 +129,7 @@ def _v2_request(instances: list, metadata: dict) -> tuple[bytes, int]:
             }
         )
         data.append(raw)
-    document = json.dumps({"inputs": header, "parameters": {"binary_data_output": True}}).encode()
-    return document + b"".join(data), len(document)
+    return binary_request({"inputs": header, "parameters": {"binary_data_output": True}}, data)
 
 
 def _stacked(input_name: str, values: list, datatype: str) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 import falcon
 
 from torch_serving import __version__
-from torch_serving._native import ModelNotFoundError, PhaseTimes
+from torch_serving._native import ModelNotFoundError, PhaseTimes, RequestBody
 from torch_serving.backend import Backend
 from torch_serving.environ import arrival_time, on_event_loop
 from torch_serving.errors import RequestError
@@ -24,7 +24,7 @@ from torch_serving.repository import Repository
 from torch_serving.request_body import read_body
 from torch_serving.shared import MODEL_VERSION
 
-__all__ = ["add_v2_routes", "model_statistics", "resolve_name", "server_metadata"]
+__all__ = ["add_v2_routes", "binary_request", "model_statistics", "resolve_name", "server_metadata"]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # `name` may hold slashes (tritonclient leaves them unquoted, and the server
@@ -230,6 +230,19 @@ def _repository_options(body: bytes) -> dict:
     if not isinstance(options, dict):
         raise RequestError(400, "Invalid request body", "a repository request body must be empty or a JSON object")
     return options
+
+
+def binary_request(document: dict, data: list[bytes]) -> tuple[RequestBody, int]:
+    """An inference request in the binary form, for the native inference path: ``document`` (whose
+    inputs give their data's ``binary_data_size``) as JSON, then ``data``, written once into native
+    memory, where it is parsed (bytes would be copied there); and the length of its JSON part."""
+    header = json.dumps(document).encode()
+    body = RequestBody(len(header) + sum(map(len, data)))
+    view, offset = memoryview(body), 0
+    for chunk in (header, *data):
+        view[offset : offset + len(chunk)] = chunk
+        offset += len(chunk)
+    return body, len(header)
 
 
 def resolve_name(root: Path, name: str, version: str | None) -> str:

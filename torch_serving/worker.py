@@ -199,9 +199,7 @@ class ServingWorker(ThreadWorker):
         self._sending: list = []
         self._quick = None  # what says which requests are quick, once the app is loaded
         self._grpc = None  # the application's gRPC service, once it listens
-        self._grpc_stopping = threading.Lock()
-        self._grpc_stopping_began = False
-        self._grpc_stopped = threading.Event()
+        self._grpc_stopper: threading.Thread | None = None  # what stops it, once the worker is told to stop
         self._plain = PlainReader(self.cfg)
         # Peeked at under TLS, a connection shows records, never headers: gunicorn reads those.
         self._gathers_headers = not self.cfg.is_ssl
@@ -254,28 +252,28 @@ class ServingWorker(ThreadWorker):
         self.wsgi = self._hosted(self.wsgi)
         super().run()
         if self._grpc is not None:
-            self._stop_grpc()
-            self._grpc_stopped.wait()
+            self._begin_stopping_grpc()
+            self._grpc_stopper.join()
 
     def handle_exit(self, sig, frame) -> None:
         super().handle_exit(sig, frame)
-        if self._grpc is not None:
-            # At once, as the HTTP listeners close, rather than once the HTTP requests under way are done.
-            threading.Thread(target=self._stop_grpc, name="grpc-stop", daemon=True).start()
+        # At once, as the HTTP listeners close, rather than once the HTTP requests under way are done.
+        self._begin_stopping_grpc()
+
+    def _begin_stopping_grpc(self) -> None:
+        # Called in the main thread only (run, and the signal handlers gunicorn runs there).
+        if self._grpc is not None and self._grpc_stopper is None:
+            self._grpc_stopper = threading.Thread(target=self._stop_grpc, name="grpc-stop", daemon=True)
+            self._grpc_stopper.start()
 
     def _stop_grpc(self) -> None:
         """Refuse new gRPC calls and let those under way finish within the graceful timeout; when a reload
         replaces this worker, first keep listening until a new worker does (``torch_serving.shared``)."""
-        with self._grpc_stopping:
-            if self._grpc_stopping_began:
-                return
-            self._grpc_stopping_began = True
         deadline = time.monotonic() + self.cfg.graceful_timeout
         if replaced_by_a_reload(self.pid):
             while not successor_listens(self.pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
         self._grpc.stop(max(deadline - time.monotonic(), 0.0)).wait()
-        self._grpc_stopped.set()
 
     def _hosted(self, app):
         """``app``, told when the current request arrived and whether it is answered in the event loop
