@@ -17,31 +17,48 @@ from grpc_tools import protoc
 from setuptools import setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 # The native core's sources, listed once for this build and CMake's (ext/sources.txt), and the
 # pybind11 bindings, which only this build compiles.
-with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "ext", "sources.txt")) as listing:
+with open(os.path.join(HERE, "ext", "sources.txt")) as listing:
     SOURCES = [line.strip() for line in listing if line.strip()] + ["ext/bindings.cpp"]
+
+
+def native_flags():
+    """Return the named flag sets of ext/flags.txt, which CMake's build reads too."""
+    with open(os.path.join(HERE, "ext", "flags.txt")) as listing:
+        rows = [line.split() for line in listing if line.strip() and not line.startswith("#")]
+    return {name: flags for name, *flags in rows}
 
 
 def compile_and_link_flags():
     """Return the compiler and linker flags the environment switches ask for."""
+    flags = native_flags()
     debug = os.environ.get("TORCH_SERVING_DEBUG") == "1"
     sanitize = os.environ.get("TORCH_SERVING_SANITIZE") == "1"
-    cflags = ["-O0", "-g", "-UNDEBUG"] if debug or sanitize else ["-O3", "-DNDEBUG"]
+    cflags = flags["warnings"] + (["-O0", "-g", "-UNDEBUG"] if debug or sanitize else ["-O3", "-DNDEBUG"])
     ldflags = []
     if sanitize:
-        cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
-        ldflags += ["-fsanitize=address,undefined"]
+        cflags += flags["sanitize_compile"]
+        ldflags += flags["sanitize_link"]
     return cflags, ldflags
 
 
 def compile_protos():
     """Generate the gRPC service's Python modules from its .proto, beside it (they are not committed)."""
-    here = os.path.dirname(os.path.abspath(__file__))
     proto = os.path.join("torch_serving", "_proto", "inference.proto")
     include = os.path.join(os.path.dirname(protoc.__file__), "_proto")  # protobuf's well-known types
-    status = protoc.main(["protoc", f"-I{here}", f"-I{include}", f"--python_out={here}", f"--pyi_out={here}",
-                          f"--grpc_python_out={here}", os.path.join(here, proto)])
+    status = protoc.main(
+        [
+            "protoc",
+            f"-I{HERE}",
+            f"-I{include}",
+            f"--python_out={HERE}",
+            f"--pyi_out={HERE}",
+            f"--grpc_python_out={HERE}",
+            os.path.join(HERE, proto),
+        ]
+    )
     if status != 0:
         raise SystemExit(f"protoc failed on {proto} (exit status {status})")
 
@@ -74,7 +91,7 @@ setup(
             # Hidden by default, as pybind11 recommends: the header-only fmt and the
             # inline c10 code instantiated here stay private to _C instead of being
             # exported beside libtorch's own copies.
-            extra_compile_args=["-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden", *cflags],
+            extra_compile_args=["-fvisibility=hidden", *cflags],
             extra_link_args=ldflags,
         )
     ],

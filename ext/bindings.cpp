@@ -26,23 +26,11 @@ namespace {
 constexpr double kNoTimeout = std::numeric_limits<double>::infinity();
 
 // Python exception classes, created once at import and kept for the life of
-// the interpreter.
-struct ExceptionClasses {
-  PyObject* serve;
-  PyObject* decode;
-  PyObject* signature;
-  PyObject* execution;
-  PyObject* model_not_found;
-  PyObject* model_load;
-  PyObject* model_access;
-  PyObject* resource;
-  PyObject* unknown_output;
-  PyObject* busy;
-  PyObject* deadline;
-  PyObject* encode;
-};
-
-ExceptionClasses exception_classes;
+// the interpreter: ServeError's, then one per entry of TORCH_SERVING_ERRORS.
+PyObject* serve_error_class = nullptr;
+#define TORCH_SERVING_ERROR_CLASS(Name, value_error, doc) PyObject* Name##_class = nullptr;
+TORCH_SERVING_ERRORS(TORCH_SERVING_ERROR_CLASS)
+#undef TORCH_SERVING_ERROR_CLASS
 
 PyObject* add_exception(py::module_& m, const char* name, PyObject* bases, const char* doc) {
   std::string qualified = std::string("torch_serving._C.") + name;
@@ -64,54 +52,28 @@ void set_error(PyObject* cls, const std::exception& error) {
 }
 
 void register_exceptions(py::module_& m) {
-  auto& c = exception_classes;
-  c.serve = add_exception(m, "ServeError", PyExc_Exception, "Base of every error the native core raises.");
-  py::tuple decode_bases = py::make_tuple(py::handle(c.serve), py::handle(PyExc_ValueError));
-  c.decode = add_exception(m, "DecodeError", decode_bases.ptr(),
-                           "The request body is not valid JSON or breaks a rule of the typed format.");
-  c.signature = add_exception(m, "SignatureError", c.serve, "The arguments do not fit forward's signature.");
-  c.execution = add_exception(m, "ExecutionError", c.serve, "The model raised while running.");
-  c.model_not_found = add_exception(m, "ModelNotFoundError", c.serve, "The model file does not exist.");
-  c.model_load = add_exception(m, "ModelLoadError", c.serve, "The file is not a loadable TorchScript module.");
-  c.model_access = add_exception(m, "ModelAccessError", c.serve,
-                                 "The model file exists, but the server cannot read it.");
-  c.resource = add_exception(m, "ResourceError", c.serve,
-                             "The server ran out of memory or file descriptors for the request.");
-  c.unknown_output =
-      add_exception(m, "UnknownOutputError", c.serve, "A requested output is not among the model's outputs.");
-  c.busy = add_exception(m, "BusyError", c.serve, "The executor holds as many calls as it may; nothing ran.");
-  c.deadline = add_exception(m, "DeadlineError", c.serve,
-                             "The call did not finish within its timeout; it runs on without its caller.");
-  c.encode = add_exception(m, "EncodeError", c.serve, "The model returned a value the protocol cannot encode.");
+  serve_error_class = add_exception(m, "ServeError", PyExc_Exception, "Base of every error the native core raises.");
+#define TORCH_SERVING_ADD_ERROR(Name, value_error, doc)                                                      \
+  Name##_class = add_exception(                                                                              \
+      m, #Name,                                                                                              \
+      value_error ? py::make_tuple(py::handle(serve_error_class), py::handle(PyExc_ValueError)).ptr()        \
+                  : serve_error_class,                                                                       \
+      doc);
+  TORCH_SERVING_ERRORS(TORCH_SERVING_ADD_ERROR)
+#undef TORCH_SERVING_ADD_ERROR
 
   py::register_exception_translator([](std::exception_ptr error) {
-    const auto& c = exception_classes;
     try {
       if (error) std::rethrow_exception(error);
-    } catch (const DecodeError& e) {
-      set_error(c.decode, e);
-    } catch (const SignatureError& e) {
-      set_error(c.signature, e);
-    } catch (const ExecutionError& e) {
-      set_error(c.execution, e);
-    } catch (const ModelNotFoundError& e) {
-      set_error(c.model_not_found, e);
-    } catch (const ModelLoadError& e) {
-      set_error(c.model_load, e);
-    } catch (const ModelAccessError& e) {
-      set_error(c.model_access, e);
-    } catch (const ResourceError& e) {
-      set_error(c.resource, e);
-    } catch (const UnknownOutputError& e) {
-      set_error(c.unknown_output, e);
-    } catch (const BusyError& e) {
-      set_error(c.busy, e);
-    } catch (const DeadlineError& e) {
-      set_error(c.deadline, e);
-    } catch (const EncodeError& e) {
-      set_error(c.encode, e);
-    } catch (const ServeError& e) {
-      set_error(c.serve, e);
+    }
+#define TORCH_SERVING_TRANSLATE_ERROR(Name, value_error, doc) \
+    catch (const Name& e) {                                   \
+      set_error(Name##_class, e);                             \
+    }
+    TORCH_SERVING_ERRORS(TORCH_SERVING_TRANSLATE_ERROR)
+#undef TORCH_SERVING_TRANSLATE_ERROR
+    catch (const ServeError& e) {
+      set_error(serve_error_class, e);
     }
   });
 }

@@ -1,9 +1,26 @@
 // Error types of the native core. Each one stands for one way a request can
 // fail; the Python layer maps them to HTTP statuses in a single place.
+//
+// TORCH_SERVING_ERRORS is the one list of them: it declares the C++ types
+// below, and bindings.cpp makes from it the Python classes, their docstrings
+// and the translation of each C++ error into its class.
 #pragma once
 
 #include <stdexcept>
-#include <string>
+
+// X(Name, also a Python ValueError, what it means)
+#define TORCH_SERVING_ERRORS(X)                                                                              \
+  X(DecodeError, true, "The request body is not valid JSON or breaks a rule of the typed format.")          \
+  X(SignatureError, false, "The arguments do not fit forward's signature.")                                 \
+  X(ExecutionError, false, "The model raised while running.")                                               \
+  X(ModelNotFoundError, false, "The model file does not exist.")                                            \
+  X(ModelLoadError, false, "The file is not a loadable TorchScript module.")                                \
+  X(ModelAccessError, false, "The model file exists, but the server cannot read it.")                       \
+  X(ResourceError, false, "The server ran out of memory or file descriptors for the request.")              \
+  X(UnknownOutputError, false, "A requested output is not among the model's outputs.")                      \
+  X(BusyError, false, "The executor holds as many calls as it may; nothing ran.")                           \
+  X(DeadlineError, false, "The call did not finish within its timeout; it runs on without its caller.")     \
+  X(EncodeError, false, "The model returned a value the protocol cannot encode.")
 
 namespace torch_serving {
 
@@ -12,61 +29,11 @@ struct ServeError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The request body is not valid JSON or breaks a rule of the typed format.
-struct DecodeError : ServeError {
-  using ServeError::ServeError;
-};
-
-// The decoded arguments do not fit the model's forward signature.
-struct SignatureError : ServeError {
-  using ServeError::ServeError;
-};
-
-// The model raised while running on the given arguments.
-struct ExecutionError : ServeError {
-  using ServeError::ServeError;
-};
-
-// The model file vanished between resolution and loading.
-struct ModelNotFoundError : ServeError {
-  using ServeError::ServeError;
-};
-
-// The file exists but is not a loadable TorchScript module.
-struct ModelLoadError : ServeError {
-  using ServeError::ServeError;
-};
-
-// The model file exists, but the server cannot read it (permissions, an
-// I/O error): the server's fault, not the client's.
-struct ModelAccessError : ServeError {
-  using ServeError::ServeError;
-};
-
-// The server ran out of memory or file descriptors for this request; a
-// retry may succeed.
-struct ResourceError : ServeError {
-  using ServeError::ServeError;
-};
-
-// The executor already holds as many calls as it may; nothing ran.
-struct BusyError : ServeError {
-  using ServeError::ServeError;
-};
-
-// The call did not finish within its deadline; it runs on without its caller.
-struct DeadlineError : ServeError {
-  using ServeError::ServeError;
-};
-
-// A client asked for an output the model's result does not have.
-struct UnknownOutputError : ServeError {
-  using ServeError::ServeError;
-};
-
-// The model returned a value the protocol cannot encode.
-struct EncodeError : ServeError {
-  using ServeError::ServeError;
-};
+#define TORCH_SERVING_DECLARE_ERROR(Name, value_error, doc) \
+  struct Name : ServeError {                                \
+    using ServeError::ServeError;                           \
+  };
+TORCH_SERVING_ERRORS(TORCH_SERVING_DECLARE_ERROR)
+#undef TORCH_SERVING_DECLARE_ERROR
 
 }  // namespace torch_serving

@@ -17,55 +17,13 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from torch_serving._native import (
-        BusyError,
-        DeadlineError,
-        DecodeError,
-        EncodeError,
-        ExecutionError,
-        Executor,
-        ModelAccessError,
-        ModelLoadError,
-        ModelNotFoundError,
-        PhaseTimes,
-        RequestBody,
-        ResourceError,
-        ServeError,
-        Server,
-        SignatureError,
-        UnknownOutputError,
-        decode,
-        encode,
-    )
-    from torch_serving.app import create_app
-    from torch_serving.config import Config, ConfigError
-    from torch_serving.export import package
+    from torch_serving._native import *
+    from torch_serving.app import create_app as create_app
+    from torch_serving.config import Config as Config
+    from torch_serving.config import ConfigError as ConfigError
+    from torch_serving.export import package as package
 
-__all__ = [
-    "BusyError",
-    "Config",
-    "ConfigError",
-    "DeadlineError",
-    "DecodeError",
-    "EncodeError",
-    "ExecutionError",
-    "Executor",
-    "ModelAccessError",
-    "ModelLoadError",
-    "ModelNotFoundError",
-    "PhaseTimes",
-    "RequestBody",
-    "ResourceError",
-    "ServeError",
-    "Server",
-    "SignatureError",
-    "UnknownOutputError",
-    "create_app",
-    "decode",
-    "encode",
-    "package",
-]
-
+# The names this package adds to the native core's (torch_serving._native), and their modules.
 _HOMES = {
     "create_app": "torch_serving.app",
     "Config": "torch_serving.config",
@@ -74,8 +32,15 @@ _HOMES = {
 }
 
 
+def _native_names() -> list[str]:
+    """The native core's public names; importing them loads torch."""
+    return importlib.import_module("torch_serving._native").__all__
+
+
 def __getattr__(name: str):
-    if name not in __all__:
+    if name == "__all__":
+        return sorted([*_HOMES, *_native_names()])
+    if name not in _HOMES and (name.startswith("_") or name not in _native_names()):
         raise AttributeError(f"module 'torch_serving' has no attribute {name!r}")
     value = getattr(importlib.import_module(_HOMES.get(name, "torch_serving._native")), name)
     globals()[name] = value
@@ -83,4 +48,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    return __getattr__("__all__")

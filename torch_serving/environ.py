@@ -6,9 +6,23 @@ This module loads no torch, so the worker (which must not) and the
 application both use it.
 """
 
-import time
+from __future__ import annotations
 
-__all__ = ["ARRIVED", "ON_EVENT_LOOP", "SEND_CONTINUE", "arrival_time", "on_event_loop"]
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+__all__ = [
+    "ARRIVED",
+    "BODY_SOURCE",
+    "ON_EVENT_LOOP",
+    "SEND_CONTINUE",
+    "BodySource",
+    "BodyTimeout",
+    "arrival_time",
+    "on_event_loop",
+]
 
 # When the worker's event loop handed the request over (``time.monotonic()``): its deadline counts from there.
 ARRIVED = "torch_serving.arrived"
@@ -20,6 +34,41 @@ ON_EVENT_LOOP = "torch_serving.on_event_loop"
 # body, once the headers cannot decide the answer any more (404, 413).
 # Absent when nothing is owed.
 SEND_CONTINUE = "torch_serving.send_continue"
+
+# The worker's ``BodySource``: reads the request's body off the client's socket within a deadline.
+# Absent elsewhere: the application then reads ``wsgi.input``, without a bound in time.
+BODY_SOURCE = "torch_serving.body_source"
+
+
+class BodyTimeout(TimeoutError):
+    """The body did not arrive by the deadline; the connection closes after the answer.
+
+    Args:
+        received: the bytes of it that arrived, when known.
+    """
+
+    def __init__(self, received: int | None = None) -> None:
+        super().__init__(received)
+        self.received = received
+
+
+class BodySource(Protocol):
+    """How the worker reads a request's body for the application (``BODY_SOURCE``)."""
+
+    def receive(
+        self, environ: dict, allocate: Callable[[int], Any], length: int, deadline: float
+    ) -> tuple[Any, int] | None:
+        """Receive the body of ``length`` bytes into ``allocate(length)`` (a writable buffer) and return it
+        with how many bytes arrived (fewer when the client stopped early); None, having read nothing,
+        when only ``wsgi.input`` can read it. Raises BodyTimeout past ``deadline``."""
+
+    def bounded(self, environ: dict, deadline: float) -> AbstractContextManager[Callable[[], None]]:
+        """A block whose reads of ``wsgi.input`` raise BodyTimeout once ``deadline`` passes; it gets a
+        function to call between reads, which arms the bound again."""
+
+    def limit_chunks(self, environ: dict, limit: int, refuse: Callable[[int], Exception]) -> None:
+        """Have reads of a chunked body raise ``refuse(announced)`` as soon as the chunk sizes announced
+        pass ``limit`` bytes, before waiting for a chunk that could never be taken."""
 
 
 def arrival_time(environ: dict) -> float:

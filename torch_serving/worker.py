@@ -73,7 +73,7 @@ from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadW
 
 from torch_serving.config import Config
 from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail, error_body, error_document
-from torch_serving.environ import ARRIVED, ON_EVENT_LOOP, SEND_CONTINUE
+from torch_serving.environ import ARRIVED, BODY_SOURCE, ON_EVENT_LOOP, SEND_CONTINUE, BodyTimeout
 from torch_serving.plain_http import PlainReader, PlainRequest
 from torch_serving.shared import mark_grpc_listening, replaced_by_a_reload, successor_listens
 
@@ -92,8 +92,7 @@ _HEAD_CHUNK = 64 * 1024
 
 _request = threading.local()
 
-# What this worker (and torch_serving.request_body, reading bodies from gunicorn's socket) relies on
-# in gunicorn beyond its documented surface, checked as each worker starts (``gunicorn_gaps``): the
+# What this worker relies on in gunicorn beyond its documented surface, checked as each worker starts (``gunicorn_gaps``): the
 # gthread worker's methods and state, a connection's, its parser's buffer, and its body readers'.
 _WORKER_METHODS = (
     "enqueue_req",
@@ -118,7 +117,7 @@ _WORKER_BOOT_ERROR = 3
 
 
 def gunicorn_gaps(worker: ThreadWorker) -> list[str]:
-    """What ``worker``'s gunicorn lacks of what this module and torch_serving.request_body rely on."""
+    """What ``worker``'s gunicorn lacks of what this module relies on."""
     gaps = [f"ThreadWorker.{name}" for name in _WORKER_METHODS if not callable(getattr(ThreadWorker, name, None))]
     gaps += [f"ThreadWorker().{name}" for name in _WORKER_STATE if not hasattr(worker, name)]
     gaps += [f"ChunkedReader.{name}" for name in _CHUNKED_METHODS if not hasattr(ChunkedReader, name)]
@@ -132,6 +131,104 @@ def gunicorn_gaps(worker: ThreadWorker) -> list[str]:
         gaps += [f"LengthReader().{name}" for name in _LENGTH_READER_STATE if not hasattr(reader, name)]
         gaps += [f"Body().{name}" for name in _BODY_STATE if not hasattr(Body(reader), name)]
     return gaps
+
+
+# The shortest wait for body bytes: a socket timeout of 0 would mean non-blocking.
+_MIN_WAIT_S = 0.001
+
+
+class _SocketBody:
+    """The application's ``BodySource`` (``torch_serving.environ``): a request's body read off gunicorn's
+    client socket, in place of gunicorn's reader, and reads of gunicorn's reader bounded in time.
+    Stateless: one serves every request."""
+
+    def receive(self, environ: dict, allocate, length: int, deadline: float):
+        stream = environ.get("wsgi.input")
+        sock = environ.get("gunicorn.socket")
+        reader = getattr(stream, "reader", None)
+        if (
+            sock is None
+            or not isinstance(stream, Body)
+            or not isinstance(reader, LengthReader)
+            or reader.length != length
+            or stream.buf.tell()
+            or sock.gettimeout() is not None
+        ):
+            return None
+        # Gunicorn may hold the body's first bytes (read with the headers), and
+        # bytes of the next pipelined request after them, which it must keep.
+        held = reader.unreader.take_buffered()
+        if len(held) > length:
+            reader.unreader.unread(held[length:])
+            held = held[:length]
+        body = allocate(length)
+        view = memoryview(body)
+        view[: len(held)] = held
+        received = len(held)
+        try:
+            if received < length:  # small bodies came with the headers: no system call
+                with self.bounded(environ, deadline) as rearm:
+                    while received < length:
+                        count = sock.recv_into(view[received:])
+                        if count == 0:
+                            break
+                        received += count
+                        rearm()
+        except BodyTimeout:
+            raise BodyTimeout(received) from None
+        finally:
+            # Gunicorn must not read this body again: it is consumed, or after an
+            # early end, gone.
+            reader.length = 0
+        return body, received
+
+    @contextlib.contextmanager
+    def bounded(self, environ: dict, deadline: float):
+        sock = environ.get("gunicorn.socket")
+        stream = environ.get("wsgi.input")
+        if sock is None or not isinstance(stream, Body) or sock.gettimeout() is not None:
+            yield lambda: None
+            return
+
+        def rearm() -> None:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise TimeoutError
+            sock.settimeout(max(remaining_s, _MIN_WAIT_S))
+
+        try:
+            rearm()
+            yield rearm
+        except TimeoutError:
+            # Gunicorn must close the connection: where the next request starts is unknown.
+            stream.failed = True
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)
+            raise BodyTimeout from None
+        finally:
+            sock.settimeout(None)
+
+    def limit_chunks(self, environ: dict, limit: int, refuse) -> None:
+        stream = environ.get("wsgi.input")
+        reader = getattr(stream, "reader", None)
+        if not isinstance(stream, Body) or not isinstance(reader, ChunkedReader):
+            return
+        parse_chunk_size = reader.parse_chunk_size
+        announced = 0
+
+        def bounded(unreader, data=None):
+            nonlocal announced
+            size, rest = parse_chunk_size(unreader, data)
+            announced += size
+            if announced > limit:
+                # Raised in gunicorn's reader, which marks the body failed: the connection closes.
+                raise refuse(announced)
+            return size, rest
+
+        reader.parse_chunk_size = bounded
+
+
+_SOCKET_BODY = _SocketBody()
 
 
 def _http_response(status: int, reason: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -283,6 +380,7 @@ class ServingWorker(ThreadWorker):
 
         def answer(environ, start_response):
             environ[ARRIVED] = _request.arrived
+            environ[BODY_SOURCE] = _SOCKET_BODY
             if getattr(_request, "on_event_loop", False):
                 environ[ON_EVENT_LOOP] = True
             owed = getattr(_request, "owed_continue", None)

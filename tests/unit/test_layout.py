@@ -73,6 +73,27 @@ def test_no_module_imports_the_worker():
     assert importers == []
 
 
+def imports_gunicorn(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import) and any(alias.name.split(".")[0] == "gunicorn" for alias in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "gunicorn":
+            return True
+    return False
+
+
+def test_only_the_hosting_modules_import_gunicorn():
+    """The worker holds gunicorn's private state; the CLI and the access log use its public classes, and
+    plain_http its limits. The application reads what the worker knows from environ keys."""
+    importers = sorted(module for module, path in MODULES.items() if imports_gunicorn(path))
+    assert importers == [
+        "torch_serving.access_log",
+        "torch_serving.cli",
+        "torch_serving.plain_http",
+        "torch_serving.worker",
+    ]
+
+
 def test_the_stub_matches_the_compiled_module():
     """mypy.stubtest compares torch_serving/_C.pyi, written by hand, with the module pybind11 builds."""
     import subprocess
@@ -89,3 +110,24 @@ def test_the_stub_matches_the_compiled_module():
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_native_error_is_exported_and_answered():
+    """ext/errors.h lists the native errors once: each is a class of the package, and each that the
+    request path lets through (all but the executor's, which admission answers 503 and 504) has its
+    HTTP answer."""
+    from torch_serving import _native
+    from torch_serving.errors import answer_for
+
+    native_errors = {
+        name for name in _native.__all__ if isinstance(getattr(_native, name), type) and name.endswith("Error")
+    }
+    assert {"DecodeError", "BusyError", "EncodeError", "ServeError"} <= native_errors
+    assert native_errors <= set(torch_serving.__all__)
+    for name in sorted(native_errors - {"ServeError", "BusyError", "DeadlineError"}):
+        error = getattr(torch_serving, name)
+        assert issubclass(error, torch_serving.ServeError)
+        answer = answer_for(error("what went wrong"))
+        assert answer is not None, name
+        assert answer.detail == "what went wrong"
+    assert issubclass(torch_serving.DecodeError, ValueError)
