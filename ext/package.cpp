@@ -26,6 +26,7 @@
 
 #include "errors.h"
 #include "json_tensor.h"
+#include "v2_binding.h"
 
 namespace torch_serving {
 namespace {
@@ -337,12 +338,9 @@ std::shared_ptr<const Package> Package::unpack(const ModelFile& file, const std:
     package->loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
         path, kModelName, /*run_single_threaded=*/false, std::max<size_t>(instances, 1),
         device.has_index() ? device.index() : c10::DeviceIndex(-1));
-  } catch (const c10::Error& e) {
-    throw ModelLoadError(name + " cannot be loaded by torch " + kTorchVersion + made_by + ": " +
-                         without_paths(essential_message(e.what_without_backtrace())));
   } catch (const std::exception& e) {
     throw ModelLoadError(name + " cannot be loaded by torch " + kTorchVersion + made_by + ": " +
-                         without_paths(essential_message(e.what())));
+                         without_paths(essential_message(message_of(e))));
   }
   const std::vector<std::string> call_spec = package->loader_->get_call_spec();
   TreeSpec call, result;
@@ -451,8 +449,7 @@ std::vector<at::Tensor> Package::execute(std::vector<at::Tensor> inputs) const {
     try {
       return loader_->boxed_run(std::move(inputs));
     } catch (const std::exception& e) {
-      std::string what = dynamic_cast<const c10::Error*>(&e) ? static_cast<const c10::Error&>(e).what_without_backtrace()
-                                                              : std::string(e.what());
+      const std::string what = message_of(e);
       // The compiled code's own input checks say `input_handles[i]: ...`.
       constexpr std::string_view kCheck = "input_handles[";
       if (size_t at = what.find(kCheck); at != std::string::npos) {
@@ -467,28 +464,26 @@ std::vector<at::Tensor> Package::execute(std::vector<at::Tensor> inputs) const {
 }
 
 std::vector<c10::IValue> Package::bind_inputs(v2::Request& request) const {
-  std::vector<at::Tensor> leaves(input_names_.size());
-  std::vector<const v2::Input*> given_by(input_names_.size(), nullptr);
-  for (v2::Input& input : request.inputs) {
-    auto named = std::find(input_names_.begin(), input_names_.end(), input.name);
-    size_t position = size_t(named - input_names_.begin());
-    if (named == input_names_.end()) position = v2::position_in(input.name).value_or(input_names_.size());
-    if (position >= input_names_.size()) {
-      std::string names;
-      for (const auto& n : input_names_) names += (names.empty() ? "" : ", ") + n;
-      throw SignatureError("input '" + input.name + "' is none of the package's inputs: " + names + " (or INPUT__0 to INPUT__" +
-                           std::to_string(input_names_.size() - 1) + " by position)");
-    }
-    if (given_by[position]) {
-      throw SignatureError("inputs '" + given_by[position]->name + "' and '" + input.name + "' both give input '" +
-                           input_names_[position] + "'");
-    }
+  const std::vector<std::string_view> names(input_names_.begin(), input_names_.end());
+  const std::vector<v2::Input*> given = v2::place_inputs(
+      request.inputs, names,
+      [&](const v2::Input& input, std::optional<size_t>) {
+        std::string listed;
+        for (const auto& n : input_names_) listed += (listed.empty() ? "" : ", ") + n;
+        throw SignatureError("input '" + input.name + "' is none of the package's inputs: " + listed +
+                             " (or INPUT__0 to INPUT__" + std::to_string(input_names_.size() - 1) + " by position)");
+      },
+      [&](const v2::Input& first, const v2::Input& second, size_t position) {
+        throw SignatureError("inputs '" + first.name + "' and '" + second.name + "' both give input '" +
+                             input_names_[position] + "'");
+      });
+  for (const v2::Input& input : request.inputs) {
     if (input.datatype->is_bytes()) throw SignatureError("input '" + input.name + "' is BYTES, which cannot be a tensor");
-    given_by[position] = &input;
-    leaves[position] = input.tensor;
   }
+  std::vector<at::Tensor> leaves(input_names_.size());
   for (size_t i = 0; i < leaves.size(); ++i) {
-    if (!given_by[i]) throw SignatureError("missing input '" + input_names_[i] + "' (INPUT__" + std::to_string(i) + ")");
+    if (!given[i]) throw SignatureError("missing input '" + input_names_[i] + "' (INPUT__" + std::to_string(i) + ")");
+    leaves[i] = given[i]->tensor;
   }
   std::vector<c10::IValue> args;
   size_t next = 0;

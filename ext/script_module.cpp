@@ -14,7 +14,7 @@
 #include <string_view>
 
 #include "errors.h"
-#include "json_tensor.h"
+#include "v2_binding.h"
 
 namespace torch_serving {
 namespace {
@@ -87,15 +87,6 @@ void move_to(c10::IValue& value, c10::Device device) {
   }
 }
 
-std::string default_text(const c10::IValue& value) {
-  if (value.isNone()) return "None";
-  if (value.isBool()) return value.toBool() ? "True" : "False";
-  if (value.isInt()) return std::to_string(value.toInt());
-  if (value.isDouble()) return json::double_text(value.toDouble());  // as Python writes a float: 1.0, not 1
-  if (value.isString()) return "'" + value.toStringRef() + "'";
-  return "...";
-}
-
 // Whether every value that forward returns, looking through the lists,
 // tuples and dicts its graph builds the result with, is a tensor, one of
 // forward's own arguments or a constant. In a batch, whose arguments that
@@ -124,35 +115,6 @@ bool plain_outputs_are_arguments(const torch::jit::Graph& graph) {
   }
   return true;
 }
-
-}  // namespace
-
-c10::TypePtr strip_optional(const c10::TypePtr& type) {
-  if (auto optional = type->cast<c10::OptionalType>()) return optional->getElementType();
-  return type;
-}
-
-std::string signature_text(const c10::FunctionSchema& schema) {
-  std::string text = schema.name() + "(";
-  const auto& params = schema.arguments();
-  for (size_t i = 1; i < params.size(); ++i) {  // params[0] is `self`
-    if (i > 1) text += ", ";
-    text += params[i].name() + ": " + params[i].type()->annotation_str();
-    if (params[i].default_value()) text += " = " + default_text(*params[i].default_value());
-  }
-  text += ") -> ";
-  const auto& returns = schema.returns();
-  if (returns.size() == 1) {
-    text += returns[0].type()->annotation_str();
-  } else {
-    std::string items;
-    for (const auto& r : returns) items += (items.empty() ? "" : ", ") + r.type()->annotation_str();
-    text += returns.empty() ? "None" : "Tuple[" + items + "]";
-  }
-  return text;
-}
-
-namespace {
 
 // What a zip archive that TorchScript cannot load is instead, and how to make
 // a servable file of it; empty when it is none of the files users confuse
@@ -191,10 +153,8 @@ std::shared_ptr<const ScriptModule> ScriptModule::load(const ModelFile& file, co
     module = torch::jit::load(reader, device, extra_files);
   } catch (const std::exception& e) {
     const std::string instead = what_else_it_is(reader);
-    const auto* error = dynamic_cast<const c10::Error*>(&e);
     throw ModelLoadError(name + " is not a loadable TorchScript module: " +
-                         (instead.empty() ? essential_message(error ? error->what_without_backtrace() : e.what())
-                                          : instead));
+                         (instead.empty() ? essential_message(message_of(e)) : instead));
   }
   module.eval();
   auto forward = module.find_method("forward");
@@ -267,10 +227,8 @@ c10::IValue ScriptModule::forward(std::vector<c10::IValue> args) const {
     torch::jit::GraphOptimizerEnabledGuard optimizer(device_.is_cuda());
     try {
       return module_.forward(std::move(args));
-    } catch (const c10::Error& e) {
-      fail_execution(e, e.what_without_backtrace());
     } catch (const std::exception& e) {
-      fail_execution(e, e.what());
+      fail_execution(e, message_of(e));
     }
   });
 }

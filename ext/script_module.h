@@ -12,19 +12,10 @@
 #include <vector>
 
 #include "model_file.h"
+#include "schema.h"
 #include "servable.h"
 
 namespace torch_serving {
-
-// Returns T for `Optional[T]`, `type` otherwise.
-c10::TypePtr strip_optional(const c10::TypePtr& type);
-
-// Renders `schema` the way a Python user wrote it, without `self`, e.g.
-// `forward(x: Tensor, factor: float = 2.0) -> Tensor`. Built from names,
-// type annotations and our own rendering of defaults: printing a schema
-// through libtorch's stream operators crashed for float defaults on a
-// torch 2.11 + CUDA build.
-std::string signature_text(const c10::FunctionSchema& schema);
 
 // A TorchScript module, run through its forward method.
 class ScriptModule final : public Servable {

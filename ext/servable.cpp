@@ -23,6 +23,11 @@ bool is_out_of_memory(const std::exception& e) {
 
 }  // namespace
 
+std::string message_of(const std::exception& e) {
+  const auto* error = dynamic_cast<const c10::Error*>(&e);
+  return error ? error->what_without_backtrace() : e.what();
+}
+
 bool Servable::is_quick() const {
   // Past this, a call that cannot be abandoned at its deadline could
   // overrun it noticeably.

@@ -104,6 +104,10 @@ class Servable {
   mutable std::shared_ptr<std::atomic<uint64_t>> total_executions_;
 };
 
+// The message of `e` without the C++ backtrace that torch's own errors
+// carry.
+std::string message_of(const std::exception& e);
+
 // Keeps the line of a torch error message that says what went wrong: the
 // last one of a TorchScript traceback, the first one otherwise.
 std::string essential_message(const std::string& what);

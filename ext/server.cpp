@@ -16,6 +16,8 @@
 #include "codec.h"
 #include "package.h"
 #include "script_module.h"
+#include "v2_request.h"
+#include "v2_response.h"
 
 namespace torch_serving {
 namespace {

@@ -1,6 +1,8 @@
 // The Open Inference Protocol (KServe V2) with Triton's binary tensor data
-// extension: inference requests to forward's arguments, results to the
-// response, and model metadata from forward's schema. The rules are those of
+// extension: its types and datatypes (v2_datatypes.cpp), shared by its
+// request decoder (v2_request.h), the binding of inputs to a model's
+// arguments and of results to outputs (v2_binding.h), and its responses,
+// metadata and configuration (v2_response.h). The rules are those of
 // docs/v2.md.
 #pragma once
 
@@ -14,6 +16,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "schema.h"
 
 namespace torch_serving::v2 {
 
@@ -70,68 +74,21 @@ struct ModelDescription {
 // A result's parts as V2 outputs, with their names.
 using NamedOutputs = std::vector<std::pair<std::string, c10::IValue>>;
 
-// The position an input named like `INPUT__3` gives, if any.
-std::optional<size_t> position_in(std::string_view name);
-
 // Returns the datatype `dtype` is sent as, or null for one V2 cannot express.
 const Datatype* datatype_of(at::ScalarType dtype);
 
-// Keeps the request body alive while tensors made on its memory exist.
-using BodyOwner = std::shared_ptr<const void>;
+// Returns the datatype named `name`, or null.
+const Datatype* find_datatype(std::string_view name);
 
-// Decodes an inference request. The first `header_length` bytes of `body`
-// are its JSON and the rest the inputs' binary data; a negative
-// `header_length` means the whole body is JSON. `readable` is how many
-// bytes may be read from body.data(): with simdjson's padding past the
-// body, the JSON is parsed in place, else copied.
-//
-// Binary inputs are views of `body` where their alignment allows, holding
-// `owner`, and copies otherwise. Throws DecodeError, naming the JSON path or
-// the input and what was expected and found.
-Request decode_request(std::string_view body, int64_t header_length, const BodyOwner& owner,
-                       size_t readable = 0);
+// BYTES, the datatype of strings.
+const Datatype& bytes_datatype();
 
-// Throws DecodeError when the request's `model_name` or `model_version`,
-// if it gives them, differ from the model `name` of the URL and its one
-// version "1".
-void check_model(const Request& request, const std::string& name);
+// Every datatype's name, comma-separated, for error messages.
+std::string datatype_names();
 
-// Matches the request's inputs to the arguments of `schema` (a forward
-// method's) by name, or by position for names like `INPUT__0`, and returns
-// forward's positional arguments with left-out optional ones defaulted.
-//
-// Throws SignatureError when an input fits no argument, two give the same
-// one, a required one is missing, or an input cannot become its argument's
-// type.
-std::vector<c10::IValue> bind_inputs(Request& request, const c10::FunctionSchema& schema);
+// The datatype the protocol uses for values of `kind`.
+std::string_view datatype_name(Primitive kind);
 
-// Names the parts of a forward's result: dict entries by key, tuple and
-// list-of-tensor elements as OUTPUT__i, anything else (a list of lists too)
-// as OUTPUT__0.
-NamedOutputs named_outputs(const c10::IValue& result);
-
-// Describes the inputs and outputs of a forward with `schema`. The schema
-// records no dtypes or sizes: tensors are listed as FP32 of shape [-1].
-ModelDescription describe_forward(const c10::FunctionSchema& schema);
-
-// Writes the inference response for the `outputs` of model `model_name` into
-// `out`: its JSON first, then the binary data of the outputs sent as binary.
-// Returns the length of the JSON part.
-//
-// Throws UnknownOutputError for a requested output the result does not have,
-// and EncodeError for an output the protocol cannot express.
-size_t encode_response(const std::string& model_name, const Request& request, const NamedOutputs& outputs,
-                       std::string& out);
-
-// Writes the metadata of model `model_name` into `out`.
-void encode_metadata(const std::string& model_name, const ModelDescription& model, std::string& out);
-
-// Writes the configuration of model `model_name` into `out` as Triton's
-// model configuration extension answers it: `max_batch_size` (0 for a model
-// that does not batch), inputs and outputs with Triton's `TYPE_` datatypes
-// and the metadata's shapes as `dims`, and the model's instances as its
-// `instance_group`.
-void encode_config(const std::string& model_name, const ModelDescription& model, int64_t max_batch_size,
-                   size_t instance_count, bool on_gpu, std::string& out);
+inline std::string single_quoted(std::string_view name) { return "'" + std::string(name) + "'"; }
 
 }  // namespace torch_serving::v2

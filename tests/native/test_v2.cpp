@@ -10,6 +10,9 @@
 #include "errors.h"
 #include "request_body.h"
 #include "v2.h"
+#include "v2_binding.h"
+#include "v2_request.h"
+#include "v2_response.h"
 
 #include "doctest_after_torch.h"
 

@@ -131,3 +131,26 @@ def test_every_native_error_is_exported_and_answered():
         assert answer is not None, name
         assert answer.detail == "what went wrong"
     assert issubclass(torch_serving.DecodeError, ValueError)
+
+
+def native_unit_graph() -> dict[str, set[str]]:
+    """ext/'s translation units (a header and its source are one) and the units each includes."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((PACKAGE.parent / "ext").glob("*.[hc]*")):
+        included = {
+            line.split('"')[1].rsplit(".", 1)[0]
+            for line in path.read_text().splitlines()
+            if line.startswith('#include "')
+        }
+        graph.setdefault(path.stem, set()).update(included - {path.stem})
+    for units in list(graph.values()):
+        for unit in units:
+            graph.setdefault(unit, set())
+    return graph
+
+
+def test_no_native_include_cycle():
+    graph = native_unit_graph()
+    assert {"v2", "v2_request", "v2_binding", "v2_response", "schema", "script_module"} <= set(graph)
+    assert "v2" in graph["v2_binding"] and "schema" in graph["script_module"]
+    assert cycles(graph) == []

@@ -1,0 +1,54 @@
+// Binding Open Inference Protocol requests to models: inputs to a forward's
+// arguments by name or position, results to named outputs, and a forward's
+// signature to the model's description.
+#pragma once
+
+#include <ATen/core/function_schema.h>
+#include <ATen/core/ivalue.h>
+
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "v2.h"
+
+namespace torch_serving::v2 {
+
+// The position an input named like `INPUT__3` gives, if any.
+std::optional<size_t> position_in(std::string_view name);
+
+// Matches the request's inputs to the arguments of `schema` (a forward
+// method's) by name, or by position for names like `INPUT__0`, and returns
+// forward's positional arguments with left-out optional ones defaulted.
+//
+// Throws SignatureError when an input fits no argument, two give the same
+// one, a required one is missing, or an input cannot become its argument's
+// type.
+std::vector<c10::IValue> bind_inputs(Request& request, const c10::FunctionSchema& schema);
+
+// Names the parts of a forward's result: dict entries by key, tuple and
+// list-of-tensor elements as OUTPUT__i, anything else (a list of lists too)
+// as OUTPUT__0.
+NamedOutputs named_outputs(const c10::IValue& result);
+
+// Describes the inputs and outputs of a forward with `schema`. The schema
+// records no dtypes or sizes: tensors are listed as FP32 of shape [-1].
+ModelDescription describe_forward(const c10::FunctionSchema& schema);
+
+// What place_inputs says of an input it cannot place: the input, and the
+// position it names past the parameters (none when it names nothing).
+using UnplacedInput = std::function<void(const Input& input, std::optional<size_t> position)>;
+// ... and of two inputs that give the parameter at `position`.
+using RepeatedInput = std::function<void(const Input& first, const Input& second, size_t position)>;
+
+// Places each of `inputs` at the parameter it names: by its name among
+// `names`, else by a position name like `INPUT__2`. Returns, for each
+// parameter, the input that gives it, or null. Calls `unplaced` or
+// `repeated`, which throw, for an input it cannot place.
+std::vector<Input*> place_inputs(std::vector<Input>& inputs, const std::vector<std::string_view>& names,
+                                 const UnplacedInput& unplaced, const RepeatedInput& repeated);
+
+}  // namespace torch_serving::v2
