@@ -348,7 +348,7 @@ PYBIND11_MODULE(_C, m) {
         std::vector<c10::IValue> args;
         {
           py::gil_scoped_release release;
-          args = decode_request(view, 0, max_image_pixels);
+          args = decode_arguments(view, 0, max_image_pixels);
         }
         py::list out;
         for (const auto& arg : args) out.append(torch::jit::toPyObject(arg));

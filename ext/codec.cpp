@@ -333,7 +333,7 @@ void write_value(const c10::IValue& v, std::string& out, const JsonPath& at) {
 
 }  // namespace
 
-std::vector<c10::IValue> decode_request(std::string_view body, size_t readable, int64_t max_image_pixels) {
+std::vector<c10::IValue> decode_arguments(std::string_view body, size_t readable, int64_t max_image_pixels) {
   JsonPath root{nullptr, "body", -1};
   if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) {
     throw DecodeError("request body is empty");

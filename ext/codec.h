@@ -22,8 +22,8 @@ constexpr int64_t kDefaultMaxImagePixels = 89'478'485;
 //
 // Throws DecodeError, whose message names the JSON path of the offending
 // element and says what was expected and what was found.
-std::vector<c10::IValue> decode_request(std::string_view body, size_t readable = 0,
-                                        int64_t max_image_pixels = kDefaultMaxImagePixels);
+std::vector<c10::IValue> decode_arguments(std::string_view body, size_t readable = 0,
+                                          int64_t max_image_pixels = kDefaultMaxImagePixels);
 
 // Appends the protocol's JSON encoding of `value` to `out`.
 //

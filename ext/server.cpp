@@ -90,7 +90,7 @@ void Server::serve(const std::string& relative, const std::string& name, const R
                    double invalidation_prob, std::string& response, PhaseTimes* times, Deadline deadline) {
   PhaseClock clock(times);
   // Decoding first means a bad body never costs a model load.
-  std::vector<c10::IValue> args = decode_request(body.view(), body.readable(), max_image_pixels_);
+  std::vector<c10::IValue> args = decode_arguments(body.view(), body.readable(), max_image_pixels_);
   clock.lap(&PhaseTimes::decode);
   c10::IValue result = model(relative, name, draw(invalidation_prob))->run(std::move(args), deadline);
   clock.lap(&PhaseTimes::forward);

@@ -30,7 +30,7 @@ __all__ = ["ServingApp", "create_app"]
 _HEALTHY = b'{"code":200,"message":"OK","description":"OK"}'
 
 
-class HealthResource:
+class HealthcheckResource:
     """``GET /healthcheck``: answer that the worker is up."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -198,7 +198,7 @@ def create_app(config: Config) -> ServingApp:
     middleware = [MetricsMiddleware(metrics)] if metrics else []
     app = ServingApp(media_type=falcon.MEDIA_JSON, middleware=middleware)
     app.req_options.keep_blank_qs_values = True
-    app.add_route("/healthcheck", HealthResource())
+    app.add_route("/healthcheck", HealthcheckResource())
     # As many as the worker admits: under ServingWorker its own limit
     # answers first, under another worker this one does.
     runner = NativeRunner(config.threads + config.queue_size, config.timeout)

@@ -60,7 +60,7 @@ class ServerMetadataResource:
     on_head = on_get
 
 
-class HealthResource:
+class HealthProbeResource:
     """``GET /v2/health/live`` and ``/v2/health/ready``: the worker answers, so it is live;
     it is ready once its preload is done (503 ``{"ready": false}`` until then).
 
@@ -286,7 +286,7 @@ def _header_length(req: falcon.Request, max_body_size: int) -> int:
 def add_v2_routes(app: falcon.App, backend: Backend) -> None:
     """Add the Open Inference Protocol endpoints, with Triton's statistics and repository extensions, to ``app``."""
     app.add_route("/v2", ServerMetadataResource())
-    app.add_route("/v2/health/live", HealthResource("live"))
-    app.add_route("/v2/health/ready", HealthResource("ready", backend.preload))
+    app.add_route("/v2/health/live", HealthProbeResource("live"))
+    app.add_route("/v2/health/ready", HealthProbeResource("ready", backend.preload))
     app.add_sink(ModelSink(backend), _MODEL_PATH)
     app.add_sink(RepositorySink(backend.repository, backend.config.model_root), _REPOSITORY_PATH)

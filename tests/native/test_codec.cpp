@@ -12,7 +12,7 @@
 
 using torch_serving::DecodeError;
 using torch_serving::RequestBody;
-using torch_serving::decode_request;
+using torch_serving::decode_arguments;
 using torch_serving::encode_result;
 
 namespace {
@@ -25,7 +25,7 @@ std::string encoded(const c10::IValue& value) {
 
 std::string decode_error(std::string_view body) {
   try {
-    decode_request(body);
+    decode_arguments(body);
   } catch (const DecodeError& e) {
     return e.what();
   }
@@ -35,7 +35,7 @@ std::string decode_error(std::string_view body) {
 }  // namespace
 
 TEST_CASE("a flat tensor with shape decodes into its dtype") {
-  auto args = decode_request(R"([{"type":"tensor","shape":[2,2],"value":[1,2,3,4],"data_type":"int16"}])");
+  auto args = decode_arguments(R"([{"type":"tensor","shape":[2,2],"value":[1,2,3,4],"data_type":"int16"}])");
   REQUIRE(args.size() == 1);
   at::Tensor t = args[0].toTensor();
   CHECK(std::string(c10::toString(t.scalar_type())) == "Short");
@@ -44,9 +44,9 @@ TEST_CASE("a flat tensor with shape decodes into its dtype") {
 }
 
 TEST_CASE("int64 values are exact beyond double precision") {
-  auto args = decode_request(R"({"type":"tensor","value":[9007199254740993],"data_type":"int64"})");
+  auto args = decode_arguments(R"({"type":"tensor","value":[9007199254740993],"data_type":"int64"})");
   CHECK(args[0].toTensor()[0].item<int64_t>() == 9007199254740993LL);
-  auto scalar = decode_request(R"({"type":"scalar","value":-9223372036854775808})");
+  auto scalar = decode_arguments(R"({"type":"scalar","value":-9223372036854775808})");
   CHECK(scalar[0].toInt() == INT64_MIN);
 }
 
@@ -90,12 +90,12 @@ TEST_CASE("a padded body is parsed in place, whatever its padding holds") {
   auto body = RequestBody::copy_of(R"([{"type":"tensor","value":[1.5,2]},{"type":"scalar","value":7}])");
   // Digits and quotes right after the end must not extend the last tokens.
   std::memset(body->data() + body->size(), '9', body->readable() - body->size());
-  auto args = decode_request(body->view(), body->readable());
+  auto args = decode_arguments(body->view(), body->readable());
   REQUIRE(args.size() == 2);
   CHECK(args[0].toTensor()[1].item<float>() == 2.0f);
   CHECK(args[1].toInt() == 7);
   std::memset(body->data() + body->size(), '"', body->readable() - body->size());
-  CHECK(decode_request(body->view(), body->readable())[1].toInt() == 7);
+  CHECK(decode_arguments(body->view(), body->readable())[1].toInt() == 7);
 }
 
 TEST_CASE("arrays longer than simdjson's saturated size count (16,777,215) are measured exactly") {
@@ -105,7 +105,7 @@ TEST_CASE("arrays longer than simdjson's saturated size count (16,777,215) are m
   std::string values;
   values.reserve((kSaturated + 10) * 2);
   for (size_t i = 0; i < kSaturated + 10; ++i) values += i ? ",1" : "1";
-  auto nested = decode_request(R"({"type":"tensor","data_type":"uint8","value":[)" + values + "]}");
+  auto nested = decode_arguments(R"({"type":"tensor","data_type":"uint8","value":[)" + values + "]}");
   CHECK(nested[0].toTensor().numel() == int64_t(kSaturated + 10));
   CHECK(nested[0].toTensor().sum().item<int64_t>() == int64_t(kSaturated + 10));
   CHECK(decode_error(R"({"type":"tensor","data_type":"uint8","shape":[16777215],"value":[)" + values + "]}") ==
@@ -113,7 +113,7 @@ TEST_CASE("arrays longer than simdjson's saturated size count (16,777,215) are m
 }
 
 TEST_CASE("numbers beyond 64 bits are read as floats; a byte-order mark is skipped") {
-  auto args = decode_request("\xEF\xBB\xBF" R"({"type":"tensor","data_type":"float64","value":[-20000000000000000000]})");
+  auto args = decode_arguments("\xEF\xBB\xBF" R"({"type":"tensor","data_type":"float64","value":[-20000000000000000000]})");
   CHECK(args[0].toTensor()[0].item<double>() == -2e19);
   CHECK(decode_error(R"({"type":"tensor","data_type":"int64","value":[-9223372036854775809]})") ==
         "expected an integer in [-9223372036854775808, 9223372036854775807] for int64, found "

@@ -11,7 +11,7 @@ import pytest
 from torch_serving import Config, ConfigError, ModelLoadError, Server
 from torch_serving.cli import build_parser
 from torch_serving.preload import Preload
-from torch_serving.v2 import HealthResource
+from torch_serving.v2 import HealthProbeResource
 
 
 def test_the_option_repeats_and_the_variable_takes_a_comma_separated_list(tmp_path):
@@ -54,7 +54,7 @@ def test_readiness_answers_503_until_the_preload_is_done(model_root):
     server = _BlockingServer()
     preload = Preload(server, model_root, ["tiny.pt"])
     app = falcon.App()
-    app.add_route("/v2/health/ready", HealthResource("ready", preload))
+    app.add_route("/v2/health/ready", HealthProbeResource("ready", preload))
     client = falcon.testing.TestClient(app)
     preload.start()
     waiting = client.simulate_get("/v2/health/ready")
