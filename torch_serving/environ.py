@@ -36,7 +36,8 @@ ON_EVENT_LOOP = "torch_serving.on_event_loop"
 SEND_CONTINUE = "torch_serving.send_continue"
 
 # The worker's ``BodySource``: reads the request's body off the client's socket within a deadline.
-# Absent elsewhere: the application then reads ``wsgi.input``, without a bound in time.
+# Absent elsewhere, and for a request the event loop answers (its body is in memory already): the
+# application then reads ``wsgi.input``, without a bound in time.
 BODY_SOURCE = "torch_serving.body_source"
 
 

@@ -14,7 +14,7 @@ bodies, the server's stream is read and copied once into a ``RequestBody``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import falcon
 
@@ -62,50 +62,10 @@ def read_body(
             before_continue()
         send_continue()
     source: BodySource | None = req.env.get(BODY_SOURCE)
-    with _answering_timeouts(length):
-        if length is not None:
-            received = None if source is None else source.receive(req.env, RequestBody, length, deadline)
-            if received is None:
-                with _bounded(source, req.env, deadline):
-                    data = req.bounded_stream.read(length)
-                received = RequestBody(data), len(data)
-            body, count = received
-            if count < length:
-                raise RequestError(
-                    400,
-                    "Incomplete request body",
-                    f"received {count} of the {length} bytes Content-Length announced",
-                )
-            return body
-        # Without Content-Length (chunked), the server's stream ends with the
-        # body; Falcon's bounded stream would read nothing.
-        if source is not None:
-            source.limit_chunks(
-                req.env,
-                limit,
-                lambda announced: _too_large(f"chunks announce {announced} bytes, over the limit of {limit} bytes"),
-            )
-        pieces, total = [], 0
-        with _bounded(source, req.env, deadline) as rearm:
-            while chunk := req.stream.read(_READ_CHUNK):
-                total += len(chunk)
-                if total > limit:
-                    raise _too_large(f"body exceeds the limit of {limit} bytes")
-                pieces.append(chunk)
-                rearm()
-        return RequestBody(b"".join(pieces))
-
-
-def _bounded(source: BodySource | None, env: dict, deadline: float):
-    """``source``'s bound on reads of ``wsgi.input``, or none without a source."""
-    return contextlib.nullcontext(lambda: None) if source is None else source.bounded(env, deadline)
-
-
-@contextlib.contextmanager
-def _answering_timeouts(length: int | None) -> Iterator[None]:
-    """Turn the worker's BodyTimeout into the 408 it answers."""
     try:
-        yield
+        if length is not None:
+            return _read_announced(req, source, length, deadline)
+        return _read_chunked(req, source, limit, deadline)
     except BodyTimeout as timeout:
         progress = (
             ""
@@ -117,6 +77,46 @@ def _answering_timeouts(length: int | None) -> Iterator[None]:
             "Request Timeout",
             f"the request body did not arrive before the request's deadline{progress}",
         ) from None
+
+
+def _read_announced(req: falcon.Request, source: BodySource | None, length: int, deadline: float) -> RequestBody:
+    """The body of ``length`` bytes, Content-Length announced."""
+    received = None if source is None else source.receive(req.env, RequestBody, length, deadline)
+    if received is None:
+        if source is None:
+            data = req.bounded_stream.read(length)
+        else:
+            with source.bounded(req.env, deadline):
+                data = req.bounded_stream.read(length)
+        received = RequestBody(data), len(data)
+    body, count = received
+    if count < length:
+        raise RequestError(
+            400,
+            "Incomplete request body",
+            f"received {count} of the {length} bytes Content-Length announced",
+        )
+    return body
+
+
+def _read_chunked(req: falcon.Request, source: BodySource | None, limit: int, deadline: float) -> RequestBody:
+    """A body without Content-Length: the server's stream ends with it (Falcon's bounded stream would read
+    nothing)."""
+    if source is not None:
+        source.limit_chunks(
+            req.env,
+            limit,
+            lambda announced: _too_large(f"chunks announce {announced} bytes, over the limit of {limit} bytes"),
+        )
+    pieces, total = [], 0
+    with contextlib.nullcontext(lambda: None) if source is None else source.bounded(req.env, deadline) as rearm:
+        while chunk := req.stream.read(_READ_CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(f"body exceeds the limit of {limit} bytes")
+            pieces.append(chunk)
+            rearm()
+    return RequestBody(b"".join(pieces))
 
 
 def _too_large(detail: str) -> RequestError:

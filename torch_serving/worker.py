@@ -380,9 +380,10 @@ class ServingWorker(ThreadWorker):
 
         def answer(environ, start_response):
             environ[ARRIVED] = _request.arrived
-            environ[BODY_SOURCE] = _SOCKET_BODY
             if getattr(_request, "on_event_loop", False):
-                environ[ON_EVENT_LOOP] = True
+                environ[ON_EVENT_LOOP] = True  # its body is in memory already
+            else:
+                environ[BODY_SOURCE] = _SOCKET_BODY
             owed = getattr(_request, "owed_continue", None)
             if owed is not None:
 
