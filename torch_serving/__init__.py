@@ -4,7 +4,9 @@ The request path runs in the private native core ``torch_serving._C``; this
 package is its typed facade plus the Falcon app and the gunicorn CLI.
 
 Names are imported on first use, so that the CLI (and with it the gunicorn
-master) never loads torch: only the workers do.
+master) never loads torch: only the workers do. The native names are the
+native core's own (``torch_serving._native``), listed nowhere here: asking for
+one, or for ``__all__``, loads torch.
 """
 
 from __future__ import annotations

@@ -92,8 +92,9 @@ _HEAD_CHUNK = 64 * 1024
 
 _request = threading.local()
 
-# What this worker relies on in gunicorn beyond its documented surface, checked as each worker starts (``gunicorn_gaps``): the
-# gthread worker's methods and state, a connection's, its parser's buffer, and its body readers'.
+# What this worker relies on in gunicorn beyond its documented surface, checked as each worker starts
+# (``gunicorn_gaps``): the gthread worker's methods and state, a connection's, its parser's buffer, and
+# its body readers' (``_SocketBody``).
 _WORKER_METHODS = (
     "enqueue_req",
     "on_client_socket_readable",
