@@ -21,13 +21,11 @@ namespace {
 using namespace json;
 using simdjson::dom::element_type;
 
-constexpr std::string_view kTypeList = "tensor, image, tensor_list, tensor_dict, scalar, string, list, none";
-
 at::ScalarType parse_dtype(std::optional<element> field, const JsonPath& at) {
   if (!field) return at::kFloat;
   std::string_view name = expect_string(*field, at);
   if (auto dtype = dtype_named(name)) return *dtype;
-  fail(at, "unknown data_type " + quote_text(name) + " (expected one of " + std::string(kDtypeList) + ")");
+  fail(at, "unknown data_type " + quote_text(name) + " (expected one of " + dtype_names() + ")");
 }
 
 struct TypedFields {
@@ -97,7 +95,7 @@ const KindInfo& read_kind(const TypedFields& f, const JsonPath& at) {
       return k;
     }
   }
-  fail(type_at, "unknown type " + quote_text(name) + " (expected one of " + std::string(kTypeList) + ")");
+  fail(type_at, "unknown type " + quote_text(name) + " (expected one of " + names_of(kKinds) + ")");
 }
 
 // An image: base64 (or a data URL) of a JPEG, PNG or WebP file, decoded
@@ -121,7 +119,7 @@ at::Tensor decode_image(const TypedFields& f, const JsonPath& at, int64_t max_im
     auto named = image::mode_named(name);
     if (!named) {
       fail(at.member("mode"), "unknown mode " + quote_text(name) + " (expected one of " +
-                                  std::string(image::kModeList) + ")");
+                                  image::mode_names() + ")");
     }
     mode = *named;
   }

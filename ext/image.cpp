@@ -6,6 +6,7 @@
 #include <turbojpeg.h>
 #include <webp/decode.h>
 
+#include <array>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
@@ -16,6 +17,19 @@
 
 namespace torch_serving::image {
 namespace {
+
+// Each mode and its protocol name.
+struct ModeName {
+  std::string_view name;
+  Mode mode;
+};
+
+constexpr std::array<ModeName, 4> kModes{{
+    {"RGB", Mode::kRGB},
+    {"GRAY", Mode::kGray},
+    {"RGBA", Mode::kRGBA},
+    {"UNCHANGED", Mode::kUnchanged},
+}};
 
 using namespace std::string_view_literals;
 using json::fail;
@@ -292,11 +306,12 @@ at::Tensor decode_webp(std::string_view bytes, Mode mode, int64_t max_pixels, co
 
 }  // namespace
 
+std::string mode_names() { return json::names_of(kModes); }
+
 std::optional<Mode> mode_named(std::string_view name) {
-  if (name == "RGB") return Mode::kRGB;
-  if (name == "GRAY") return Mode::kGray;
-  if (name == "RGBA") return Mode::kRGBA;
-  if (name == "UNCHANGED") return Mode::kUnchanged;
+  for (const auto& m : kModes) {
+    if (m.name == name) return m.mode;
+  }
   return std::nullopt;
 }
 

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "json_path.h"
@@ -21,7 +22,8 @@ enum class Mode {
   kUnchanged,  // as stored: 1 (grey), 2 (grey and alpha), 3 or 4 channels
 };
 
-constexpr std::string_view kModeList = "RGB, GRAY, RGBA, UNCHANGED";
+// Every mode's protocol name, comma-separated, for error messages.
+std::string mode_names();
 
 // The mode of a protocol name (`RGB`), or nothing for an unknown name.
 std::optional<Mode> mode_named(std::string_view name);

@@ -439,6 +439,8 @@ void write_string(std::string_view s, std::string& out, const JsonPath& at) {
 }
 
 
+std::string dtype_names() { return names_of(kDtypes); }
+
 std::optional<at::ScalarType> dtype_named(std::string_view name) {
   for (const auto& d : kDtypes) {
     if (d.name == name) return d.type;

@@ -33,6 +33,18 @@ std::string describe(element e);
 // Quotes `s` for an error message, cut short when long.
 std::string quote_text(std::string_view s);
 
+// The names of a table's entries (each with a `name`), comma-separated:
+// what an error message lists as expected, derived from the table itself.
+template <class Table>
+std::string names_of(const Table& table) {
+  std::string names;
+  for (const auto& entry : table) {
+    if (!names.empty()) names += ", ";
+    names += entry.name;
+  }
+  return names;
+}
+
 // Renders a shape as `[1, 3, 224, 224]`.
 std::string shape_text(const std::vector<int64_t>& shape);
 
@@ -95,9 +107,8 @@ std::optional<std::string_view> dtype_name(at::ScalarType dtype);
 // The dtype of a /serve name, or nothing for an unknown name.
 std::optional<at::ScalarType> dtype_named(std::string_view name);
 
-// Every /serve dtype name, for error messages.
-constexpr std::string_view kDtypeList =
-    "bool, uint8, int8, int16, int32, int64, float16, bfloat16, float32, float64";
+// Every /serve dtype name, comma-separated, for error messages.
+std::string dtype_names();
 
 // A JSON document parsed by the calling thread's parser, valid while this
 // object lives. The parser keeps its buffers for the next document unless

@@ -5,6 +5,8 @@
 #include <array>
 #include <string>
 
+#include "json_tensor.h"
+
 namespace torch_serving::v2 {
 namespace {
 
@@ -26,11 +28,7 @@ constexpr std::array<Datatype, 11> kDatatypes{{
 
 const Datatype& bytes_datatype() { return kDatatypes.back(); }
 
-std::string datatype_names() {
-  std::string names;
-  for (const auto& d : kDatatypes) names += (names.empty() ? "" : ", ") + std::string(d.name);
-  return names;
-}
+std::string datatype_names() { return json::names_of(kDatatypes); }
 
 const Datatype* find_datatype(std::string_view name) {
   for (const auto& d : kDatatypes) {
