@@ -67,6 +67,9 @@ _CONTENTS = {
 }
 # The most characters of an error's detail a status message carries.
 _MAX_DETAIL = 4096
+# How long before the deadline this server computed a call's cancellation still comes from the client's
+# deadline: a loaded host takes tens of milliseconds to reach the handler, which then counts from later.
+_DEADLINE_SLACK_S = 0.25
 
 
 def _invalid(detail: str) -> RequestError:
@@ -287,7 +290,7 @@ class _Servicer:
         arrived = time.monotonic()
         remaining = context.time_remaining()
         times = PhaseTimes() if self._measured else None
-        model, status, size = "", 500, 0
+        model, status, size, deadline = "", 500, 0, None
         try:
             model = resolve_name(self._root, request.model_name, request.model_version or None)
             body, header_length = _rest_request(request)
@@ -306,6 +309,13 @@ class _Servicer:
         except Exception as error:
             answer = answer_for(error)
             status = answer.status if answer else 500
+            raise
+        except asyncio.CancelledError:
+            # The client cancels the call at its deadline, which reaches the server before the native
+            # call gives up at the same deadline as the server computed it (later by the time the call
+            # took to reach this handler): either way the server abandoned the work at that deadline.
+            if deadline is not None and time.monotonic() >= deadline - _DEADLINE_SLACK_S:
+                status = 504
             raise
         finally:
             # Measured as REST measures it: from the model being known, by the HTTP status it answers.
