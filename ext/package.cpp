@@ -464,9 +464,8 @@ std::vector<at::Tensor> Package::execute(std::vector<at::Tensor> inputs) const {
 }
 
 std::vector<c10::IValue> Package::bind_inputs(v2::Request& request) const {
-  const std::vector<std::string_view> names(input_names_.begin(), input_names_.end());
   const std::vector<v2::Input*> given = v2::place_inputs(
-      request.inputs, names,
+      request.inputs, input_names_.size(), [&](size_t k) -> const std::string& { return input_names_[k]; },
       [&](const v2::Input& input, std::optional<size_t>) {
         std::string listed;
         for (const auto& n : input_names_) listed += (listed.empty() ? "" : ", ") + n;

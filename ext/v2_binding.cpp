@@ -120,22 +120,6 @@ std::optional<size_t> position_in(std::string_view name) {
   return position;
 }
 
-std::vector<Input*> place_inputs(std::vector<Input>& inputs, const std::vector<std::string_view>& names,
-                                 const UnplacedInput& unplaced, const RepeatedInput& repeated) {
-  std::vector<Input*> given(names.size(), nullptr);
-  for (Input& input : inputs) {
-    std::optional<size_t> position;
-    for (size_t k = 0; k < names.size(); ++k) {
-      if (names[k] == input.name) position = k;
-    }
-    if (!position) position = position_in(input.name);
-    if (!position || *position >= names.size()) unplaced(input, position);
-    if (given[*position]) repeated(*given[*position], input, *position);
-    given[*position] = &input;
-  }
-  return given;
-}
-
 NamedOutputs named_outputs(const c10::IValue& result) {
   NamedOutputs named;
   auto positional = [&](const auto& items) {
@@ -197,10 +181,8 @@ std::vector<c10::IValue> bind_inputs(Request& request, const c10::FunctionSchema
     }
     return {dict};
   }
-  std::vector<std::string_view> names;
-  for (size_t k = 1; k < params.size(); ++k) names.push_back(params[k].name());
   const std::vector<Input*> given = place_inputs(
-      request.inputs, names,
+      request.inputs, count, [&](size_t k) -> const std::string& { return params[k + 1].name(); },
       [&](const Input& input, std::optional<size_t> position) {
         if (!position) {
           throw SignatureError("input " + single_quoted(input.name) + " matches no argument of forward; its arguments are " +

@@ -7,7 +7,6 @@
 #include <ATen/core/ivalue.h>
 
 #include <cstddef>
-#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -38,17 +37,28 @@ NamedOutputs named_outputs(const c10::IValue& result);
 // records no dtypes or sizes: tensors are listed as FP32 of shape [-1].
 ModelDescription describe_forward(const c10::FunctionSchema& schema);
 
-// What place_inputs says of an input it cannot place: the input, and the
-// position it names past the parameters (none when it names nothing).
-using UnplacedInput = std::function<void(const Input& input, std::optional<size_t> position)>;
-// ... and of two inputs that give the parameter at `position`.
-using RepeatedInput = std::function<void(const Input& first, const Input& second, size_t position)>;
-
-// Places each of `inputs` at the parameter it names: by its name among
-// `names`, else by a position name like `INPUT__2`. Returns, for each
-// parameter, the input that gives it, or null. Calls `unplaced` or
-// `repeated`, which throw, for an input it cannot place.
-std::vector<Input*> place_inputs(std::vector<Input>& inputs, const std::vector<std::string_view>& names,
-                                 const UnplacedInput& unplaced, const RepeatedInput& repeated);
+// Places each of `inputs` at the parameter it names: by its name among the
+// `count` parameters' (`name_at(k)`), else by a position name like
+// `INPUT__2`. Returns, for each parameter, the input that gives it, or null.
+// For an input it cannot place it calls, and they must throw,
+// `unplaced(input, position)` (position: none when the input names nothing,
+// else the one it names past the parameters) or `repeated(first, second,
+// position)`. A template, so that a request pays for no callable's copy.
+template <class NameAt, class Unplaced, class Repeated>
+std::vector<Input*> place_inputs(std::vector<Input>& inputs, size_t count, const NameAt& name_at,
+                                 const Unplaced& unplaced, const Repeated& repeated) {
+  std::vector<Input*> given(count, nullptr);
+  for (Input& input : inputs) {
+    std::optional<size_t> position;
+    for (size_t k = 0; k < count; ++k) {
+      if (name_at(k) == input.name) position = k;
+    }
+    if (!position) position = position_in(input.name);
+    if (!position || *position >= count) unplaced(input, position);
+    if (given[*position]) repeated(*given[*position], input, *position);
+    given[*position] = &input;
+  }
+  return given;
+}
 
 }  // namespace torch_serving::v2

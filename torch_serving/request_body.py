@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import falcon
 
@@ -26,6 +27,8 @@ __all__ = ["read_body"]
 
 # Read in pieces so a body without Content-Length is capped while it streams.
 _READ_CHUNK = 1 << 20
+# Reads without a bound in time (no body source): one context, reused, since it holds no state.
+_UNBOUNDED = contextlib.nullcontext(lambda: None)
 
 
 def read_body(
@@ -83,11 +86,8 @@ def _read_announced(req: falcon.Request, source: BodySource | None, length: int,
     """The body of ``length`` bytes, Content-Length announced."""
     received = None if source is None else source.receive(req.env, RequestBody, length, deadline)
     if received is None:
-        if source is None:
+        with _bounded(source, req.env, deadline):
             data = req.bounded_stream.read(length)
-        else:
-            with source.bounded(req.env, deadline):
-                data = req.bounded_stream.read(length)
         received = RequestBody(data), len(data)
     body, count = received
     if count < length:
@@ -109,7 +109,7 @@ def _read_chunked(req: falcon.Request, source: BodySource | None, limit: int, de
             lambda announced: _too_large(f"chunks announce {announced} bytes, over the limit of {limit} bytes"),
         )
     pieces, total = [], 0
-    with contextlib.nullcontext(lambda: None) if source is None else source.bounded(req.env, deadline) as rearm:
+    with _bounded(source, req.env, deadline) as rearm:
         while chunk := req.stream.read(_READ_CHUNK):
             total += len(chunk)
             if total > limit:
@@ -117,6 +117,12 @@ def _read_chunked(req: falcon.Request, source: BodySource | None, limit: int, de
             pieces.append(chunk)
             rearm()
     return RequestBody(b"".join(pieces))
+
+
+def _bounded(source: BodySource | None, env: dict, deadline: float) -> AbstractContextManager[Callable[[], None]]:
+    """``source``'s bound in time on reads of ``wsgi.input`` (none without a source); it gives the
+    function that arms the bound again between reads."""
+    return _UNBOUNDED if source is None else source.bounded(env, deadline)
 
 
 def _too_large(detail: str) -> RequestError:

@@ -42,8 +42,7 @@ def _shared(name: str) -> Path | None:
 def _mark(name: str) -> None:
     path = _shared(name)
     if path is not None:
-        path.touch()
-        os.utime(path)  # an existing mark is renewed
+        path.touch()  # an existing mark is renewed too
 
 
 def _marked_at(path: Path | None) -> int | None:

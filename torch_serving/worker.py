@@ -143,18 +143,21 @@ class _SocketBody:
     client socket, in place of gunicorn's reader, and reads of gunicorn's reader bounded in time.
     Stateless: one serves every request."""
 
+    @staticmethod
+    def _gunicorn_body_and_socket(environ: dict) -> tuple[Body, socket.socket] | None:
+        """Gunicorn's body and its blocking client socket, when the request has them."""
+        stream, sock = environ.get("wsgi.input"), environ.get("gunicorn.socket")
+        if sock is None or not isinstance(stream, Body) or sock.gettimeout() is not None:
+            return None
+        return stream, sock
+
     def receive(self, environ: dict, allocate, length: int, deadline: float):
-        stream = environ.get("wsgi.input")
-        sock = environ.get("gunicorn.socket")
-        reader = getattr(stream, "reader", None)
-        if (
-            sock is None
-            or not isinstance(stream, Body)
-            or not isinstance(reader, LengthReader)
-            or reader.length != length
-            or stream.buf.tell()
-            or sock.gettimeout() is not None
-        ):
+        found = self._gunicorn_body_and_socket(environ)
+        if found is None:
+            return None
+        stream, sock = found
+        reader = stream.reader
+        if not isinstance(reader, LengthReader) or reader.length != length or stream.buf.tell():
             return None
         # Gunicorn may hold the body's first bytes (read with the headers), and
         # bytes of the next pipelined request after them, which it must keep.
@@ -185,11 +188,11 @@ class _SocketBody:
 
     @contextlib.contextmanager
     def bounded(self, environ: dict, deadline: float):
-        sock = environ.get("gunicorn.socket")
-        stream = environ.get("wsgi.input")
-        if sock is None or not isinstance(stream, Body) or sock.gettimeout() is not None:
+        found = self._gunicorn_body_and_socket(environ)
+        if found is None:
             yield lambda: None
             return
+        stream, sock = found
 
         def rearm() -> None:
             remaining_s = deadline - time.monotonic()
