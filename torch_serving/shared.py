@@ -28,9 +28,12 @@ MODEL_VERSION = "1"
 
 # Each worker listens for gRPC on a socket of its own (SO_REUSEPORT), unlike HTTP, whose socket the
 # master holds: when SIGHUP replaces the workers, the old ones are told to stop before the new ones
-# listen, and the port would refuse connections meanwhile. So the master marks the reload, each
-# worker marks when it starts listening, and an old worker keeps listening until a newer one does.
-_RELOAD = "reload"
+# listen, and the port would refuse connections meanwhile. So the master counts its reloads, each
+# worker marks the reload generation it was forked in when it starts listening, and an old worker keeps
+# listening until one of the current generation does. Generations, not times: a worker still booting
+# when the reload comes may start listening after it, and is no successor.
+_GENERATION = "TORCH_SERVING_RELOAD_GENERATION"  # the environment's copy is inherited at the fork
+_CURRENT_GENERATION = "reload-generation"
 _LISTENING = "grpc-listening-"
 
 
@@ -39,27 +42,36 @@ def _shared(name: str) -> Path | None:
     return Path(directory, name) if directory else None
 
 
-def _mark(name: str) -> None:
+def _write(name: str, generation: int) -> None:
     path = _shared(name)
     if path is not None:
-        path.touch()  # an existing mark is renewed too
+        # Whole or absent for a reader in another process.
+        partial = path.with_name(f".{name}.{os.getpid()}")
+        partial.write_text(str(generation))
+        partial.replace(path)
 
 
-def _marked_at(path: Path | None) -> int | None:
+def _read(path: Path | None) -> int | None:
     try:
-        return path.stat().st_mtime_ns if path is not None else None
+        return int(path.read_text()) if path is not None else None
     except FileNotFoundError:
         return None
 
 
+def _forked_in() -> int:
+    return int(os.environ.get(_GENERATION, "0"))
+
+
 def mark_reload() -> None:
-    """Say that a reload is replacing the workers (the master, on SIGHUP)."""
-    _mark(_RELOAD)
+    """Start a new generation of workers (the master, on SIGHUP, before it forks them)."""
+    generation = _forked_in() + 1
+    os.environ[_GENERATION] = str(generation)
+    _write(_CURRENT_GENERATION, generation)
 
 
 def mark_grpc_listening(pid: int) -> None:
-    """Say that the worker ``pid`` listens for gRPC from now on."""
-    _mark(f"{_LISTENING}{pid}")
+    """Say that the worker ``pid``, this process, listens for gRPC from now on."""
+    _write(f"{_LISTENING}{pid}", _forked_in())
 
 
 def forget_grpc_listener(pid: int) -> None:
@@ -69,19 +81,18 @@ def forget_grpc_listener(pid: int) -> None:
         path.unlink(missing_ok=True)
 
 
-def replaced_by_a_reload(pid: int) -> bool:
-    """Whether a reload was asked for after the worker ``pid`` started listening for gRPC."""
-    listening, reload = _marked_at(_shared(f"{_LISTENING}{pid}")), _marked_at(_shared(_RELOAD))
-    return listening is not None and reload is not None and reload >= listening
+def replaced_by_a_reload() -> bool:
+    """Whether a reload came after this worker was forked."""
+    current = _read(_shared(_CURRENT_GENERATION))
+    return current is not None and current > _forked_in()
 
 
 def successor_listens(pid: int) -> bool:
-    """Whether a worker other than ``pid`` started listening for gRPC since the last reload."""
-    reload, directory = _marked_at(_shared(_RELOAD)), os.environ.get(SHARED_DIR)
-    if reload is None or directory is None:
+    """Whether a worker of the current generation other than ``pid`` listens for gRPC."""
+    current, directory = _read(_shared(_CURRENT_GENERATION)), os.environ.get(SHARED_DIR)
+    if current is None or directory is None:
         return False
     for path in Path(directory).glob(f"{_LISTENING}*"):
-        marked = _marked_at(path)
-        if path.name != f"{_LISTENING}{pid}" and marked is not None and marked > reload:
+        if path.name != f"{_LISTENING}{pid}" and (_read(path) or 0) >= current:
             return True
     return False

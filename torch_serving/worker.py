@@ -371,7 +371,7 @@ class ServingWorker(ThreadWorker):
         """Refuse new gRPC calls and let those under way finish within the graceful timeout; when a reload
         replaces this worker, first keep listening until a new worker does (``torch_serving.shared``)."""
         deadline = time.monotonic() + self.cfg.graceful_timeout
-        if replaced_by_a_reload(self.pid):
+        if replaced_by_a_reload():
             while not successor_listens(self.pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
         self._grpc.stop(max(deadline - time.monotonic(), 0.0)).wait()

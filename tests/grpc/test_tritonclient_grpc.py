@@ -5,6 +5,7 @@ their status codes and REST's messages, deadlines, and what only a raw stub can 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -54,6 +55,31 @@ CONTENTS = {
     "BYTES": "bytes_contents",
 }
 MAX_BODY = 1024 * 1024
+# A client that retries UNAVAILABLE calls and reconnects within 0.1 s, as one calling a server that
+# restarts should (gRPC's retry policy, in the channel's service config).
+RETRYING_CHANNEL = [
+    (
+        "grpc.service_config",
+        json.dumps(
+            {
+                "methodConfig": [
+                    {
+                        "name": [{"service": "inference.GRPCInferenceService"}],
+                        "retryPolicy": {
+                            "maxAttempts": 5,
+                            "initialBackoff": "0.1s",
+                            "maxBackoff": "0.5s",
+                            "backoffMultiplier": 2,
+                            "retryableStatusCodes": ["UNAVAILABLE"],
+                        },
+                    }
+                ]
+            }
+        ),
+    ),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+]
 
 
 @pytest.fixture(scope="module")
@@ -483,12 +509,16 @@ def test_grpc_calls_share_a_batching_models_forwards(start_grpc):
 def test_sighup_replaces_the_workers_while_the_port_keeps_answering(start_grpc):
     """New workers listen beside the old ones before those stop, so a client calling throughout the
     replacement is answered all along (before the hand-over, thousands of calls failed while the
-    port had no listener). What gRPC's shutdown does to a call that reaches an old worker at the
-    instant it stops (it cancels calls not yet handed to the service) can still cost one call per old
-    worker, as CANCELLED."""
+    port had no listener; before reload generations, a worker still booting when the reload came
+    passed for a successor, and the old workers stopped at once). The client retries UNAVAILABLE, as
+    gRPC advises against a server that restarts: Linux resets a connection still queued on an old
+    worker's listener as it closes (unless ``net.ipv4.tcp_migrate_req`` is set, docs/v2.md), and
+    a channel fails its calls fast until it reconnects. What gRPC's shutdown does to a call that
+    reaches an old worker at the instant it stops (it cancels calls not yet handed to the service)
+    can still cost one call per old worker, as CANCELLED."""
     with start_grpc("--workers", "2") as server:
         old = set(server.http.workers())
-        client = server.client()
+        client = grpcclient.InferenceServerClient(server.address, channel_args=RETRYING_CHANNEL)
         x = [input_of("x", np.array([1.0, 2.0], np.float32), "FP32")]
         failures, answers, stop = [], [], threading.Event()
 
