@@ -1,87 +1,40 @@
-"""Admission control: bounded native calls and per-request deadlines.
+"""How many requests a worker holds at once, whichever transport brought them.
 
-Native work cannot be interrupted once it runs (a TorchScript forward has no
-cancellation point), so a request past its deadline is answered 504 while
-its work finishes in the background, still holding its native thread. Each
-request a worker admits has a native thread of its own
-(``torch_serving._C.Executor``): the request thread hands the call over and
-waits with the GIL released, and the call never takes the GIL. How many
-forwards of a model run at once is its instances' business (its
-scheduler's), so a request waiting for one still joins the next batch.
-Beyond the limit a further call gets a fast 503 with ``Retry-After``.
+A worker takes at most ``threads + queue_size`` requests at once, over HTTP
+and gRPC together; beyond them it answers 503 (gRPC's ``UNAVAILABLE``) at
+once, with ``Retry-After``, rather than queueing work it could not start in
+time. The application owns the count and its worker's event loop (HTTP) and
+gRPC service enter it: one count, so one transport cannot take what the
+limit leaves the other. Torch-free: gunicorn's master imports the worker.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import TypeVar
+import threading
 
-from torch_serving._native import BusyError, DeadlineError, Executor, PhaseTimes
-from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail
-from torch_serving.errors import RequestError
-
-__all__ = ["NativeRunner"]
-
-T = TypeVar("T")
+__all__ = ["Admission"]
 
 
-class NativeRunner:
-    """Run native calls on a bounded pool, each within a deadline.
+class Admission:
+    """The requests a worker holds, up to ``limit``.
 
-    Args:
-        limit: native calls that may be under way at once in this worker, each on its own thread;
-            beyond that, 503.
-        timeout: seconds a request may take, from its arrival, before 504.
+    Entered where a request is found (an event loop), left by whichever thread ends it.
     """
 
-    def __init__(self, limit: int, timeout: float) -> None:
-        self._executor = Executor(limit, 0)
-        self._timeout = timeout
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._held = 0
 
-    def deadline(self, arrived: float) -> float:
-        """Return the ``time.monotonic()`` by which a request that arrived at ``arrived`` must be answered."""
-        return arrived + self._timeout
+    def enter(self) -> bool:
+        """Count one more request and return True, or return False when the worker holds its limit."""
+        with self._lock:
+            if self._held >= self.limit:
+                return False
+            self._held += 1
+            return True
 
-    def run(self, arrived: float, fn: Callable[..., T], *args: object) -> T:
-        """Run the native call ``fn(*args)`` and return its result, or raise 503 or 504.
-
-        Args:
-            arrived: ``time.monotonic()`` when the request arrived.
-            fn: a method of ``Server`` whose last two parameters are ``executor`` and ``timeout``.
-            *args: its arguments.
-
-        Raises:
-            RequestError: 503 when this worker is full, 504 past the deadline.
-        """
-        return self._call(arrived, self.deadline(arrived), fn, args, ())
-
-    def run_measured(
-        self,
-        arrived: float,
-        times: PhaseTimes | None,
-        on_event_loop: bool,
-        fn: Callable[..., T],
-        *args: object,
-        deadline: float | None = None,
-    ) -> T:
-        """Run ``fn(*args)`` as ``run`` does; ``fn`` (``Server.serve`` or ``infer``) records its phases in
-        ``times`` (nothing when None), and runs in this thread at once when ``on_event_loop`` says this
-        thread is a worker's event loop. A ``deadline`` earlier than the request's own (a gRPC client's)
-        replaces it."""
-        own = self.deadline(arrived)
-        return self._call(arrived, own if deadline is None else min(deadline, own), fn, args, (times, on_event_loop))
-
-    def _call(self, arrived: float, deadline: float, fn: Callable[..., T], args: tuple, extra: tuple) -> T:
-        remaining = deadline - time.monotonic()
-        try:
-            # Positional: pybind11 matches keywords by name, at a cost a small request notices.
-            return fn(*args, self._executor, max(remaining, 0.0), *extra)
-        except BusyError:
-            raise RequestError(503, BUSY, busy_detail(self._executor.limit), headers=RETRY_AFTER) from None
-        except DeadlineError:
-            raise RequestError(
-                504,
-                "Deadline exceeded",
-                f"the request did not finish within the {deadline - arrived:g} s deadline; its work was abandoned",
-            ) from None
+    def leave(self) -> None:
+        """Stop counting a request that entered."""
+        with self._lock:
+            self._held -= 1

@@ -10,7 +10,7 @@ import falcon
 import torch
 
 from torch_serving._native import PhaseTimes, Server
-from torch_serving.admission import NativeRunner
+from torch_serving.admission import Admission
 from torch_serving.backend import Backend
 from torch_serving.config import Config
 from torch_serving.environ import arrival_time, on_event_loop
@@ -21,6 +21,7 @@ from torch_serving.preload import Preload
 from torch_serving.quick import QuickRequests
 from torch_serving.repository import Repository
 from torch_serving.request_body import read_body
+from torch_serving.runner import NativeRunner
 from torch_serving.shared import SHARED_DIR
 from torch_serving.v1 import add_v1_routes
 from torch_serving.v2 import add_v2_routes
@@ -161,13 +162,14 @@ class ServingApp(falcon.App):
     """Falcon's application, with what ``ServingWorker`` reads of it, under the CLI or any gunicorn.
 
     Attributes:
+        admission: the requests this worker holds, which the worker enters for each one it takes.
         preload: the worker's warm start; the worker takes no request before it is done.
         quick_requests: says which requests the worker's event loop may answer itself.
         grpc_service: the gRPC server sharing this worker's models, which the worker starts once
             its preload is done and stops as it stops; None without ``--grpc-port``.
     """
 
-    __slots__ = ("grpc_service", "preload", "quick_requests")
+    __slots__ = ("admission", "grpc_service", "preload", "quick_requests")
 
 
 def create_app(config: Config) -> ServingApp:
@@ -199,9 +201,10 @@ def create_app(config: Config) -> ServingApp:
     app = ServingApp(media_type=falcon.MEDIA_JSON, middleware=middleware)
     app.req_options.keep_blank_qs_values = True
     app.add_route("/healthcheck", HealthcheckResource())
-    # As many as the worker admits: under ServingWorker its own limit
-    # answers first, under another worker this one does.
-    runner = NativeRunner(config.threads + config.queue_size, config.timeout)
+    # As many native calls as requests admitted: under ServingWorker the admission answers first,
+    # under another worker (which admits every request) the runner does.
+    admission = Admission(config.threads + config.queue_size)
+    runner = NativeRunner(admission.limit, config.timeout)
     app.add_route("/serve", ServeResource(server, runner, config))
     preload = Preload(server, config.model_root, config.preload)
     app.add_route("/cache", CacheResource(server, preload))
@@ -209,7 +212,7 @@ def create_app(config: Config) -> ServingApp:
         app.add_route("/metrics", MetricsResource(metrics))
     shared = os.environ.get(SHARED_DIR)
     repository = Repository(server, config.model_root, Path(shared) if shared else None)
-    backend = Backend(server, runner, config, preload, repository, metrics)
+    backend = Backend(server, admission, runner, config, preload, repository, metrics)
     add_v2_routes(app, backend)
     add_v1_routes(app, backend)
     install_error_handlers(app)
@@ -217,6 +220,7 @@ def create_app(config: Config) -> ServingApp:
     repository.start()
     if metrics:
         metrics.start()
+    app.admission = admission
     app.preload = preload
     app.quick_requests = QuickRequests(server, config.model_root)
     app.grpc_service = None

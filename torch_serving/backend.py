@@ -7,11 +7,12 @@ from __future__ import annotations
 import dataclasses
 
 from torch_serving._native import Server
-from torch_serving.admission import NativeRunner
+from torch_serving.admission import Admission
 from torch_serving.config import Config
 from torch_serving.metrics import Metrics
 from torch_serving.preload import Preload
 from torch_serving.repository import Repository
+from torch_serving.runner import NativeRunner
 
 __all__ = ["Backend"]
 
@@ -22,7 +23,8 @@ class Backend:
 
     Attributes:
         server: the native pipeline holding the worker's model cache.
-        runner: the admission layer native calls go through.
+        admission: the requests the worker holds, HTTP and gRPC together.
+        runner: what native calls go through, within their deadlines.
         config: the server settings.
         preload: the worker's warm start, which readiness waits for.
         repository: the worker's side of the model repository.
@@ -30,6 +32,7 @@ class Backend:
     """
 
     server: Server
+    admission: Admission
     runner: NativeRunner
     config: Config
     preload: Preload

@@ -14,12 +14,13 @@ do. The worker starts the service once its preload is done and stops it graceful
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any, NoReturn, TypeVar
@@ -202,19 +203,22 @@ class _Servicer:
         self._preload = backend.preload
         self._repository = backend.repository
         self._metrics = backend.metrics
-        self._limit = backend.config.threads + backend.config.queue_size
-        self._on_threads = 0
+        self._admission = backend.admission
+
+    @contextlib.contextmanager
+    def _admitted(self) -> Iterator[None]:
+        # Beyond the worker's limit (HTTP's requests count too) a call is refused at once, as over HTTP:
+        # queued for a thread, it would wait unbounded before the native runner could refuse it.
+        if not self._admission.enter():
+            raise RequestError(503, BUSY, busy_detail(self._admission.limit), headers=RETRY_AFTER)
+        try:
+            yield
+        finally:
+            self._admission.leave()
 
     async def _on_thread(self, fn: Callable[..., T], *args: object) -> T:
-        # Beyond the worker's limit a call is refused at once, as over HTTP: queued for a thread, it
-        # would wait unbounded before the native runner could refuse it.
-        if self._on_threads >= self._limit:
-            raise RequestError(503, BUSY, busy_detail(self._limit), headers=RETRY_AFTER)
-        self._on_threads += 1  # only the service's event loop touches it
-        try:
+        with self._admitted():
             return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
-        finally:
-            self._on_threads -= 1
 
     def _metadata(self, name: str, version: str) -> bytes:
         path = resolve_name(self._root, name, version or None)
@@ -299,7 +303,8 @@ class _Servicer:
             quick = self._server.can_answer_at_once(model, size)
             call = (arrived, times, quick, self._server.infer, model, request.model_name, body, header_length)
             if quick:
-                response, json_length = self._runner.run_measured(*call, deadline=deadline)
+                with self._admitted():
+                    response, json_length = self._runner.run_measured(*call, deadline=deadline)
             else:
                 run = functools.partial(self._runner.run_measured, *call, deadline=deadline)
                 response, json_length = await self._on_thread(run)

@@ -71,6 +71,7 @@ from gunicorn import http, util
 from gunicorn.http.body import Body, ChunkedReader, LengthReader
 from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadWorker
 
+from torch_serving.admission import Admission
 from torch_serving.config import Config
 from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail, error_body, error_document
 from torch_serving.environ import ARRIVED, BODY_SOURCE, ON_EVENT_LOOP, SEND_CONTINUE, BodyTimeout
@@ -246,6 +247,11 @@ def _http_response(status: int, reason: str, body: bytes, headers: dict[str, str
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+def _busy_answer(limit: int) -> bytes:
+    """The 503 a worker holding ``limit`` requests answers a further one with."""
+    return _http_response(503, "Service Unavailable", error_body(503, BUSY, busy_detail(limit)), RETRY_AFTER)
+
+
 class _CapturedSocket:
     """Stands in for the client socket while gunicorn writes an answer, to be sent as one."""
 
@@ -281,14 +287,12 @@ class ServingWorker(ThreadWorker):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        # Requests admitted: taken by the event loop, released by the thread
-        # that answers them.
-        self._admission = threading.Lock()
-        self._in_flight = 0
         # Touched only by the event loop thread (enqueue_req, finish_request).
         self._on_core = 0
         queue_size = getattr(self.app, "queue_size", Config.queue_size)
-        self._limit = self.cfg.threads + queue_size
+        # The requests this worker holds: entered by the event loop, left by the thread that answers
+        # them. The application's own, shared with its gRPC service, once it is loaded (run).
+        self._admission = Admission(self.cfg.threads + queue_size)
         # Seconds a client has to send its headers, and to take an answer the loop sends it.
         self._timeout = getattr(self.app, "request_timeout", Config.timeout)
         # Threads start on first use, after the fork.
@@ -305,9 +309,7 @@ class ServingWorker(ThreadWorker):
         # Peeked at under TLS, a connection shows records, never headers: gunicorn reads those.
         self._gathers_headers = not self.cfg.is_ssl
         self._peeked = bytearray(_PEEK_BYTES)
-        self._busy_answer = _http_response(
-            503, "Service Unavailable", error_body(503, BUSY, busy_detail(self._limit)), RETRY_AFTER
-        )
+        self._busy_answer = _busy_answer(self._admission.limit)
         self._head_timeout_answer = _http_response(
             408,
             "Request Timeout",
@@ -339,6 +341,9 @@ class ServingWorker(ThreadWorker):
             self.notify()
         # Under another WSGI application every request takes a thread.
         self._quick = getattr(self.wsgi, "quick_requests", None)
+        admission = getattr(self.wsgi, "admission", None)
+        if admission is not None:
+            self._admission, self._busy_answer = admission, _busy_answer(admission.limit)
         grpc_service = getattr(self.wsgi, "grpc_service", None)
         # A worker told to stop during its preload never listens: a listener that leaves at once would
         # pass for the successor of the workers a reload replaces.
@@ -425,10 +430,8 @@ class ServingWorker(ThreadWorker):
 
     def _admit(self, conn) -> bool:
         """Count ``conn``'s request as in flight, unless the worker holds its limit."""
-        with self._admission:
-            if self._in_flight >= self._limit:
-                return False
-            self._in_flight += 1
+        if not self._admission.enter():
+            return False
         conn.admitted = True
         return True
 
@@ -436,8 +439,7 @@ class ServingWorker(ThreadWorker):
         """Stop counting ``conn``'s request, once: its answer is made, or it ended without one."""
         if conn is not None and getattr(conn, "admitted", False):
             conn.admitted = False
-            with self._admission:
-                self._in_flight -= 1
+            self._admission.leave()
 
     def enqueue_req(self, conn) -> None:
         if not conn.initialized and not conn.data_ready:

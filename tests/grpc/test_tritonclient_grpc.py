@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -546,6 +547,59 @@ def test_sighup_replaces_the_workers_while_the_port_keeps_answering(start_grpc):
         assert len(failures) <= len(old) and set(failures) <= {"StatusCode.CANCELLED"}
         assert answered_by_old_and_new > 50 and len(answers) > answered_by_old_and_new
         assert all(answer == [3.0, 5.0] for answer in answers)
+
+
+def test_http_and_grpc_requests_share_the_workers_limit(start_grpc):
+    """One count of the requests a worker holds, whichever transport brought them: an HTTP request
+    still receiving its body holds the only place (before, gRPC counted its calls apart and answered
+    this one), and while a gRPC call runs an HTTP request is refused with the same 503."""
+    with start_grpc("--workers", "1", "--threads", "1", "--queue-size", "0") as server:
+        x = [input_of("x", np.array([1.0, 2.0], np.float32), "FP32")]
+        busy = "this worker holds 1 requests, its limit (--threads + --queue-size); retry later"
+        with contextlib.closing(server.client()) as client:
+            assert client.infer("tiny", x).as_numpy("OUTPUT__0").tolist() == [3.0, 5.0]
+            with socket.create_connection(("127.0.0.1", server.http.port)) as uploading:
+                uploading.sendall(
+                    b"POST /serve?servable_identifier=tiny.pt HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n["
+                )
+                time.sleep(0.5)  # taken by the worker, waiting for the rest of its body
+                with pytest.raises(InferenceServerException) as refused:
+                    client.infer("tiny", x)
+                assert (refused.value.status(), refused.value.message()) == ("StatusCode.UNAVAILABLE", busy)
+            # The upload's connection closed: its place is free again.
+            deadline = time.monotonic() + 10
+            while _answers(client, x) != [3.0, 5.0] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _answers(client, x) == [3.0, 5.0]
+
+            warm = [
+                input_of("x", np.ones(1, np.float32), "FP32"),
+                input_of("rounds", np.array([WARM_UP_ROUNDS]), "INT64"),
+            ]
+            client.infer("slow", warm)
+            long = [
+                input_of("x", np.ones(1, np.float32), "FP32"),
+                input_of("rounds", np.array([3000]), "INT64"),
+            ]  # ~1 s
+            with ThreadPoolExecutor(1) as pool:
+                running = pool.submit(client.infer, "slow", long)
+                time.sleep(0.3)
+                answer = requests.post(
+                    f"{server.http.url}/serve",
+                    params={"servable_identifier": "tiny.pt"},
+                    data=b'{"type": "tensor", "value": [1.0]}',
+                    timeout=30,
+                )
+                assert (answer.status_code, answer.json()["detail"]) == (503, busy)
+                assert running.result().as_numpy("OUTPUT__0").tolist() == [2.0]
+
+
+def _answers(client, inputs) -> object:
+    try:
+        return client.infer("tiny", inputs).as_numpy("OUTPUT__0").tolist()
+    except InferenceServerException as error:
+        return error.status()
 
 
 def test_calls_beyond_the_workers_limit_are_unavailable_at_once_with_rests_message(start_grpc):

@@ -1,0 +1,89 @@
+"""Native calls, bounded and within per-request deadlines.
+
+Native work cannot be interrupted once it runs (a TorchScript forward has no
+cancellation point), so a request past its deadline is answered 504 while
+its work finishes in the background, still holding its native thread. Each
+request a worker admits has a native thread of its own
+(``torch_serving._C.Executor``): the request thread hands the call over and
+waits with the GIL released, and the call never takes the GIL. How many
+forwards of a model run at once is its instances' business (its
+scheduler's), so a request waiting for one still joins the next batch.
+Beyond the limit a further call gets a fast 503 with ``Retry-After``: a
+worker admits no more requests than that (``torch_serving.admission``), so
+only abandoned work still running can fill it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from torch_serving._native import BusyError, DeadlineError, Executor, PhaseTimes
+from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail
+from torch_serving.errors import RequestError
+
+__all__ = ["NativeRunner"]
+
+T = TypeVar("T")
+
+
+class NativeRunner:
+    """Run native calls on a bounded pool, each within a deadline.
+
+    Args:
+        limit: native calls that may be under way at once in this worker, each on its own thread;
+            beyond that, 503.
+        timeout: seconds a request may take, from its arrival, before 504.
+    """
+
+    def __init__(self, limit: int, timeout: float) -> None:
+        self._executor = Executor(limit, 0)
+        self._timeout = timeout
+
+    def deadline(self, arrived: float) -> float:
+        """Return the ``time.monotonic()`` by which a request that arrived at ``arrived`` must be answered."""
+        return arrived + self._timeout
+
+    def run(self, arrived: float, fn: Callable[..., T], *args: object) -> T:
+        """Run the native call ``fn(*args)`` and return its result, or raise 503 or 504.
+
+        Args:
+            arrived: ``time.monotonic()`` when the request arrived.
+            fn: a method of ``Server`` whose last two parameters are ``executor`` and ``timeout``.
+            *args: its arguments.
+
+        Raises:
+            RequestError: 503 when this worker is full, 504 past the deadline.
+        """
+        return self._call(arrived, self.deadline(arrived), fn, args, ())
+
+    def run_measured(
+        self,
+        arrived: float,
+        times: PhaseTimes | None,
+        on_event_loop: bool,
+        fn: Callable[..., T],
+        *args: object,
+        deadline: float | None = None,
+    ) -> T:
+        """Run ``fn(*args)`` as ``run`` does; ``fn`` (``Server.serve`` or ``infer``) records its phases in
+        ``times`` (nothing when None), and runs in this thread at once when ``on_event_loop`` says this
+        thread is a worker's event loop. A ``deadline`` earlier than the request's own (a gRPC client's)
+        replaces it."""
+        own = self.deadline(arrived)
+        return self._call(arrived, own if deadline is None else min(deadline, own), fn, args, (times, on_event_loop))
+
+    def _call(self, arrived: float, deadline: float, fn: Callable[..., T], args: tuple, extra: tuple) -> T:
+        remaining = deadline - time.monotonic()
+        try:
+            # Positional: pybind11 matches keywords by name, at a cost a small request notices.
+            return fn(*args, self._executor, max(remaining, 0.0), *extra)
+        except BusyError:
+            raise RequestError(503, BUSY, busy_detail(self._executor.limit), headers=RETRY_AFTER) from None
+        except DeadlineError:
+            raise RequestError(
+                504,
+                "Deadline exceeded",
+                f"the request did not finish within the {deadline - arrived:g} s deadline; its work was abandoned",
+            ) from None
