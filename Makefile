@@ -126,7 +126,7 @@ sanitize: setup
 	ASAN_OPTIONS=detect_leaks=0 cpp-build-asan/native_tests
 	rm -rf .sanitize && mkdir .sanitize && git ls-files -z | xargs -0 cp --parents -t .sanitize
 	cd .sanitize && TORCH_SERVING_SANITIZE=1 ../$(PY) setup.py -q build_ext --inplace
-	cd .sanitize && $(SANITIZE_ENV) ../$(PY) -m pytest tests/unit/test_codec.py tests/unit/test_cache.py tests/unit/test_v2.py tests/unit/test_image.py -q -p no:cacheprovider
+	cd .sanitize && $(SANITIZE_ENV) ../$(PY) -m pytest tests/unit/test_serve_codec.py tests/unit/test_cache.py tests/unit/test_v2.py tests/unit/test_image.py -q -p no:cacheprovider
 
 clean:
 	rm -rf $(CPP_BUILD) cpp-build-asan .sanitize .fuzz build *.egg-info torch_serving/*.so $(MODELS) .cache

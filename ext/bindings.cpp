@@ -13,9 +13,9 @@
 #include <string_view>
 #include <vector>
 
-#include "codec.h"
-#include "executor.h"
 #include "errors.h"
+#include "executor.h"
+#include "serve_codec.h"
 #include "server.h"
 
 namespace py = pybind11;
@@ -124,7 +124,7 @@ Answer run_released(Executor* executor, double timeout, Call call, Placement pla
   auto answer = std::make_shared<Answer>();
   std::function<void()> work = [answer, call = std::move(call)] { call(*answer); };
   {
-    // A call an event loop runs at once is short (Server::can_answer_at_once) and never waits on
+    // A call an event loop runs at once is short (Server::can_answer_in_event_loop) and never waits on
     // another thread, so it keeps the GIL: handing the GIL to another thread and taking it back
     // cost more than the call itself where other threads want it (gRPC's pollers).
     std::optional<py::gil_scoped_release> release;
@@ -148,7 +148,7 @@ Deadline deadline_after(double timeout) {
 
 // Where a call for the model file `relative` runs: a worker's event loop
 // must never wait for a share of the executor (it runs only calls it
-// checked are quick, Server::can_answer_at_once), and other quick calls run
+// checked are quick, Server::can_answer_in_event_loop), and other quick calls run
 // in their request thread when a share is free. A probable reload is never
 // quick.
 Placement placement(const Server& server, const std::string& relative, size_t body_size, bool on_event_loop,
@@ -288,7 +288,7 @@ PYBIND11_MODULE(_C, m) {
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length") = -1,
           py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout, py::arg("times") = nullptr,
           py::arg("on_event_loop") = false)
-      .def("can_answer_at_once", &Server::can_answer_at_once, py::arg("relative"), py::arg("body_size"),
+      .def("can_answer_in_event_loop", &Server::can_answer_in_event_loop, py::arg("relative"), py::arg("body_size"),
            "Whether a request with a body of ``body_size`` bytes for the model file ``relative`` needs no load and "
            "runs short: the model is cached, its file unchanged, its forward quick and the body small.")
       .def("metadata", document_binding(&Server::metadata), py::arg("relative"), py::arg("name"),

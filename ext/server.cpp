@@ -13,9 +13,9 @@
 #include <string_view>
 #include <utility>
 
-#include "codec.h"
 #include "package.h"
 #include "script_module.h"
+#include "serve_codec.h"
 #include "v2_request.h"
 #include "v2_response.h"
 
@@ -130,7 +130,7 @@ bool Server::is_quick(const std::string& relative, size_t body_size) const {
   return servable && servable->is_quick();
 }
 
-bool Server::can_answer_at_once(const std::string& relative, size_t body_size) const {
+bool Server::can_answer_in_event_loop(const std::string& relative, size_t body_size) const {
   if (body_size > kQuickBodyBytes) return false;
   try {
     const ModelFile file = ModelFile::open(root_fd_, relative, relative, max_model_size_);

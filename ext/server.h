@@ -78,10 +78,11 @@ class Server {
   bool is_quick(const std::string& relative, size_t body_size) const;
 
   // Whether a request with a body of `body_size` bytes for the model file
-  // `relative` can be answered at once: as is_quick, and the file on disk
-  // is the one the cached model was loaded from, so that the call neither
-  // loads nor runs long. Never throws: a file that cannot be opened is not.
-  bool can_answer_at_once(const std::string& relative, size_t body_size) const;
+  // `relative` can be answered in a worker's event loop: as is_quick, and
+  // the file on disk is the one the cached model was loaded from, so that
+  // the call neither loads nor runs long. Never throws: a file that cannot
+  // be opened is not.
+  bool can_answer_in_event_loop(const std::string& relative, size_t body_size) const;
 
   // Records that a call for the model file `relative` took `wall` in a
   // worker's event loop, `cpu` of it running. Past a budget, the model's

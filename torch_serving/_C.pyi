@@ -112,7 +112,7 @@ class Server:
         (the call runs on) or BusyError when the executor is full; without, it runs in the calling thread.
         ``on_event_loop`` runs it in the calling thread at once, even when the executor is full, and keeps
         the GIL (handing it over and back costs more than so short a call): for an event loop (a worker's,
-        or the gRPC service's), with requests ``can_answer_at_once`` accepted.
+        or the gRPC service's), with requests ``can_answer_in_event_loop`` accepted.
         """
     def infer(
         self,
@@ -131,7 +131,7 @@ class Server:
         rest the inputs' binary data. The GIL is released throughout; ``executor``, ``timeout`` and
         ``on_event_loop`` work as for ``serve``.
         """
-    def can_answer_at_once(self, relative: str, body_size: int) -> bool:
+    def can_answer_in_event_loop(self, relative: str, body_size: int) -> bool:
         """Whether a request with a body of ``body_size`` bytes for the model file ``relative`` needs no load
         and runs short: the model is cached, its file unchanged, its forward quick and the body small."""
     def metadata(self, relative: str, name: str, executor: Executor | None = None, timeout: float = ...) -> bytes:

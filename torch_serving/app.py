@@ -15,10 +15,10 @@ from torch_serving.backend import Backend
 from torch_serving.config import Config
 from torch_serving.environ import arrival_time, on_event_loop
 from torch_serving.errors import RequestError, install_error_handlers
+from torch_serving.event_loop import EventLoopRequests
 from torch_serving.metrics import Metrics, MetricsMiddleware, MetricsResource
 from torch_serving.model_root import IdentifierError, resolve_model
 from torch_serving.preload import Preload
-from torch_serving.quick import QuickRequests
 from torch_serving.repository import Repository
 from torch_serving.request_body import read_body
 from torch_serving.runner import NativeRunner
@@ -164,12 +164,12 @@ class ServingApp(falcon.App):
     Attributes:
         admission: the requests this worker holds, which the worker enters for each one it takes.
         preload: the worker's warm start; the worker takes no request before it is done.
-        quick_requests: says which requests the worker's event loop may answer itself.
+        event_loop_requests: says which requests the worker's event loop may answer itself.
         grpc_service: the gRPC server sharing this worker's models, which the worker starts once
             its preload is done and stops as it stops; None without ``--grpc-port``.
     """
 
-    __slots__ = ("admission", "grpc_service", "preload", "quick_requests")
+    __slots__ = ("admission", "grpc_service", "preload", "event_loop_requests")
 
 
 def create_app(config: Config) -> ServingApp:
@@ -222,7 +222,7 @@ def create_app(config: Config) -> ServingApp:
         metrics.start()
     app.admission = admission
     app.preload = preload
-    app.quick_requests = QuickRequests(server, config.model_root)
+    app.event_loop_requests = EventLoopRequests(server, config.model_root)
     app.grpc_service = None
     if config.grpc_port:
         # Imported only here: gRPC's runtime stays out of servers that do not serve it.

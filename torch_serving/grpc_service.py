@@ -300,9 +300,9 @@ class _Servicer:
             body, header_length = _rest_request(request)
             size = len(body)
             deadline = None if remaining is None else arrived + remaining
-            quick = self._server.can_answer_at_once(model, size)
-            call = (arrived, times, quick, self._server.infer, model, request.model_name, body, header_length)
-            if quick:
+            in_event_loop = self._server.can_answer_in_event_loop(model, size)
+            call = (arrived, times, in_event_loop, self._server.infer, model, request.model_name, body, header_length)
+            if in_event_loop:
                 with self._admitted():
                     response, json_length = self._runner.run_measured(*call, deadline=deadline)
             else:

@@ -29,9 +29,9 @@ a thread takes it. This worker instead:
   ``torch_serving.environ``: it imports nothing of the worker);
 * answers a request on a kept-alive connection in the event loop itself,
   without a thread, when it is all there, plain (``PlainReader``, which
-  reads it in place of gunicorn's parser) and the application says it is
-  quick (``QuickRequests``: its model is loaded, unchanged and fast, its
-  body small). Handing a small request to a thread and its connection back
+  reads it in place of gunicorn's parser) and the application says the
+  loop may answer it (``EventLoopRequests``: its model is loaded, unchanged
+  and quick, its body small). Handing a small request to a thread and its connection back
   to the loop, and gunicorn's parser, cost more than the request itself
   (docs/performance.md). Gunicorn's ``handle_request`` makes the answer;
   the loop sends what the socket takes at once and the rest as the client
@@ -302,7 +302,7 @@ class ServingWorker(ThreadWorker):
         self._heading: deque = deque()
         # Connections the loop answered whose client has not taken all of it yet (``conn.unsent``).
         self._sending: list = []
-        self._quick = None  # what says which requests are quick, once the app is loaded
+        self._event_loop_requests = None  # what says which requests the loop answers, once the app is loaded
         self._grpc = None  # the application's gRPC service, once it listens
         self._grpc_stopper: threading.Thread | None = None  # what stops it, once the worker is told to stop
         self._plain = PlainReader(self.cfg)
@@ -340,7 +340,7 @@ class ServingWorker(ThreadWorker):
         while preload is not None and not preload.wait(1.0):
             self.notify()
         # Under another WSGI application every request takes a thread.
-        self._quick = getattr(self.wsgi, "quick_requests", None)
+        self._event_loop_requests = getattr(self.wsgi, "event_loop_requests", None)
         admission = getattr(self.wsgi, "admission", None)
         if admission is not None:
             self._admission, self._busy_answer = admission, _busy_answer(admission.limit)
@@ -556,7 +556,7 @@ class ServingWorker(ThreadWorker):
             self.keepalived_conns.remove(conn)
             self._close_ended(conn) if received == 0 else self._await_headers(conn)
             return
-        request = self._quick_request(conn, received) if received else None
+        request = self._event_loop_request(conn, received) if received else None
         if request is None or not self._admit(conn):
             super().on_client_socket_readable(conn, client)
             return
@@ -575,12 +575,12 @@ class ServingWorker(ThreadWorker):
             self._release(conn)
         self._send(conn, answer, kept)
 
-    def _quick_request(self, conn, received: int) -> PlainRequest | None:
+    def _event_loop_request(self, conn, received: int) -> PlainRequest | None:
         """The next request on kept-alive ``conn``, of which ``received`` bytes were peeked at, when it is
-        plain, all in the socket, and quick, and gunicorn would keep the connection open after it; else
+        plain, all in the socket, one the application lets the loop answer, and gunicorn would keep the connection open after it; else
         None. Reads nothing."""
         if (
-            self._quick is None
+            self._event_loop_requests is None
             or conn.is_http2
             or conn.parser.unreader.buf.tell()
             or not self.alive
@@ -590,7 +590,9 @@ class ServingWorker(ThreadWorker):
         ):
             return None
         request = self._plain.read(self._peeked, received)
-        if request is None or not self._quick(request.method, request.uri, request.size - request.body_start):
+        if request is None or not self._event_loop_requests(
+            request.method, request.uri, request.size - request.body_start
+        ):
             return None
         return request
 

@@ -4,7 +4,7 @@
 
 #include <cstring>
 
-#include "codec.h"
+#include "serve_codec.h"
 #include "errors.h"
 #include "request_body.h"
 

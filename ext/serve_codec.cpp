@@ -1,6 +1,6 @@
 // The /serve codec: typed request objects (simdjson DOM, straight into
 // tensor memory) and results written into one growing buffer.
-#include "codec.h"
+#include "serve_codec.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/Dict.h>

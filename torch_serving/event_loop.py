@@ -19,14 +19,14 @@ from torch_serving._native import ModelNotFoundError, Server
 from torch_serving.model_root import IdentifierError
 from torch_serving.v2 import resolve_name
 
-__all__ = ["QuickRequests"]
+__all__ = ["EventLoopRequests"]
 
 _V2_MODELS = "/v2/models/"
 _INFER = "/infer"
 
 
-class QuickRequests:
-    """Says whether a request can be answered at once (see the module's docstring).
+class EventLoopRequests:
+    """Says whether a worker's event loop may answer a request itself (see the module's docstring).
 
     Args:
         server: the worker's native pipeline, which knows its models.
@@ -38,12 +38,12 @@ class QuickRequests:
         self._root = root
 
     def __call__(self, method: str, target: str, body_size: int) -> bool:
-        """Whether the request ``method target`` with a body of ``body_size`` bytes is quick.
+        """Whether the request ``method target`` with a body of ``body_size`` bytes may be answered in the event loop.
 
         A V2 name is looked up as the V2 routes look it up. A ``/serve``
         identifier is taken as written, without the ``lstat`` that resolving
         it costs: one that is not already the model file's own path (a
-        symlink, ``./`` in it) is never quick, and takes a thread, whose
+        symlink, ``./`` in it) never is, and takes a thread, whose
         answer is the same.
         """
         if method != "POST":
@@ -54,12 +54,12 @@ class QuickRequests:
             identifier = params.get("servable_identifier")
             if not isinstance(identifier, str) or "invalidation_prob" in params:
                 return False
-            return self._server.can_answer_at_once(identifier, body_size)
+            return self._server.can_answer_in_event_loop(identifier, body_size)
         # Falcon decodes the path before the V2 routes read the name: an encoded one takes a thread.
         if path.startswith(_V2_MODELS) and path.endswith(_INFER) and "%" not in path:
             try:
                 relative = resolve_name(self._root, path[len(_V2_MODELS) : -len(_INFER)], None)
             except (IdentifierError, ModelNotFoundError):
                 return False
-            return self._server.can_answer_at_once(relative, body_size)
+            return self._server.can_answer_in_event_loop(relative, body_size)
         return False

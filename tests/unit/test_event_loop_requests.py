@@ -1,5 +1,5 @@
 """Which requests a worker's event loop answers itself: those whose work is
-known to be short (``QuickRequests``; tests/unit/test_plain_http.py has which
+known to be short (``EventLoopRequests``; tests/unit/test_plain_http.py has which
 are plain and all in the socket), and a model whose request once ran long
 there no more."""
 
@@ -21,7 +21,7 @@ import torch
 from tests.conftest import body_of, rounds_body, tensor_json
 from tests.models import AffineModel, script_and_save
 from torch_serving import Executor, Server
-from torch_serving.quick import QuickRequests
+from torch_serving.event_loop import EventLoopRequests
 
 BODY = body_of(tensor_json(torch.tensor([[1.0, 2.0]])))
 
@@ -44,8 +44,8 @@ def server(root) -> Server:
 
 
 @pytest.fixture
-def quick(server, root) -> QuickRequests:
-    return QuickRequests(server, root)
+def quick(server, root) -> EventLoopRequests:
+    return EventLoopRequests(server, root)
 
 
 def serve(server: Server, identifier: str, body: bytes = BODY, on_event_loop: bool = False) -> bytes:
@@ -100,7 +100,7 @@ def test_a_replaced_model_file_is_not_quick_until_it_is_loaded_again(server, qui
     assert quick_within(server, quick, "tiny.pt", BODY)
 
 
-def quick_within(server: Server, quick: QuickRequests, identifier: str, body: bytes, calls: int = 400) -> bool:
+def quick_within(server: Server, quick: EventLoopRequests, identifier: str, body: bytes, calls: int = 400) -> bool:
     """Serve ``body`` up to ``calls`` times until the request is quick (its typical time is a moving
     average, which a busy machine's slow call moves too); return whether it became quick."""
     target = f"/serve?servable_identifier={identifier}"
