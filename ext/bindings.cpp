@@ -147,9 +147,9 @@ Deadline deadline_after(double timeout) {
 }
 
 // Where a call for the model file `relative` runs: a worker's event loop
-// must never wait for a share of the executor (it runs only calls it
+// must never wait for a slot of the executor (it runs only calls it
 // checked are quick, Server::can_answer_in_event_loop), and other quick calls run
-// in their request thread when a share is free. A probable reload is never
+// in their request thread when a slot is free. A probable reload is never
 // quick.
 Placement placement(const Server& server, const std::string& relative, size_t body_size, bool on_event_loop,
                     bool may_reload = false) {

@@ -54,16 +54,16 @@ void Executor::run(std::function<void()> work, double timeout, Placement placeme
     }
     if (idle) {
       if (!(timeout > 0)) {
-        finish_inline();
+        finish_in_caller();
         throw DeadlineError("the deadline passed before the call began");
       }
       try {
         work();
       } catch (...) {
-        finish_inline();
+        finish_in_caller();
         throw;
       }
-      finish_inline();
+      finish_in_caller();
       return;
     }
   }
@@ -101,7 +101,7 @@ void Executor::run(std::function<void()> work, double timeout, Placement placeme
   if (task->error) std::rethrow_exception(task->error);
 }
 
-void Executor::finish_inline() {
+void Executor::finish_in_caller() {
   bool queued = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -109,8 +109,8 @@ void Executor::finish_inline() {
     --pending_;
     queued = !queue_.empty();
   }
-  // A queued call may take the share this one held. Waking a thread for
-  // nothing would cost more than the inline call saved.
+  // A queued call may take the slot this one held. Waking a thread for
+  // nothing would cost more than running in the caller saved.
   if (queued) queued_.notify_one();
 }
 
@@ -119,8 +119,8 @@ void Executor::serve_tasks() {
     std::shared_ptr<Task> task;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      // Inline calls hold shares too: a thread waits for a free one (kCaller
-      // calls may hold more than there are).
+      // Calls run in their callers hold slots too: a thread waits for a free
+      // one (kCaller calls may hold more than there are).
       queued_.wait(lock, [&] { return stopping_ || (!queue_.empty() && running_ < threads_count_); });
       if (queue_.empty()) return;  // stopping, with nothing left to run
       task = std::move(queue_.front());

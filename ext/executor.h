@@ -16,8 +16,8 @@ namespace torch_serving {
 // Where Executor::run runs a call.
 enum class Placement {
   kPool,          // on one of the threads
-  kCallerIfIdle,  // in the calling thread when a thread's share is free and no call waits, else kPool
-  kCaller,        // in the calling thread, which never waits for a share
+  kCallerIfIdle,  // in the calling thread when a thread's slot is free and no call waits, else kPool
+  kCaller,        // in the calling thread, which never waits for a slot
 };
 
 class Executor {
@@ -37,18 +37,18 @@ class Executor {
   // without its caller, unless it had not started, when it never runs.
   //
   // With kCallerIfIdle, `work` runs in the calling thread instead when a
-  // thread's share is free and no call waits: it still counts against the
+  // thread's slot is free and no call waits: it still counts against the
   // limits, but cannot be abandoned at the deadline, so ask for it only for
   // calls known to be short. Handing a call over and waking its caller cost
   // more than a small model's whole forward. With kCaller it runs in the
-  // calling thread even beyond the shares: for a caller that must not wait,
+  // calling thread even beyond the slots: for a caller that must not wait,
   // such as the event loop of a worker, with calls known to be short.
-  // A kCallerIfIdle call that finds no free share yields to the threads a
+  // A kCallerIfIdle call that finds no free slot yields to the threads a
   // few turns before it sleeps, since it is known to be short.
   //
   // Throws BusyError when the limit of pending calls is reached (nothing
   // runs; never with kCaller), DeadlineError when the wait times out or the
-  // deadline passed before an inline call began, and what `work` threw.
+  // deadline passed before a call in the caller began, and what `work` threw.
   void run(std::function<void()> work, double timeout, Placement placement = Placement::kPool);
 
   size_t limit() const { return limit_; }
@@ -58,8 +58,8 @@ class Executor {
 
   void serve_tasks();
 
-  // Ends an inline call: gives its share back to the threads.
-  void finish_inline();
+  // Ends a call run in its caller: gives its slot back to the threads.
+  void finish_in_caller();
 
   const size_t threads_count_;
   const size_t limit_;
@@ -67,7 +67,7 @@ class Executor {
   std::condition_variable queued_;
   std::deque<std::shared_ptr<Task>> queue_;
   size_t pending_ = 0;  // running and queued
-  size_t running_ = 0;  // on the threads or inline; at most threads_count_
+  size_t running_ = 0;  // on the threads or in callers; at most threads_count_ but for kCaller calls
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };
