@@ -257,10 +257,10 @@ PYBIND11_MODULE(_C, m) {
             EventLoopCall timed(*server, relative, on_event_loop);
             auto response = run_released<std::string>(
                 executor, timeout,
-                [server, relative, name, body, invalidation_prob, times, queued = QueueClock(times),
+                [server, relative, name, body, invalidation_prob, times, on_event_loop, queued = QueueClock(times),
                  deadline = deadline_after(timeout)](std::string& out) {
                   queued.stop();
-                  server->serve(relative, name, *body, invalidation_prob, out, times.get(), deadline);
+                  server->serve(relative, name, *body, invalidation_prob, out, times.get(), deadline, on_event_loop);
                 },
                 placement(*server, relative, body->size(), on_event_loop, invalidation_prob > 0));
             return py::bytes(response);
@@ -276,11 +276,11 @@ PYBIND11_MODULE(_C, m) {
             EventLoopCall timed(*server, relative, on_event_loop);
             auto answer = run_released<InferAnswer>(
                 executor, timeout,
-                [server, relative, name, body, header_length, times, queued = QueueClock(times),
+                [server, relative, name, body, header_length, times, on_event_loop, queued = QueueClock(times),
                  deadline = deadline_after(timeout)](InferAnswer& out) {
                   queued.stop();
-                  out.json_length =
-                      server->infer(relative, name, body, header_length, out.response, times.get(), deadline);
+                  out.json_length = server->infer(relative, name, body, header_length, out.response, times.get(),
+                                                  deadline, on_event_loop);
                 },
                 placement(*server, relative, body->size(), on_event_loop));
             return py::make_tuple(py::bytes(answer.response), answer.json_length);

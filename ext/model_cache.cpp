@@ -89,6 +89,17 @@ ModelCache::Model ModelCache::get(const std::string& key, const FileIdentity& id
   }
 }
 
+ModelCache::Model ModelCache::use(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = entries_.find(key);
+  if (it == entries_.end()) return nullptr;
+  Model model = loaded(it->second.model);
+  if (!model) return nullptr;
+  recency_.splice(recency_.begin(), recency_, it->second.recency);
+  ++stats_.hits;
+  return model;
+}
+
 void ModelCache::evict_if_full() {
   if (entries_.size() <= capacity_ + buffer_) return;
   while (entries_.size() > capacity_) {

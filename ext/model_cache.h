@@ -50,6 +50,12 @@ class ModelCache {
   // counts, nor checks the file itself.
   Model peek(const std::string& key, const FileIdentity* identity = nullptr) const;
 
+  // Returns the model cached under `key` if it is loaded, as get() does
+  // (a hit, now the most recently used), but without its file's identity:
+  // for a caller that checked the file a moment ago (peek with an identity).
+  // Null when it is not loaded (evicted since, or loading).
+  Model use(const std::string& key);
+
   // Returns the cached keys, most recently used first.
   std::vector<std::string> paths() const;
 

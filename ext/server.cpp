@@ -87,12 +87,14 @@ Server::Server(const std::string& model_root, size_t capacity, size_t buffer, c1
 Server::~Server() { ::close(root_fd_); }
 
 void Server::serve(const std::string& relative, const std::string& name, const RequestBody& body,
-                   double invalidation_prob, std::string& response, PhaseTimes* times, Deadline deadline) {
+                   double invalidation_prob, std::string& response, PhaseTimes* times, Deadline deadline,
+                   bool file_checked) {
   PhaseClock clock(times);
   // Decoding first means a bad body never costs a model load.
   std::vector<c10::IValue> args = decode_arguments(body.view(), body.readable(), max_image_pixels_);
   clock.lap(&PhaseTimes::decode);
-  c10::IValue result = model(relative, name, draw(invalidation_prob))->run(std::move(args), deadline);
+  c10::IValue result =
+      model(relative, name, draw(invalidation_prob), file_checked)->run(std::move(args), deadline);
   clock.lap(&PhaseTimes::forward);
   encode_success(result, response);
   clock.lap(&PhaseTimes::encode);
@@ -100,13 +102,13 @@ void Server::serve(const std::string& relative, const std::string& name, const R
 
 size_t Server::infer(const std::string& relative, const std::string& name,
                      const std::shared_ptr<const RequestBody>& body, int64_t header_length, std::string& response,
-                     PhaseTimes* times, Deadline deadline) {
+                     PhaseTimes* times, Deadline deadline, bool file_checked) {
   PhaseClock clock(times);
   // Decoding first means a bad body never costs a model load.
   v2::Request request = v2::decode_request(body->view(), header_length, body, body->readable());
   v2::check_model(request, name);
   clock.lap(&PhaseTimes::decode);
-  auto servable = model(relative, name);
+  auto servable = model(relative, name, /*reload=*/false, file_checked);
   c10::IValue result = servable->run(servable->bind_inputs(request), deadline);
   clock.lap(&PhaseTimes::forward);
   const size_t json_length = v2::encode_response(name, request, servable->name_outputs(result), response);
@@ -171,7 +173,11 @@ EventLoopCall::~EventLoopCall() {
                                thread_cpu_time() - cpu_started_);
 }
 
-ModelCache::Model Server::model(const std::string& relative, const std::string& name, bool reload) {
+ModelCache::Model Server::model(const std::string& relative, const std::string& name, bool reload,
+                                 bool file_checked) {
+  if (file_checked && !reload) {
+    if (auto cached = cache_.use(relative)) return cached;  // else evicted since: looked up as usual
+  }
   const ModelFile file = ModelFile::open(root_fd_, relative, name, max_model_size_);
   auto load = [&]() -> ModelCache::Model {
     const auto started = std::chrono::steady_clock::now();

@@ -46,10 +46,12 @@ class Server {
   // With probability `invalidation_prob` the cached model is loaded again
   // from disk first. Records its phases in `times` when given. Throws the
   // errors of errors.h; DeadlineError when `deadline` passes while the
-  // request waits for an instance of the model.
+  // request waits for an instance of the model. With `file_checked`, the
+  // caller checked the model's file a moment ago (can_answer_in_event_loop):
+  // the cached model serves without the file being opened again.
   void serve(const std::string& relative, const std::string& name, const RequestBody& body,
              double invalidation_prob, std::string& response, PhaseTimes* times = nullptr,
-             Deadline deadline = Deadline::max());
+             Deadline deadline = Deadline::max(), bool file_checked = false);
 
   // Answers one Open Inference Protocol inference request for the model
   // file `relative`, whose V2 name is `name`: `body` holds the request's
@@ -58,10 +60,10 @@ class Server {
   // `response` and returns the length of its JSON part.
   //
   // Binary inputs may be views of `body`, which they keep alive. Throws the
-  // errors of errors.h, as serve() does.
+  // errors of errors.h, and takes `file_checked`, as serve() does.
   size_t infer(const std::string& relative, const std::string& name, const std::shared_ptr<const RequestBody>& body,
                int64_t header_length, std::string& response, PhaseTimes* times = nullptr,
-               Deadline deadline = Deadline::max());
+               Deadline deadline = Deadline::max(), bool file_checked = false);
 
   // Writes the V2 metadata of the model file `relative` into `response`,
   // loading the model if it is not cached.
@@ -96,8 +98,10 @@ class Server {
 
  private:
   // Returns the model in `relative`, from the cache or loaded now; with
-  // `reload`, loaded again whether cached or not.
-  ModelCache::Model model(const std::string& relative, const std::string& name, bool reload = false);
+  // `reload`, loaded again whether cached or not. With `file_checked` (see
+  // serve), a cached model is taken without opening its file.
+  ModelCache::Model model(const std::string& relative, const std::string& name, bool reload = false,
+                          bool file_checked = false);
 
   int root_fd_;
   c10::Device device_;

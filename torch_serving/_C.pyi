@@ -112,7 +112,8 @@ class Server:
         (the call runs on) or BusyError when the executor is full; without, it runs in the calling thread.
         ``on_event_loop`` runs it in the calling thread at once, even when the executor is full, and keeps
         the GIL (handing it over and back costs more than so short a call): for an event loop (a worker's,
-        or the gRPC service's), with requests ``can_answer_in_event_loop`` accepted.
+        or the gRPC service's), with requests ``can_answer_in_event_loop`` accepted a moment before, whose
+        cached model then serves without its file being opened again.
         """
     def infer(
         self,

@@ -13,7 +13,7 @@ from torch_serving._native import PhaseTimes, Server
 from torch_serving.admission import Admission
 from torch_serving.backend import Backend
 from torch_serving.config import Config
-from torch_serving.environ import arrival_time, on_event_loop
+from torch_serving.environ import arrival_time, event_loop_model, on_event_loop
 from torch_serving.errors import RequestError, install_error_handlers
 from torch_serving.event_loop import EventLoopRequests
 from torch_serving.metrics import Metrics, MetricsMiddleware, MetricsResource
@@ -92,7 +92,7 @@ class ServeResource:
         _check_parameters(req)
         identifier = _identifier(req)
         invalidation_prob = _probability(req)
-        path = resolve_model(self._root, identifier)
+        path = event_loop_model(req.env) or resolve_model(self._root, identifier)
         context.model = path
         body = read_body(
             req, self._max_body_size, self._runner.deadline(arrived), lambda: self._server.metadata(path, identifier)

@@ -21,12 +21,15 @@ __all__ = [
     "BodySource",
     "BodyTimeout",
     "arrival_time",
+    "event_loop_model",
     "on_event_loop",
 ]
 
 # When the worker's event loop handed the request over (``time.monotonic()``): its deadline counts from there.
 ARRIVED = "torch_serving.arrived"
-# Present when the request is answered in the worker's event loop, which must never wait.
+# Present when the request is answered in the worker's event loop, which must never wait: the model
+# file (relative to the root) that the worker's check (``EventLoopRequests``) found loaded, unchanged and
+# quick, which the application serves without looking it up again.
 ON_EVENT_LOOP = "torch_serving.on_event_loop"
 
 # A function that sends the interim ``100 Continue`` the client asked for with
@@ -80,3 +83,9 @@ def arrival_time(environ: dict) -> float:
 def on_event_loop(environ: dict) -> bool:
     """Whether the request of ``environ`` is answered in its worker's event loop."""
     return ON_EVENT_LOOP in environ
+
+
+def event_loop_model(environ: dict) -> str | None:
+    """The model file the worker's event loop checked for the request of ``environ``, which it answers
+    (``ON_EVENT_LOOP``); None when a thread answers it."""
+    return environ.get(ON_EVENT_LOOP)

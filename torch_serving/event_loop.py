@@ -23,6 +23,7 @@ __all__ = ["EventLoopRequests"]
 
 _V2_MODELS = "/v2/models/"
 _INFER = "/infer"
+_VERSIONS = "/versions/"
 
 
 class EventLoopRequests:
@@ -37,29 +38,33 @@ class EventLoopRequests:
         self._server = server
         self._root = root
 
-    def __call__(self, method: str, target: str, body_size: int) -> bool:
-        """Whether the request ``method target`` with a body of ``body_size`` bytes may be answered in the event loop.
+    def __call__(self, method: str, target: str, body_size: int) -> str | None:
+        """The model file (relative to the root) of the request ``method target`` with a body of
+        ``body_size`` bytes when the event loop may answer it, else None. The application serves that
+        file without looking it up again (``torch_serving.environ.ON_EVENT_LOOP``).
 
         A V2 name is looked up as the V2 routes look it up. A ``/serve``
         identifier is taken as written, without the ``lstat`` that resolving
         it costs: one that is not already the model file's own path (a
-        symlink, ``./`` in it) never is, and takes a thread, whose
-        answer is the same.
+        symlink, ``./`` in it) is never answered in the loop, and takes a
+        thread, whose answer is the same. So the file found is the one the
+        application would find.
         """
         if method != "POST":
-            return False
+            return None
         path, _, query = target.partition("?")
         if path == "/serve":
             params = parse_query_string(query, keep_blank=True)
             identifier = params.get("servable_identifier")
             if not isinstance(identifier, str) or "invalidation_prob" in params:
-                return False
-            return self._server.can_answer_in_event_loop(identifier, body_size)
-        # Falcon decodes the path before the V2 routes read the name: an encoded one takes a thread.
-        if path.startswith(_V2_MODELS) and path.endswith(_INFER) and "%" not in path:
+                return None
+            return identifier if self._server.can_answer_in_event_loop(identifier, body_size) else None
+        # Falcon decodes the path before the V2 routes read the name: an encoded one takes a thread, and
+        # so does a versioned one, whose name the routes read differently.
+        if path.startswith(_V2_MODELS) and path.endswith(_INFER) and "%" not in path and _VERSIONS not in path:
             try:
                 relative = resolve_name(self._root, path[len(_V2_MODELS) : -len(_INFER)], None)
             except (IdentifierError, ModelNotFoundError):
-                return False
-            return self._server.can_answer_in_event_loop(relative, body_size)
-        return False
+                return None
+            return relative if self._server.can_answer_in_event_loop(relative, body_size) else None
+        return None

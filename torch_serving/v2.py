@@ -16,7 +16,7 @@ import falcon
 from torch_serving import __version__
 from torch_serving._native import ModelNotFoundError, PhaseTimes, RequestBody
 from torch_serving.backend import Backend
-from torch_serving.environ import arrival_time, on_event_loop
+from torch_serving.environ import arrival_time, event_loop_model, on_event_loop
 from torch_serving.errors import RequestError
 from torch_serving.model_root import MODEL_SUFFIXES, resolve_model
 from torch_serving.preload import Preload
@@ -117,7 +117,8 @@ class ModelSink:
             context = req.context
             times = PhaseTimes() if self._measured else None
             context.arrived, context.endpoint, context.model, context.times = arrived, "infer", "", times
-        path = resolve_name(self._root, name, version)
+        # A request the event loop answers comes with the file its check found (torch_serving.event_loop).
+        path = event_loop_model(req.env) or resolve_name(self._root, name, version)
         if action == "/infer":
             context.model = path
             self._infer(req, resp, arrived, name, path)

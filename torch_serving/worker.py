@@ -389,8 +389,9 @@ class ServingWorker(ThreadWorker):
 
         def answer(environ, start_response):
             environ[ARRIVED] = _request.arrived
-            if getattr(_request, "on_event_loop", False):
-                environ[ON_EVENT_LOOP] = True  # its body is in memory already
+            model = getattr(_request, "event_loop_model", None)
+            if model is not None:
+                environ[ON_EVENT_LOOP] = model  # its body is in memory already
             else:
                 environ[BODY_SOURCE] = _SOCKET_BODY
             owed = getattr(_request, "owed_continue", None)
@@ -556,8 +557,8 @@ class ServingWorker(ThreadWorker):
             self.keepalived_conns.remove(conn)
             self._close_ended(conn) if received == 0 else self._await_headers(conn)
             return
-        request = self._event_loop_request(conn, received) if received else None
-        if request is None or not self._admit(conn):
+        found = self._event_loop_request(conn, received) if received else None
+        if found is None or not self._admit(conn):
             super().on_client_socket_readable(conn, client)
             return
         self.poller.unregister(client)
@@ -565,20 +566,20 @@ class ServingWorker(ThreadWorker):
         conn.arrived = time.monotonic()
         conn.on_core = False
         _request.arrived = conn.arrived
-        _request.on_event_loop = True
+        request, _request.event_loop_model = found
         _request.conn = conn
         try:
             answer, kept = self._answer_in_loop(conn, request)
         finally:
-            _request.on_event_loop = False
+            _request.event_loop_model = None
             _request.conn = None
             self._release(conn)
         self._send(conn, answer, kept)
 
-    def _event_loop_request(self, conn, received: int) -> PlainRequest | None:
-        """The next request on kept-alive ``conn``, of which ``received`` bytes were peeked at, when it is
-        plain, all in the socket, one the application lets the loop answer, and gunicorn would keep the connection open after it; else
-        None. Reads nothing."""
+    def _event_loop_request(self, conn, received: int) -> tuple[PlainRequest, str] | None:
+        """The next request on kept-alive ``conn``, of which ``received`` bytes were peeked at, with its
+        model file, when it is plain, all in the socket, one the application lets the loop answer, and
+        gunicorn would keep the connection open after it; else None. Reads nothing."""
         if (
             self._event_loop_requests is None
             or conn.is_http2
@@ -590,11 +591,10 @@ class ServingWorker(ThreadWorker):
         ):
             return None
         request = self._plain.read(self._peeked, received)
-        if request is None or not self._event_loop_requests(
-            request.method, request.uri, request.size - request.body_start
-        ):
+        if request is None:
             return None
-        return request
+        model = self._event_loop_requests(request.method, request.uri, request.size - request.body_start)
+        return None if model is None else (request, model)
 
     def _answer_in_loop(self, conn, request: PlainRequest) -> tuple[bytes, bool]:
         """Make the answer to ``request`` with gunicorn's ``handle_request``, as its ``handle`` does once it

@@ -95,6 +95,21 @@ TEST_CASE("capacity plus buffer, then eviction down to capacity in LRU order") {
   CHECK(loader.calls == 4);
 }
 
+TEST_CASE("use takes a loaded model as a hit, most recent, without its file") {
+  ModelFolder folder;
+  CountingLoader loader{folder};
+  ModelCache cache(2, 0);
+  CHECK(cache.use("m0.pt") == nullptr);  // absent: the caller looks it up as usual
+  ModelCache::Model loaded = loader.get(cache, 0);
+  loader.get(cache, 1);
+  CHECK(cache.use("m0.pt") == loaded);
+  CHECK(cache.stats().hits == 1);
+  CHECK(cache.paths() == std::vector<std::string>{"m0.pt", "m1.pt"});
+  loader.get(cache, 2);  // evicts m1, the least recently used
+  CHECK(cache.paths() == std::vector<std::string>{"m2.pt", "m0.pt"});
+  CHECK(loader.calls == 3);
+}
+
 TEST_CASE("executions are counted by key over loads, and after a model is dropped") {
   ModelFolder folder;
   CountingLoader loader{folder};

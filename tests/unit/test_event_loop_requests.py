@@ -54,12 +54,25 @@ def serve(server: Server, identifier: str, body: bytes = BODY, on_event_loop: bo
 
 def test_a_loaded_quick_model_with_a_small_body_is_quick(server, quick):
     target = "/serve?servable_identifier=tiny.pt"
-    assert not quick("POST", target, len(BODY))  # not loaded yet: loading could take long
+    assert quick("POST", target, len(BODY)) is None  # not loaded yet: loading could take long
     assert quick_within(server, quick, "tiny.pt", BODY)
-    assert quick("POST", "/v2/models/tiny/infer", len(BODY))
-    assert quick("POST", "/v2/models/tiny.pt/infer", len(BODY))
-    assert quick("POST", "/v2/models/link/infer", len(BODY))  # V2 names are looked up as its routes do
-    assert quick("POST", target, 64 * 1024)
+    # The model file each is for, which the application serves without looking it up again.
+    assert quick("POST", "/v2/models/tiny/infer", len(BODY)) == "tiny.pt"
+    assert quick("POST", "/v2/models/tiny.pt/infer", len(BODY)) == "tiny.pt"
+    assert quick("POST", "/v2/models/link/infer", len(BODY)) == "tiny.pt"  # looked up as the V2 routes do
+    assert quick("POST", target, 64 * 1024) == "tiny.pt"
+
+
+def test_the_event_loop_serves_the_model_its_check_found_without_opening_its_file_again(server, quick, root):
+    assert quick_within(server, quick, "tiny.pt", BODY)
+    hits = server.stats()["hits"]
+    checked = serve(server, "tiny.pt", on_event_loop=True)
+    assert server.stats()["hits"] == hits + 1
+    # Replaced after the check: a call on the loop still gets the model checked (its file is not
+    # opened again); any other call opens the file, and gets the new model.
+    shutil.copy(root / "double.pt", root / "tiny.pt")
+    assert serve(server, "tiny.pt", on_event_loop=True) == checked
+    assert serve(server, "tiny.pt") != checked
 
 
 @pytest.mark.parametrize(
