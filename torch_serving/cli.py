@@ -39,7 +39,7 @@ _HELP = {
     "max_model_size": "largest model file the server loads, in bytes or with a unit",
     "max_image_pixels": "most pixels an image in a request may have, checked before decoding",
     "timeout": "seconds a request may take before it is answered 504 (its work is abandoned)",
-    "queue_size": "requests each worker queues for a free thread before it answers 503",
+    "queue_size": "requests each worker takes beyond --threads, on spare threads, before it answers 503",
     "instances": "forwards each model runs at once in a worker, unless it declares instance_count;"
     " 0 for: a batching model, the cores shared among the workers (1 on CUDA); any other, --threads",
     "metrics": "on or off: GET /metrics (Prometheus) and the measuring of every inference request",

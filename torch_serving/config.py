@@ -79,7 +79,7 @@ class Config:
         max_image_pixels: most pixels an image in a request may have
             (Pillow's default limit), checked before it is decoded.
         timeout: seconds a request may take before it is answered 504.
-        queue_size: requests a worker queues for a free thread before it answers 503.
+        queue_size: requests a worker takes beyond ``threads``, on spare threads, before it answers 503.
         instances: forwards each model runs at once in a worker (its model
             instances), unless its ``torch_serving.json`` declares
             ``instance_count``; 0 for: a batching model, the machine's cores
