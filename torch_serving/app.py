@@ -13,7 +13,7 @@ from torch_serving._native import PhaseTimes, Server
 from torch_serving.admission import Admission
 from torch_serving.backend import Backend
 from torch_serving.config import Config
-from torch_serving.environ import arrival_time, event_loop_model, on_event_loop
+from torch_serving.environ import arrival_time, event_loop_model
 from torch_serving.errors import RequestError, install_error_handlers
 from torch_serving.event_loop import EventLoopRequests
 from torch_serving.metrics import Metrics, MetricsMiddleware, MetricsResource
@@ -92,7 +92,9 @@ class ServeResource:
         _check_parameters(req)
         identifier = _identifier(req)
         invalidation_prob = _probability(req)
-        path = event_loop_model(req.env) or resolve_model(self._root, identifier)
+        # A request the event loop answers comes with the file its check found (torch_serving.event_loop).
+        checked = event_loop_model(req.env)
+        path = checked or resolve_model(self._root, identifier)
         context.model = path
         body = read_body(
             req, self._max_body_size, self._runner.deadline(arrived), lambda: self._server.metadata(path, identifier)
@@ -101,7 +103,7 @@ class ServeResource:
         resp.data = self._runner.run_measured(
             arrived,
             context.times,
-            on_event_loop(req.env),
+            checked is not None,
             self._server.serve,
             path,
             identifier,

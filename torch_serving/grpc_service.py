@@ -14,13 +14,12 @@ do. The worker starts the service once its preload is done and stops it graceful
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any, NoReturn, TypeVar
@@ -205,20 +204,20 @@ class _Servicer:
         self._metrics = backend.metrics
         self._admission = backend.admission
 
-    @contextlib.contextmanager
-    def _admitted(self) -> Iterator[None]:
-        # Beyond the worker's limit (HTTP's requests count too) a call is refused at once, as over HTTP:
-        # queued for a thread, it would wait unbounded before the native runner could refuse it.
+    def _enter(self) -> None:
+        """Count a call as one of the requests the worker holds (HTTP's count too), or refuse it at once,
+        as over HTTP: queued for a thread, it would wait unbounded before the native runner could refuse
+        it. Whoever enters leaves ``self._admission`` once the call is done (a plain try/finally: a
+        context manager would cost a quick call a few microseconds)."""
         if not self._admission.enter():
             raise RequestError(503, BUSY, busy_detail(self._admission.limit), headers=RETRY_AFTER)
-        try:
-            yield
-        finally:
-            self._admission.leave()
 
     async def _on_thread(self, fn: Callable[..., T], *args: object) -> T:
-        with self._admitted():
+        self._enter()
+        try:
             return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+        finally:
+            self._admission.leave()
 
     def _metadata(self, name: str, version: str) -> bytes:
         path = resolve_name(self._root, name, version or None)
@@ -303,8 +302,11 @@ class _Servicer:
             in_event_loop = self._server.can_answer_in_event_loop(model, size)
             call = (arrived, times, in_event_loop, self._server.infer, model, request.model_name, body, header_length)
             if in_event_loop:
-                with self._admitted():
+                self._enter()
+                try:
                     response, json_length = self._runner.run_measured(*call, deadline=deadline)
+                finally:
+                    self._admission.leave()
             else:
                 run = functools.partial(self._runner.run_measured, *call, deadline=deadline)
                 response, json_length = await self._on_thread(run)

@@ -290,9 +290,11 @@ class ServingWorker(ThreadWorker):
         # Touched only by the event loop thread (enqueue_req, finish_request).
         self._on_core = 0
         queue_size = getattr(self.app, "queue_size", Config.queue_size)
-        # The requests this worker holds: entered by the event loop, left by the thread that answers
-        # them. The application's own, shared with its gRPC service, once it is loaded (run).
-        self._admission = Admission(self.cfg.threads + queue_size)
+        self._limit = self.cfg.threads + queue_size  # under another application than ``ServingApp``
+        # The requests this worker holds, entered by the event loop and left by the thread that answers
+        # them, and the 503 beyond them: set in run, once the application is loaded.
+        self._admission: Admission
+        self._busy_answer: bytes
         # Seconds a client has to send its headers, and to take an answer the loop sends it.
         self._timeout = getattr(self.app, "request_timeout", Config.timeout)
         # Threads start on first use, after the fork.
@@ -309,7 +311,6 @@ class ServingWorker(ThreadWorker):
         # Peeked at under TLS, a connection shows records, never headers: gunicorn reads those.
         self._gathers_headers = not self.cfg.is_ssl
         self._peeked = bytearray(_PEEK_BYTES)
-        self._busy_answer = _busy_answer(self._admission.limit)
         self._head_timeout_answer = _http_response(
             408,
             "Request Timeout",
@@ -341,9 +342,9 @@ class ServingWorker(ThreadWorker):
             self.notify()
         # Under another WSGI application every request takes a thread.
         self._event_loop_requests = getattr(self.wsgi, "event_loop_requests", None)
-        admission = getattr(self.wsgi, "admission", None)
-        if admission is not None:
-            self._admission, self._busy_answer = admission, _busy_answer(admission.limit)
+        # The application's own count, which its gRPC service shares.
+        self._admission = getattr(self.wsgi, "admission", None) or Admission(self._limit)
+        self._busy_answer = _busy_answer(self._admission.limit)
         grpc_service = getattr(self.wsgi, "grpc_service", None)
         # A worker told to stop during its preload never listens: a listener that leaves at once would
         # pass for the successor of the workers a reload replaces.
