@@ -4,7 +4,8 @@ Starts torch-serving at its defaults on loopback, keeps its workers busy with th
 (wrk with ``--load-connections``, in the background; 0 for idle workers), then opens ``--connections`` keep-alive connections at
 once and asks each which worker holds it (``GET /cache`` answers its pid). Prints the connections
 per worker in each of ``--trials`` trials: the most one worker got is what its ``--threads`` +
-``--queue-size`` must hold for those clients never to be refused.
+``--queue-size`` must hold for those clients never to be refused. The workers spread connections by
+all those they hold (``torch_serving.connection_table``), the load's too, which these counts leave out.
 
 Usage: python -m benchmarks.spread [--connections 32] [--trials 5] [--load-connections 4]
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from benchmarks.load import wrk_script
 from tests.integration.server import cli_command, free_port, running
+from tests.integration.test_preload import cache_of_every_worker
 from tests.models import REPO, example_model_class
 
 
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         example_model_class().main(str(root / "model-example.pt"))
         port = free_port()
         with running(cli_command(port, "--model-root", str(root)), port, root / "server.log") as server:
+            cache_of_every_worker(server)  # the health check tells only that one worker is up
             script = wrk_script(root, "example", (REPO / "example" / "post-data.json").read_bytes())
             url = f"{server.url}/serve?servable_identifier=model-example.pt"
             seconds = 5 + 2 * args.trials

@@ -17,6 +17,7 @@ from gunicorn.app.base import BaseApplication
 
 from torch_serving import __version__
 from torch_serving.config import ENV_PREFIX, Config, ConfigError, parse_field
+from torch_serving.connection_table import forget_worker
 from torch_serving.shared import MULTIPROCESS_DIR, SHARED_DIR, forget_grpc_listener, mark_reload
 
 # prometheus-client's variable.
@@ -215,6 +216,7 @@ def _worker_exited(server, worker) -> None:
     multiprocess.mark_process_dead(worker.pid)
     shutil.rmtree(_packages_directory(worker.pid), ignore_errors=True)
     forget_grpc_listener(worker.pid)
+    forget_worker(worker.pid)
 
 
 def _reloading(server) -> None:

@@ -39,6 +39,11 @@ a thread takes it. This worker instead:
   connection closes after the request timeout without progress);
 * closes a connection without waiting in the event loop for its client
   to close too (gunicorn's graceful close waits up to 2 s there);
+* leaves a new connection for a moment to a sibling worker that holds
+  fewer connections (``torch_serving.connection_table``): every worker
+  polls the same listening socket, and without this a burst of keep-alive
+  connections often lands mostly on one worker, which serves them on one
+  core while its sibling idles;
 * closes its listening sockets as it stops, so that new connections are
   refused at once rather than left unanswered in the backlog;
 * takes no request before the models ``--preload`` names are loaded;
@@ -73,6 +78,7 @@ from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadW
 
 from torch_serving.admission import Admission
 from torch_serving.config import Config
+from torch_serving.connection_table import ConnectionTable
 from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail, error_body, error_document
 from torch_serving.environ import ARRIVED, BODY_SOURCE, ON_EVENT_LOOP, SEND_CONTINUE, BodyTimeout
 from torch_serving.plain_http import PlainReader, PlainRequest
@@ -90,6 +96,9 @@ _UNEXPECTED = "an unexpected error occurred; the server log has the details"
 _PEEK_BYTES = 80 * 1024
 # What one read takes off a connection whose headers are still arriving.
 _HEAD_CHUNK = 64 * 1024
+# How long a worker leaves a new connection to a sibling holding fewer connections before it takes it
+# itself (the sibling is busy): the event loop's poll counts in milliseconds.
+_ACCEPT_YIELD_S = 0.001
 
 _request = threading.local()
 
@@ -97,6 +106,8 @@ _request = threading.local()
 # (``gunicorn_gaps``): the gthread worker's methods and state, a connection's, its parser's buffer, and
 # its body readers' (``_SocketBody``).
 _WORKER_METHODS = (
+    "accept",
+    "wait_for_and_dispatch_events",
     "enqueue_req",
     "on_client_socket_readable",
     "on_pending_socket_readable",
@@ -108,7 +119,16 @@ _WORKER_METHODS = (
     "set_accept_enabled",
     "init_process",
 )
-_WORKER_STATE = ("keepalived_conns", "pending_conns", "nr_conns", "method_queue", "max_keepalived", "nr", "alive")
+_WORKER_STATE = (
+    "keepalived_conns",
+    "pending_conns",
+    "nr_conns",
+    "method_queue",
+    "max_keepalived",
+    "nr",
+    "alive",
+    "sockets",
+)
 _CONNECTION_STATE = ("sock", "client", "server", "parser", "initialized", "data_ready", "is_http2", "timeout")
 _BODY_STATE = ("reader", "buf", "failed")
 _LENGTH_READER_STATE = ("length", "unreader")
@@ -308,6 +328,12 @@ class ServingWorker(ThreadWorker):
         self._grpc = None  # the application's gRPC service, once it listens
         self._grpc_stopper: threading.Thread | None = None  # what stops it, once the worker is told to stop
         self._plain = PlainReader(self.cfg)
+        # This worker's slot among its siblings' connection counts, once it takes connections (None with
+        # one worker, or without the CLI's shared directory); whether it takes them, counting the moments
+        # it leaves one to a sibling; and until when it leaves it (accept).
+        self._connections: ConnectionTable | None = None
+        self._listens = False
+        self._accept_resumes: float | None = None
         # Peeked at under TLS, a connection shows records, never headers: gunicorn reads those.
         self._gathers_headers = not self.cfg.is_ssl
         self._peeked = bytearray(_PEEK_BYTES)
@@ -357,7 +383,13 @@ class ServingWorker(ThreadWorker):
             mark_grpc_listening(self.pid)
             self._grpc = grpc_service
         self.wsgi = self._hosted(self.wsgi)
-        super().run()
+        if self.cfg.workers > 1:
+            self._connections = ConnectionTable.join(self.pid)
+        try:
+            super().run()
+        finally:
+            if self._connections is not None:
+                self._connections.leave()
         if self._grpc is not None:
             self._begin_stopping_grpc()
             self._grpc_stopper.join()
@@ -717,7 +749,42 @@ class ServingWorker(ThreadWorker):
             self.nr_conns -= 1
             util.close(conn.sock)
 
+    def accept(self, listener) -> None:
+        # A sibling holding fewer connections polls the same listener: leave it this connection for a
+        # moment (it stays on the worker that takes it as long as it is kept alive).
+        if self._connections is not None and self._connections.fewer_elsewhere(self.nr_conns):
+            self._accept_resumes = time.monotonic() + _ACCEPT_YIELD_S
+            super().set_accept_enabled(False)
+            return
+        super().accept(listener)
+        if self._connections is not None:
+            self._connections.publish(self.nr_conns)
+
+    def _take_waiting_connection(self) -> None:
+        """Listen again after leaving a connection to a sibling, and take the connection if it still
+        waits: the sibling is busy."""
+        self._accept_resumes = None
+        self.set_accept_enabled(True)
+        for listener in self.sockets:
+            super().accept(listener)  # nothing when the sibling took it
+        self._connections.publish(self.nr_conns)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        if self._connections is not None:
+            if self._accept_resumes is not None and self.alive:
+                left = self._accept_resumes - time.monotonic()
+                if left > 0:
+                    timeout = min(timeout, left)
+                else:
+                    self._take_waiting_connection()
+            self._connections.publish(self.nr_conns if self._listens else None)
+        super().wait_for_and_dispatch_events(timeout)
+
     def set_accept_enabled(self, enabled: bool) -> None:
+        if enabled and self._accept_resumes is not None:
+            return  # the connection is left to a sibling until then (accept)
+        self._accept_resumes = None
+        self._listens = enabled
         super().set_accept_enabled(enabled)
         if not enabled and not self.alive:
             # Stopping: once every process has closed the listening sockets, a new connection is
