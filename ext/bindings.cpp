@@ -291,6 +291,10 @@ PYBIND11_MODULE(_C, m) {
       .def("can_answer_in_event_loop", &Server::can_answer_in_event_loop, py::arg("relative"), py::arg("body_size"),
            "Whether a request with a body of ``body_size`` bytes for the model file ``relative`` needs no load and "
            "runs short: the model is cached, its file unchanged, its forward quick and the body small.")
+      .def("event_loop_model_named", &Server::event_loop_model_named, py::arg("name"), py::arg("body_size"),
+           "The model file the V2 model ``name`` is (``name``, else ``name.pt``, else ``name.pt2``), when a request "
+           "for it with a body of ``body_size`` bytes can be answered in an event loop (as "
+           "``can_answer_in_event_loop``); None when it must take a thread, whose look-up then answers it.")
       .def("metadata", document_binding(&Server::metadata), py::arg("relative"), py::arg("name"),
            py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
       .def("config", document_binding(&Server::config), py::arg("relative"), py::arg("name"),

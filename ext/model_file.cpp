@@ -48,7 +48,23 @@ int open_beneath(int root_fd, const std::string& relative) {
   }
 }
 
+FileIdentity identity_of(const struct stat& st) {
+  return FileIdentity{uint64_t(st.st_dev), uint64_t(st.st_ino), int64_t(st.st_size),
+                      int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
+}
+
 }  // namespace
+
+int ModelFile::identify(int root_fd, const std::string& relative, FileIdentity& identity) {
+  const int fd = open_beneath(root_fd, relative);
+  if (fd < 0) return errno == ENOTDIR ? ENOENT : errno;
+  struct stat st;
+  const bool regular = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  ::close(fd);
+  if (!regular) return ENOENT;
+  identity = identity_of(st);
+  return 0;
+}
 
 ModelFile ModelFile::open(int root_fd, const std::string& relative, const std::string& name, int64_t max_size) {
   const std::string not_found = "no model file " + name + " under the model root";
@@ -64,8 +80,7 @@ ModelFile ModelFile::open(int root_fd, const std::string& relative, const std::s
     throw ModelLoadError(name + " is " + std::to_string(st.st_size) + " bytes, over the model size limit of " +
                          std::to_string(max_size) + " bytes");
   }
-  return ModelFile(fd, FileIdentity{uint64_t(st.st_dev), uint64_t(st.st_ino), int64_t(st.st_size),
-                                    int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec});
+  return ModelFile(fd, identity_of(st));
 }
 
 ModelFile::ModelFile(ModelFile&& other) noexcept : fd_(other.fd_), identity_(other.identity_) { other.fd_ = -1; }

@@ -35,6 +35,12 @@ class ModelFile {
   // bytes (0: no limit).
   static ModelFile open(int root_fd, const std::string& relative, const std::string& name, int64_t max_size);
 
+  // Reads the identity of the regular file `relative` beneath `root_fd`, as
+  // open() would find it, without keeping it open: returns 0 and fills
+  // `identity`; ENOENT when no regular file is there (nothing, a folder, a
+  // path through a file); or the errno that refused it (a symlink: ELOOP).
+  static int identify(int root_fd, const std::string& relative, FileIdentity& identity);
+
   ModelFile(ModelFile&& other) noexcept;
   ModelFile& operator=(ModelFile&&) = delete;
   ModelFile(const ModelFile&) = delete;

@@ -5,6 +5,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +14,7 @@
 #include <stdexcept>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "package.h"
 #include "script_module.h"
@@ -60,9 +63,24 @@ std::chrono::nanoseconds thread_cpu_time() {
   return std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec);
 }
 
-bool is_package(std::string_view relative) {
-  constexpr std::string_view kSuffix = ".pt2";
-  return relative.size() >= kSuffix.size() && relative.substr(relative.size() - kSuffix.size()) == kSuffix;
+bool ends_with(std::string_view text, std::string_view suffix) {
+  return text.size() >= suffix.size() && text.substr(text.size() - suffix.size()) == suffix;
+}
+
+bool is_package(std::string_view relative) { return ends_with(relative, ".pt2"); }
+
+// Whether `path` is already the path of a file relative to the root as the
+// Python look-up writes it: no empty, `.` or `..` component, no NUL.
+bool is_plain_relative(std::string_view path) {
+  if (path.empty() || path.find('\0') != std::string_view::npos) return false;
+  size_t start = 0;
+  while (true) {
+    const size_t end = std::min(path.find('/', start), path.size());
+    const std::string_view part = path.substr(start, end - start);
+    if (part.empty() || part == "." || part == "..") return false;
+    if (end == path.size()) return true;
+    start = end + 1;
+  }
 }
 
 }  // namespace
@@ -134,13 +152,29 @@ bool Server::is_quick(const std::string& relative, size_t body_size) const {
 
 bool Server::can_answer_in_event_loop(const std::string& relative, size_t body_size) const {
   if (body_size > kQuickBodyBytes) return false;
-  try {
-    const ModelFile file = ModelFile::open(root_fd_, relative, relative, max_model_size_);
-    auto servable = cache_.peek(relative, &file.identity());
-    return servable && servable->is_quick() && !servable->kept_off_event_loop();
-  } catch (const std::exception&) {
-    return false;  // missing, refused or unreadable: the request takes the usual way and its error
+  FileIdentity identity;
+  return ModelFile::identify(root_fd_, relative, identity) == 0 && runs_short(relative, identity);
+}
+
+std::optional<std::string> Server::event_loop_model_named(const std::string& name, size_t body_size) const {
+  if (body_size > kQuickBodyBytes || !is_plain_relative(name)) return std::nullopt;
+  const bool suffixed = ends_with(name, ".pt") || ends_with(name, ".pt2");
+  for (const std::string& candidate : suffixed ? std::vector<std::string>{name}
+                                               : std::vector<std::string>{name, name + ".pt", name + ".pt2"}) {
+    FileIdentity identity;
+    const int error = ModelFile::identify(root_fd_, candidate, identity);
+    if (error == ENOENT) continue;
+    // Refused (a symlink, which the name's look-up may follow within the root; no permission): the
+    // request takes a thread, whose look-up finds what the name means.
+    if (error != 0 || !runs_short(candidate, identity)) return std::nullopt;
+    return candidate;
   }
+  return std::nullopt;
+}
+
+bool Server::runs_short(const std::string& relative, const FileIdentity& identity) const {
+  auto servable = cache_.peek(relative, &identity);
+  return servable && servable->is_quick() && !servable->kept_off_event_loop();
 }
 
 void Server::note_event_loop_call(const std::string& relative, std::chrono::nanoseconds wall,

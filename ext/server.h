@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "scheduler.h"
@@ -86,6 +87,15 @@ class Server {
   // be opened is not.
   bool can_answer_in_event_loop(const std::string& relative, size_t body_size) const;
 
+  // The model file the V2 model `name` is, when a worker's event loop can
+  // answer a request for it with a body of `body_size` bytes (as
+  // can_answer_in_event_loop): the first of `name`, `name.pt` and
+  // `name.pt2` (only `name` when it has a suffix) that is a regular file,
+  // as the V2 routes look a name up. None when the request must take a
+  // thread, whose look-up then answers it: a name that is not already a
+  // plain relative path, or a candidate that is refused (a symlink).
+  std::optional<std::string> event_loop_model_named(const std::string& name, size_t body_size) const;
+
   // Records that a call for the model file `relative` took `wall` in a
   // worker's event loop, `cpu` of it running. Past a budget, the model's
   // requests are no longer answered there (logged once): its forward is
@@ -102,6 +112,10 @@ class Server {
   // serve), a cached model is taken without opening its file.
   ModelCache::Model model(const std::string& relative, const std::string& name, bool reload = false,
                           bool file_checked = false);
+
+  // Whether the cached model of `relative`, loaded from the file `identity`
+  // names, runs short enough for a worker's event loop.
+  bool runs_short(const std::string& relative, const FileIdentity& identity) const;
 
   int root_fd_;
   c10::Device device_;

@@ -135,6 +135,10 @@ class Server:
     def can_answer_in_event_loop(self, relative: str, body_size: int) -> bool:
         """Whether a request with a body of ``body_size`` bytes for the model file ``relative`` needs no load
         and runs short: the model is cached, its file unchanged, its forward quick and the body small."""
+    def event_loop_model_named(self, name: str, body_size: int) -> str | None:
+        """The model file the V2 model ``name`` is (``name``, else ``name.pt``, else ``name.pt2``), when a request
+        for it with a body of ``body_size`` bytes can be answered in an event loop (as
+        ``can_answer_in_event_loop``); None when it must take a thread, whose look-up then answers it."""
     def metadata(self, relative: str, name: str, executor: Executor | None = None, timeout: float = ...) -> bytes:
         """Return the V2 metadata of the model file ``relative`` as JSON, loading it if needed."""
     def cached_paths(self) -> list[str]:

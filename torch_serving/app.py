@@ -224,7 +224,7 @@ def create_app(config: Config) -> ServingApp:
         metrics.start()
     app.admission = admission
     app.preload = preload
-    app.event_loop_requests = EventLoopRequests(server, config.model_root)
+    app.event_loop_requests = EventLoopRequests(server)
     app.grpc_service = None
     if config.grpc_port:
         # Imported only here: gRPC's runtime stays out of servers that do not serve it.

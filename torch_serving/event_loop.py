@@ -11,13 +11,9 @@ that the loop keeps serving everybody else.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from falcon.util.uri import parse_query_string
 
-from torch_serving._native import ModelNotFoundError, Server
-from torch_serving.model_root import IdentifierError
-from torch_serving.v2 import resolve_name
+from torch_serving._native import Server
 
 __all__ = ["EventLoopRequests"]
 
@@ -31,19 +27,18 @@ class EventLoopRequests:
 
     Args:
         server: the worker's native pipeline, which knows its models.
-        root: the model root, already resolved.
     """
 
-    def __init__(self, server: Server, root: Path) -> None:
+    def __init__(self, server: Server) -> None:
         self._server = server
-        self._root = root
 
     def __call__(self, method: str, target: str, body_size: int) -> str | None:
         """The model file (relative to the root) of the request ``method target`` with a body of
         ``body_size`` bytes when the event loop may answer it, else None. The application serves that
         file without looking it up again (``torch_serving.environ.ON_EVENT_LOOP``).
 
-        A V2 name is looked up as the V2 routes look it up. A ``/serve``
+        A V2 name is looked up as the V2 routes look it up, natively, where
+        the verdict is made (``Server.event_loop_model_named``). A ``/serve``
         identifier is taken as written, without the ``lstat`` that resolving
         it costs: one that is not already the model file's own path (a
         symlink, ``./`` in it) is never answered in the loop, and takes a
@@ -62,9 +57,5 @@ class EventLoopRequests:
         # Falcon decodes the path before the V2 routes read the name: an encoded one takes a thread, and
         # so does a versioned one, whose name the routes read differently.
         if path.startswith(_V2_MODELS) and path.endswith(_INFER) and "%" not in path and _VERSIONS not in path:
-            try:
-                relative = resolve_name(self._root, path[len(_V2_MODELS) : -len(_INFER)], None)
-            except (IdentifierError, ModelNotFoundError):
-                return None
-            return relative if self._server.can_answer_in_event_loop(relative, body_size) else None
+            return self._server.event_loop_model_named(path[len(_V2_MODELS) : -len(_INFER)], body_size)
         return None

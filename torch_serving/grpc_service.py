@@ -33,6 +33,7 @@ from torch_serving.backend import Backend
 from torch_serving.binary_tensors import NUMPY_TYPES, object_array, to_binary
 from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail
 from torch_serving.errors import RequestError, answer_for
+from torch_serving.shared import MODEL_VERSION
 from torch_serving.v2 import binary_request, model_statistics, resolve_name, server_metadata
 
 __all__ = ["GrpcService"]
@@ -295,11 +296,16 @@ class _Servicer:
         times = PhaseTimes() if self._measured else None
         model, status, size, deadline = "", 500, 0, None
         try:
-            model = resolve_name(self._root, request.model_name, request.model_version or None)
+            version = request.model_version or None
+            # The message's size stands for the body's: the request's REST form holds the same data.
+            loop_model = version in (None, MODEL_VERSION) and self._server.event_loop_model_named(
+                request.model_name, request.ByteSize()
+            )
+            in_event_loop = bool(loop_model)
+            model = loop_model or resolve_name(self._root, request.model_name, version)
             body, header_length = _rest_request(request)
             size = len(body)
             deadline = None if remaining is None else arrived + remaining
-            in_event_loop = self._server.can_answer_in_event_loop(model, size)
             call = (arrived, times, in_event_loop, self._server.infer, model, request.model_name, body, header_length)
             if in_event_loop:
                 self._enter()

@@ -45,7 +45,7 @@ def server(root) -> Server:
 
 @pytest.fixture
 def quick(server, root) -> EventLoopRequests:
-    return EventLoopRequests(server, root)
+    return EventLoopRequests(server)
 
 
 def serve(server: Server, identifier: str, body: bytes = BODY, on_event_loop: bool = False) -> bytes:
@@ -59,8 +59,15 @@ def test_a_loaded_quick_model_with_a_small_body_is_quick(server, quick):
     # The model file each is for, which the application serves without looking it up again.
     assert quick("POST", "/v2/models/tiny/infer", len(BODY)) == "tiny.pt"
     assert quick("POST", "/v2/models/tiny.pt/infer", len(BODY)) == "tiny.pt"
-    assert quick("POST", "/v2/models/link/infer", len(BODY)) == "tiny.pt"  # looked up as the V2 routes do
     assert quick("POST", target, 64 * 1024) == "tiny.pt"
+
+
+def test_a_v2_name_finds_the_file_the_v2_routes_find(server, quick, root):
+    assert quick_within(server, quick, "tiny.pt", BODY)
+    (root / "tiny").mkdir()  # not a file: the name goes on to tiny.pt
+    assert quick("POST", "/v2/models/tiny/infer", len(BODY)) == "tiny.pt"
+    shutil.copy(root / "tiny.pt", root / "tiny.pt2")  # after tiny.pt, which the name finds first
+    assert quick("POST", "/v2/models/tiny/infer", len(BODY)) == "tiny.pt"
 
 
 def test_the_event_loop_serves_the_model_its_check_found_without_opening_its_file_again(server, quick, root):
@@ -88,6 +95,11 @@ def test_the_event_loop_serves_the_model_its_check_found_without_opening_its_fil
         ("POST", "/serve?servable_identifier=../tiny.pt", 10),
         ("POST", "/serve?servable_identifier=missing.pt", 10),
         ("POST", "/v2/models/tiny/versions/1/infer", 10),
+        ("POST", "/v2/models/link/infer", 10),
+        ("POST", "/v2/models/./tiny/infer", 10),
+        ("POST", "/v2/models/../tiny/infer", 10),
+        ("POST", "/v2/models/missing/infer", 10),
+        ("POST", "/v2/models/tiny/infer", 64 * 1024 + 1),
         ("POST", "/v2/models/ti%6Ey/infer", 10),
         ("POST", "/v2/models/tiny\0/infer", 10),
         ("POST", "/serve?servable_identifier=tiny.pt%00", 10),
