@@ -287,6 +287,12 @@ std::string quote_text(std::string_view s) {
   return out;
 }
 
+std::string comma_separated(const std::vector<std::string>& items) {
+  std::string text;
+  for (const std::string& item : items) text += (text.empty() ? "" : ", ") + item;
+  return text;
+}
+
 std::string describe(element e) {
   switch (e.type()) {
     case element_type::ARRAY:

@@ -33,6 +33,9 @@ std::string describe(element e);
 // Quotes `s` for an error message, cut short when long.
 std::string quote_text(std::string_view s);
 
+// `items`, comma-separated, for error messages.
+std::string comma_separated(const std::vector<std::string>& items);
+
 // The names of a table's entries (each with a `name`), comma-separated:
 // what an error message lists as expected, derived from the table itself.
 template <class Table>

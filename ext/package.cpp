@@ -26,7 +26,6 @@
 
 #include "errors.h"
 #include "json_tensor.h"
-#include "v2_binding.h"
 
 namespace torch_serving {
 namespace {
@@ -378,15 +377,15 @@ std::shared_ptr<const Package> Package::unpack(const ModelFile& file, const std:
     }
   }
   for (size_t i = 0; i < flat_inputs; ++i) {
-    package->input_names_.push_back(description.inputs.empty() ? position_name("INPUT__", i) : description.inputs[i].name);
+    package->tensors_.input_names.push_back(description.inputs.empty() ? position_name("INPUT__", i) : description.inputs[i].name);
   }
   const bool keyed = package->result_.kind == TreeSpec::Kind::kDict;
   const std::vector<std::string> paths = package->result_.leaf_paths();
   for (size_t i = 0; i < flat_outputs; ++i) {
-    package->output_names_.push_back(keyed ? paths[i] : position_name("OUTPUT__", i));
+    package->tensors_.output_names.push_back(keyed ? paths[i] : position_name("OUTPUT__", i));
   }
-  package->input_specs_ = std::move(description.inputs);
-  package->output_specs_ = std::move(description.outputs);
+  package->tensors_.input_specs = std::move(description.inputs);
+  package->tensors_.output_specs = std::move(description.outputs);
   const Package* self = package.get();  // the scheduler lives and dies with it
   package->scheduler_ = std::make_unique<Scheduler>(
       ServingPolicy{}, instances,
@@ -396,10 +395,10 @@ std::shared_ptr<const Package> Package::unpack(const ModelFile& file, const std:
 }
 
 void Package::check_inputs(const std::vector<at::Tensor>& inputs) const {
-  if (input_specs_.empty()) return;  // the compiled code's own checks run
+  if (tensors_.input_specs.empty()) return;  // the compiled code's own checks run
   std::unordered_map<std::string, std::pair<int64_t, std::string>> symbol_sizes;  // size, and whose
   for (size_t i = 0; i < inputs.size(); ++i) {
-    const TensorSpec& spec = input_specs_[i];
+    const TensorSpec& spec = tensors_.input_specs[i];
     const at::Tensor& t = inputs[i];
     const std::string label = "input '" + spec.name + "'";
     auto expected = [&] { return " expects " + dtype_text(spec.dtype) + " of shape " + dims_text(spec); };
@@ -429,9 +428,8 @@ void Package::check_inputs(const std::vector<at::Tensor>& inputs) const {
 c10::IValue Package::run(std::vector<c10::IValue> args, Deadline deadline) const {
   count_request();
   if (args.size() != arguments_.size()) {
-    std::string names;
-    for (const auto& n : argument_names_) names += (names.empty() ? "" : ", ") + n;
-    throw SignatureError("the package takes " + std::to_string(arguments_.size()) + " argument(s) (" + names +
+    throw SignatureError("the package takes " + std::to_string(arguments_.size()) + " argument(s) (" +
+                         json::comma_separated(argument_names_) +
                          "), received " + std::to_string(args.size()));
   }
   std::vector<at::Tensor> inputs;
@@ -455,7 +453,7 @@ std::vector<at::Tensor> Package::execute(std::vector<at::Tensor> inputs) const {
       if (size_t at = what.find(kCheck); at != std::string::npos) {
         const size_t index = std::stoul(what.substr(at + kCheck.size()));
         const size_t colon = what.find(": ", at);
-        throw SignatureError("input '" + (index < input_names_.size() ? input_names_[index] : std::to_string(index)) +
+        throw SignatureError("input '" + (index < tensors_.input_names.size() ? tensors_.input_names[index] : std::to_string(index)) +
                              "': " + with_dtype_names(essential_message(colon == std::string::npos ? what : what.substr(colon + 2))));
       }
       fail_execution(e, what);
@@ -463,58 +461,20 @@ std::vector<at::Tensor> Package::execute(std::vector<at::Tensor> inputs) const {
   });
 }
 
-std::vector<c10::IValue> Package::bind_inputs(v2::Request& request) const {
-  const std::vector<v2::Input*> given = v2::place_inputs(
-      request.inputs, input_names_.size(), [&](size_t k) -> const std::string& { return input_names_[k]; },
-      [&](const v2::Input& input, std::optional<size_t>) {
-        std::string listed;
-        for (const auto& n : input_names_) listed += (listed.empty() ? "" : ", ") + n;
-        throw SignatureError("input '" + input.name + "' is none of the package's inputs: " + listed +
-                             " (or INPUT__0 to INPUT__" + std::to_string(input_names_.size() - 1) + " by position)");
-      },
-      [&](const v2::Input& first, const v2::Input& second, size_t position) {
-        throw SignatureError("inputs '" + first.name + "' and '" + second.name + "' both give input '" +
-                             input_names_[position] + "'");
-      });
-  for (const v2::Input& input : request.inputs) {
-    if (input.datatype->is_bytes()) throw SignatureError("input '" + input.name + "' is BYTES, which cannot be a tensor");
-  }
-  std::vector<at::Tensor> leaves(input_names_.size());
-  for (size_t i = 0; i < leaves.size(); ++i) {
-    if (!given[i]) throw SignatureError("missing input '" + input_names_[i] + "' (INPUT__" + std::to_string(i) + ")");
-    leaves[i] = given[i]->tensor;
-  }
+std::vector<c10::IValue> Package::arguments_from(std::vector<c10::IValue> inputs) const {
+  std::vector<at::Tensor> leaves;
+  leaves.reserve(inputs.size());
+  for (c10::IValue& input : inputs) leaves.push_back(std::move(input).toTensor());
   std::vector<c10::IValue> args;
   size_t next = 0;
   for (const TreeSpec& argument : arguments_) args.push_back(argument.unflatten(leaves, &next));
   return args;
 }
 
-v2::NamedOutputs Package::name_outputs(const c10::IValue& result) const {
+std::vector<c10::IValue> Package::outputs_of(const c10::IValue& result) const {
   std::vector<at::Tensor> outputs;
   result_.flatten(result, "the result", outputs);
-  v2::NamedOutputs named;
-  for (size_t i = 0; i < outputs.size(); ++i) named.emplace_back(output_names_[i], outputs[i]);
-  return named;
-}
-
-v2::ModelDescription Package::describe() const {
-  v2::ModelDescription model{"torch_aoti", "torch_aoti", {}, {}};
-  auto add = [](std::vector<v2::TensorDescription>& to, const std::vector<std::string>& names,
-                const std::vector<TensorSpec>& specs) {
-    for (size_t i = 0; i < names.size(); ++i) {
-      if (specs.empty()) {
-        // A plain package records no dtypes or sizes: torch's default dtype, any shape.
-        to.push_back({names[i], "FP32", {-1}});
-        continue;
-      }
-      // Metadata dtypes are /serve dtype names, every one of which V2 expresses.
-      to.push_back({names[i], v2::datatype_of(specs[i].dtype)->name, specs[i].shape});
-    }
-  };
-  add(model.inputs, input_names_, input_specs_);
-  add(model.outputs, output_names_, output_specs_);
-  return model;
+  return {outputs.begin(), outputs.end()};
 }
 
 }  // namespace torch_serving

@@ -26,19 +26,6 @@ namespace torch_serving {
 // torch_serving.package() records its description of the inputs and outputs.
 inline constexpr char kPackageMetadataKey[] = "torch_serving";
 
-// What a package made by torch_serving.package() says about one of its
-// flat input or output tensors.
-struct TensorSpec {
-  std::string name;  // inputs only
-  at::ScalarType dtype;
-  std::vector<int64_t> shape;  // -1 where dynamic
-  // Per dimension: the symbol of a dynamic one (equal symbols must be equal
-  // sizes), empty for a static one; and the dynamic one's range.
-  std::vector<std::string> symbols;
-  std::vector<int64_t> min;
-  std::vector<std::optional<int64_t>> max;
-};
-
 class Package final : public Servable {
  public:
   // Loads the AOTInductor package in `file` for `device` with `instances`
@@ -68,14 +55,13 @@ class Package final : public Servable {
   // compiled code and nests its outputs back.
   c10::IValue run(std::vector<c10::IValue> args, Deadline deadline = Deadline::max()) const override;
 
-  // V2 inputs are the flat tensors, by name or as INPUT__i by position.
-  std::vector<c10::IValue> bind_inputs(v2::Request& request) const override;
+  Signature signature() const override { return &tensors_; }
 
-  // V2 outputs are the flat tensors: named by their keys when the result is
-  // a dict (`logits`, `pair.0`), as OUTPUT__i otherwise.
-  v2::NamedOutputs name_outputs(const c10::IValue& result) const override;
+  // Nests the flat input tensors into run()'s arguments, as the call spec says.
+  std::vector<c10::IValue> arguments_from(std::vector<c10::IValue> inputs) const override;
 
-  v2::ModelDescription describe() const override;
+  // Flattens a result into its flat output tensors, as the call spec says.
+  std::vector<c10::IValue> outputs_of(const c10::IValue& result) const override;
 
  private:
   Package() = default;
@@ -92,11 +78,8 @@ class Package final : public Servable {
   std::vector<TreeSpec> arguments_;         // positional, then keyword ones
   std::vector<std::string> argument_names_;  // as errors and metadata name them
   TreeSpec result_;
-  std::vector<std::string> input_names_;   // flat, in call order
-  std::vector<std::string> output_names_;  // flat, in result order
-  // From torch_serving.package(); empty for a plain package.
-  std::vector<TensorSpec> input_specs_;
-  std::vector<TensorSpec> output_specs_;
+  // The flat tensors' names, and their specs from torch_serving.package().
+  FlatTensors tensors_;
 };
 
 }  // namespace torch_serving

@@ -14,7 +14,6 @@
 #include <string_view>
 
 #include "errors.h"
-#include "v2_binding.h"
 
 namespace torch_serving {
 namespace {
@@ -232,13 +231,5 @@ c10::IValue ScriptModule::forward(std::vector<c10::IValue> args) const {
     }
   });
 }
-
-std::vector<c10::IValue> ScriptModule::bind_inputs(v2::Request& request) const {
-  return v2::bind_inputs(request, schema_);
-}
-
-v2::NamedOutputs ScriptModule::name_outputs(const c10::IValue& result) const { return v2::named_outputs(result); }
-
-v2::ModelDescription ScriptModule::describe() const { return v2::describe_forward(schema_); }
 
 }  // namespace torch_serving

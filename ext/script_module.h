@@ -36,9 +36,7 @@ class ScriptModule final : public Servable {
   // forward's schema (naming the argument).
   c10::IValue run(std::vector<c10::IValue> args, Deadline deadline = Deadline::max()) const override;
 
-  std::vector<c10::IValue> bind_inputs(v2::Request& request) const override;
-  v2::NamedOutputs name_outputs(const c10::IValue& result) const override;
-  v2::ModelDescription describe() const override;
+  Signature signature() const override { return &schema_; }
 
   // Returns forward's schema.
   const c10::FunctionSchema& schema() const { return schema_; }

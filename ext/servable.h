@@ -3,22 +3,51 @@
 // (package.h).
 #pragma once
 
+#include <ATen/core/function_schema.h>
 #include <ATen/core/ivalue.h>
+#include <c10/core/ScalarType.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "scheduler.h"
-#include "v2.h"
 
 namespace torch_serving {
+
+// What a package made by torch_serving.package() says about one of its
+// flat input or output tensors.
+struct TensorSpec {
+  std::string name;  // inputs only
+  at::ScalarType dtype;
+  std::vector<int64_t> shape;  // -1 where dynamic
+  // Per dimension: the symbol of a dynamic one (equal symbols must be equal
+  // sizes), empty for a static one; and the dynamic one's range.
+  std::vector<std::string> symbols;
+  std::vector<int64_t> min;
+  std::vector<std::optional<int64_t>> max;
+};
+
+// A model that takes and gives flat, named tensors (an AOTInductor
+// package), with their dtypes and shapes when recorded.
+struct FlatTensors {
+  std::vector<std::string> input_names;   // in call order
+  std::vector<std::string> output_names;  // in result order
+  std::vector<TensorSpec> input_specs;    // empty when not recorded (a plain package)
+  std::vector<TensorSpec> output_specs;
+};
+
+// What a model takes and gives, for a protocol to bind requests to: a
+// TorchScript forward's schema (`self` first), or flat tensors.
+using Signature = std::variant<const c10::FunctionSchema*, const FlatTensors*>;
 
 class Servable {
  public:
@@ -31,15 +60,17 @@ class Servable {
   // `deadline` passes before one of its instances takes the call.
   virtual c10::IValue run(std::vector<c10::IValue> args, Deadline deadline = Deadline::max()) const = 0;
 
-  // Matches a V2 request's inputs to run()'s arguments. Throws
-  // SignatureError when they do not fit.
-  virtual std::vector<c10::IValue> bind_inputs(v2::Request& request) const = 0;
+  // What the model takes and gives, for a protocol to bind requests to.
+  virtual Signature signature() const = 0;
 
-  // Names the parts of run()'s result as V2 outputs.
-  virtual v2::NamedOutputs name_outputs(const c10::IValue& result) const = 0;
+  // run()'s arguments from one value per input of the signature, in its
+  // order: a package's flat tensors nested as its call spec says; forward's
+  // arguments as they are.
+  virtual std::vector<c10::IValue> arguments_from(std::vector<c10::IValue> inputs) const { return inputs; }
 
-  // The model's inputs and outputs as V2 metadata describes them.
-  virtual v2::ModelDescription describe() const = 0;
+  // The parts of run()'s result, one per output of a flat signature (a
+  // package's flat tensors); a forward's result whole.
+  virtual std::vector<c10::IValue> outputs_of(const c10::IValue& result) const { return {result}; }
 
   // The rows a batch may hold; 0 when the model does not batch.
   int64_t max_batch_size() const { return scheduler_->policy().batching() ? scheduler_->policy().max_batch_size : 0; }

@@ -19,6 +19,7 @@
 #include "package.h"
 #include "script_module.h"
 #include "serve_codec.h"
+#include "v2_binding.h"
 #include "v2_request.h"
 #include "v2_response.h"
 
@@ -127,20 +128,20 @@ size_t Server::infer(const std::string& relative, const std::string& name,
   v2::check_model(request, name);
   clock.lap(&PhaseTimes::decode);
   auto servable = model(relative, name, /*reload=*/false, file_checked);
-  c10::IValue result = servable->run(servable->bind_inputs(request), deadline);
+  c10::IValue result = servable->run(v2::bind_inputs(request, *servable), deadline);
   clock.lap(&PhaseTimes::forward);
-  const size_t json_length = v2::encode_response(name, request, servable->name_outputs(result), response);
+  const size_t json_length = v2::encode_response(name, request, v2::named_outputs(result, *servable), response);
   clock.lap(&PhaseTimes::encode);
   return json_length;
 }
 
 void Server::metadata(const std::string& relative, const std::string& name, std::string& response) {
-  v2::encode_metadata(name, model(relative, name)->describe(), response);
+  v2::encode_metadata(name, v2::describe(*model(relative, name)), response);
 }
 
 void Server::config(const std::string& relative, const std::string& name, std::string& response) {
   auto servable = model(relative, name);
-  v2::encode_config(name, servable->describe(), servable->max_batch_size(), servable->instances(), device_.is_cuda(),
+  v2::encode_config(name, v2::describe(*servable), servable->max_batch_size(), servable->instances(), device_.is_cuda(),
                     response);
 }
 

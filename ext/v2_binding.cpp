@@ -107,6 +107,52 @@ std::optional<TensorDescription> describe_value(const std::string& name, const c
   return std::nullopt;
 }
 
+// Matches the request's inputs to a package's flat input tensors, by name or
+// as INPUT__i by position; returns one tensor per input, in call order.
+std::vector<c10::IValue> bind_flat_inputs(Request& request, const FlatTensors& flat) {
+  const std::vector<std::string>& names = flat.input_names;
+  const std::vector<Input*> given = place_inputs(
+      request.inputs, names.size(), [&](size_t k) -> const std::string& { return names[k]; },
+      [&](const Input& input, std::optional<size_t>) {
+        throw SignatureError("input '" + input.name + "' is none of the package's inputs: " + json::comma_separated(names) +
+                             " (or INPUT__0 to INPUT__" + std::to_string(names.size() - 1) + " by position)");
+      },
+      [&](const Input& first, const Input& second, size_t position) {
+        throw SignatureError("inputs '" + first.name + "' and '" + second.name + "' both give input '" +
+                             names[position] + "'");
+      });
+  for (const Input& input : request.inputs) {
+    if (input.datatype->is_bytes()) throw SignatureError("input '" + input.name + "' is BYTES, which cannot be a tensor");
+  }
+  std::vector<c10::IValue> tensors;
+  tensors.reserve(names.size());
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (!given[i]) throw SignatureError("missing input '" + names[i] + "' (INPUT__" + std::to_string(i) + ")");
+    tensors.emplace_back(given[i]->tensor);
+  }
+  return tensors;
+}
+
+// Describes a package's flat tensors: by their recorded dtypes and shapes, or
+// as torch's default dtype of any shape when none are recorded.
+ModelDescription describe_flat(const FlatTensors& flat) {
+  ModelDescription model{"torch_aoti", "torch_aoti", {}, {}};
+  auto add = [](std::vector<TensorDescription>& to, const std::vector<std::string>& names,
+                const std::vector<TensorSpec>& specs) {
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (specs.empty()) {
+        to.push_back({names[i], "FP32", {-1}});
+        continue;
+      }
+      // Recorded dtypes are /serve dtype names, every one of which V2 expresses.
+      to.push_back({names[i], datatype_of(specs[i].dtype)->name, specs[i].shape});
+    }
+  };
+  add(model.inputs, flat.input_names, flat.input_specs);
+  add(model.outputs, flat.output_names, flat.output_specs);
+  return model;
+}
+
 }  // namespace
 
 std::optional<size_t> position_in(std::string_view name) {
@@ -212,6 +258,28 @@ std::vector<c10::IValue> bind_inputs(Request& request, const c10::FunctionSchema
     }
   }
   return args;
+}
+
+std::vector<c10::IValue> bind_inputs(Request& request, const Servable& servable) {
+  const Signature signature = servable.signature();
+  if (auto schema = std::get_if<const c10::FunctionSchema*>(&signature)) return bind_inputs(request, **schema);
+  return servable.arguments_from(bind_flat_inputs(request, *std::get<const FlatTensors*>(signature)));
+}
+
+NamedOutputs named_outputs(const c10::IValue& result, const Servable& servable) {
+  const Signature signature = servable.signature();
+  if (std::holds_alternative<const c10::FunctionSchema*>(signature)) return named_outputs(result);
+  const std::vector<std::string>& names = std::get<const FlatTensors*>(signature)->output_names;
+  const std::vector<c10::IValue> outputs = servable.outputs_of(result);
+  NamedOutputs named;
+  for (size_t i = 0; i < outputs.size(); ++i) named.emplace_back(names[i], outputs[i]);
+  return named;
+}
+
+ModelDescription describe(const Servable& servable) {
+  const Signature signature = servable.signature();
+  if (auto schema = std::get_if<const c10::FunctionSchema*>(&signature)) return describe_forward(**schema);
+  return describe_flat(*std::get<const FlatTensors*>(signature));
 }
 
 }  // namespace torch_serving::v2

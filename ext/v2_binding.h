@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "servable.h"
 #include "v2.h"
 
 namespace torch_serving::v2 {
@@ -36,6 +37,13 @@ NamedOutputs named_outputs(const c10::IValue& result);
 // Describes the inputs and outputs of a forward with `schema`. The schema
 // records no dtypes or sizes: tensors are listed as FP32 of shape [-1].
 ModelDescription describe_forward(const c10::FunctionSchema& schema);
+
+// The same for any model, by its signature (Servable::signature): a
+// TorchScript forward's as above; a package's flat tensors by name or as
+// INPUT__i by position, and as its output names (BYTES cannot be a tensor).
+std::vector<c10::IValue> bind_inputs(Request& request, const Servable& servable);
+NamedOutputs named_outputs(const c10::IValue& result, const Servable& servable);
+ModelDescription describe(const Servable& servable);
 
 // Places each of `inputs` at the parameter it names: by its name among the
 // `count` parameters' (`name_at(k)`), else by a position name like
