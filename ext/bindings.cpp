@@ -128,7 +128,7 @@ Answer run_released(Executor* executor, double timeout, Call call, Placement pla
     // another thread, so it keeps the GIL: handing the GIL to another thread and taking it back
     // cost more than the call itself where other threads want it (gRPC's pollers).
     std::optional<py::gil_scoped_release> release;
-    if (placement != Placement::kCaller) release.emplace();
+    if (placement != Placement::kEventLoop) release.emplace();
     if (executor) {
       executor->run(std::move(work), timeout, placement);
     } else {
@@ -153,7 +153,7 @@ Deadline deadline_after(double timeout) {
 // quick.
 Placement placement(const Server& server, const std::string& relative, size_t body_size, bool on_event_loop,
                     bool may_reload = false) {
-  if (on_event_loop) return Placement::kCaller;
+  if (on_event_loop) return Placement::kEventLoop;
   return !may_reload && server.is_quick(relative, body_size) ? Placement::kCallerIfIdle : Placement::kPool;
 }
 

@@ -46,7 +46,7 @@ void Executor::run(std::function<void()> work, double timeout, Placement placeme
     bool idle = false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      idle = placement == Placement::kCaller || (running_ < threads_count_ && queue_.empty());
+      idle = placement == Placement::kEventLoop || (running_ < threads_count_ && queue_.empty());
       if (idle) {
         ++running_;
         ++pending_;
@@ -120,7 +120,7 @@ void Executor::serve_tasks() {
     {
       std::unique_lock<std::mutex> lock(mutex_);
       // Calls run in their callers hold slots too: a thread waits for a free
-      // one (kCaller calls may hold more than there are).
+      // one (kEventLoop calls may hold more than there are).
       queued_.wait(lock, [&] { return stopping_ || (!queue_.empty() && running_ < threads_count_); });
       if (queue_.empty()) return;  // stopping, with nothing left to run
       task = std::move(queue_.front());

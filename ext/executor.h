@@ -17,7 +17,7 @@ namespace torch_serving {
 enum class Placement {
   kPool,          // on one of the threads
   kCallerIfIdle,  // in the calling thread when a thread's slot is free and no call waits, else kPool
-  kCaller,        // in the calling thread, which never waits for a slot
+  kEventLoop,     // in the calling thread at once, even beyond the slots: an event loop, which never waits
 };
 
 class Executor {
@@ -40,14 +40,14 @@ class Executor {
   // thread's slot is free and no call waits: it still counts against the
   // limits, but cannot be abandoned at the deadline, so ask for it only for
   // calls known to be short. Handing a call over and waking its caller cost
-  // more than a small model's whole forward. With kCaller it runs in the
+  // more than a small model's whole forward. With kEventLoop it runs in the
   // calling thread even beyond the slots: for a caller that must not wait,
   // such as the event loop of a worker, with calls known to be short.
   // A kCallerIfIdle call that finds no free slot yields to the threads a
   // few turns before it sleeps, since it is known to be short.
   //
   // Throws BusyError when the limit of pending calls is reached (nothing
-  // runs; never with kCaller), DeadlineError when the wait times out or the
+  // runs; never with kEventLoop), DeadlineError when the wait times out or the
   // deadline passed before a call in the caller began, and what `work` threw.
   void run(std::function<void()> work, double timeout, Placement placement = Placement::kPool);
 
@@ -67,7 +67,7 @@ class Executor {
   std::condition_variable queued_;
   std::deque<std::shared_ptr<Task>> queue_;
   size_t pending_ = 0;  // running and queued
-  size_t running_ = 0;  // on the threads or in callers; at most threads_count_ but for kCaller calls
+  size_t running_ = 0;  // on the threads or in callers; at most threads_count_ but for kEventLoop calls
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };

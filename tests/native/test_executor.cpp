@@ -133,7 +133,7 @@ TEST_CASE("a call placed in its caller runs there at once even when every slot i
   holding.get_future().wait();  // the only slot is held, and no backlog is allowed
   CHECK_THROWS_AS(executor.run([] {}, 10.0, Placement::kCallerIfIdle), BusyError);
   std::thread::id ran_on;
-  executor.run([&] { ran_on = std::this_thread::get_id(); }, 10.0, Placement::kCaller);
+  executor.run([&] { ran_on = std::this_thread::get_id(); }, 10.0, Placement::kEventLoop);
   CHECK(ran_on == std::this_thread::get_id());
   release.set_value();
   holder.join();
