@@ -16,6 +16,7 @@
 #include "errors.h"
 #include "executor.h"
 #include "serve_codec.h"
+#include "admission.h"
 #include "server.h"
 
 namespace py = pybind11;
@@ -124,7 +125,7 @@ Answer run_released(Executor* executor, double timeout, Call call, Placement pla
   auto answer = std::make_shared<Answer>();
   std::function<void()> work = [answer, call = std::move(call)] { call(*answer); };
   {
-    // A call an event loop runs at once is short (Server::can_answer_in_event_loop) and never waits on
+    // A call an event loop runs at once is short (Admission::event_loop_model) and never waits on
     // another thread, so it keeps the GIL: handing the GIL to another thread and taking it back
     // cost more than the call itself where other threads want it (gRPC's pollers).
     std::optional<py::gil_scoped_release> release;
@@ -148,7 +149,7 @@ Deadline deadline_after(double timeout) {
 
 // Where a call for the model file `relative` runs: a worker's event loop
 // must never wait for a slot of the executor (it runs only calls it
-// checked are quick, Server::can_answer_in_event_loop), and other quick calls run
+// checked are quick, Admission::event_loop_model), and other quick calls run
 // in their request thread when a slot is free. A probable reload is never
 // quick.
 Placement placement(const Server& server, const std::string& relative, size_t body_size, bool on_event_loop,
@@ -236,6 +237,26 @@ PYBIND11_MODULE(_C, m) {
       });
   py::implicitly_convertible<py::bytes, RequestBody>();
 
+  py::class_<Admission>(m, "Admission",
+                        "Which requests a worker holds (HTTP and gRPC together), and which its event loop answers "
+                        "itself.")
+      .def(py::init([](std::shared_ptr<Server> server, size_t limit) {
+             return std::make_unique<Admission>(std::move(server), limit);
+           }),
+           py::arg("server"), py::arg("limit"))
+      .def_property_readonly("limit", &Admission::limit, "Requests the worker holds at most.")
+      .def("enter", &Admission::enter,
+           "Count one more request and return True, or return False when the worker holds its limit.")
+      .def("leave", &Admission::leave, "Stop counting a request that entered.")
+      .def("event_loop_model", &Admission::event_loop_model, py::arg("method"), py::arg("target"),
+           py::arg("body_size"),
+           "The model file (relative to the root) the request ``method target`` with a body of ``body_size`` "
+           "bytes is answered from when the event loop may answer it itself (its model loaded, unchanged, "
+           "quick and within its time budget, its body small, its target read as written); None when it "
+           "takes a thread.")
+      .def("event_loop_model_named", &Admission::event_loop_model_named, py::arg("name"), py::arg("body_size"),
+           "The same for a request for the V2 model ``name`` (a gRPC call).");
+
   // Shared-owned: a call abandoned at its deadline holds the Server until it ends.
   py::class_<Server, std::shared_ptr<Server>>(m, "Server")
       .def(py::init([](const std::string& model_root, size_t capacity, size_t buffer, const std::string& device,
@@ -288,13 +309,6 @@ PYBIND11_MODULE(_C, m) {
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length") = -1,
           py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout, py::arg("times") = nullptr,
           py::arg("on_event_loop") = false)
-      .def("can_answer_in_event_loop", &Server::can_answer_in_event_loop, py::arg("relative"), py::arg("body_size"),
-           "Whether a request with a body of ``body_size`` bytes for the model file ``relative`` needs no load and "
-           "runs short: the model is cached, its file unchanged, its forward quick and the body small.")
-      .def("event_loop_model_named", &Server::event_loop_model_named, py::arg("name"), py::arg("body_size"),
-           "The model file the V2 model ``name`` is (``name``, else ``name.pt``, else ``name.pt2``), when a request "
-           "for it with a body of ``body_size`` bytes can be answered in an event loop (as "
-           "``can_answer_in_event_loop``); None when it must take a thread, whose look-up then answers it.")
       .def("metadata", document_binding(&Server::metadata), py::arg("relative"), py::arg("name"),
            py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
       .def("config", document_binding(&Server::config), py::arg("relative"), py::arg("name"),

@@ -80,6 +80,25 @@ class RequestBody:
     def __len__(self) -> int: ...
     def __buffer__(self, flags: int, /) -> memoryview: ...
 
+class Admission:
+    """Which requests a worker holds (HTTP and gRPC together), and which its event loop answers itself."""
+
+    def __init__(self, server: Server, limit: int) -> None: ...
+    @property
+    def limit(self) -> int:
+        """Requests the worker holds at most."""
+    def enter(self) -> bool:
+        """Count one more request and return True, or return False when the worker holds its limit."""
+    def leave(self) -> None:
+        """Stop counting a request that entered."""
+    def event_loop_model(self, method: str, target: str, body_size: int) -> str | None:
+        """The model file (relative to the root) the request ``method target`` with a body of ``body_size``
+        bytes is answered from when the event loop may answer it itself (its model loaded, unchanged,
+        quick and within its time budget, its body small, its target read as written); None when it
+        takes a thread."""
+    def event_loop_model_named(self, name: str, body_size: int) -> str | None:
+        """The same for a request for the V2 model ``name`` (a gRPC call)."""
+
 class Server:
     """The /serve pipeline with its LRU model cache; safe to share between threads."""
 
@@ -112,7 +131,7 @@ class Server:
         (the call runs on) or BusyError when the executor is full; without, it runs in the calling thread.
         ``on_event_loop`` runs it in the calling thread at once, even when the executor is full, and keeps
         the GIL (handing it over and back costs more than so short a call): for an event loop (a worker's,
-        or the gRPC service's), with requests ``can_answer_in_event_loop`` accepted a moment before, whose
+        or the gRPC service's), with requests ``Admission.event_loop_model`` accepted a moment before, whose
         cached model then serves without its file being opened again.
         """
     def infer(
@@ -132,13 +151,6 @@ class Server:
         rest the inputs' binary data. The GIL is released throughout; ``executor``, ``timeout`` and
         ``on_event_loop`` work as for ``serve``.
         """
-    def can_answer_in_event_loop(self, relative: str, body_size: int) -> bool:
-        """Whether a request with a body of ``body_size`` bytes for the model file ``relative`` needs no load
-        and runs short: the model is cached, its file unchanged, its forward quick and the body small."""
-    def event_loop_model_named(self, name: str, body_size: int) -> str | None:
-        """The model file the V2 model ``name`` is (``name``, else ``name.pt``, else ``name.pt2``), when a request
-        for it with a body of ``body_size`` bytes can be answered in an event loop (as
-        ``can_answer_in_event_loop``); None when it must take a thread, whose look-up then answers it."""
     def metadata(self, relative: str, name: str, executor: Executor | None = None, timeout: float = ...) -> bytes:
         """Return the V2 metadata of the model file ``relative`` as JSON, loading it if needed."""
     def cached_paths(self) -> list[str]:

@@ -9,13 +9,11 @@ from pathlib import Path
 import falcon
 import torch
 
-from torch_serving._native import PhaseTimes, Server
-from torch_serving.admission import Admission
+from torch_serving._native import Admission, PhaseTimes, Server
 from torch_serving.backend import Backend
 from torch_serving.config import Config
 from torch_serving.environ import arrival_time, event_loop_model
 from torch_serving.errors import RequestError, install_error_handlers
-from torch_serving.event_loop import EventLoopRequests
 from torch_serving.metrics import Metrics, MetricsMiddleware, MetricsResource
 from torch_serving.model_root import IdentifierError, resolve_model
 from torch_serving.preload import Preload
@@ -92,7 +90,7 @@ class ServeResource:
         _check_parameters(req)
         identifier = _identifier(req)
         invalidation_prob = _probability(req)
-        # A request the event loop answers comes with the file its check found (torch_serving.event_loop).
+        # A request the event loop answers comes with the file its check found (Admission.event_loop_model).
         checked = event_loop_model(req.env)
         path = checked or resolve_model(self._root, identifier)
         context.model = path
@@ -164,14 +162,14 @@ class ServingApp(falcon.App):
     """Falcon's application, with what ``ServingWorker`` reads of it, under the CLI or any gunicorn.
 
     Attributes:
-        admission: the requests this worker holds, which the worker enters for each one it takes.
+        admission: the requests this worker holds, which the worker enters for each one it takes, and
+            which of them its event loop answers itself.
         preload: the worker's warm start; the worker takes no request before it is done.
-        event_loop_requests: says which requests the worker's event loop may answer itself.
         grpc_service: the gRPC server sharing this worker's models, which the worker starts once
             its preload is done and stops as it stops; None without ``--grpc-port``.
     """
 
-    __slots__ = ("admission", "grpc_service", "preload", "event_loop_requests")
+    __slots__ = ("admission", "grpc_service", "preload")
 
 
 def create_app(config: Config) -> ServingApp:
@@ -205,7 +203,7 @@ def create_app(config: Config) -> ServingApp:
     app.add_route("/healthcheck", HealthcheckResource())
     # As many native calls as requests admitted: under ServingWorker the admission answers first,
     # under another worker (which admits every request) the runner does.
-    admission = Admission(config.threads + config.queue_size)
+    admission = Admission(server, config.threads + config.queue_size)
     runner = NativeRunner(admission.limit, config.timeout)
     app.add_route("/serve", ServeResource(server, runner, config))
     preload = Preload(server, config.model_root, config.preload)
@@ -224,7 +222,6 @@ def create_app(config: Config) -> ServingApp:
         metrics.start()
     app.admission = admission
     app.preload = preload
-    app.event_loop_requests = EventLoopRequests(server)
     app.grpc_service = None
     if config.grpc_port:
         # Imported only here: gRPC's runtime stays out of servers that do not serve it.

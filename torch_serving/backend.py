@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from torch_serving._native import Server
-from torch_serving.admission import Admission
+from torch_serving._native import Admission, Server
 from torch_serving.config import Config
 from torch_serving.metrics import Metrics
 from torch_serving.preload import Preload
@@ -23,7 +22,8 @@ class Backend:
 
     Attributes:
         server: the native pipeline holding the worker's model cache.
-        admission: the requests the worker holds, HTTP and gRPC together.
+        admission: the requests the worker holds, HTTP and gRPC together, and which its event loops
+            answer themselves.
         runner: what native calls go through, within their deadlines.
         config: the server settings.
         preload: the worker's warm start, which readiness waits for.

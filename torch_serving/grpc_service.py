@@ -298,7 +298,7 @@ class _Servicer:
         try:
             version = request.model_version or None
             # The message's size stands for the body's: the request's REST form holds the same data.
-            loop_model = version in (None, MODEL_VERSION) and self._server.event_loop_model_named(
+            loop_model = version in (None, MODEL_VERSION) and self._admission.event_loop_model_named(
                 request.model_name, request.ByteSize()
             )
             in_event_loop = bool(loop_model)

@@ -9,7 +9,7 @@ waits with the GIL released, and the call never takes the GIL. How many
 forwards of a model run at once is its instances' business (its
 scheduler's), so a request waiting for one still joins the next batch.
 Beyond the limit a further call gets a fast 503 with ``Retry-After``: a
-worker admits no more requests than that (``torch_serving.admission``), so
+worker admits no more requests than that (``torch_serving.Admission``), so
 only abandoned work still running can fill it.
 """
 

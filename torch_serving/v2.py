@@ -117,7 +117,7 @@ class ModelSink:
             context = req.context
             times = PhaseTimes() if self._measured else None
             context.arrived, context.endpoint, context.model, context.times = arrived, "infer", "", times
-        # A request the event loop answers comes with the file its check found (torch_serving.event_loop).
+        # A request the event loop answers comes with the file its check found (Admission.event_loop_model).
         path = event_loop_model(req.env) or resolve_name(self._root, name, version)
         if action == "/infer":
             context.model = path

@@ -30,7 +30,7 @@ a thread takes it. This worker instead:
 * answers a request on a kept-alive connection in the event loop itself,
   without a thread, when it is all there, plain (``PlainReader``, which
   reads it in place of gunicorn's parser) and the application says the
-  loop may answer it (``EventLoopRequests``: its model is loaded, unchanged
+  loop may answer it (``Admission.event_loop_model``: its model is loaded, unchanged
   and quick, its body small). Handing a small request to a thread and its connection back
   to the loop, and gunicorn's parser, cost more than the request itself
   (docs/performance.md). Gunicorn's ``handle_request`` makes the answer;
@@ -76,7 +76,6 @@ from gunicorn import http, util
 from gunicorn.http.body import Body, ChunkedReader, LengthReader
 from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadWorker
 
-from torch_serving.admission import Admission
 from torch_serving.config import Config
 from torch_serving.connection_table import ConnectionTable
 from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail, error_body, error_document
@@ -256,6 +255,28 @@ class _SocketBody:
 _SOCKET_BODY = _SocketBody()
 
 
+class _RequestCount:
+    """The requests a worker holds under another WSGI application than ``ServingApp``, whose
+    ``torch_serving.Admission`` counts them and says which the event loop answers (torch-free: gunicorn's
+    master imports this module). Entered by the event loop, left by whichever thread ends a request."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._held = 0
+
+    def enter(self) -> bool:
+        with self._lock:
+            if self._held >= self.limit:
+                return False
+            self._held += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self._held -= 1
+
+
 def _http_response(status: int, reason: str, body: bytes, headers: dict[str, str]) -> bytes:
     lines = [
         f"HTTP/1.1 {status} {reason}",
@@ -313,7 +334,7 @@ class ServingWorker(ThreadWorker):
         self._limit = self.cfg.threads + queue_size  # under another application than ``ServingApp``
         # The requests this worker holds, entered by the event loop and left by the thread that answers
         # them, and the 503 beyond them: set in run, once the application is loaded.
-        self._admission: Admission
+        self._admission: _RequestCount  # or, far more often, the application's torch_serving.Admission
         self._busy_answer: bytes
         # Seconds a client has to send its headers, and to take an answer the loop sends it.
         self._timeout = getattr(self.app, "request_timeout", Config.timeout)
@@ -324,7 +345,8 @@ class ServingWorker(ThreadWorker):
         self._heading: deque = deque()
         # Connections the loop answered whose client has not taken all of it yet (``conn.unsent``).
         self._sending: list = []
-        self._event_loop_requests = None  # what says which requests the loop answers, once the app is loaded
+        # What says which requests the loop answers (the application's admission), once the app is loaded.
+        self._event_loop_model = None
         self._grpc = None  # the application's gRPC service, once it listens
         self._grpc_stopper: threading.Thread | None = None  # what stops it, once the worker is told to stop
         self._plain = PlainReader(self.cfg)
@@ -366,10 +388,11 @@ class ServingWorker(ThreadWorker):
         preload = getattr(self.wsgi, "preload", None)
         while preload is not None and not preload.wait(1.0):
             self.notify()
-        # Under another WSGI application every request takes a thread.
-        self._event_loop_requests = getattr(self.wsgi, "event_loop_requests", None)
-        # The application's own count, which its gRPC service shares.
-        self._admission = getattr(self.wsgi, "admission", None) or Admission(self._limit)
+        # The application's own admission, which its gRPC service shares. Under another WSGI application
+        # every request takes a thread.
+        admission = getattr(self.wsgi, "admission", None)
+        self._admission = admission or _RequestCount(self._limit)
+        self._event_loop_model = None if admission is None else admission.event_loop_model
         self._busy_answer = _busy_answer(self._admission.limit)
         grpc_service = getattr(self.wsgi, "grpc_service", None)
         # A worker told to stop during its preload never listens: a listener that leaves at once would
@@ -614,7 +637,7 @@ class ServingWorker(ThreadWorker):
         model file, when it is plain, all in the socket, one the application lets the loop answer, and
         gunicorn would keep the connection open after it; else None. Reads nothing."""
         if (
-            self._event_loop_requests is None
+            self._event_loop_model is None
             or conn.is_http2
             or conn.parser.unreader.buf.tell()
             or not self.alive
@@ -626,7 +649,7 @@ class ServingWorker(ThreadWorker):
         request = self._plain.read(self._peeked, received)
         if request is None:
             return None
-        model = self._event_loop_requests(request.method, request.uri, request.size - request.body_start)
+        model = self._event_loop_model(request.method, request.uri, request.size - request.body_start)
         return None if model is None else (request, model)
 
     def _answer_in_loop(self, conn, request: PlainRequest) -> tuple[bytes, bool]:
