@@ -297,11 +297,11 @@ class _Servicer:
         model, status, size, deadline = "", 500, 0, None
         try:
             version = request.model_version or None
-            # The message's size stands for the body's: the request's REST form holds the same data.
-            loop_model = version in (None, MODEL_VERSION) and self._admission.event_loop_model_named(
-                request.model_name, request.ByteSize()
-            )
-            in_event_loop = bool(loop_model)
+            loop_model = None
+            if version in (None, MODEL_VERSION):
+                # The message's size stands for the body's: the request's REST form holds the same data.
+                loop_model = self._admission.event_loop_model_named(request.model_name, request.ByteSize())
+            in_event_loop = loop_model is not None
             model = loop_model or resolve_name(self._root, request.model_name, version)
             body, header_length = _rest_request(request)
             size = len(body)
