@@ -1,6 +1,8 @@
 // Admission and the event loop's verdict.
 #include "admission.h"
 
+#include <time.h>
+
 #include <utility>
 
 namespace torch_serving {
@@ -10,6 +12,15 @@ constexpr std::string_view kServe = "/serve";
 constexpr std::string_view kV2Models = "/v2/models/";
 constexpr std::string_view kInfer = "/infer";
 constexpr std::string_view kVersions = "/versions/";
+// The longest a call may hold up a worker's event loop before its model's
+// requests take threads.
+constexpr auto kEventLoopBudget = std::chrono::milliseconds(20);
+
+std::chrono::nanoseconds thread_cpu_time() {
+  timespec now{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec);
+}
 
 bool starts_with(std::string_view text, std::string_view prefix) { return text.substr(0, prefix.size()) == prefix; }
 
@@ -39,7 +50,8 @@ std::optional<std::string> plain_identifier(std::string_view query) {
 
 }  // namespace
 
-Admission::Admission(std::shared_ptr<const Server> server, size_t limit) : server_(std::move(server)), limit_(limit) {}
+Admission::Admission(std::shared_ptr<const Server> server, size_t limit, Warn warn)
+    : server_(std::move(server)), limit_(limit), warn_(std::move(warn)) {}
 
 bool Admission::enter() {
   size_t held = held_.load(std::memory_order_relaxed);
@@ -69,6 +81,36 @@ std::optional<std::string> Admission::event_loop_model(std::string_view method, 
         std::string(path.substr(kV2Models.size(), path.size() - kV2Models.size() - kInfer.size())), body_size);
   }
   return std::nullopt;
+}
+
+void Admission::note_event_loop_call(const std::string& relative, std::chrono::nanoseconds wall,
+                                     std::chrono::nanoseconds cpu) const {
+  // On the CPU a forward's cost is its running time: the rest of its wall
+  // time is the machine running others (a loaded host preempts the loop for
+  // tens of milliseconds), which moving the model to threads would not
+  // change. A GPU forward's cost is mostly waiting, so there wall time counts.
+  const auto took = server_->device().is_cpu() ? cpu : wall;
+  if (took < kEventLoopBudget) return;
+  auto servable = server_->cache().peek(relative);
+  if (servable && servable->keep_off_event_loop()) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(took).count();
+    warn_("a request for " + relative + " took " + std::to_string(ms) + " ms in a worker's event loop, over its " +
+          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(kEventLoopBudget).count()) +
+          " ms; this worker answers the model's requests on threads from now on");
+  }
+}
+
+EventLoopCall::EventLoopCall(const Admission* admission, const std::string& relative)
+    : admission_(admission), relative_(relative) {
+  if (!admission_) return;
+  wall_started_ = std::chrono::steady_clock::now();
+  cpu_started_ = thread_cpu_time();
+}
+
+EventLoopCall::~EventLoopCall() {
+  if (!admission_) return;
+  admission_->note_event_loop_call(relative_, std::chrono::steady_clock::now() - wall_started_,
+                                   thread_cpu_time() - cpu_started_);
 }
 
 }  // namespace torch_serving

@@ -1,9 +1,10 @@
-// Which requests a worker holds, and which of them its event loop answers
-// itself: one authority for both, shared by the worker's HTTP event loop
-// and its gRPC service.
+// Which requests a worker holds, which of them its event loop answers
+// itself, and the loop's time budget: one authority, shared by the worker's
+// HTTP event loop and its gRPC service.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -17,8 +18,8 @@ namespace torch_serving {
 class Admission {
  public:
   // Admits at most `limit` requests at once, HTTP and gRPC together, for the
-  // models `server` serves.
-  Admission(std::shared_ptr<const Server> server, size_t limit);
+  // models `server` serves; tells `warn` when a model leaves the loop.
+  Admission(std::shared_ptr<const Server> server, size_t limit, Warn warn);
 
   size_t limit() const { return limit_; }
 
@@ -37,6 +38,8 @@ class Admission {
   // model loaded, unchanged on disk, quick, not batching and not kept off
   // the loop by its time budget; its body small) is answered where it was
   // found (Server::can_answer_in_event_loop, event_loop_model_named).
+  // A model whose call ran past the loop's budget there is answered on
+  // threads from then on (note_event_loop_call).
   //
   // The target is read as written: a /serve query or a V2 path that Falcon
   // would decode (`%`, `+`), a /serve identifier given twice or with
@@ -51,10 +54,37 @@ class Admission {
     return server_->event_loop_model_named(name, body_size);
   }
 
+  // Records that a call for the model file `relative` took `wall` in a
+  // worker's event loop, `cpu` of it running. Past the budget, the model's
+  // requests are no longer answered there (logged once): its forward is
+  // quick on average, but some inputs (a large image in a small body, an
+  // argument that sets a loop's length) make it long, and the loop serves
+  // every other connection.
+  void note_event_loop_call(const std::string& relative, std::chrono::nanoseconds wall,
+                            std::chrono::nanoseconds cpu) const;
+
  private:
   std::shared_ptr<const Server> server_;
   const size_t limit_;
+  Warn warn_;
   std::atomic<size_t> held_{0};
+};
+
+// Times a call made in a worker's event loop, however it ends, for
+// Admission::note_event_loop_call; times nothing for a call made elsewhere
+// (no admission).
+class EventLoopCall {
+ public:
+  EventLoopCall(const Admission* admission, const std::string& relative);
+  ~EventLoopCall();
+  EventLoopCall(const EventLoopCall&) = delete;
+  EventLoopCall& operator=(const EventLoopCall&) = delete;
+
+ private:
+  const Admission* admission_;
+  const std::string& relative_;
+  std::chrono::steady_clock::time_point wall_started_;
+  std::chrono::nanoseconds cpu_started_{0};
 };
 
 }  // namespace torch_serving

@@ -238,10 +238,11 @@ PYBIND11_MODULE(_C, m) {
   py::implicitly_convertible<py::bytes, RequestBody>();
 
   py::class_<Admission>(m, "Admission",
-                        "Which requests a worker holds (HTTP and gRPC together), and which its event loop answers "
-                        "itself.")
+                        "Which requests a worker holds (HTTP and gRPC together), which its event loop answers itself, "
+                        "and the loop's time budget.")
       .def(py::init([](std::shared_ptr<Server> server, size_t limit) {
-             return std::make_unique<Admission>(std::move(server), limit);
+             return std::make_unique<Admission>(std::move(server), limit,
+                                                [](const std::string& m) { log_in_python("warning", m); });
            }),
            py::arg("server"), py::arg("limit"))
       .def_property_readonly("limit", &Admission::limit, "Requests the worker holds at most.")
@@ -274,8 +275,9 @@ PYBIND11_MODULE(_C, m) {
           "serve",
           [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
              std::shared_ptr<RequestBody> body, double invalidation_prob, Executor* executor, double timeout,
-             std::shared_ptr<PhaseTimes> times, bool on_event_loop) {
-            EventLoopCall timed(*server, relative, on_event_loop);
+             std::shared_ptr<PhaseTimes> times, const Admission* event_loop) {
+            const bool on_event_loop = event_loop != nullptr;
+            EventLoopCall timed(event_loop, relative);
             auto response = run_released<std::string>(
                 executor, timeout,
                 [server, relative, name, body, invalidation_prob, times, on_event_loop, queued = QueueClock(times),
@@ -288,13 +290,14 @@ PYBIND11_MODULE(_C, m) {
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("invalidation_prob") = 0.0,
           py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout, py::arg("times") = nullptr,
-          py::arg("on_event_loop") = false)
+          py::arg("event_loop") = nullptr)
       .def(
           "infer",
           [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
              std::shared_ptr<RequestBody> body, int64_t header_length, Executor* executor, double timeout,
-             std::shared_ptr<PhaseTimes> times, bool on_event_loop) {
-            EventLoopCall timed(*server, relative, on_event_loop);
+             std::shared_ptr<PhaseTimes> times, const Admission* event_loop) {
+            const bool on_event_loop = event_loop != nullptr;
+            EventLoopCall timed(event_loop, relative);
             auto answer = run_released<InferAnswer>(
                 executor, timeout,
                 [server, relative, name, body, header_length, times, on_event_loop, queued = QueueClock(times),
@@ -308,7 +311,7 @@ PYBIND11_MODULE(_C, m) {
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length") = -1,
           py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout, py::arg("times") = nullptr,
-          py::arg("on_event_loop") = false)
+          py::arg("event_loop") = nullptr)
       .def("metadata", document_binding(&Server::metadata), py::arg("relative"), py::arg("name"),
            py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
       .def("config", document_binding(&Server::config), py::arg("relative"), py::arg("name"),

@@ -86,7 +86,7 @@ class Servable {
 
   // Whether a worker's event loop must no longer answer this model's
   // requests itself: one of them once ran long there (see
-  // Server::note_event_loop_call). Set once, for the model's lifetime.
+  // Admission::note_event_loop_call). Set once, for the model's lifetime.
   bool kept_off_event_loop() const { return kept_off_event_loop_.load(std::memory_order_relaxed); }
   // Sets it; returns whether it was not set before.
   bool keep_off_event_loop() const { return !kept_off_event_loop_.exchange(true, std::memory_order_relaxed); }

@@ -2,7 +2,6 @@
 #include "server.h"
 
 #include <fcntl.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -54,16 +53,6 @@ class PhaseClock {
 
 // Decoding a body this size takes well under a millisecond.
 constexpr size_t kQuickBodyBytes = 64 * 1024;
-// The longest a call may hold up a worker's event loop before its model's
-// requests take threads (Server::note_event_loop_call).
-constexpr auto kEventLoopBudget = std::chrono::milliseconds(20);
-
-std::chrono::nanoseconds thread_cpu_time() {
-  timespec now{};
-  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
-  return std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec);
-}
-
 bool ends_with(std::string_view text, std::string_view suffix) {
   return text.size() >= suffix.size() && text.substr(text.size() - suffix.size()) == suffix;
 }
@@ -176,36 +165,6 @@ std::optional<std::string> Server::event_loop_model_named(const std::string& nam
 bool Server::runs_short(const std::string& relative, const FileIdentity& identity) const {
   auto servable = cache_.peek(relative, &identity);
   return servable && servable->is_quick() && !servable->kept_off_event_loop();
-}
-
-void Server::note_event_loop_call(const std::string& relative, std::chrono::nanoseconds wall,
-                                  std::chrono::nanoseconds cpu) {
-  // On the CPU a forward's cost is its running time: the rest of its wall
-  // time is the machine running others (a loaded host preempts the loop for
-  // tens of milliseconds), which moving the model to threads would not
-  // change. A GPU forward's cost is mostly waiting, so there wall time counts.
-  const auto took = device_.is_cpu() ? cpu : wall;
-  if (took < kEventLoopBudget) return;
-  auto servable = cache_.peek(relative);
-  if (servable && servable->keep_off_event_loop()) {
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(took).count();
-    warn_("a request for " + relative + " took " + std::to_string(ms) + " ms in a worker's event loop, over its " +
-          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(kEventLoopBudget).count()) +
-          " ms; this worker answers the model's requests on threads from now on");
-  }
-}
-
-EventLoopCall::EventLoopCall(Server& server, const std::string& relative, bool on_event_loop)
-    : server_(server), relative_(relative), on_event_loop_(on_event_loop) {
-  if (!on_event_loop_) return;
-  wall_started_ = std::chrono::steady_clock::now();
-  cpu_started_ = thread_cpu_time();
-}
-
-EventLoopCall::~EventLoopCall() {
-  if (!on_event_loop_) return;
-  server_.note_event_loop_call(relative_, std::chrono::steady_clock::now() - wall_started_,
-                               thread_cpu_time() - cpu_started_);
 }
 
 ModelCache::Model Server::model(const std::string& relative, const std::string& name, bool reload,

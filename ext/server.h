@@ -96,15 +96,9 @@ class Server {
   // plain relative path, or a candidate that is refused (a symlink).
   std::optional<std::string> event_loop_model_named(const std::string& name, size_t body_size) const;
 
-  // Records that a call for the model file `relative` took `wall` in a
-  // worker's event loop, `cpu` of it running. Past a budget, the model's
-  // requests are no longer answered there (logged once): its forward is
-  // quick on average, but some inputs (a large image in a small body, an
-  // argument that sets a loop's length) make it long, and the loop serves
-  // every other connection.
-  void note_event_loop_call(const std::string& relative, std::chrono::nanoseconds wall, std::chrono::nanoseconds cpu);
-
   ModelCache& cache() { return cache_; }
+  const ModelCache& cache() const { return cache_; }
+  c10::Device device() const { return device_; }
 
  private:
   // Returns the model in `relative`, from the cache or loaded now; with
@@ -125,23 +119,6 @@ class Server {
   Warn warn_;
   Warn inform_;
   ModelCache cache_;
-};
-
-// Times a call made in a worker's event loop, however it ends, for
-// Server::note_event_loop_call; times nothing for a call made elsewhere.
-class EventLoopCall {
- public:
-  EventLoopCall(Server& server, const std::string& relative, bool on_event_loop);
-  ~EventLoopCall();
-  EventLoopCall(const EventLoopCall&) = delete;
-  EventLoopCall& operator=(const EventLoopCall&) = delete;
-
- private:
-  Server& server_;
-  const std::string& relative_;
-  const bool on_event_loop_;
-  std::chrono::steady_clock::time_point wall_started_;
-  std::chrono::nanoseconds cpu_started_{0};
 };
 
 }  // namespace torch_serving

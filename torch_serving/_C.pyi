@@ -122,17 +122,18 @@ class Server:
         executor: Executor | None = None,
         timeout: float = ...,
         times: PhaseTimes | None = None,
-        on_event_loop: bool = False,
+        event_loop: Admission | None = None,
     ) -> bytes:
         """Answer one request for the model file ``relative`` to the root; the GIL is released throughout
-        (but see ``on_event_loop``).
+        (but see ``event_loop``).
 
         With ``executor``, the call runs on its threads and raises DeadlineError after ``timeout`` seconds
         (the call runs on) or BusyError when the executor is full; without, it runs in the calling thread.
-        ``on_event_loop`` runs it in the calling thread at once, even when the executor is full, and keeps
-        the GIL (handing it over and back costs more than so short a call): for an event loop (a worker's,
-        or the gRPC service's), with requests ``Admission.event_loop_model`` accepted a moment before, whose
-        cached model then serves without its file being opened again.
+        With ``event_loop`` (the worker's admission), it runs in the calling thread at once, even when the
+        executor is full, and keeps the GIL (handing it over and back costs more than so short a call): for
+        an event loop (a worker's, or the gRPC service's), with requests ``Admission.event_loop_model``
+        accepted a moment before, whose cached model then serves without its file being opened again; the
+        admission times the call against the loop's budget.
         """
     def infer(
         self,
@@ -143,13 +144,13 @@ class Server:
         executor: Executor | None = None,
         timeout: float = ...,
         times: PhaseTimes | None = None,
-        on_event_loop: bool = False,
+        event_loop: Admission | None = None,
     ) -> tuple[bytes, int]:
         """Answer one V2 inference request; return the response and the length of its JSON part.
 
         The first ``header_length`` bytes of ``body`` are the request JSON (all of it when negative), the
         rest the inputs' binary data. The GIL is released throughout; ``executor``, ``timeout`` and
-        ``on_event_loop`` work as for ``serve``.
+        ``event_loop`` work as for ``serve``.
         """
     def metadata(self, relative: str, name: str, executor: Executor | None = None, timeout: float = ...) -> bytes:
         """Return the V2 metadata of the model file ``relative`` as JSON, loading it if needed."""

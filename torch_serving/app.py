@@ -204,7 +204,7 @@ def create_app(config: Config) -> ServingApp:
     # As many native calls as requests admitted: under ServingWorker the admission answers first,
     # under another worker (which admits every request) the runner does.
     admission = Admission(server, config.threads + config.queue_size)
-    runner = NativeRunner(admission.limit, config.timeout)
+    runner = NativeRunner(admission, config.timeout)
     app.add_route("/serve", ServeResource(server, runner, config))
     preload = Preload(server, config.model_root, config.preload)
     app.add_route("/cache", CacheResource(server, preload))

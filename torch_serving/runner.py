@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from torch_serving._native import BusyError, DeadlineError, Executor, PhaseTimes
+from torch_serving._native import Admission, BusyError, DeadlineError, Executor, PhaseTimes
 from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail
 from torch_serving.errors import RequestError
 
@@ -32,13 +32,15 @@ class NativeRunner:
     """Run native calls on a bounded pool, each within a deadline.
 
     Args:
-        limit: native calls that may be under way at once in this worker, each on its own thread;
-            beyond that, 503.
+        admission: the worker's admission: as many native calls may be under way at once as it admits
+            requests, each on its own thread (beyond that, 503); it times the calls made in an event
+            loop against the loop's budget.
         timeout: seconds a request may take, from its arrival, before 504.
     """
 
-    def __init__(self, limit: int, timeout: float) -> None:
-        self._executor = Executor(limit, 0)
+    def __init__(self, admission: Admission, timeout: float) -> None:
+        self._admission = admission
+        self._executor = Executor(admission.limit, 0)
         self._timeout = timeout
 
     def deadline(self, arrived: float) -> float:
@@ -68,11 +70,12 @@ class NativeRunner:
         deadline: float | None = None,
     ) -> T:
         """Run ``fn(*args)`` as ``run`` does; ``fn`` (``Server.serve`` or ``infer``) records its phases in
-        ``times`` (nothing when None), and runs in this thread at once when ``on_event_loop`` says this
-        thread is a worker's event loop. A ``deadline`` earlier than the request's own (a gRPC client's)
+        ``times`` (nothing when None), and runs in this thread at once, timed by the worker's admission,
+        when ``on_event_loop`` says this thread is a worker's event loop. A ``deadline`` earlier than the request's own (a gRPC client's)
         replaces it."""
         own = self.deadline(arrived)
-        return self._call(arrived, own if deadline is None else min(deadline, own), fn, args, (times, on_event_loop))
+        event_loop = self._admission if on_event_loop else None
+        return self._call(arrived, own if deadline is None else min(deadline, own), fn, args, (times, event_loop))
 
     def _call(self, arrived: float, deadline: float, fn: Callable[..., T], args: tuple, extra: tuple) -> T:
         remaining = deadline - time.monotonic()

@@ -50,7 +50,9 @@ def quick(server, root):
 
 
 def serve(server: Server, identifier: str, body: bytes = BODY, on_event_loop: bool = False) -> bytes:
-    return server.serve(identifier, identifier, body, 0.0, Executor(1, 0), 30.0, None, on_event_loop)
+    """Serve ``body`` from the event loop (timed by an admission, as the worker's are) or a thread."""
+    event_loop = Admission(server, 4) if on_event_loop else None
+    return server.serve(identifier, identifier, body, 0.0, Executor(1, 0), 30.0, None, event_loop)
 
 
 def test_a_loaded_quick_model_with_a_small_body_is_quick(server, quick):
@@ -216,7 +218,7 @@ def test_a_call_on_the_event_loop_runs_at_once_when_every_slot_is_taken(server):
         waited_until = time.monotonic() + 30
         while "slow.pt" not in server.stats()["models"] and time.monotonic() < waited_until:
             time.sleep(0.01)  # loaded: its forward runs on the only slot
-        answer = server.serve("tiny.pt", "tiny.pt", BODY, 0.0, full, 30.0, None, True)
+        answer = server.serve("tiny.pt", "tiny.pt", BODY, 0.0, full, 30.0, None, Admission(server, 4))
         assert b'"value":[3,5]' in answer
         assert holding.is_alive()
     finally:
