@@ -22,12 +22,6 @@ std::chrono::nanoseconds thread_cpu_time() {
   return std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec);
 }
 
-bool starts_with(std::string_view text, std::string_view prefix) { return text.substr(0, prefix.size()) == prefix; }
-
-bool ends_with(std::string_view text, std::string_view suffix) {
-  return text.size() >= suffix.size() && text.substr(text.size() - suffix.size()) == suffix;
-}
-
 // The servable identifier a /serve query names when the event loop may take
 // it as written: given once, without `invalidation_prob` (a reload is not
 // short), and nothing in the query that Falcon would decode.
@@ -75,7 +69,7 @@ std::optional<std::string> Admission::event_loop_model(std::string_view method, 
   }
   // Falcon decodes the path before the V2 routes read the name; a versioned
   // one the routes read differently.
-  if (starts_with(path, kV2Models) && ends_with(path, kInfer) && path.size() > kV2Models.size() + kInfer.size() &&
+  if (path.starts_with(kV2Models) && path.ends_with(kInfer) && path.size() > kV2Models.size() + kInfer.size() &&
       path.find('%') == std::string_view::npos && path.find(kVersions) == std::string_view::npos) {
     return server_->event_loop_model_named(
         std::string(path.substr(kV2Models.size(), path.size() - kV2Models.size() - kInfer.size())), body_size);

@@ -53,11 +53,7 @@ class PhaseClock {
 
 // Decoding a body this size takes well under a millisecond.
 constexpr size_t kQuickBodyBytes = 64 * 1024;
-bool ends_with(std::string_view text, std::string_view suffix) {
-  return text.size() >= suffix.size() && text.substr(text.size() - suffix.size()) == suffix;
-}
-
-bool is_package(std::string_view relative) { return ends_with(relative, ".pt2"); }
+bool is_package(std::string_view relative) { return relative.ends_with(".pt2"); }
 
 // Whether `path` is already the path of a file relative to the root as the
 // Python look-up writes it: no empty, `.` or `..` component, no NUL.
@@ -148,7 +144,7 @@ bool Server::can_answer_in_event_loop(const std::string& relative, size_t body_s
 
 std::optional<std::string> Server::event_loop_model_named(const std::string& name, size_t body_size) const {
   if (body_size > kQuickBodyBytes || !is_plain_relative(name)) return std::nullopt;
-  const bool suffixed = ends_with(name, ".pt") || ends_with(name, ".pt2");
+  const bool suffixed = name.ends_with(".pt") || name.ends_with(".pt2");
   for (const std::string& candidate : suffixed ? std::vector<std::string>{name}
                                                : std::vector<std::string>{name, name + ".pt", name + ".pt2"}) {
     FileIdentity identity;
