@@ -8,8 +8,8 @@ per request and the summed peak RSS after the run.
 
 Usage: python -m benchmarks.settings [--settings 2x4x1,1x8x2] [--seconds 3] [--rounds 3] [--wrk-threads 2]
     (each setting is WORKERSxTHREADSxTORCH_THREADS, optionally followed by
-    ``/metrics-off`` or ``/instances-N``; ``--settings 2x4x1,2x4x1/metrics-off
-    --workloads tiny`` measures what metrics cost)
+    ``/metrics-off``, ``/access-off`` or ``/instances-N``; ``--settings
+    2x4x1,2x4x1/metrics-off --workloads tiny`` measures what metrics cost)
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ def _flag_options(flag: str) -> tuple[str, ...]:
     """The options a setting's ``/flag`` stands for."""
     if flag == "metrics-off":
         return ("--metrics", "off")
+    if flag == "access-off":
+        return ("--log-level", "warning")  # access lines are INFO records
     if flag.startswith("instances-"):
         return ("--instances", flag.removeprefix("instances-"))
     if flag:
-        raise SystemExit(f"unknown setting flag {flag!r}: metrics-off or instances-N")
+        raise SystemExit(f"unknown setting flag {flag!r}: metrics-off, access-off or instances-N")
     return ()
 
 

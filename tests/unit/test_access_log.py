@@ -47,3 +47,49 @@ def test_gunicorns_own_error_answer_is_logged_from_its_status_line(caplog):
     assert access_line(caplog, resp, request) == (
         '10.0.0.1 "POST /serve?servable_identifier=m.pt HTTP/1.1" 500 0 1.2ms'
     )
+
+
+def file_logger(path) -> AccessLogger:
+    cfg = GunicornConfig()
+    cfg.set("accesslog", str(path))
+    return AccessLogger(cfg)
+
+
+def answered(status: str = "200 OK", size: int = 7):
+    request = plain_request()
+    resp = wsgi.Response(request, None, GunicornConfig())
+    resp.start_response(status, [("Content-Length", str(size))])
+    resp.sent = size
+    return resp, request
+
+
+def test_a_line_written_straight_to_gunicorns_file_handler_is_the_line_logging_writes(tmp_path, caplog):
+    resp, request = answered()
+    logger = file_logger(tmp_path / "access.log")
+    logger.access(resp, request, {"REMOTE_ADDR": "10.0.0.1"}, timedelta(milliseconds=1.25))
+    logger.access(resp, request, {}, timedelta(milliseconds=0.04))
+    assert (tmp_path / "access.log").read_text() == (
+        f"{access_line(caplog, resp, request)}\n"
+        '- "POST /serve?servable_identifier=m.pt HTTP/1.1" 200 7 0.0ms\n'
+    )
+
+
+def test_lines_follow_the_file_gunicorn_reopens(tmp_path):
+    resp, request = answered()
+    logger = file_logger(tmp_path / "access.log")
+    logger.access(resp, request, {}, timedelta(milliseconds=1))
+    (tmp_path / "access.log").rename(tmp_path / "access.log.1")  # as logrotate does before USR1
+    logger.reopen_files()
+    logger.access(resp, request, {}, timedelta(milliseconds=2))
+    assert (tmp_path / "access.log.1").read_text().endswith(" 200 7 1.0ms\n")
+    assert (tmp_path / "access.log").read_text().endswith(" 200 7 2.0ms\n")
+
+
+def test_a_filter_on_the_access_log_still_sees_every_record(tmp_path):
+    resp, request = answered()
+    logger = file_logger(tmp_path / "access.log")
+    seen = []
+    logger.access_log.addFilter(lambda record: seen.append(record.getMessage()) or record.levelno > logging.INFO)
+    logger.access(resp, request, {}, timedelta(milliseconds=1))
+    assert seen == ['- "POST /serve?servable_identifier=m.pt HTTP/1.1" 200 7 1.0ms']
+    assert (tmp_path / "access.log").read_text() == ""  # the filter dropped it
