@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         calls = {name: wsgi_call(app, tiny.body, query) for name, app in apps.items()}
         server = Server(str(root), 4, 1)
-        executor = Executor(4, 16)
+        executor = Executor(4)
         body = RequestBody(tiny.body)
         calls["Server.serve, no executor"] = lambda: server.serve(tiny.model, tiny.model, body)
         calls["Server.serve, executor (inline)"] = lambda: server.serve(

@@ -55,6 +55,8 @@ bool Admission::enter() {
   return true;
 }
 
+void Admission::hold() { held_.fetch_add(1, std::memory_order_relaxed); }
+
 void Admission::leave() { held_.fetch_sub(1, std::memory_order_relaxed); }
 
 std::optional<std::string> Admission::event_loop_model(std::string_view method, std::string_view target,

@@ -11,14 +11,16 @@
 #include <string>
 #include <string_view>
 
+#include "executor.h"
 #include "server.h"
 
 namespace torch_serving {
 
-class Admission {
+class Admission : public CallCount {
  public:
   // Admits at most `limit` requests at once, HTTP and gRPC together, for the
-  // models `server` serves; tells `warn` when a model leaves the loop.
+  // models `server` serves, counting the calls abandoned at their deadline
+  // that still run; tells `warn` when a model leaves the loop.
   Admission(std::shared_ptr<const Server> server, size_t limit, Warn warn);
 
   size_t limit() const { return limit_; }
@@ -27,8 +29,11 @@ class Admission {
   // worker holds its limit (the caller answers 503 at once: a request
   // queued beyond it would wait without a bound).
   bool enter();
-  // Stops counting a request that entered.
-  void leave();
+  // Counts a call its request abandoned at the deadline (Executor), which
+  // still takes a thread until it ends.
+  void hold() override;
+  // Stops counting a request that entered, or a call that was held.
+  void leave() override;
 
   // The model file (relative to the root) that the request `method target`
   // with a body of `body_size` bytes is answered from when the event loop

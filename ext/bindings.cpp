@@ -217,10 +217,6 @@ PYBIND11_MODULE(_C, m) {
       .def_readonly("forward", &PhaseTimes::forward)
       .def_readonly("encode", &PhaseTimes::encode);
 
-  py::class_<Executor>(m, "Executor")
-      .def(py::init<size_t, size_t>(), py::arg("threads"), py::arg("backlog"))
-      .def_property_readonly("limit", &Executor::limit, "Calls that may be running or queued at once.");
-
   py::class_<RequestBody, std::shared_ptr<RequestBody>>(
       m, "RequestBody", py::buffer_protocol(),
       "A request body in native memory with the parser's padding after it; a writable buffer to receive into.")
@@ -237,11 +233,11 @@ PYBIND11_MODULE(_C, m) {
       });
   py::implicitly_convertible<py::bytes, RequestBody>();
 
-  py::class_<Admission>(m, "Admission",
+  py::class_<Admission, std::shared_ptr<Admission>>(m, "Admission",
                         "Which requests a worker holds (HTTP and gRPC together), which its event loop answers itself, "
                         "and the loop's time budget.")
       .def(py::init([](std::shared_ptr<Server> server, size_t limit) {
-             return std::make_unique<Admission>(std::move(server), limit,
+             return std::make_shared<Admission>(std::move(server), limit,
                                                 [](const std::string& m) { log_in_python("warning", m); });
            }),
            py::arg("server"), py::arg("limit"))
@@ -257,6 +253,13 @@ PYBIND11_MODULE(_C, m) {
            "takes a thread.")
       .def("event_loop_model_named", &Admission::event_loop_model_named, py::arg("name"), py::arg("body_size"),
            "The same for a request for the V2 model ``name`` (a gRPC call).");
+
+  py::class_<Executor>(m, "Executor", "The native threads calls run on, each within its caller's deadline.")
+      .def(py::init([](size_t threads, std::shared_ptr<Admission> admission) {
+             return std::make_unique<Executor>(threads, std::move(admission));
+           }),
+           py::arg("threads"), py::arg("admission") = nullptr,
+           "Starts ``threads`` threads; a call abandoned at its deadline is counted in ``admission`` until it ends.");
 
   // Shared-owned: a call abandoned at its deadline holds the Server until it ends.
   py::class_<Server, std::shared_ptr<Server>>(m, "Server")

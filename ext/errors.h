@@ -18,7 +18,6 @@
   X(ModelAccessError, false, "The model file exists, but the server cannot read it.")                       \
   X(ResourceError, false, "The server ran out of memory or file descriptors for the request.")              \
   X(UnknownOutputError, false, "A requested output is not among the model's outputs.")                      \
-  X(BusyError, false, "The executor holds as many calls as it may; nothing ran.")                           \
   X(DeadlineError, false, "The call did not finish within its timeout; it runs on without its caller.")     \
   X(EncodeError, false, "The model returned a value the protocol cannot encode.")
 

@@ -1,25 +1,28 @@
-// The bounded native thread pool behind deadlines and 503s.
+// The native thread pool behind deadlines.
 #include "executor.h"
 
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <exception>
-#include <string>
 
 #include "errors.h"
 
 namespace torch_serving {
 
 struct Executor::Task {
+  // Whether the caller still awaits the call. Only one of the caller (at its
+  // deadline) and the thread (once the call is over) moves it from kAwaited,
+  // so exactly one of them knows whether an abandoned call is held.
+  enum State { kAwaited, kAbandoned, kEnded };
+
   std::function<void()> work;
   std::mutex mutex;
   std::condition_variable finished;
   // Set under `mutex`, so that a waiter cannot miss it, and atomic, so that
   // the yielding caller may read it without the lock.
   std::atomic<bool> done{false};
-  // Set by a caller that stopped waiting: a call still queued then never runs.
-  std::atomic<bool> abandoned{false};
+  std::atomic<State> state{kAwaited};
   std::exception_ptr error;
 };
 
@@ -27,7 +30,8 @@ namespace {
 constexpr int kYieldTurns = 50;
 }
 
-Executor::Executor(size_t threads, size_t backlog) : threads_count_(threads), limit_(threads + backlog) {
+Executor::Executor(size_t threads, std::shared_ptr<CallCount> count)
+    : threads_count_(threads), count_(std::move(count)) {
   threads_.reserve(threads);
   for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { serve_tasks(); });
 }
@@ -47,10 +51,7 @@ void Executor::run(std::function<void()> work, double timeout, Placement placeme
     {
       std::lock_guard<std::mutex> lock(mutex_);
       idle = placement == Placement::kEventLoop || (running_ < threads_count_ && queue_.empty());
-      if (idle) {
-        ++running_;
-        ++pending_;
-      }
+      if (idle) ++running_;
     }
     if (idle) {
       if (!(timeout > 0)) {
@@ -71,10 +72,6 @@ void Executor::run(std::function<void()> work, double timeout, Placement placeme
   task->work = std::move(work);
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (pending_ >= limit_) {
-      throw BusyError(std::to_string(pending_) + " calls are running or queued, the limit");
-    }
-    ++pending_;
     queue_.push_back(task);
   }
   queued_.notify_one();
@@ -92,8 +89,15 @@ void Executor::run(std::function<void()> work, double timeout, Placement placeme
   if (std::isfinite(timeout) && timeout < 1e9) {
     auto limit = std::chrono::duration<double>(std::max(timeout, 0.0));
     if (!task->finished.wait_for(lock, limit, is_done)) {
-      task->abandoned.store(true, std::memory_order_release);
-      throw DeadlineError("the call did not finish in time");
+      // Held before it is marked, so that the thread cannot release it first.
+      if (count_) count_->hold();
+      auto awaited = Task::kAwaited;
+      if (task->state.compare_exchange_strong(awaited, Task::kAbandoned, std::memory_order_acq_rel)) {
+        throw DeadlineError("the call did not finish in time");
+      }
+      // It ended as the wait timed out: its answer stands.
+      if (count_) count_->leave();
+      task->finished.wait(lock, is_done);
     }
   } else {
     task->finished.wait(lock, is_done);
@@ -106,7 +110,6 @@ void Executor::finish_in_caller() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     --running_;
-    --pending_;
     queued = !queue_.empty();
   }
   // A queued call may take the slot this one held. Waking a thread for
@@ -129,7 +132,7 @@ void Executor::serve_tasks() {
     }
     try {
       // Its caller answered 504 while it queued: the answer is no longer wanted.
-      if (!task->abandoned.load(std::memory_order_acquire)) task->work();
+      if (task->state.load(std::memory_order_acquire) != Task::kAbandoned) task->work();
     } catch (...) {
       task->error = std::current_exception();
     }
@@ -139,8 +142,10 @@ void Executor::serve_tasks() {
     {
       // Released before the caller wakes, so that it may submit again at once.
       std::lock_guard<std::mutex> lock(mutex_);
-      --pending_;
       --running_;
+    }
+    if (task->state.exchange(Task::kEnded, std::memory_order_acq_rel) == Task::kAbandoned && count_) {
+      count_->leave();
     }
     {
       std::lock_guard<std::mutex> lock(task->mutex);

@@ -1,6 +1,8 @@
-// Runs native calls on a fixed set of threads with a bounded backlog, so
-// that a request can stop waiting at its deadline while its call runs on:
-// a TorchScript forward cannot be interrupted.
+// Runs native calls on a fixed set of threads, so that a request can stop
+// waiting at its deadline while its call runs on: a TorchScript forward
+// cannot be interrupted. How many calls may be under way is not its
+// business but the worker's admission's (admission.h), which it keeps
+// informed of the calls that outlive their requests.
 #pragma once
 
 #include <condition_variable>
@@ -20,11 +22,23 @@ enum class Placement {
   kEventLoop,     // in the calling thread at once, even beyond the slots: an event loop, which never waits
 };
 
+// The count of calls a worker holds (its admission). A call abandoned at its
+// deadline still takes a thread until it ends, so it holds a place of its
+// own from then on, after its request was answered.
+class CallCount {
+ public:
+  virtual ~CallCount() = default;
+  // Counts one more call, whatever the limit: it is already running or queued.
+  virtual void hold() = 0;
+  // Stops counting a call.
+  virtual void leave() = 0;
+};
+
 class Executor {
  public:
-  // Starts `threads` threads; at most `threads + backlog` calls may be
-  // running or queued at once.
-  Executor(size_t threads, size_t backlog);
+  // Starts `threads` threads. A call its caller abandons is held in `count`
+  // (if given) until it ends or, still queued, is dropped.
+  explicit Executor(size_t threads, std::shared_ptr<CallCount> count = nullptr);
 
   // Finishes the calls already accepted, then stops the threads.
   ~Executor();
@@ -35,23 +49,21 @@ class Executor {
   // Runs `work` on one of the threads and waits up to `timeout` seconds for
   // it. `work` must own everything it uses: after a timeout it runs on
   // without its caller, unless it had not started, when it never runs.
+  // Calls beyond the threads queue: the caller's admission bounds them.
   //
   // With kCallerIfIdle, `work` runs in the calling thread instead when a
-  // thread's slot is free and no call waits: it still counts against the
-  // limits, but cannot be abandoned at the deadline, so ask for it only for
-  // calls known to be short. Handing a call over and waking its caller cost
-  // more than a small model's whole forward. With kEventLoop it runs in the
-  // calling thread even beyond the slots: for a caller that must not wait,
-  // such as the event loop of a worker, with calls known to be short.
-  // A kCallerIfIdle call that finds no free slot yields to the threads a
-  // few turns before it sleeps, since it is known to be short.
+  // thread's slot is free and no call waits: it still takes a slot, but
+  // cannot be abandoned at the deadline, so ask for it only for calls known
+  // to be short. Handing a call over and waking its caller cost more than a
+  // small model's whole forward. With kEventLoop it runs in the calling
+  // thread even beyond the slots: for a caller that must not wait, such as
+  // the event loop of a worker, with calls known to be short. A
+  // kCallerIfIdle call that finds no free slot yields to the threads a few
+  // turns before it sleeps, since it is known to be short.
   //
-  // Throws BusyError when the limit of pending calls is reached (nothing
-  // runs; never with kEventLoop), DeadlineError when the wait times out or the
-  // deadline passed before a call in the caller began, and what `work` threw.
+  // Throws DeadlineError when the wait times out or the deadline passed
+  // before a call in the caller began, and what `work` threw.
   void run(std::function<void()> work, double timeout, Placement placement = Placement::kPool);
-
-  size_t limit() const { return limit_; }
 
  private:
   struct Task;
@@ -62,11 +74,10 @@ class Executor {
   void finish_in_caller();
 
   const size_t threads_count_;
-  const size_t limit_;
+  const std::shared_ptr<CallCount> count_;
   std::mutex mutex_;
   std::condition_variable queued_;
   std::deque<std::shared_ptr<Task>> queue_;
-  size_t pending_ = 0;  // running and queued
   size_t running_ = 0;  // on the threads or in callers; at most threads_count_ but for kEventLoop calls
   bool stopping_ = false;
   std::vector<std::thread> threads_;

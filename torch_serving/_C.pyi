@@ -31,9 +31,6 @@ class ResourceError(ServeError):
 class UnknownOutputError(ServeError):
     """A requested output is not among the model's outputs."""
 
-class BusyError(ServeError):
-    """The executor holds as many calls as it may; nothing ran."""
-
 class DeadlineError(ServeError):
     """The call did not finish within its timeout; it runs on without its caller."""
 
@@ -58,12 +55,10 @@ class PhaseTimes:
         """Encoding the answer."""
 
 class Executor:
-    """Native threads that run calls with a bounded backlog, so callers can stop waiting at a deadline."""
+    """The native threads calls run on, each within its caller's deadline."""
 
-    def __init__(self, threads: int, backlog: int) -> None: ...
-    @property
-    def limit(self) -> int:
-        """Calls that may be running or queued at once."""
+    def __init__(self, threads: int, admission: Admission | None = None) -> None:
+        """Starts ``threads`` threads; a call abandoned at its deadline is counted in ``admission`` until it ends."""
 
 class RequestBody:
     """A request body in native memory with the parser's padding after it; a writable buffer to receive into.
@@ -128,7 +123,7 @@ class Server:
         (but see ``event_loop``).
 
         With ``executor``, the call runs on its threads and raises DeadlineError after ``timeout`` seconds
-        (the call runs on) or BusyError when the executor is full; without, it runs in the calling thread.
+        (the call runs on); without, it runs in the calling thread.
         With ``event_loop`` (the worker's admission), it runs in the calling thread at once, even when the
         executor is full, and keeps the GIL (handing it over and back costs more than so short a call): for
         an event loop (a worker's, or the gRPC service's), with requests ``Admission.event_loop_model``

@@ -167,9 +167,16 @@ class ServingApp(falcon.App):
         preload: the worker's warm start; the worker takes no request before it is done.
         grpc_service: the gRPC server sharing this worker's models, which the worker starts once
             its preload is done and stops as it stops; None without ``--grpc-port``.
+        runner: what the native calls go through, within their deadlines.
     """
 
-    __slots__ = ("admission", "grpc_service", "preload")
+    __slots__ = ("admission", "grpc_service", "preload", "runner")
+
+    def admitted_by_host(self) -> None:
+        """Told by a host that enters ``admission`` for every request before the application sees it
+        (``ServingWorker``, which refuses a request beyond the limit before reading it): the native calls
+        stop entering it themselves."""
+        self.runner.admits_calls = False
 
 
 def create_app(config: Config) -> ServingApp:
@@ -201,8 +208,8 @@ def create_app(config: Config) -> ServingApp:
     app = ServingApp(media_type=falcon.MEDIA_JSON, middleware=middleware)
     app.req_options.keep_blank_qs_values = True
     app.add_route("/healthcheck", HealthcheckResource())
-    # As many native calls as requests admitted: under ServingWorker the admission answers first,
-    # under another worker (which admits every request) the runner does.
+    # One count of the requests a worker holds: ServingWorker enters it for each request
+    # (admitted_by_host); under another worker, which takes every request, each native call does.
     admission = Admission(server, config.threads + config.queue_size)
     runner = NativeRunner(admission, config.timeout)
     app.add_route("/serve", ServeResource(server, runner, config))
@@ -221,6 +228,7 @@ def create_app(config: Config) -> ServingApp:
     if metrics:
         metrics.start()
     app.admission = admission
+    app.runner = runner
     app.preload = preload
     app.grpc_service = None
     if config.grpc_port:

@@ -8,9 +8,13 @@ request a worker admits has a native thread of its own
 waits with the GIL released, and the call never takes the GIL. How many
 forwards of a model run at once is its instances' business (its
 scheduler's), so a request waiting for one still joins the next batch.
-Beyond the limit a further call gets a fast 503 with ``Retry-After``: a
-worker admits no more requests than that (``torch_serving.Admission``), so
-only abandoned work still running can fill it.
+How many calls may be under way is the worker's admission's decision
+(``torch_serving.Admission``), one count for HTTP and gRPC: ``ServingWorker``
+enters it for every request before the application sees it, and for a host
+that does not (plain gunicorn workers) the runner enters it for each call.
+A call abandoned at its deadline stays counted there until it ends, since it
+still takes a thread: beyond the limit a further request gets a fast 503
+with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from torch_serving._native import Admission, BusyError, DeadlineError, Executor, PhaseTimes
+from torch_serving._native import Admission, DeadlineError, Executor, PhaseTimes
 from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail
 from torch_serving.errors import RequestError
 
@@ -33,15 +37,20 @@ class NativeRunner:
 
     Args:
         admission: the worker's admission: as many native calls may be under way at once as it admits
-            requests, each on its own thread (beyond that, 503); it times the calls made in an event
-            loop against the loop's budget.
+            requests, each on its own thread, and it counts the calls abandoned at their deadline; it
+            times the calls made in an event loop against the loop's budget.
         timeout: seconds a request may take, from its arrival, before 504.
+
+    Attributes:
+        admits_calls: whether each call enters the admission (a 503 beyond its limit): True until the
+            host says it enters the admission for every request itself (``ServingApp.admitted_by_host``).
     """
 
     def __init__(self, admission: Admission, timeout: float) -> None:
         self._admission = admission
-        self._executor = Executor(admission.limit, 0)
+        self._executor = Executor(admission.limit, admission)
         self._timeout = timeout
+        self.admits_calls = True
 
     def deadline(self, arrived: float) -> float:
         """Return the ``time.monotonic()`` by which a request that arrived at ``arrived`` must be answered."""
@@ -78,15 +87,19 @@ class NativeRunner:
         return self._call(arrived, own if deadline is None else min(deadline, own), fn, args, (times, event_loop))
 
     def _call(self, arrived: float, deadline: float, fn: Callable[..., T], args: tuple, extra: tuple) -> T:
+        admits = self.admits_calls
+        if admits and not self._admission.enter():
+            raise RequestError(503, BUSY, busy_detail(self._admission.limit), headers=RETRY_AFTER)
         remaining = deadline - time.monotonic()
         try:
             # Positional: pybind11 matches keywords by name, at a cost a small request notices.
             return fn(*args, self._executor, max(remaining, 0.0), *extra)
-        except BusyError:
-            raise RequestError(503, BUSY, busy_detail(self._executor.limit), headers=RETRY_AFTER) from None
         except DeadlineError:
             raise RequestError(
                 504,
                 "Deadline exceeded",
                 f"the request did not finish within the {deadline - arrived:g} s deadline; its work was abandoned",
             ) from None
+        finally:
+            if admits:
+                self._admission.leave()

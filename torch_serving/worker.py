@@ -391,6 +391,8 @@ class ServingWorker(ThreadWorker):
         # The application's own admission, which its gRPC service shares. Under another WSGI application
         # every request takes a thread.
         admission = getattr(self.wsgi, "admission", None)
+        if admission is not None:
+            self.wsgi.admitted_by_host()
         self._admission = admission if admission is not None else _RequestCount(self._limit)
         self._event_loop_model = None if admission is None else admission.event_loop_model
         self._busy_answer = _busy_answer(self._admission.limit)

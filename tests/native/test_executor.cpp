@@ -1,6 +1,6 @@
 // The executor without Python: results and errors come back to the caller,
-// a caller stops waiting at its deadline while the call runs on, and a full
-// executor refuses work without running it.
+// a caller stops waiting at its deadline while the call runs on, counted
+// until it ends, and calls beyond the threads queue.
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -12,13 +12,24 @@
 
 #include "doctest_after_torch.h"
 
-using torch_serving::BusyError;
+using torch_serving::CallCount;
 using torch_serving::DeadlineError;
 using torch_serving::Executor;
 using torch_serving::Placement;
 
+namespace {
+
+// Counts as an admission does, without a limit.
+struct Count : CallCount {
+  std::atomic<int> held{0};
+  void hold() override { ++held; }
+  void leave() override { --held; }
+};
+
+}  // namespace
+
 TEST_CASE("a call runs on a pool thread and its exception reaches the caller") {
-  Executor executor(2, 0);
+  Executor executor(2);
   std::thread::id ran_on;
   executor.run([&] { ran_on = std::this_thread::get_id(); }, 10.0);
   CHECK(ran_on != std::this_thread::get_id());
@@ -26,8 +37,9 @@ TEST_CASE("a call runs on a pool thread and its exception reaches the caller") {
                        std::invalid_argument);
 }
 
-TEST_CASE("a caller stops waiting at its deadline; the call finishes without it") {
-  Executor executor(1, 0);
+TEST_CASE("a caller stops waiting at its deadline; the call finishes without it, counted until it ends") {
+  auto count = std::make_shared<Count>();
+  Executor executor(1, count);
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
   auto finished = std::make_shared<std::atomic<bool>>(false);
@@ -41,26 +53,20 @@ TEST_CASE("a caller stops waiting at its deadline; the call finishes without it"
                   DeadlineError);
   CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(5));
   CHECK_FALSE(*finished);
-  // The abandoned call still holds the only slot.
-  CHECK_THROWS_WITH_AS(executor.run([] {}, 1.0), "1 calls are running or queued, the limit", BusyError);
+  // The abandoned call still takes the only thread: the count holds it.
+  CHECK(count->held == 1);
   release.set_value();
-  for (int i = 0; i < 500 && !*finished; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  for (int i = 0; i < 500 && count->held != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
   CHECK(*finished);
-  // The slot is free again once the call ends.
+  CHECK(count->held == 0);
   int runs = 0;
-  for (int attempt = 0; attempt < 500 && runs == 0; ++attempt) {
-    try {
-      executor.run([&] { ++runs; }, 1.0);
-    } catch (const BusyError&) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-  }
+  executor.run([&] { ++runs; }, 1.0);
   CHECK(runs == 1);
+  CHECK(count->held == 0);  // a call that ends in time is never held
 }
 
-TEST_CASE("the backlog queues calls up to the limit") {
-  Executor executor(1, 2);
-  CHECK(executor.limit() == 3);
+TEST_CASE("calls beyond the threads queue for them") {
+  Executor executor(1);
   std::atomic<int> done{0};
   std::vector<std::thread> callers;
   for (int i = 0; i < 3; ++i) callers.emplace_back([&] {
@@ -75,8 +81,9 @@ TEST_CASE("the backlog queues calls up to the limit") {
   CHECK(done == 3);
 }
 
-TEST_CASE("a call whose caller gave up while it queued never runs") {
-  Executor executor(1, 1);
+TEST_CASE("a call whose caller gave up while it queued never runs, and is counted until dropped") {
+  auto count = std::make_shared<Count>();
+  Executor executor(1, count);
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
   // Hold the only thread, so that the next call queues.
@@ -84,15 +91,17 @@ TEST_CASE("a call whose caller gave up while it queued never runs") {
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   auto ran = std::make_shared<std::atomic<bool>>(false);
   CHECK_THROWS_AS(executor.run([ran] { *ran = true; }, 0.05), DeadlineError);
+  CHECK(count->held == 1);
   release.set_value();
   holder.join();
   // The queue is drained once a later call completes on the single thread.
   executor.run([] {}, 10.0);
   CHECK_FALSE(*ran);
+  CHECK(count->held == 0);
 }
 
 TEST_CASE("a quick call runs in the caller's thread while a slot is free, and queues otherwise") {
-  Executor executor(1, 1);
+  Executor executor(1);
   std::thread::id ran_on;
   executor.run([&] { ran_on = std::this_thread::get_id(); }, 10.0, Placement::kCallerIfIdle);
   CHECK(ran_on == std::this_thread::get_id());
@@ -118,7 +127,7 @@ TEST_CASE("a quick call runs in the caller's thread while a slot is free, and qu
 }
 
 TEST_CASE("a call placed in its caller runs there at once even when every slot is taken") {
-  Executor executor(1, 0);
+  Executor executor(1);
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
   std::promise<void> holding;
@@ -130,8 +139,7 @@ TEST_CASE("a call placed in its caller runs there at once even when every slot i
         },
         10.0);
   });
-  holding.get_future().wait();  // the only slot is held, and no backlog is allowed
-  CHECK_THROWS_AS(executor.run([] {}, 10.0, Placement::kCallerIfIdle), BusyError);
+  holding.get_future().wait();  // the only slot is held
   std::thread::id ran_on;
   executor.run([&] { ran_on = std::this_thread::get_id(); }, 10.0, Placement::kEventLoop);
   CHECK(ran_on == std::this_thread::get_id());
@@ -140,7 +148,7 @@ TEST_CASE("a call placed in its caller runs there at once even when every slot i
 }
 
 TEST_CASE("a quick call whose deadline already passed never runs") {
-  Executor executor(1, 0);
+  Executor executor(1);
   bool ran = false;
   CHECK_THROWS_AS(executor.run([&] { ran = true; }, 0.0, Placement::kCallerIfIdle), DeadlineError);
   CHECK_FALSE(ran);

@@ -52,7 +52,7 @@ def quick(server, root):
 def serve(server: Server, identifier: str, body: bytes = BODY, on_event_loop: bool = False) -> bytes:
     """Serve ``body`` from the event loop (timed by an admission, as the worker's are) or a thread."""
     event_loop = Admission(server, 4) if on_event_loop else None
-    return server.serve(identifier, identifier, body, 0.0, Executor(1, 0), 30.0, None, event_loop)
+    return server.serve(identifier, identifier, body, 0.0, Executor(1), 30.0, None, event_loop)
 
 
 def test_a_loaded_quick_model_with_a_small_body_is_quick(server, quick):
@@ -210,7 +210,7 @@ def test_time_the_event_loop_waits_for_its_core_is_not_its_models(server, caplog
 
 def test_a_call_on_the_event_loop_runs_at_once_when_every_slot_is_taken(server):
     serve(server, "tiny.pt")
-    full = Executor(1, 0)
+    full = Executor(1)
     # The only slot is taken by a long call; the loop's call does not wait for it.
     holding = threading.Thread(target=lambda: server.serve("slow.pt", "slow.pt", rounds_body(1000), 0.0, full, 60.0))
     holding.start()

@@ -27,7 +27,7 @@ def server(model_root) -> Server:
 
 def serve_at_once(server: Server, identifier: str, bodies: list[bytes]) -> list[object]:
     """Serve ``bodies`` from one thread each, at once; return each result or the error raised."""
-    executor = Executor(len(bodies), 0)
+    executor = Executor(len(bodies))
 
     def call(body: bytes) -> object:
         try:
@@ -213,7 +213,7 @@ def infer_body(x: torch.Tensor) -> bytes:
 
 
 def test_v2_inference_batches_and_its_config_reports_max_batch_size(server):
-    executor = Executor(4, 0)
+    executor = Executor(4)
     inputs = [torch.full((1, 4), float(k)) for k in range(4)]
 
     def call(x: torch.Tensor) -> dict:

@@ -114,7 +114,7 @@ def test_the_stub_matches_the_compiled_module():
 
 def test_every_native_error_is_exported_and_answered():
     """ext/errors.h lists the native errors once: each is a class of the package, and each that the
-    request path lets through (all but the executor's, which admission answers 503 and 504) has its
+    request path lets through (all but the executor's deadline, which the runner answers 504) has its
     HTTP answer."""
     from torch_serving import _native
     from torch_serving.errors import answer_for
@@ -122,9 +122,9 @@ def test_every_native_error_is_exported_and_answered():
     native_errors = {
         name for name in _native.__all__ if isinstance(getattr(_native, name), type) and name.endswith("Error")
     }
-    assert {"DecodeError", "BusyError", "EncodeError", "ServeError"} <= native_errors
+    assert {"DecodeError", "DeadlineError", "EncodeError", "ServeError"} <= native_errors
     assert native_errors <= set(torch_serving.__all__)
-    for name in sorted(native_errors - {"ServeError", "BusyError", "DeadlineError"}):
+    for name in sorted(native_errors - {"ServeError", "DeadlineError"}):
         error = getattr(torch_serving, name)
         assert issubclass(error, torch_serving.ServeError)
         answer = answer_for(error("what went wrong"))
