@@ -124,10 +124,11 @@ class Server:
 
         With ``executor``, the call runs on its threads and raises DeadlineError after ``timeout`` seconds
         (the call runs on); without, it runs in the calling thread.
-        With ``event_loop`` (the worker's admission), it runs in the calling thread at once, even when the
-        executor is full, and keeps the GIL (handing it over and back costs more than so short a call): for
-        an event loop (a worker's, or the gRPC service's), with requests ``Admission.event_loop_model``
-        accepted a moment before, whose cached model then serves without its file being opened again; the
+        With ``event_loop`` (the worker's admission), it runs in the calling thread at once, even when every
+        thread of the executor is taken, and keeps the GIL (handing it over and back costs more than so
+        short a call): for an event loop (a worker's, or the gRPC service's), with requests
+        ``Admission.event_loop_model`` accepted a moment before, whose cached model then serves without its
+        file being opened again; the
         admission times the call against the loop's budget.
         """
     def infer(

@@ -71,18 +71,8 @@ class AccessLogger(Logger):
             milliseconds,
         )
         handler = self._direct_handler()
-        if handler is not None:
-            line = _LINE % args
-            try:
-                with handler.lock:  # held by gunicorn's reopen_files while it swaps the stream (USR1)
-                    stream = handler.stream
-                    if stream is not None:  # a closed FileHandler opens its file again on emit
-                        stream.write(line + handler.terminator)
-                        stream.flush()
-                        return
-            except Exception:  # noqa: BLE001 - the record's own path reports the failure, as logging does
-                pass
-        self.access_log.info(_LINE, *args)
+        if handler is None or not _write(handler, _LINE % args):
+            self.access_log.info(_LINE, *args)
 
 
 _LINE = '%s "%s %s%s HTTP/%s.%s" %s %s %.1fms'
@@ -96,3 +86,19 @@ def _writes_bare_lines(handler: logging.Handler) -> bool:
         return False
     probe = logging.LogRecord("gunicorn.access", logging.INFO, __file__, 0, "%s %s", ("bare", "line"), None)
     return handler.format(probe) == "bare line"
+
+
+def _write(handler: logging.StreamHandler, line: str) -> bool:
+    """Write ``line`` to ``handler``'s stream as its ``emit`` would and return True; False when it cannot
+    (a closed file handler, which opens its file again on ``emit``; a failed write, which the record's
+    own path then reports as logging does)."""
+    try:
+        with handler.lock:  # held by gunicorn's reopen_files while it swaps the stream (USR1)
+            stream = handler.stream
+            if stream is None:
+                return False
+            stream.write(line + handler.terminator)
+            stream.flush()
+            return True
+    except Exception:  # noqa: BLE001 - see above
+        return False

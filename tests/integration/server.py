@@ -136,3 +136,15 @@ def serving(tmp_path_factory, name: str, *options: str, env: dict[str, str] | No
     log = tmp_path_factory.mktemp(f"{name}-logs") / "server.log"
     with running(cli_command(port, *options), port, log, env) as server:
         yield server
+
+
+def assert_busy(response, held: int) -> None:
+    """Assert that ``response`` is a worker's 503 for holding ``held`` requests, its limit."""
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.json() == {
+        "code": 503,
+        "message": "Server Error",
+        "description": "Server busy",
+        "detail": f"this worker holds {held} requests, its limit (--threads + --queue-size); retry later",
+    }

@@ -89,7 +89,23 @@ def test_a_filter_on_the_access_log_still_sees_every_record(tmp_path):
     resp, request = answered()
     logger = file_logger(tmp_path / "access.log")
     seen = []
-    logger.access_log.addFilter(lambda record: seen.append(record.getMessage()) or record.levelno > logging.INFO)
-    logger.access(resp, request, {}, timedelta(milliseconds=1))
+
+    def drop(record: logging.LogRecord) -> bool:
+        seen.append(record.getMessage())
+        return False
+
+    logger.access_log.addFilter(drop)  # on logging's one "gunicorn.access" logger: removed below
+    try:
+        logger.access(resp, request, {}, timedelta(milliseconds=1))
+    finally:
+        logger.access_log.removeFilter(drop)
     assert seen == ['- "POST /serve?servable_identifier=m.pt HTTP/1.1" 200 7 1.0ms']
     assert (tmp_path / "access.log").read_text() == ""  # the filter dropped it
+
+
+def test_a_closed_file_handler_gets_its_line_through_logging_which_opens_the_file_again(tmp_path):
+    resp, request = answered()
+    logger = file_logger(tmp_path / "access.log")
+    logger.access_log.handlers[0].close()
+    logger.access(resp, request, {}, timedelta(milliseconds=3))
+    assert (tmp_path / "access.log").read_text().endswith(" 200 7 3.0ms\n")
