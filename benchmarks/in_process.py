@@ -6,7 +6,7 @@ of a shared machine inflate nothing but the slower rounds):
 * each WSGI app answering the `tiny` request (ours, ours with `--metrics
   off`, the naive server, the Falcon hello-world), called directly, without
   gunicorn;
-* our native call alone (`Server.serve`), with no executor and through an
+* our native call alone (`Pipeline.serve`), with no executor and through an
   executor (the inline path for quick calls);
 * the example model's forward on 1, 2, 3, 4 and 8 rows, which says when
   batching it pays.
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.workloads import build
-from torch_serving import Config, Executor, RequestBody, Server, create_app
+from torch_serving import Config, Executor, Pipeline, RequestBody, create_app
 
 
 def fastest_us(call: Callable[[], object], rounds: int, calls: int) -> float:
@@ -88,11 +88,11 @@ def main(argv: list[str] | None = None) -> int:
             "hello": importlib.import_module("benchmarks.baselines.hello_world").app,
         }
         calls = {name: wsgi_call(app, tiny.body, query) for name, app in apps.items()}
-        server = Server(str(root), 4, 1)
+        pipeline = Pipeline(str(root), 4, 1)
         executor = Executor(4)
         body = RequestBody(tiny.body)
-        calls["Server.serve, no executor"] = lambda: server.serve(tiny.model, tiny.model, body)
-        calls["Server.serve, executor (inline)"] = lambda: server.serve(
+        calls["Pipeline.serve, no executor"] = lambda: pipeline.serve(tiny.model, tiny.model, body)
+        calls["Pipeline.serve, executor (inline)"] = lambda: pipeline.serve(
             tiny.model, tiny.model, body, 0.0, executor, 60.0
         )
         for call in calls.values():  # loads the models, warms the caches

@@ -2,7 +2,7 @@
 classifier as TorchScript (.pt), in one run, through the native core.
 
 Both get the same 224 x 224 float32 image as a V2 binary request
-(``Server.infer``, in process: no HTTP, so that only the model kinds
+(``Pipeline.infer``, in process: no HTTP, so that only the model kinds
 differ), with torch threads 1; the figure is the least CPU time per call
 over the rounds. The classifier is example/create_image_model.py's (same
 weights); the package is compiled here by ``torch_serving.package``, which
@@ -31,7 +31,7 @@ import torch
 from benchmarks.in_process import fastest_us
 from benchmarks.load import Target, interleaved_rounds, wrk_script
 from tests.integration.server import cli_command, free_port, running
-from torch_serving import RequestBody, Server, package
+from torch_serving import Pipeline, RequestBody, package
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "example"))
 from create_image_model import Classifier  # noqa: E402
@@ -75,14 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         batch = torch.export.Dim("batch", min=1, max=64)
         package(BatchClassifier(), (torch.rand(2, 3, 224, 224),), ({0: batch},), root / "classifier.pt2")
 
-        server = Server(str(root), 4, 0, instances=1)
+        pipeline = Pipeline(str(root), 4, 0, instances=1)
         requests = {
             "TorchScript (.pt)": ("classifier.pt", *binary_request("image", image)),
             "AOTInductor (.pt2)": ("classifier.pt2", *binary_request("images", image.unsqueeze(0))),
         }
         answers = {}
         for kind, (model, body, header) in requests.items():
-            response, json_length = server.infer(model, model, RequestBody(body), header)
+            response, json_length = pipeline.infer(model, model, RequestBody(body), header)
             answers[kind] = torch.tensor(json.loads(response[:json_length])["outputs"][0]["data"])
         torch.testing.assert_close(answers["TorchScript (.pt)"], answers["AOTInductor (.pt2)"], rtol=1e-4, atol=1e-6)
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         times = {}
         for kind, (model, body, header) in requests.items():
             request = RequestBody(body)
-            times[kind] = fastest_us(lambda: server.infer(model, model, request, header), args.rounds, args.calls)
+            times[kind] = fastest_us(lambda: pipeline.infer(model, model, request, header), args.rounds, args.calls)
             print(f"  {kind:<22}{times[kind]:>9.1f} us CPU per request")
         ratio = times["TorchScript (.pt)"] / times["AOTInductor (.pt2)"]
         print(f"  .pt2 / .pt speed: {ratio:.2f}x (answers equal within 1e-4)")

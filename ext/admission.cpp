@@ -44,8 +44,8 @@ std::optional<std::string> plain_identifier(std::string_view query) {
 
 }  // namespace
 
-Admission::Admission(std::shared_ptr<const Server> server, size_t limit, Warn warn)
-    : server_(std::move(server)), limit_(limit), warn_(std::move(warn)) {}
+Admission::Admission(std::shared_ptr<const Pipeline> pipeline, size_t limit, Warn warn)
+    : pipeline_(std::move(pipeline)), limit_(limit), warn_(std::move(warn)) {}
 
 bool Admission::enter() {
   size_t held = held_.load(std::memory_order_relaxed);
@@ -66,14 +66,14 @@ std::optional<std::string> Admission::event_loop_model(std::string_view method, 
   const std::string_view path = target.substr(0, mark);
   if (path == kServe) {
     const auto identifier = plain_identifier(target.substr(std::min(mark + 1, target.size())));
-    if (!identifier || !server_->can_answer_in_event_loop(*identifier, body_size)) return std::nullopt;
+    if (!identifier || !pipeline_->can_answer_in_event_loop(*identifier, body_size)) return std::nullopt;
     return identifier;
   }
   // Falcon decodes the path before the V2 routes read the name; a versioned
   // one the routes read differently.
   if (path.starts_with(kV2Models) && path.ends_with(kInfer) && path.size() > kV2Models.size() + kInfer.size() &&
       path.find('%') == std::string_view::npos && path.find(kVersions) == std::string_view::npos) {
-    return server_->event_loop_model_named(
+    return pipeline_->event_loop_model_named(
         std::string(path.substr(kV2Models.size(), path.size() - kV2Models.size() - kInfer.size())), body_size);
   }
   return std::nullopt;
@@ -85,9 +85,9 @@ void Admission::note_event_loop_call(const std::string& relative, std::chrono::n
   // time is the machine running others (a loaded host preempts the loop for
   // tens of milliseconds), which moving the model to threads would not
   // change. A GPU forward's cost is mostly waiting, so there wall time counts.
-  const auto took = server_->device().is_cpu() ? cpu : wall;
+  const auto took = pipeline_->device().is_cpu() ? cpu : wall;
   if (took < kEventLoopBudget) return;
-  auto servable = server_->cache().peek(relative);
+  auto servable = pipeline_->cache().peek(relative);
   if (servable && servable->keep_off_event_loop()) {
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(took).count();
     warn_("a request for " + relative + " took " + std::to_string(ms) + " ms in a worker's event loop, over its " +

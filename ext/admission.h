@@ -12,16 +12,16 @@
 #include <string_view>
 
 #include "executor.h"
-#include "server.h"
+#include "pipeline.h"
 
 namespace torch_serving {
 
 class Admission : public CallCount {
  public:
   // Admits at most `limit` requests at once, HTTP and gRPC together, for the
-  // models `server` serves, counting the calls abandoned at their deadline
+  // models `pipeline` serves, counting the calls abandoned at their deadline
   // that still run; tells `warn` when a model leaves the loop.
-  Admission(std::shared_ptr<const Server> server, size_t limit, Warn warn);
+  Admission(std::shared_ptr<const Pipeline> pipeline, size_t limit, Warn warn);
 
   size_t limit() const { return limit_; }
 
@@ -42,7 +42,7 @@ class Admission : public CallCount {
   // than its own work, so a request whose work is known to be short (its
   // model loaded, unchanged on disk, quick, not batching and not kept off
   // the loop by its time budget; its body small) is answered where it was
-  // found (Server::can_answer_in_event_loop, event_loop_model_named).
+  // found (Pipeline::can_answer_in_event_loop, event_loop_model_named).
   // A model whose call ran past the loop's budget there is answered on
   // threads from then on (note_event_loop_call).
   //
@@ -56,7 +56,7 @@ class Admission : public CallCount {
 
   // The same for a request for the V2 model `name` (a gRPC call).
   std::optional<std::string> event_loop_model_named(const std::string& name, size_t body_size) const {
-    return server_->event_loop_model_named(name, body_size);
+    return pipeline_->event_loop_model_named(name, body_size);
   }
 
   // Records that a call for the model file `relative` took `wall` in a
@@ -69,7 +69,7 @@ class Admission : public CallCount {
                             std::chrono::nanoseconds cpu) const;
 
  private:
-  std::shared_ptr<const Server> server_;
+  std::shared_ptr<const Pipeline> pipeline_;
   const size_t limit_;
   Warn warn_;
   std::atomic<size_t> held_{0};

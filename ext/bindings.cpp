@@ -17,7 +17,7 @@
 #include "executor.h"
 #include "serve_codec.h"
 #include "admission.h"
-#include "server.h"
+#include "pipeline.h"
 
 namespace py = pybind11;
 using namespace torch_serving;
@@ -152,10 +152,10 @@ Deadline deadline_after(double timeout) {
 // checked are quick, Admission::event_loop_model), and other quick calls run
 // in their request thread when a slot is free. A probable reload is never
 // quick.
-Placement placement(const Server& server, const std::string& relative, size_t body_size, bool on_event_loop,
+Placement placement(const Pipeline& pipeline, const std::string& relative, size_t body_size, bool on_event_loop,
                     bool may_reload = false) {
   if (on_event_loop) return Placement::kEventLoop;
-  return !may_reload && server.is_quick(relative, body_size) ? Placement::kCallerIfIdle : Placement::kPool;
+  return !may_reload && pipeline.is_quick(relative, body_size) ? Placement::kCallerIfIdle : Placement::kPool;
 }
 
 // Logs `message` at `level` (`warning`, `info`) through the `torch_serving`
@@ -169,13 +169,13 @@ void log_in_python(const char* level, const std::string& message) {
   }
 }
 
-// Binds a Server method that writes a JSON document about a model file (its
+// Binds a Pipeline method that writes a JSON document about a model file (its
 // metadata, its configuration), run like any other call.
-auto document_binding(void (Server::*write)(const std::string&, const std::string&, std::string&)) {
-  return [write](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
+auto document_binding(void (Pipeline::*write)(const std::string&, const std::string&, std::string&)) {
+  return [write](std::shared_ptr<Pipeline> pipeline, const std::string& relative, const std::string& name,
                  Executor* executor, double timeout) {
-    auto response = run_released<std::string>(executor, timeout, [server, relative, name, write](std::string& out) {
-      (server.get()->*write)(relative, name, out);
+    auto response = run_released<std::string>(executor, timeout, [pipeline, relative, name, write](std::string& out) {
+      (pipeline.get()->*write)(relative, name, out);
     });
     return py::bytes(response);
   };
@@ -197,7 +197,7 @@ class QueueClock {
   std::chrono::steady_clock::time_point handed_over_;
 };
 
-// What Server::infer answers: the response and the length of its JSON part.
+// What Pipeline::infer answers: the response and the length of its JSON part.
 struct InferAnswer {
   std::string response;
   size_t json_length = 0;
@@ -210,7 +210,7 @@ PYBIND11_MODULE(_C, m) {
   register_exceptions(m);
 
   py::class_<PhaseTimes, std::shared_ptr<PhaseTimes>>(
-      m, "PhaseTimes", "Where one request's time went, in seconds; filled by Server.serve and Server.infer.")
+      m, "PhaseTimes", "Where one request's time went, in seconds; filled by Pipeline.serve and Pipeline.infer.")
       .def(py::init<>())
       .def_readonly("queue", &PhaseTimes::queue)
       .def_readonly("decode", &PhaseTimes::decode)
@@ -236,11 +236,11 @@ PYBIND11_MODULE(_C, m) {
   py::class_<Admission, std::shared_ptr<Admission>>(m, "Admission",
                         "Which requests a worker holds (HTTP and gRPC together), which its event loop answers itself, "
                         "and the loop's time budget.")
-      .def(py::init([](std::shared_ptr<Server> server, size_t limit) {
-             return std::make_shared<Admission>(std::move(server), limit,
+      .def(py::init([](std::shared_ptr<Pipeline> pipeline, size_t limit) {
+             return std::make_shared<Admission>(std::move(pipeline), limit,
                                                 [](const std::string& m) { log_in_python("warning", m); });
            }),
-           py::arg("server"), py::arg("limit"))
+           py::arg("pipeline"), py::arg("limit"))
       .def_property_readonly("limit", &Admission::limit, "Requests the worker holds at most.")
       .def("enter", &Admission::enter,
            "Count one more request and return True, or return False when the worker holds its limit.")
@@ -261,12 +261,12 @@ PYBIND11_MODULE(_C, m) {
            py::arg("threads"), py::arg("admission") = nullptr,
            "Starts ``threads`` threads; a call abandoned at its deadline is counted in ``admission`` until it ends.");
 
-  // Shared-owned: a call abandoned at its deadline holds the Server until it ends.
-  py::class_<Server, std::shared_ptr<Server>>(m, "Server")
+  // Shared-owned: a call abandoned at its deadline holds the Pipeline until it ends.
+  py::class_<Pipeline, std::shared_ptr<Pipeline>>(m, "Pipeline")
       .def(py::init([](const std::string& model_root, size_t capacity, size_t buffer, const std::string& device,
                        int64_t max_model_size, int64_t max_image_pixels, size_t instances,
                        size_t batching_instances) {
-             return std::make_shared<Server>(model_root, capacity, buffer, c10::Device(device), max_model_size,
+             return std::make_shared<Pipeline>(model_root, capacity, buffer, c10::Device(device), max_model_size,
                                              max_image_pixels, InstanceCounts{batching_instances, instances},
                                              [](const std::string& m) { log_in_python("warning", m); },
                                              [](const std::string& m) { log_in_python("info", m); });
@@ -276,19 +276,19 @@ PYBIND11_MODULE(_C, m) {
            py::arg("instances") = 1, py::arg("batching_instances") = 1)
       .def(
           "serve",
-          [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
+          [](std::shared_ptr<Pipeline> pipeline, const std::string& relative, const std::string& name,
              std::shared_ptr<RequestBody> body, double invalidation_prob, Executor* executor, double timeout,
              std::shared_ptr<PhaseTimes> times, const Admission* event_loop) {
             const bool on_event_loop = event_loop != nullptr;
             EventLoopCall timed(event_loop, relative);
             auto response = run_released<std::string>(
                 executor, timeout,
-                [server, relative, name, body, invalidation_prob, times, on_event_loop, queued = QueueClock(times),
+                [pipeline, relative, name, body, invalidation_prob, times, on_event_loop, queued = QueueClock(times),
                  deadline = deadline_after(timeout)](std::string& out) {
                   queued.stop();
-                  server->serve(relative, name, *body, invalidation_prob, out, times.get(), deadline, on_event_loop);
+                  pipeline->serve(relative, name, *body, invalidation_prob, out, times.get(), deadline, on_event_loop);
                 },
-                placement(*server, relative, body->size(), on_event_loop, invalidation_prob > 0));
+                placement(*pipeline, relative, body->size(), on_event_loop, invalidation_prob > 0));
             return py::bytes(response);
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("invalidation_prob") = 0.0,
@@ -296,35 +296,35 @@ PYBIND11_MODULE(_C, m) {
           py::arg("event_loop") = nullptr)
       .def(
           "infer",
-          [](std::shared_ptr<Server> server, const std::string& relative, const std::string& name,
+          [](std::shared_ptr<Pipeline> pipeline, const std::string& relative, const std::string& name,
              std::shared_ptr<RequestBody> body, int64_t header_length, Executor* executor, double timeout,
              std::shared_ptr<PhaseTimes> times, const Admission* event_loop) {
             const bool on_event_loop = event_loop != nullptr;
             EventLoopCall timed(event_loop, relative);
             auto answer = run_released<InferAnswer>(
                 executor, timeout,
-                [server, relative, name, body, header_length, times, on_event_loop, queued = QueueClock(times),
+                [pipeline, relative, name, body, header_length, times, on_event_loop, queued = QueueClock(times),
                  deadline = deadline_after(timeout)](InferAnswer& out) {
                   queued.stop();
-                  out.json_length = server->infer(relative, name, body, header_length, out.response, times.get(),
+                  out.json_length = pipeline->infer(relative, name, body, header_length, out.response, times.get(),
                                                   deadline, on_event_loop);
                 },
-                placement(*server, relative, body->size(), on_event_loop));
+                placement(*pipeline, relative, body->size(), on_event_loop));
             return py::make_tuple(py::bytes(answer.response), answer.json_length);
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length") = -1,
           py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout, py::arg("times") = nullptr,
           py::arg("event_loop") = nullptr)
-      .def("metadata", document_binding(&Server::metadata), py::arg("relative"), py::arg("name"),
+      .def("metadata", document_binding(&Pipeline::metadata), py::arg("relative"), py::arg("name"),
            py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
-      .def("config", document_binding(&Server::config), py::arg("relative"), py::arg("name"),
+      .def("config", document_binding(&Pipeline::config), py::arg("relative"), py::arg("name"),
            py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
       .def(
-          "cached_paths", [](Server& self) { return self.cache().paths(); },
+          "cached_paths", [](Pipeline& self) { return self.cache().paths(); },
           "Return the cached model paths (relative to the root), most recently used first.")
       .def(
           "stats",
-          [](Server& self) {
+          [](Pipeline& self) {
             CacheStats stats = self.cache().stats();
             py::dict out;
             out["hits"] = stats.hits;
@@ -352,17 +352,17 @@ PYBIND11_MODULE(_C, m) {
           " (peak_running); under failed, the error of each model whose last load failed.")
       .def(
           "execution_totals",
-          [](Server& self) {
+          [](Pipeline& self) {
             py::dict out;
             for (const auto& [path, total] : self.cache().execution_totals()) out[py::str(path)] = total;
             return out;
           },
           "Return, by model file, the forward executions of every model loaded from it, dropped ones included.")
       .def(
-          "unload", [](Server& self, const std::string& relative) { return self.cache().erase(relative); },
+          "unload", [](Pipeline& self, const std::string& relative) { return self.cache().erase(relative); },
           py::arg("relative"), "Drop the model file ``relative`` from the cache; return whether it was cached.")
       .def(
-          "clear", [](Server& self) { self.cache().clear(); }, "Drop every cached model.");
+          "clear", [](Pipeline& self) { self.cache().clear(); }, "Drop every cached model.");
 
   m.def(
       "decode",

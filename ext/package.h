@@ -34,7 +34,7 @@ class Package final : public Servable {
   // another device, CPU or platform, or one this torch cannot load.
   //
   // The package's compiled code runs its own input checks, which
-  // AOTI_RUNTIME_CHECK_INPUTS=1 in the environment turns on (Server sets it).
+  // AOTI_RUNTIME_CHECK_INPUTS=1 in the environment turns on (Pipeline sets it).
   //
   // A package's compiled code never leaves the process once loaded:
   // AOTInductor builds it with STB_GNU_UNIQUE symbols, which make the

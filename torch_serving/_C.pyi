@@ -38,7 +38,7 @@ class EncodeError(ServeError):
     """The model returned a value the protocol cannot encode."""
 
 class PhaseTimes:
-    """Where one request's time went, in seconds; filled by ``Server.serve`` and ``Server.infer``."""
+    """Where one request's time went, in seconds; filled by ``Pipeline.serve`` and ``Pipeline.infer``."""
 
     def __init__(self) -> None: ...
     @property
@@ -78,7 +78,7 @@ class RequestBody:
 class Admission:
     """Which requests a worker holds (HTTP and gRPC together), and which its event loop answers itself."""
 
-    def __init__(self, server: Server, limit: int) -> None: ...
+    def __init__(self, pipeline: Pipeline, limit: int) -> None: ...
     @property
     def limit(self) -> int:
         """Requests the worker holds at most."""
@@ -94,8 +94,9 @@ class Admission:
     def event_loop_model_named(self, name: str, body_size: int) -> str | None:
         """The same for a request for the V2 model ``name`` (a gRPC call)."""
 
-class Server:
-    """The /serve pipeline with its LRU model cache; safe to share between threads."""
+class Pipeline:
+    """The native request pipeline (/serve, and the Open Inference Protocol over REST and gRPC) with its LRU
+    model cache; safe to share between threads."""
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
 """Load the native core, after libtorch, which the extension links against.
 
 Its public names are the module's own: each error class of ``ext/errors.h``,
-``Server``, ``Executor`` and the rest, listed nowhere else.
+``Pipeline``, ``Executor`` and the rest, listed nowhere else.
 """
 
 import torch  # noqa: F401  (loads libc10 and libtorch for the extension)

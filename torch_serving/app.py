@@ -9,7 +9,7 @@ from pathlib import Path
 import falcon
 import torch
 
-from torch_serving._native import Admission, PhaseTimes, Server
+from torch_serving._native import Admission, PhaseTimes, Pipeline
 from torch_serving.backend import Backend
 from torch_serving.config import Config
 from torch_serving.environ import arrival_time, event_loop_model
@@ -44,23 +44,23 @@ class CacheResource:
     """``GET /cache``: this worker's cached models and cache counters.
 
     Args:
-        server: the native pipeline holding this worker's model cache.
+        pipeline: the native pipeline holding this worker's model cache.
         preload: this worker's warm start, reported under ``preload``.
     """
 
-    def __init__(self, server: Server, preload: Preload) -> None:
-        self._server = server
+    def __init__(self, pipeline: Pipeline, preload: Preload) -> None:
+        self._pipeline = pipeline
         self._preload = preload
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        models = self._server.cached_paths()
+        models = self._pipeline.cached_paths()
         resp.media = {
             "code": 200,
             "message": "OK",
             "description": "OK",
             "pid": os.getpid(),
             "models": models,
-            "stats": self._server.stats(),
+            "stats": self._pipeline.stats(),
             "preload": self._preload.report(),
         }
 
@@ -71,12 +71,12 @@ class ServeResource:
     """``POST /serve``: run a model on the typed JSON body.
 
     Args:
-        server: the native pipeline holding this worker's model cache.
+        pipeline: the native pipeline holding this worker's model cache.
         config: the server settings.
     """
 
-    def __init__(self, server: Server, runner: NativeRunner, config: Config) -> None:
-        self._server = server
+    def __init__(self, pipeline: Pipeline, runner: NativeRunner, config: Config) -> None:
+        self._pipeline = pipeline
         self._runner = runner
         self._root = config.model_root
         self._max_body_size = config.max_body_size
@@ -95,14 +95,14 @@ class ServeResource:
         path = checked or resolve_model(self._root, identifier)
         context.model = path
         body = read_body(
-            req, self._max_body_size, self._runner.deadline(arrived), lambda: self._server.metadata(path, identifier)
+            req, self._max_body_size, self._runner.deadline(arrived), lambda: self._pipeline.metadata(path, identifier)
         )
         resp.content_type = falcon.MEDIA_JSON
         resp.data = self._runner.run_measured(
             arrived,
             context.times,
             checked is not None,
-            self._server.serve,
+            self._pipeline.serve,
             path,
             identifier,
             body,
@@ -193,7 +193,7 @@ def create_app(config: Config) -> ServingApp:
         The Falcon application, with its started preload.
     """
     torch.set_num_threads(config.torch_threads)
-    server = Server(
+    pipeline = Pipeline(
         str(config.model_root),
         config.model_capacity,
         config.buffer_size,
@@ -203,23 +203,23 @@ def create_app(config: Config) -> ServingApp:
         config.model_instances(batching=False),
         config.model_instances(batching=True),
     )
-    metrics = Metrics(server) if config.metrics else None
+    metrics = Metrics(pipeline) if config.metrics else None
     middleware = [MetricsMiddleware(metrics)] if metrics else []
     app = ServingApp(media_type=falcon.MEDIA_JSON, middleware=middleware)
     app.req_options.keep_blank_qs_values = True
     app.add_route("/healthcheck", HealthcheckResource())
     # One count of the requests a worker holds: ServingWorker enters it for each request
     # (admitted_by_host); under another worker, which takes every request, each native call does.
-    admission = Admission(server, config.threads + config.queue_size)
+    admission = Admission(pipeline, config.threads + config.queue_size)
     runner = NativeRunner(admission, config.timeout)
-    app.add_route("/serve", ServeResource(server, runner, config))
-    preload = Preload(server, config.model_root, config.preload)
-    app.add_route("/cache", CacheResource(server, preload))
+    app.add_route("/serve", ServeResource(pipeline, runner, config))
+    preload = Preload(pipeline, config.model_root, config.preload)
+    app.add_route("/cache", CacheResource(pipeline, preload))
     if metrics:
         app.add_route("/metrics", MetricsResource(metrics))
     shared = os.environ.get(SHARED_DIR)
-    repository = Repository(server, config.model_root, Path(shared) if shared else None)
-    backend = Backend(server, admission, runner, config, preload, repository, metrics)
+    repository = Repository(pipeline, config.model_root, Path(shared) if shared else None)
+    backend = Backend(pipeline, admission, runner, config, preload, repository, metrics)
     add_v2_routes(app, backend)
     add_v1_routes(app, backend)
     install_error_handlers(app)

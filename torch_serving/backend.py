@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from torch_serving._native import Admission, Server
+from torch_serving._native import Admission, Pipeline
 from torch_serving.config import Config
 from torch_serving.metrics import Metrics
 from torch_serving.preload import Preload
@@ -21,7 +21,7 @@ class Backend:
     """One worker's serving state.
 
     Attributes:
-        server: the native pipeline holding the worker's model cache.
+        pipeline: the native pipeline holding the worker's model cache.
         admission: the requests the worker holds, HTTP and gRPC together, and which its event loops
             answer themselves.
         runner: what native calls go through, within their deadlines.
@@ -31,7 +31,7 @@ class Backend:
         metrics: the metrics requests are measured in (and statistics come from); None when off.
     """
 
-    server: Server
+    pipeline: Pipeline
     admission: Admission
     runner: NativeRunner
     config: Config

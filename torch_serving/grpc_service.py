@@ -196,7 +196,7 @@ class _Servicer:
         self._pb = pb
         self._threads = threads
         self._backend = backend
-        self._server = backend.server
+        self._pipeline = backend.pipeline
         self._runner = backend.runner
         self._root = backend.config.model_root
         self._measured = backend.config.metrics
@@ -222,7 +222,7 @@ class _Servicer:
 
     def _metadata(self, name: str, version: str) -> bytes:
         path = resolve_name(self._root, name, version or None)
-        return self._runner.run(time.monotonic(), self._server.metadata, path, name)
+        return self._runner.run(time.monotonic(), self._pipeline.metadata, path, name)
 
     @_answering
     async def ServerLive(self, request, context):
@@ -254,7 +254,7 @@ class _Servicer:
     async def ModelConfig(self, request, context):
         def config() -> bytes:
             path = resolve_name(self._root, request.name, request.version or None)
-            return self._runner.run(time.monotonic(), self._server.config, path, request.name)
+            return self._runner.run(time.monotonic(), self._pipeline.config, path, request.name)
 
         return self._pb.ModelConfigResponse(
             config=json_format.Parse(await self._on_thread(config), self._pb.ModelConfig())
@@ -306,7 +306,7 @@ class _Servicer:
             body, header_length = _rest_request(request)
             size = len(body)
             deadline = None if remaining is None else arrived + remaining
-            call = (arrived, times, in_event_loop, self._server.infer, model, request.model_name, body, header_length)
+            call = (arrived, times, in_event_loop, self._pipeline.infer, model, request.model_name, body, header_length)
             if in_event_loop:
                 self._enter()
                 try:
@@ -348,7 +348,7 @@ class GrpcService:
         self._backend = backend
         self._config = backend.config
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: grpc.aio.Server | None = None
+        self._grpc_server: grpc.aio.Server | None = None
 
     @property
     def address(self) -> str:
@@ -365,7 +365,7 @@ class GrpcService:
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, name="grpc", daemon=True).start()
         try:
-            self._server = asyncio.run_coroutine_threadsafe(self._serve(), loop).result()
+            self._grpc_server = asyncio.run_coroutine_threadsafe(self._serve(), loop).result()
         except BaseException:
             loop.call_soon_threadsafe(loop.stop)
             raise
@@ -398,13 +398,13 @@ class GrpcService:
         """Refuse new calls and let those under way finish for up to ``grace`` seconds; return the
         event set once they have (at once when the service never started)."""
         stopped = threading.Event()
-        if self._loop is None or self._server is None:
+        if self._loop is None or self._grpc_server is None:
             stopped.set()
             return stopped
 
         async def stop() -> None:
             try:
-                await self._server.stop(grace)
+                await self._grpc_server.stop(grace)
             finally:
                 stopped.set()
 

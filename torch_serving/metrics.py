@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from torch_serving._native import PhaseTimes, Server
+from torch_serving._native import PhaseTimes, Pipeline
 from torch_serving.shared import MODEL_VERSION, MULTIPROCESS_DIR
 
 __all__ = ["Metrics", "MetricsMiddleware", "MetricsResource"]
@@ -46,11 +46,11 @@ class Metrics:
     """This worker's metrics, and the sampler that writes its tally and the native counters into them.
 
     Args:
-        server: the native pipeline whose cache and models are sampled.
+        pipeline: the native pipeline whose cache and models are sampled.
     """
 
-    def __init__(self, server: Server) -> None:
-        self._server = server
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
         self._multiprocess = bool(os.environ.get(MULTIPROCESS_DIR))
         # One registry per app: no module-level state. Under multiprocess mode
         # the values go to files and a scrape reads those instead.
@@ -207,7 +207,7 @@ class Metrics:
         """Write the tally, and the increase of the native counters since the last sample, into the metrics."""
         with self._tally_lock:
             tally, self._tally = self._tally, _Tally()
-        stats = self._server.stats()
+        stats = self._pipeline.stats()
         with self._sample_lock:
             for (model, endpoint, status, ran), count in tally.requests.items():
                 self._child(self.requests, model, endpoint, status).inc(count)
@@ -234,7 +234,7 @@ class Metrics:
                 histogram._sum.inc(counts[-1])
             for name, counter in self.cache_counters.items():
                 counter.inc(self._increase(name, stats[name]))
-            for path, total in self._server.execution_totals().items():
+            for path, total in self._pipeline.execution_totals().items():
                 increase = self._increase("executions:" + path, total)
                 if increase:
                     self._child(self.executions, path, MODEL_VERSION).inc(increase)

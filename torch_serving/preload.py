@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from torch_serving._native import ServeError, Server
+from torch_serving._native import Pipeline, ServeError
 from torch_serving.model_root import glob_models
 
 __all__ = ["Preload"]
@@ -24,13 +24,13 @@ class Preload:
     load. ``done`` holds once every file was tried.
 
     Args:
-        server: the native pipeline whose cache the models go into.
+        pipeline: the native pipeline whose cache the models go into.
         root: the model root, resolved.
         patterns: globs relative to ``root`` (``*.pt2``, ``vision/**/*.pt``).
     """
 
-    def __init__(self, server: Server, root: Path, patterns: Sequence[str]) -> None:
-        self._server = server
+    def __init__(self, pipeline: Pipeline, root: Path, patterns: Sequence[str]) -> None:
+        self._pipeline = pipeline
         self._root = root
         self._patterns = tuple(patterns)
         self._finished = threading.Event()
@@ -81,7 +81,7 @@ class Preload:
             for relative in self._files():
                 started = time.monotonic()
                 try:
-                    self._server.metadata(relative, relative)  # loads it into the cache
+                    self._pipeline.metadata(relative, relative)  # loads it into the cache
                 except ServeError as error:
                     self._failed[relative] = str(error)
                     _log.error("preload: %s did not load: %s", relative, error)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torch_serving._native import ServeError, Server
+from torch_serving._native import Pipeline, ServeError
 from torch_serving.model_root import MODEL_SUFFIXES, servable_files
 from torch_serving.shared import MODEL_VERSION
 
@@ -52,13 +52,13 @@ class Repository:
     """This worker's side of the repository extension.
 
     Args:
-        server: the native pipeline whose cache is loaded and unloaded.
+        pipeline: the native pipeline whose cache is loaded and unloaded.
         root: the model root, resolved.
         shared_dir: the directory of the workers' state file; None for this worker alone.
     """
 
-    def __init__(self, server: Server, root: Path, shared_dir: Path | None) -> None:
-        self._server = server
+    def __init__(self, pipeline: Pipeline, root: Path, shared_dir: Path | None) -> None:
+        self._pipeline = pipeline
         self._root = root
         self._shared_dir = shared_dir
         self._seen = 0  # the generation carried out
@@ -74,8 +74,8 @@ class Repository:
         self.sync()
         files = self.files()
         names = set(files)
-        cached = set(self._server.cached_paths())
-        failed = self._server.stats()["failed"]
+        cached = set(self._pipeline.cached_paths())
+        failed = self._pipeline.stats()["failed"]
         entries = []
         for relative in files:
             ready = relative in cached
@@ -96,13 +96,13 @@ class Repository:
     def load(self, relative: str) -> None:
         """Load ``relative`` here (raising its error), then have every worker load it."""
         self.sync()
-        self._server.metadata(relative, relative)
+        self._pipeline.metadata(relative, relative)
         self._append("load", relative)
 
     def unload(self, relative: str) -> None:
         """Drop ``relative`` from every worker's cache."""
         self.sync()
-        self._server.unload(relative)
+        self._pipeline.unload(relative)
         self._append("unload", relative)
 
     def sync(self) -> None:
@@ -123,11 +123,11 @@ class Repository:
 
     def _apply(self, action: str, relative: str) -> None:
         if action == "unload":
-            self._server.unload(relative)
+            self._pipeline.unload(relative)
             return
         started = time.monotonic()
         try:
-            self._server.metadata(relative, relative)
+            self._pipeline.metadata(relative, relative)
         except ServeError as error:
             _log.error("repository: %s did not load: %s", relative, error)
         else:
@@ -160,7 +160,7 @@ class Repository:
 
     def cached(self) -> list[str]:
         """The model files loaded in this worker."""
-        return self._server.cached_paths()
+        return self._pipeline.cached_paths()
 
     def _follow(self) -> None:
         while True:

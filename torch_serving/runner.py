@@ -61,7 +61,7 @@ class NativeRunner:
 
         Args:
             arrived: ``time.monotonic()`` when the request arrived.
-            fn: a method of ``Server`` whose last two parameters are ``executor`` and ``timeout``.
+            fn: a method of ``Pipeline`` whose last two parameters are ``executor`` and ``timeout``.
             *args: its arguments.
 
         Raises:
@@ -78,7 +78,7 @@ class NativeRunner:
         *args: object,
         deadline: float | None = None,
     ) -> T:
-        """Run ``fn(*args)`` as ``run`` does; ``fn`` (``Server.serve`` or ``infer``) records its phases in
+        """Run ``fn(*args)`` as ``run`` does; ``fn`` (``Pipeline.serve`` or ``infer``) records its phases in
         ``times`` (nothing when None), and runs in this thread at once, timed by the worker's admission,
         when ``on_event_loop`` says this thread is a worker's event loop. A ``deadline`` earlier than the request's own (a gRPC client's)
         replaces it."""

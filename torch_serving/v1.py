@@ -49,7 +49,7 @@ class ModelSink:
     """Everything under ``/v1/models/``."""
 
     def __init__(self, backend: Backend) -> None:
-        self._server = backend.server
+        self._pipeline = backend.pipeline
         self._runner = backend.runner
         self._root = backend.config.model_root
         self._max_body_size = backend.config.max_body_size
@@ -67,7 +67,7 @@ class ModelSink:
             context.arrived, context.endpoint, context.model = arrived, "predict", ""
             context.times = PhaseTimes() if self._measured else None
         path = resolve_name(self._root, name, None)
-        metadata = json.loads(self._runner.run(arrived, self._server.metadata, path, name))
+        metadata = json.loads(self._runner.run(arrived, self._pipeline.metadata, path, name))
         if not action:
             resp.content_type = falcon.MEDIA_JSON
             resp.data = json.dumps({"name": name, "ready": True}).encode()
@@ -77,7 +77,7 @@ class ModelSink:
         instances = _instances(bytes(memoryview(body)))
         request, header_length = _v2_request(instances, metadata)
         response, json_length = self._runner.run_measured(
-            arrived, req.context.times, on_event_loop(req.env), self._server.infer, path, name, request, header_length
+            arrived, req.context.times, on_event_loop(req.env), self._pipeline.infer, path, name, request, header_length
         )
         resp.content_type = falcon.MEDIA_JSON
         resp.data = json.dumps({"predictions": _predictions(response, json_length, len(instances))}).encode()

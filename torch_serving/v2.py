@@ -87,7 +87,7 @@ class ModelSink:
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
-        self._server = backend.server
+        self._pipeline = backend.pipeline
         self._runner = backend.runner
         self._root = backend.config.model_root
         self._max_body_size = backend.config.max_body_size
@@ -125,9 +125,9 @@ class ModelSink:
             return
         if action == "/config":
             resp.content_type = falcon.MEDIA_JSON
-            resp.data = self._runner.run(arrived, self._server.config, path, name)
+            resp.data = self._runner.run(arrived, self._pipeline.config, path, name)
             return
-        metadata = self._runner.run(arrived, self._server.metadata, path, name)
+        metadata = self._runner.run(arrived, self._pipeline.metadata, path, name)
         if action == "/ready":
             _json(resp, {"name": name, "ready": True})
         else:
@@ -144,10 +144,10 @@ class ModelSink:
     ) -> None:
         header_length = _header_length(req, self._max_body_size)
         body = read_body(
-            req, self._max_body_size, self._runner.deadline(arrived), lambda: self._server.metadata(path, name)
+            req, self._max_body_size, self._runner.deadline(arrived), lambda: self._pipeline.metadata(path, name)
         )
         response, json_length = self._runner.run_measured(
-            arrived, req.context.times, on_event_loop(req.env), self._server.infer, path, name, body, header_length
+            arrived, req.context.times, on_event_loop(req.env), self._pipeline.infer, path, name, body, header_length
         )
         if json_length < len(response):
             resp.set_header(HEADER_LENGTH, str(json_length))

@@ -69,8 +69,7 @@ def test_a_line_written_straight_to_gunicorns_file_handler_is_the_line_logging_w
     logger.access(resp, request, {"REMOTE_ADDR": "10.0.0.1"}, timedelta(milliseconds=1.25))
     logger.access(resp, request, {}, timedelta(milliseconds=0.04))
     assert (tmp_path / "access.log").read_text() == (
-        f"{access_line(caplog, resp, request)}\n"
-        '- "POST /serve?servable_identifier=m.pt HTTP/1.1" 200 7 0.0ms\n'
+        f'{access_line(caplog, resp, request)}\n- "POST /serve?servable_identifier=m.pt HTTP/1.1" 200 7 0.0ms\n'
     )
 
 

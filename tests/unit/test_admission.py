@@ -21,7 +21,7 @@ import torch
 
 from tests.conftest import body_of, rounds_body, tensor_json
 from tests.models import AffineModel, script_and_save
-from torch_serving import Admission, Executor, Server
+from torch_serving import Admission, Executor, Pipeline
 
 BODY = body_of(tensor_json(torch.tensor([[1.0, 2.0]])))
 
@@ -39,34 +39,34 @@ def root(tmp_path, model_root) -> Path:
 
 
 @pytest.fixture
-def server(root) -> Server:
-    return Server(str(root), 8, 2)
+def pipeline(root) -> Pipeline:
+    return Pipeline(str(root), 8, 2)
 
 
 @pytest.fixture
-def quick(server, root):
+def quick(pipeline, root):
     """What the worker's event loop asks of each request."""
-    return Admission(server, 4).event_loop_model
+    return Admission(pipeline, 4).event_loop_model
 
 
-def serve(server: Server, identifier: str, body: bytes = BODY, on_event_loop: bool = False) -> bytes:
+def serve(pipeline: Pipeline, identifier: str, body: bytes = BODY, on_event_loop: bool = False) -> bytes:
     """Serve ``body`` from the event loop (timed by an admission, as the worker's are) or a thread."""
-    event_loop = Admission(server, 4) if on_event_loop else None
-    return server.serve(identifier, identifier, body, 0.0, Executor(1), 30.0, None, event_loop)
+    event_loop = Admission(pipeline, 4) if on_event_loop else None
+    return pipeline.serve(identifier, identifier, body, 0.0, Executor(1), 30.0, None, event_loop)
 
 
-def test_a_loaded_quick_model_with_a_small_body_is_quick(server, quick):
+def test_a_loaded_quick_model_with_a_small_body_is_quick(pipeline, quick):
     target = "/serve?servable_identifier=tiny.pt"
     assert quick("POST", target, len(BODY)) is None  # not loaded yet: loading could take long
-    assert quick_within(server, quick, "tiny.pt", BODY)
+    assert quick_within(pipeline, quick, "tiny.pt", BODY)
     # The model file each is for, which the application serves without looking it up again.
     assert quick("POST", "/v2/models/tiny/infer", len(BODY)) == "tiny.pt"
     assert quick("POST", "/v2/models/tiny.pt/infer", len(BODY)) == "tiny.pt"
     assert quick("POST", target, 64 * 1024) == "tiny.pt"
 
 
-def test_a_worker_holds_requests_up_to_its_limit(server):
-    admission = Admission(server, 2)
+def test_a_worker_holds_requests_up_to_its_limit(pipeline):
+    admission = Admission(pipeline, 2)
     assert admission.limit == 2
     assert admission.enter() and admission.enter()
     assert not admission.enter()
@@ -75,30 +75,30 @@ def test_a_worker_holds_requests_up_to_its_limit(server):
     assert not admission.enter()
 
 
-def test_a_serve_query_is_read_as_falcon_reads_it(server, quick):
-    assert quick_within(server, quick, "tiny.pt", BODY)
+def test_a_serve_query_is_read_as_falcon_reads_it(pipeline, quick):
+    assert quick_within(pipeline, quick, "tiny.pt", BODY)
     # Other parameters are the application's to refuse; the identifier is the file either way.
     assert quick("POST", "/serve?x=1&servable_identifier=tiny.pt&&y", len(BODY)) == "tiny.pt"
 
 
-def test_a_v2_name_finds_the_file_the_v2_routes_find(server, quick, root):
-    assert quick_within(server, quick, "tiny.pt", BODY)
+def test_a_v2_name_finds_the_file_the_v2_routes_find(pipeline, quick, root):
+    assert quick_within(pipeline, quick, "tiny.pt", BODY)
     (root / "tiny").mkdir()  # not a file: the name goes on to tiny.pt
     assert quick("POST", "/v2/models/tiny/infer", len(BODY)) == "tiny.pt"
     shutil.copy(root / "tiny.pt", root / "tiny.pt2")  # after tiny.pt, which the name finds first
     assert quick("POST", "/v2/models/tiny/infer", len(BODY)) == "tiny.pt"
 
 
-def test_the_event_loop_serves_the_model_its_check_found_without_opening_its_file_again(server, quick, root):
-    assert quick_within(server, quick, "tiny.pt", BODY)
-    hits = server.stats()["hits"]
-    checked = serve(server, "tiny.pt", on_event_loop=True)
-    assert server.stats()["hits"] == hits + 1
+def test_the_event_loop_serves_the_model_its_check_found_without_opening_its_file_again(pipeline, quick, root):
+    assert quick_within(pipeline, quick, "tiny.pt", BODY)
+    hits = pipeline.stats()["hits"]
+    checked = serve(pipeline, "tiny.pt", on_event_loop=True)
+    assert pipeline.stats()["hits"] == hits + 1
     # Replaced after the check: a call on the loop still gets the model checked (its file is not
     # opened again); any other call opens the file, and gets the new model.
     shutil.copy(root / "double.pt", root / "tiny.pt")
-    assert serve(server, "tiny.pt", on_event_loop=True) == checked
-    assert serve(server, "tiny.pt") != checked
+    assert serve(pipeline, "tiny.pt", on_event_loop=True) == checked
+    assert serve(pipeline, "tiny.pt") != checked
 
 
 @pytest.mark.parametrize(
@@ -130,47 +130,47 @@ def test_the_event_loop_serves_the_model_its_check_found_without_opening_its_fil
         ("POST", "/cache", 10),
     ],
 )
-def test_requests_that_could_take_long_or_name_a_file_indirectly_are_not_quick(server, quick, method, target, size):
-    serve(server, "tiny.pt")  # the app serves link.pt by the file it names, cached as tiny.pt
+def test_requests_that_could_take_long_or_name_a_file_indirectly_are_not_quick(pipeline, quick, method, target, size):
+    serve(pipeline, "tiny.pt")  # the app serves link.pt by the file it names, cached as tiny.pt
     assert not quick(method, target, size)
 
 
-def test_a_batched_model_is_never_quick(server, quick):
+def test_a_batched_model_is_never_quick(pipeline, quick):
     body = body_of(tensor_json(torch.ones(1, 4)))
-    serve(server, "batched.pt", body)
+    serve(pipeline, "batched.pt", body)
     assert not quick("POST", "/serve?servable_identifier=batched.pt", len(body))
 
 
-def test_a_replaced_model_file_is_not_quick_until_it_is_loaded_again(server, quick, root):
-    assert quick_within(server, quick, "tiny.pt", BODY)
+def test_a_replaced_model_file_is_not_quick_until_it_is_loaded_again(pipeline, quick, root):
+    assert quick_within(pipeline, quick, "tiny.pt", BODY)
     shutil.copy(root / "double.pt", root / "tiny.pt")
     assert not quick("POST", "/serve?servable_identifier=tiny.pt", len(BODY))
-    assert quick_within(server, quick, "tiny.pt", BODY)
+    assert quick_within(pipeline, quick, "tiny.pt", BODY)
 
 
-def quick_within(server: Server, quick, identifier: str, body: bytes, calls: int = 400) -> bool:
+def quick_within(pipeline: Pipeline, quick, identifier: str, body: bytes, calls: int = 400) -> bool:
     """Serve ``body`` up to ``calls`` times until the request is quick (its typical time is a moving
     average, which a busy machine's slow call moves too); return whether it became quick."""
     target = f"/serve?servable_identifier={identifier}"
     for _ in range(calls):
         if quick("POST", target, len(body)):
             return True
-        serve(server, identifier, body)
+        serve(pipeline, identifier, body)
     return False
 
 
-def test_a_request_that_ran_long_in_the_event_loop_keeps_its_model_off_it(server, quick, caplog):
+def test_a_request_that_ran_long_in_the_event_loop_keeps_its_model_off_it(pipeline, quick, caplog):
     caplog.set_level(logging.WARNING, logger="torch_serving")
     short, long = rounds_body(0), rounds_body(50_000)  # microseconds; a good part of a second
-    assert quick_within(server, quick, "looping.pt", short)
-    serve(server, "looping.pt", long)  # on a thread: only the average moves
+    assert quick_within(pipeline, quick, "looping.pt", short)
+    serve(pipeline, "looping.pt", long)  # on a thread: only the average moves
     assert not quick("POST", "/serve?servable_identifier=looping.pt", len(short))
-    assert quick_within(server, quick, "looping.pt", short)
+    assert quick_within(pipeline, quick, "looping.pt", short)
     assert caplog.records == []
 
-    serve(server, "looping.pt", long, on_event_loop=True)
-    serve(server, "looping.pt", long, on_event_loop=True)
-    assert not quick_within(server, quick, "looping.pt", short)
+    serve(pipeline, "looping.pt", long, on_event_loop=True)
+    serve(pipeline, "looping.pt", long, on_event_loop=True)
+    assert not quick_within(pipeline, quick, "looping.pt", short)
     [record] = caplog.records
     assert re.fullmatch(
         r"a request for looping\.pt took \d+ ms in a worker's event loop, over its 20 ms;"
@@ -179,11 +179,11 @@ def test_a_request_that_ran_long_in_the_event_loop_keeps_its_model_off_it(server
     )
 
 
-def test_time_the_event_loop_waits_for_its_core_is_not_its_models(server, caplog):
+def test_time_the_event_loop_waits_for_its_core_is_not_its_models(pipeline, caplog):
     # On a loaded host the loop's thread is preempted; moving the model to threads would not help.
     caplog.set_level(logging.WARNING, logger="torch_serving")
     body = rounds_body(2000)  # a few milliseconds of CPU
-    serve(server, "looping.pt", body)  # loaded
+    serve(pipeline, "looping.pt", body)  # loaded
     core = min(os.sched_getaffinity(0))
     hog = subprocess.Popen([sys.executable, "-c", "print(flush=True)\nwhile True: pass"], stdout=subprocess.PIPE)
     took = []
@@ -192,7 +192,7 @@ def test_time_the_event_loop_waits_for_its_core_is_not_its_models(server, caplog
         os.sched_setaffinity(0, {core})
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread's share of the core: ~1.5%
         started = time.monotonic()
-        serve(server, "looping.pt", body, on_event_loop=True)
+        serve(pipeline, "looping.pt", body, on_event_loop=True)
         took.append(time.monotonic() - started)
 
     try:
@@ -208,17 +208,17 @@ def test_time_the_event_loop_waits_for_its_core_is_not_its_models(server, caplog
     assert caplog.records == []
 
 
-def test_a_call_on_the_event_loop_runs_at_once_when_every_slot_is_taken(server):
-    serve(server, "tiny.pt")
+def test_a_call_on_the_event_loop_runs_at_once_when_every_slot_is_taken(pipeline):
+    serve(pipeline, "tiny.pt")
     full = Executor(1)
     # The only slot is taken by a long call; the loop's call does not wait for it.
-    holding = threading.Thread(target=lambda: server.serve("slow.pt", "slow.pt", rounds_body(1000), 0.0, full, 60.0))
+    holding = threading.Thread(target=lambda: pipeline.serve("slow.pt", "slow.pt", rounds_body(1000), 0.0, full, 60.0))
     holding.start()
     try:
         waited_until = time.monotonic() + 30
-        while "slow.pt" not in server.stats()["models"] and time.monotonic() < waited_until:
+        while "slow.pt" not in pipeline.stats()["models"] and time.monotonic() < waited_until:
             time.sleep(0.01)  # loaded: its forward runs on the only slot
-        answer = server.serve("tiny.pt", "tiny.pt", BODY, 0.0, full, 30.0, None, Admission(server, 4))
+        answer = pipeline.serve("tiny.pt", "tiny.pt", BODY, 0.0, full, 30.0, None, Admission(pipeline, 4))
         assert b'"value":[3,5]' in answer
         assert holding.is_alive()
     finally:

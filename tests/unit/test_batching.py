@@ -17,21 +17,21 @@ import torch
 
 from tests.conftest import body_of, tensor_json
 from tests.models import BatchLinearModel, script_and_save
-from torch_serving import ExecutionError, Executor, Server
+from torch_serving import ExecutionError, Executor, Pipeline
 
 
 @pytest.fixture
-def server(model_root) -> Server:
-    return Server(str(model_root), 16, 2)
+def pipeline(model_root) -> Pipeline:
+    return Pipeline(str(model_root), 16, 2)
 
 
-def serve_at_once(server: Server, identifier: str, bodies: list[bytes]) -> list[object]:
+def serve_at_once(pipeline: Pipeline, identifier: str, bodies: list[bytes]) -> list[object]:
     """Serve ``bodies`` from one thread each, at once; return each result or the error raised."""
     executor = Executor(len(bodies))
 
     def call(body: bytes) -> object:
         try:
-            return json.loads(server.serve(identifier, identifier, body, 0.0, executor, 30.0))["result"]
+            return json.loads(pipeline.serve(identifier, identifier, body, 0.0, executor, 30.0))["result"]
         except Exception as error:  # returned, so each request's outcome is checked
             return error
 
@@ -39,8 +39,8 @@ def serve_at_once(server: Server, identifier: str, bodies: list[bytes]) -> list[
         return list(pool.map(call, bodies))
 
 
-def counters(server: Server, identifier: str) -> dict:
-    stats = server.stats()["models"][identifier]
+def counters(pipeline: Pipeline, identifier: str) -> dict:
+    stats = pipeline.stats()["models"][identifier]
     return {key: stats[key] for key in ("requests", "executions", "max_batch_size")}
 
 
@@ -53,16 +53,16 @@ def assert_close(received: list[float], expected: list[float]) -> None:
     assert received == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
-def test_concurrent_requests_share_one_forward_and_each_gets_its_own_rows(server):
+def test_concurrent_requests_share_one_forward_and_each_gets_its_own_rows(pipeline):
     inputs = [torch.arange(4.0).reshape(1, 4) + k for k in range(4)] + [torch.arange(8.0).reshape(2, 4) * -1]
-    results = serve_at_once(server, "batch_linear.pt", [body_of(tensor_json(x)) for x in inputs])
+    results = serve_at_once(pipeline, "batch_linear.pt", [body_of(tensor_json(x)) for x in inputs])
     for x, result in zip(inputs, results):
         assert result["shape"] == [x.shape[0], 3]
         assert_close(result["value"], linear_rows(x))
-    assert counters(server, "batch_linear.pt") == {"requests": 5, "executions": 1, "max_batch_size": 8}
+    assert counters(pipeline, "batch_linear.pt") == {"requests": 5, "executions": 1, "max_batch_size": 8}
 
 
-def test_tensors_nested_in_lists_and_dicts_are_merged_and_split(server):
+def test_tensors_nested_in_lists_and_dicts_are_merged_and_split(pipeline):
     def body(k: float) -> bytes:
         pair = {"type": "tensor_list", "value": [tensor_json(torch.full((1, 2), k)), tensor_json(torch.ones(1, 2))]}
         named = {
@@ -71,15 +71,15 @@ def test_tensors_nested_in_lists_and_dicts_are_merged_and_split(server):
         }
         return body_of(pair, named)
 
-    results = serve_at_once(server, "batch_structures.pt", [body(k) for k in (1.0, 2.0, 3.0)])
+    results = serve_at_once(pipeline, "batch_structures.pt", [body(k) for k in (1.0, 2.0, 3.0)])
     for k, result in zip((1.0, 2.0, 3.0), results):
         total, named = result
         assert total["value"] == [k + 1, k + 1]
         assert named == {"type": "generic_dict", "value": {"sum": {**total, "value": [k + 1, k + 1]}}}
-    assert counters(server, "batch_structures.pt")["executions"] == 1
+    assert counters(pipeline, "batch_structures.pt")["executions"] == 1
 
 
-def test_requests_of_other_shapes_or_unequal_scalars_are_not_merged(server):
+def test_requests_of_other_shapes_or_unequal_scalars_are_not_merged(pipeline):
     factor = {"type": "scalar", "data_type": "float64", "value": 2.0}
     bodies = [
         body_of(tensor_json(torch.ones(1, 3)), factor),
@@ -88,64 +88,64 @@ def test_requests_of_other_shapes_or_unequal_scalars_are_not_merged(server):
         body_of(tensor_json(torch.ones(1, 3)), {**factor, "value": 3.0}),  # another factor
         body_of(tensor_json(torch.ones(1, 3), "float64"), factor),  # another dtype
     ]
-    results = serve_at_once(server, "batch_scale.pt", bodies)
+    results = serve_at_once(pipeline, "batch_scale.pt", bodies)
     assert [r["value"] for r in results] == [[2.0] * 3, [4.0] * 3, [2.0] * 2, [3.0] * 3, [2.0] * 3]
     assert [r["data_type"] for r in results] == ["float32"] * 4 + ["float64"]
-    assert counters(server, "batch_scale.pt") == {"requests": 5, "executions": 4, "max_batch_size": 8}
+    assert counters(pipeline, "batch_scale.pt") == {"requests": 5, "executions": 4, "max_batch_size": 8}
 
 
-def test_a_bad_request_among_good_ones_fails_alone(server):
+def test_a_bad_request_among_good_ones_fails_alone(pipeline):
     values = [[1.0, 2.0], [3.0, -4.0], [5.0, 6.0]]
-    results = serve_at_once(server, "batch_scale.pt", [body_of(tensor_json(torch.tensor([v]))) for v in values])
+    results = serve_at_once(pipeline, "batch_scale.pt", [body_of(tensor_json(torch.tensor([v]))) for v in values])
     assert results[0]["value"] == [2.0, 4.0]
     assert results[2]["value"] == [10.0, 12.0]
     assert isinstance(results[1], ExecutionError)
     assert str(results[1]) == "forward raised: builtins.ValueError: negative input"
     # The merged forward failed, then each request ran alone.
-    assert counters(server, "batch_scale.pt")["executions"] == 4
+    assert counters(pipeline, "batch_scale.pt")["executions"] == 4
 
 
-def test_a_body_that_does_not_decode_never_joins_a_batch(server):
+def test_a_body_that_does_not_decode_never_joins_a_batch(pipeline):
     bodies = [
         body_of(tensor_json(torch.ones(1, 4))),
         b'{"type": "tensor", "value": [1, 2',
         body_of(tensor_json(torch.ones(1, 4) * 2)),
     ]
-    results = serve_at_once(server, "batch_linear.pt", bodies)
+    results = serve_at_once(pipeline, "batch_linear.pt", bodies)
     assert_close(results[0]["value"], linear_rows(torch.ones(1, 4)))
     assert_close(results[2]["value"], linear_rows(torch.ones(1, 4) * 2))
     assert isinstance(results[1], ValueError)
-    assert counters(server, "batch_linear.pt") == {"requests": 2, "executions": 1, "max_batch_size": 8}
+    assert counters(pipeline, "batch_linear.pt") == {"requests": 2, "executions": 1, "max_batch_size": 8}
 
 
-def test_batches_hold_at_most_max_batch_size_rows(server):
+def test_batches_hold_at_most_max_batch_size_rows(pipeline):
     inputs = [torch.full((1, 4), float(k)) for k in range(4)] + [torch.ones(3, 4)]
-    results = serve_at_once(server, "batch_two_rows.pt", [body_of(tensor_json(x)) for x in inputs])
+    results = serve_at_once(pipeline, "batch_two_rows.pt", [body_of(tensor_json(x)) for x in inputs])
     for x, result in zip(inputs, results):
         assert_close(result["value"], linear_rows(x))
     # Four single rows in pairs, and three rows (over the limit) alone.
-    assert counters(server, "batch_two_rows.pt")["executions"] == 3
+    assert counters(pipeline, "batch_two_rows.pt")["executions"] == 3
 
 
-def test_arguments_returned_as_they_are_go_to_every_request_of_the_batch(server):
+def test_arguments_returned_as_they_are_go_to_every_request_of_the_batch(pipeline):
     def body(k: float, label: str) -> bytes:
         return body_of(tensor_json(torch.full((1, 2), k)), {"type": "string", "value": label})
 
-    results = serve_at_once(server, "batch_label.pt", [body(1.0, "a"), body(2.0, "a"), body(3.0, "b")])
+    results = serve_at_once(pipeline, "batch_label.pt", [body(1.0, "a"), body(2.0, "a"), body(3.0, "b")])
     assert [(doubled["value"], label["value"]) for doubled, label in results] == [
         ([2.0, 2.0], "a"),
         ([4.0, 4.0], "a"),
         ([6.0, 6.0], "b"),
     ]
     # Unequal labels are not merged: "a" shared a forward, "b" ran alone.
-    assert counters(server, "batch_label.pt")["executions"] == 2
+    assert counters(pipeline, "batch_label.pt")["executions"] == 2
 
 
-def test_an_output_that_cannot_be_split_is_answered_per_request_and_logged_once(server, caplog):
+def test_an_output_that_cannot_be_split_is_answered_per_request_and_logged_once(pipeline, caplog):
     caplog.set_level(logging.WARNING, logger="torch_serving")
     for _ in range(2):
         results = serve_at_once(
-            server, "batch_count.pt", [body_of(tensor_json(torch.full((1, 2), float(k)))) for k in range(3)]
+            pipeline, "batch_count.pt", [body_of(tensor_json(torch.full((1, 2), float(k)))) for k in range(3)]
         )
         for k, (plus_one, rows) in enumerate(results):
             assert plus_one["value"] == [k + 1.0, k + 1.0]
@@ -154,15 +154,15 @@ def test_an_output_that_cannot_be_split_is_answered_per_request_and_logged_once(
         "model batch_count.pt declares batching, but its output holds a value of type int, which has no batch"
         " dimension; its batches are answered one request at a time"
     ]
-    assert counters(server, "batch_count.pt")["executions"] == 8  # per round: one merged forward, three alone
+    assert counters(pipeline, "batch_count.pt")["executions"] == 8  # per round: one merged forward, three alone
 
 
-def test_a_lone_request_waits_at_most_the_declared_delay(server):
+def test_a_lone_request_waits_at_most_the_declared_delay(pipeline):
     body = body_of(tensor_json(torch.ones(1, 4)))
     for identifier, delay_s in [("batch_linear.pt", 0.3), ("batch_linear_eager.pt", 0.0)]:
-        serve_at_once(server, identifier, [body])  # loaded
+        serve_at_once(pipeline, identifier, [body])  # loaded
         started = time.monotonic()
-        serve_at_once(server, identifier, [body])
+        serve_at_once(pipeline, identifier, [body])
         waited = time.monotonic() - started
         assert delay_s * 0.9 <= waited < delay_s + 1.0
 
@@ -191,19 +191,19 @@ def test_a_lone_request_waits_at_most_the_declared_delay(server):
 def test_a_malformed_policy_is_logged_and_the_model_served_unbatched(tmp_path, caplog, policy, problem):
     caplog.set_level(logging.WARNING, logger="torch_serving")
     script_and_save(BatchLinearModel(), tmp_path / "m.pt", policy)
-    server = Server(str(tmp_path), 2, 0)
-    results = serve_at_once(server, "m.pt", [body_of(tensor_json(torch.ones(1, 4) * k)) for k in range(3)])
+    pipeline = Pipeline(str(tmp_path), 2, 0)
+    results = serve_at_once(pipeline, "m.pt", [body_of(tensor_json(torch.ones(1, 4) * k)) for k in range(3)])
     assert [r["shape"] for r in results] == [[1, 3]] * 3
-    assert counters(server, "m.pt") == {"requests": 3, "executions": 3, "max_batch_size": 0}
+    assert counters(pipeline, "m.pt") == {"requests": 3, "executions": 3, "max_batch_size": 0}
     assert [r.getMessage() for r in caplog.records] == [
         f"model m.pt has a malformed torch_serving.json ({problem}); it is served without batching"
     ]
 
 
-def test_a_model_without_the_file_does_not_batch(server):
-    results = serve_at_once(server, "tiny.pt", [body_of(tensor_json(torch.ones(1, 2) * k)) for k in range(3)])
+def test_a_model_without_the_file_does_not_batch(pipeline):
+    results = serve_at_once(pipeline, "tiny.pt", [body_of(tensor_json(torch.ones(1, 2) * k)) for k in range(3)])
     assert [r["value"] for r in results] == [[1.0, 1.0], [3.0, 3.0], [5.0, 5.0]]
-    assert counters(server, "tiny.pt") == {"requests": 3, "executions": 3, "max_batch_size": 0}
+    assert counters(pipeline, "tiny.pt") == {"requests": 3, "executions": 3, "max_batch_size": 0}
 
 
 def infer_body(x: torch.Tensor) -> bytes:
@@ -212,27 +212,27 @@ def infer_body(x: torch.Tensor) -> bytes:
     ).encode()
 
 
-def test_v2_inference_batches_and_its_config_reports_max_batch_size(server):
+def test_v2_inference_batches_and_its_config_reports_max_batch_size(pipeline):
     executor = Executor(4)
     inputs = [torch.full((1, 4), float(k)) for k in range(4)]
 
     def call(x: torch.Tensor) -> dict:
-        response, _ = server.infer("batch_linear.pt", "batch_linear", infer_body(x), -1, executor, 30.0)
+        response, _ = pipeline.infer("batch_linear.pt", "batch_linear", infer_body(x), -1, executor, 30.0)
         return json.loads(response)
 
     with ThreadPoolExecutor(4) as pool:
         responses = list(pool.map(call, inputs))
     for x, response in zip(inputs, responses):
         assert_close(response["outputs"][0]["data"], linear_rows(x))
-    assert counters(server, "batch_linear.pt")["executions"] == 1
-    assert json.loads(server.config("batch_linear.pt", "batch_linear")) == {
+    assert counters(pipeline, "batch_linear.pt")["executions"] == 1
+    assert json.loads(pipeline.config("batch_linear.pt", "batch_linear")) == {
         "name": "batch_linear",
         "platform": "pytorch_libtorch",
         "backend": "pytorch",
         "max_batch_size": 8,
         "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [-1]}],
         "output": [{"name": "OUTPUT__0", "data_type": "TYPE_FP32", "dims": [-1]}],
-        # Server's default: one instance.
+        # the Pipeline's default: one instance.
         "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
     }
-    assert json.loads(server.config("tiny.pt", "tiny"))["max_batch_size"] == 0
+    assert json.loads(pipeline.config("tiny.pt", "tiny"))["max_batch_size"] == 0

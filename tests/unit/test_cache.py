@@ -15,17 +15,17 @@ import torch
 
 from tests.conftest import body_of, tensor_json
 from tests.models import AffineModel, script_and_save
-from torch_serving import DeadlineError, Executor, ModelLoadError, ModelNotFoundError, Server
+from torch_serving import DeadlineError, Executor, ModelLoadError, ModelNotFoundError, Pipeline
 
 BODY = body_of(tensor_json(torch.tensor([1.0, 2.0])))
 
 
-def answer(server: Server, relative: str, prob: float = 0.0, body: bytes = BODY) -> list:
-    return json.loads(server.serve(relative, relative, body, prob))["result"]["value"]
+def answer(pipeline: Pipeline, relative: str, prob: float = 0.0, body: bytes = BODY) -> list:
+    return json.loads(pipeline.serve(relative, relative, body, prob))["result"]["value"]
 
 
-def names(server: Server) -> list[str]:
-    return [Path(p).name for p in server.cached_paths()]
+def names(pipeline: Pipeline) -> list[str]:
+    return [Path(p).name for p in pipeline.cached_paths()]
 
 
 @pytest.fixture
@@ -36,35 +36,35 @@ def plus() -> list[str]:
 
 @pytest.fixture
 def make_server(model_root):
-    """Return a Server over the test model root."""
-    return lambda capacity, buffer, root=model_root: Server(str(root), capacity, buffer)
+    """Return a Pipeline over the test model root."""
+    return lambda capacity, buffer, root=model_root: Pipeline(str(root), capacity, buffer)
 
 
 def test_holds_capacity_plus_buffer_then_evicts_down_to_capacity(plus, make_server):
-    server = make_server(2, 1)
+    pipeline = make_server(2, 1)
     for k in range(3):
-        assert answer(server, plus[k]) == [1 + k, 2 + k]
-    assert names(server) == ["plus2.pt", "plus1.pt", "plus0.pt"]
-    answer(server, plus[3])
-    assert names(server) == ["plus3.pt", "plus2.pt"]
-    stats = server.stats()
+        assert answer(pipeline, plus[k]) == [1 + k, 2 + k]
+    assert names(pipeline) == ["plus2.pt", "plus1.pt", "plus0.pt"]
+    answer(pipeline, plus[3])
+    assert names(pipeline) == ["plus3.pt", "plus2.pt"]
+    stats = pipeline.stats()
     assert {key: stats[key] for key in ("hits", "loads", "failed_loads", "evictions")} == {
         "hits": 0,
         "loads": 4,
         "failed_loads": 0,
         "evictions": 2,
     }
-    assert list(stats["models"]) == server.cached_paths()
+    assert list(stats["models"]) == pipeline.cached_paths()
 
 
 def test_evicts_least_recently_used(plus, make_server):
-    server = make_server(2, 0)
-    answer(server, plus[0])
-    answer(server, plus[1])
-    answer(server, plus[0])
-    answer(server, plus[2])
-    assert names(server) == ["plus2.pt", "plus0.pt"]
-    assert server.stats()["hits"] == 1
+    pipeline = make_server(2, 0)
+    answer(pipeline, plus[0])
+    answer(pipeline, plus[1])
+    answer(pipeline, plus[0])
+    answer(pipeline, plus[2])
+    assert names(pipeline) == ["plus2.pt", "plus0.pt"]
+    assert pipeline.stats()["hits"] == 1
 
 
 def test_capacity_must_be_positive(make_server):
@@ -74,20 +74,20 @@ def test_capacity_must_be_positive(make_server):
 
 def test_model_root_must_be_a_directory(tmp_path):
     with pytest.raises(ValueError, match="is not a directory"):
-        Server(str(tmp_path / "missing"), 1, 0)
+        Pipeline(str(tmp_path / "missing"), 1, 0)
 
 
 def test_files_over_the_size_limit_are_refused(model_root):
-    server = Server(str(model_root), 2, 0, "cpu", 100)
+    pipeline = Pipeline(str(model_root), 2, 0, "cpu", 100)
     size = (model_root / "tiny.pt").stat().st_size
     with pytest.raises(ModelLoadError) as info:
-        answer(server, "tiny.pt")
+        answer(pipeline, "tiny.pt")
     assert str(info.value) == f"tiny.pt is {size} bytes, over the model size limit of 100 bytes"
-    assert server.cached_paths() == []
+    assert pipeline.cached_paths() == []
 
 
 def test_concurrent_misses_load_once(make_server):
-    server = make_server(4, 0)
+    pipeline = make_server(4, 0)
     body = (Path(__file__).parents[2] / "example" / "post-data.json").read_bytes()
     start = threading.Barrier(8)
     results, errors = [], []
@@ -95,7 +95,7 @@ def test_concurrent_misses_load_once(make_server):
     def request():
         start.wait()
         try:
-            results.append(json.loads(server.serve("model-example.pt", "model-example.pt", body, 0.0)))
+            results.append(json.loads(pipeline.serve("model-example.pt", "model-example.pt", body, 0.0)))
         except Exception as error:  # noqa: BLE001 - collected for the assertion
             errors.append(error)
 
@@ -106,19 +106,19 @@ def test_concurrent_misses_load_once(make_server):
         t.join()
     assert errors == []
     assert all(r == results[0] for r in results) and len(results) == 8
-    assert server.stats()["loads"] == 1
-    assert server.stats()["hits"] == 7
+    assert pipeline.stats()["loads"] == 1
+    assert pipeline.stats()["hits"] == 7
 
 
 def test_concurrent_failed_loads_are_never_cached(make_server):
-    server = make_server(4, 0)
+    pipeline = make_server(4, 0)
     start = threading.Barrier(6)
     errors = []
 
     def request():
         start.wait()
         try:
-            server.serve("corrupt.pt", "corrupt.pt", BODY, 0.0)
+            pipeline.serve("corrupt.pt", "corrupt.pt", BODY, 0.0)
         except ModelLoadError as error:
             errors.append(str(error))
 
@@ -128,33 +128,33 @@ def test_concurrent_failed_loads_are_never_cached(make_server):
     for t in threads:
         t.join()
     assert len(errors) == 6 and all(e.startswith("corrupt.pt is not a loadable TorchScript module") for e in errors)
-    assert server.cached_paths() == []
-    assert server.stats()["failed_loads"] == server.stats()["loads"] >= 1
+    assert pipeline.cached_paths() == []
+    assert pipeline.stats()["failed_loads"] == pipeline.stats()["loads"] >= 1
 
 
 def test_model_evicted_while_in_use_finishes_its_request(make_server):
-    server = make_server(1, 0)
+    pipeline = make_server(1, 0)
     body = body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": 3000})
     outcome = {}
 
     def run_slow():
-        outcome["value"] = answer(server, "slow.pt", body=body)
+        outcome["value"] = answer(pipeline, "slow.pt", body=body)
 
     worker = threading.Thread(target=run_slow)
     worker.start()
-    while "slow.pt" not in names(server):
+    while "slow.pt" not in names(pipeline):
         pass
-    assert answer(server, "tiny.pt") == [3, 5]
-    assert names(server) == ["tiny.pt"]
+    assert answer(pipeline, "tiny.pt") == [3, 5]
+    assert names(pipeline) == ["tiny.pt"]
     worker.join()
     assert outcome["value"] == [2]
 
 
 def test_gil_is_released_while_a_model_runs(make_server):
-    server = make_server(1, 0)
+    pipeline = make_server(1, 0)
     body = body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": 2000})
-    answer(server, "slow.pt", body=body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": 1}))
-    worker = threading.Thread(target=answer, args=(server, "slow.pt"), kwargs={"body": body})
+    answer(pipeline, "slow.pt", body=body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": 1}))
+    worker = threading.Thread(target=answer, args=(pipeline, "slow.pt"), kwargs={"body": body})
     ticks = 0
     worker.start()
     # With the GIL held by the native call, this loop could not run until
@@ -165,64 +165,64 @@ def test_gil_is_released_while_a_model_runs(make_server):
 
 
 def test_invalidation_probability_reloads_and_keeps_answers(plus, make_server):
-    server = make_server(2, 0)
+    pipeline = make_server(2, 0)
     for _ in range(3):
-        assert answer(server, plus[1], prob=1.0) == [2, 3]
-    assert server.stats()["loads"] == 3
+        assert answer(pipeline, plus[1], prob=1.0) == [2, 3]
+    assert pipeline.stats()["loads"] == 3
     for _ in range(3):
-        answer(server, plus[1], prob=0.0)
-    assert server.stats()["loads"] == 3
+        answer(pipeline, plus[1], prob=0.0)
+    assert pipeline.stats()["loads"] == 3
 
 
 def test_file_replaced_by_a_broken_one_is_refused_then_recovers(tmp_path, model_root, plus, make_server):
-    server = make_server(2, 0, tmp_path)
+    pipeline = make_server(2, 0, tmp_path)
     path = tmp_path / "m.pt"
     shutil.copy(model_root / plus[2], path)
-    assert answer(server, "m.pt") == [3, 4]
+    assert answer(pipeline, "m.pt") == [3, 4]
     identity = path.stat()
     path.write_bytes(b"x" * identity.st_size)  # same size, new mtime: a new file
     with pytest.raises(ModelLoadError):
-        answer(server, "m.pt")
-    assert server.cached_paths() == []
+        answer(pipeline, "m.pt")
+    assert pipeline.cached_paths() == []
     shutil.copy(model_root / plus[4], path)
-    assert answer(server, "m.pt") == [5, 6]
+    assert answer(pipeline, "m.pt") == [5, 6]
 
 
 def test_replaced_file_is_a_new_model(tmp_path, model_root, plus, make_server):
-    server = make_server(2, 0, tmp_path)
+    pipeline = make_server(2, 0, tmp_path)
     path = tmp_path / "m.pt"
     shutil.copy(model_root / plus[0], path)
-    assert answer(server, "m.pt") == [1, 2]
+    assert answer(pipeline, "m.pt") == [1, 2]
     staged = tmp_path / "staged.pt"
     shutil.copy(model_root / plus[5], staged)
     staged.replace(path)  # atomic rename
-    assert answer(server, "m.pt") == [6, 7]
+    assert answer(pipeline, "m.pt") == [6, 7]
     script_and_save(AffineModel(10.0, 0.0), path)  # rewritten in place
-    assert answer(server, "m.pt") == [10, 20]
-    assert names(server) == ["m.pt"]
+    assert answer(pipeline, "m.pt") == [10, 20]
+    assert names(pipeline) == ["m.pt"]
 
 
 def test_deleted_file_is_not_found(tmp_path, model_root, plus, make_server):
-    server = make_server(2, 0, tmp_path)
+    pipeline = make_server(2, 0, tmp_path)
     path = tmp_path / "m.pt"
     shutil.copy(model_root / plus[0], path)
-    answer(server, "m.pt")
+    answer(pipeline, "m.pt")
     path.unlink()
     with pytest.raises(ModelNotFoundError, match="no model file m.pt under the model root"):
-        answer(server, "m.pt")
+        answer(pipeline, "m.pt")
 
 
-def test_abandoned_work_keeps_its_server_alive(model_root):
+def test_abandoned_work_keeps_its_pipeline_alive(model_root):
     executor = Executor(1)
-    server = Server(str(model_root), 2, 0)
+    pipeline = Pipeline(str(model_root), 2, 0)
     slow = body_of(tensor_json(torch.tensor([1.0])), {"type": "scalar", "value": 2000})
     with pytest.raises(DeadlineError):
-        server.serve("slow.pt", "slow.pt", slow, executor=executor, timeout=0.05)
-    # The caller lets go of the Server while its abandoned call still runs
+        pipeline.serve("slow.pt", "slow.pt", slow, executor=executor, timeout=0.05)
+    # The caller lets go of the Pipeline while its abandoned call still runs
     # on it; the call holds its own reference, so nothing is freed under it.
-    del server
+    del pipeline
     gc.collect()
-    fresh = Server(str(model_root), 2, 0)
+    fresh = Pipeline(str(model_root), 2, 0)
     # Queued behind the abandoned call on the only thread.
     value = json.loads(fresh.serve("tiny.pt", "tiny.pt", BODY, executor=executor, timeout=60))
     assert value["result"]["value"] == [3, 5]
@@ -234,7 +234,7 @@ def test_files_mistaken_for_torchscript_say_what_they_are(tmp_path):
     torch.save({"weight": torch.ones(2)}, tmp_path / "state_dict.pt")
     torch.save(torch.nn.Linear(2, 2), tmp_path / "pickled_module.pt")
     shutil.copy(build_packages()["plain.pt2"], tmp_path / "renamed.pt")
-    server = Server(str(tmp_path), 2, 0)
+    pipeline = Pipeline(str(tmp_path), 2, 0)
     saved = (
         "it is a torch.save() file (weights or a pickled module), not TorchScript: save the model with"
         " torch.jit.script(model).save(path), or package it as a .pt2 with torch_serving.package(...)"
@@ -245,5 +245,5 @@ def test_files_mistaken_for_torchscript_say_what_they_are(tmp_path):
         ("renamed.pt", "it is an AOTInductor package: name it .pt2"),
     ]:
         with pytest.raises(ModelLoadError) as error:
-            server.metadata(name, name)
+            pipeline.metadata(name, name)
         assert str(error.value) == f"{name} is not a loadable TorchScript module: {what}"

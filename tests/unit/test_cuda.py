@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.conftest import body_of, nested_groups_body, tensor_json
-from torch_serving import Config, Server, create_app, encode
+from torch_serving import Config, Pipeline, create_app, encode
 
 pytestmark = pytest.mark.cuda
 
@@ -22,8 +22,8 @@ def test_encode_cuda_tensors_like_cpu_ones():
 
 def test_server_on_cuda_answers_like_cpu(model_root, example_body):
     name = "model-example.pt"
-    on_cpu = json.loads(Server(str(model_root), 2, 0, "cpu").serve(name, name, example_body))
-    on_gpu = json.loads(Server(str(model_root), 2, 0, "cuda").serve(name, name, example_body))
+    on_cpu = json.loads(Pipeline(str(model_root), 2, 0, "cpu").serve(name, name, example_body))
+    on_gpu = json.loads(Pipeline(str(model_root), 2, 0, "cuda").serve(name, name, example_body))
     cpu_out, gpu_out = on_cpu["result"]["value"]["out"], on_gpu["result"]["value"]["out"]
     assert gpu_out[1:] == cpu_out[1:]
     assert gpu_out[0][1]["value"] == [60, 33, 33]
@@ -96,9 +96,9 @@ def test_a_cuda_package_serves_on_cuda_and_is_refused_on_cpu(tmp_path):
     package(NestedModel().cuda(), on_device, ({0: batch}, {"bias": {0: batch}, "scale": None}), tmp_path / "gpu.pt2")
     x, extra = nested_args(3)
     body = body_of(tensor_json(x), {"type": "tensor_dict", "value": {k: tensor_json(v) for k, v in extra.items()}})
-    answer = json.loads(Server(str(tmp_path), 2, 0, "cuda").serve("gpu.pt2", "gpu.pt2", body))["result"]["value"]
+    answer = json.loads(Pipeline(str(tmp_path), 2, 0, "cuda").serve("gpu.pt2", "gpu.pt2", body))["result"]["value"]
     y = torch.tensor(answer["y"]["value"]).reshape(answer["y"]["shape"])
     torch.testing.assert_close(y, NestedModel()(x, extra)["y"], rtol=1e-4, atol=1e-4)
     with pytest.raises(ModelLoadError) as error:
-        Server(str(tmp_path), 2, 0, "cpu").metadata("gpu.pt2", "gpu")
+        Pipeline(str(tmp_path), 2, 0, "cpu").metadata("gpu.pt2", "gpu")
     assert str(error.value) == "gpu was compiled for cuda, but this server runs models on cpu"

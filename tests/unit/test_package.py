@@ -20,7 +20,7 @@ from tests.packages import (
     plain_args,
     with_metadata,
 )
-from torch_serving import Config, ModelLoadError, Server, SignatureError, create_app
+from torch_serving import Config, ModelLoadError, Pipeline, SignatureError, create_app
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,8 @@ def package_root(tmp_path_factory, packages):
 
 
 @pytest.fixture(scope="module")
-def server(package_root) -> Server:
-    return Server(str(package_root), 8, 2, instances=2)
+def pipeline(package_root) -> Pipeline:
+    return Pipeline(str(package_root), 8, 2, instances=2)
 
 
 def nested_body_extra(extra: dict) -> dict:
@@ -53,9 +53,9 @@ def as_tensor(obj: dict) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("batch", [1, 2, 5, 64])
-def test_nested_answers_equal_the_eager_model(server, batch):
+def test_nested_answers_equal_the_eager_model(pipeline, batch):
     x, extra = nested_args(batch)
-    answer = json.loads(server.serve("nested.pt2", "nested.pt2", nested_body(x, extra)))["result"]
+    answer = json.loads(pipeline.serve("nested.pt2", "nested.pt2", nested_body(x, extra)))["result"]
     expected = NestedModel()(x, extra)
     assert answer["type"] == "generic_dict"
     assert sorted(answer["value"]) == ["pair", "y"]
@@ -66,9 +66,9 @@ def test_nested_answers_equal_the_eager_model(server, batch):
 
 
 @pytest.mark.parametrize("batch", [2, 7])
-def test_plain_answers_equal_the_eager_model(server, batch):
+def test_plain_answers_equal_the_eager_model(pipeline, batch):
     a, b = plain_args(batch)
-    answer = json.loads(server.serve("plain.pt2", "plain.pt2", body_of(tensor_json(a), tensor_json(b))))["result"]
+    answer = json.loads(pipeline.serve("plain.pt2", "plain.pt2", body_of(tensor_json(a), tensor_json(b))))["result"]
     summed, total = PlainModel()(a, b)
     torch.testing.assert_close(as_tensor(answer[0]), summed, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(as_tensor(answer[1]), total, rtol=1e-5, atol=1e-5)
@@ -78,12 +78,12 @@ def v2_input(name: str, tensor: torch.Tensor) -> dict:
     return {"name": name, "datatype": "FP32", "shape": list(tensor.shape), "data": tensor.flatten().tolist()}
 
 
-def test_v2_infer_takes_flat_inputs_by_name_and_names_dict_outputs_by_path(server):
+def test_v2_infer_takes_flat_inputs_by_name_and_names_dict_outputs_by_path(pipeline):
     x, extra = nested_args(3)
     request = {
         "inputs": [v2_input("x", x), v2_input("extra_bias", extra["bias"]), v2_input("INPUT__2", extra["scale"])]
     }
-    response, _ = server.infer("nested.pt2", "nested", json.dumps(request).encode())
+    response, _ = pipeline.infer("nested.pt2", "nested", json.dumps(request).encode())
     outputs = {o["name"]: torch.tensor(o["data"]).reshape(o["shape"]) for o in json.loads(response)["outputs"]}
     expected = NestedModel()(x, extra)
     assert list(outputs) == ["y", "pair.0", "pair.1"]
@@ -91,8 +91,8 @@ def test_v2_infer_takes_flat_inputs_by_name_and_names_dict_outputs_by_path(serve
     torch.testing.assert_close(outputs["pair.1"], expected["pair"][1], rtol=1e-5, atol=1e-5)
 
 
-def test_v2_metadata_of_a_described_package(server):
-    metadata = json.loads(server.metadata("nested.pt2", "nested"))
+def test_v2_metadata_of_a_described_package(pipeline):
+    metadata = json.loads(pipeline.metadata("nested.pt2", "nested"))
     assert metadata == {
         "name": "nested",
         "versions": ["1"],
@@ -110,14 +110,14 @@ def test_v2_metadata_of_a_described_package(server):
     }
 
 
-def test_v2_metadata_and_config_of_a_plain_package(server):
-    metadata = json.loads(server.metadata("plain.pt2", "plain"))
+def test_v2_metadata_and_config_of_a_plain_package(pipeline):
+    metadata = json.loads(pipeline.metadata("plain.pt2", "plain"))
     assert metadata["inputs"] == [
         {"name": "INPUT__0", "datatype": "FP32", "shape": [-1]},
         {"name": "INPUT__1", "datatype": "FP32", "shape": [-1]},
     ]
     assert [o["name"] for o in metadata["outputs"]] == ["OUTPUT__0", "OUTPUT__1"]
-    config = json.loads(server.config("plain.pt2", "plain"))
+    config = json.loads(pipeline.config("plain.pt2", "plain"))
     assert config["platform"] == "torch_aoti"
     assert config["max_batch_size"] == 0
     assert config["input"][0] == {"name": "INPUT__0", "data_type": "TYPE_FP32", "dims": [-1]}
@@ -133,7 +133,7 @@ def symbol_of_batch(package_root) -> str:
     return description["inputs"][0]["dims"][0]["symbol"]
 
 
-def test_inputs_breaking_the_export_are_refused_before_running(server, package_root):
+def test_inputs_breaking_the_export_are_refused_before_running(pipeline, package_root):
     s = symbol_of_batch(package_root)
     x, extra = nested_args(2)
     cases = [
@@ -168,23 +168,23 @@ def test_inputs_breaking_the_export_are_refused_before_running(server, package_r
     ]
     for body, message in cases:
         with pytest.raises(SignatureError) as error:
-            server.serve("nested.pt2", "nested.pt2", body)
+            pipeline.serve("nested.pt2", "nested.pt2", body)
         assert str(error.value) == message
 
 
-def test_a_plain_package_runs_its_own_checks(server):
+def test_a_plain_package_runs_its_own_checks(pipeline):
     a, b = plain_args(2)
     with pytest.raises(SignatureError) as error:
-        server.serve("plain.pt2", "plain.pt2", body_of(tensor_json(a[:1]), tensor_json(b[:1])))
+        pipeline.serve("plain.pt2", "plain.pt2", body_of(tensor_json(a[:1]), tensor_json(b[:1])))
     assert str(error.value) == "input 'INPUT__0': dim value is too small at 0, expected it to be >= 2, but got: 1"
     with pytest.raises(SignatureError) as error:
-        server.serve("plain.pt2", "plain.pt2", body_of(tensor_json(a, "float64"), tensor_json(b)))
+        pipeline.serve("plain.pt2", "plain.pt2", body_of(tensor_json(a, "float64"), tensor_json(b)))
     assert str(error.value) == "input 'INPUT__0': unmatched dtype, expected float32, received float64"
 
 
-def test_a_torch_export_archive_is_refused_with_how_to_package_it(server):
+def test_a_torch_export_archive_is_refused_with_how_to_package_it(pipeline):
     with pytest.raises(ModelLoadError) as error:
-        server.metadata("exported.pt2", "exported")
+        pipeline.metadata("exported.pt2", "exported")
     assert str(error.value) == (
         "exported is not an AOTInductor package (a torch.export.save archive needs Python to run); "
         "package the model with torch_serving.package(model, example_args, dynamic_shapes, path) "
@@ -196,19 +196,19 @@ def test_packages_for_another_target_are_refused(packages, tmp_path):
     nested = packages["nested.pt2"]
     with_metadata(nested, tmp_path / "arm.pt2", AOTI_MACHINE="aarch64")
     with_metadata(nested, tmp_path / "gpu.pt2", AOTI_DEVICE_KEY="cuda")
-    server = Server(str(tmp_path), 4, 0)
+    pipeline = Pipeline(str(tmp_path), 4, 0)
     with pytest.raises(ModelLoadError) as error:
-        server.metadata("arm.pt2", "arm")
+        pipeline.metadata("arm.pt2", "arm")
     assert str(error.value) == "arm was compiled for aarch64 CPUs, but this server runs on x86_64"
     with pytest.raises(ModelLoadError) as error:
-        server.metadata("gpu.pt2", "gpu")
+        pipeline.metadata("gpu.pt2", "gpu")
     assert str(error.value) == "gpu was compiled for cuda, but this server runs models on cpu"
 
 
 def test_a_cpu_package_on_a_cuda_server_is_refused_before_touching_the_device(packages, tmp_path):
     install({"nested.pt2": packages["nested.pt2"]}, tmp_path)
     with pytest.raises(ModelLoadError) as error:
-        Server(str(tmp_path), 4, 0, "cuda").metadata("nested.pt2", "nested")
+        Pipeline(str(tmp_path), 4, 0, "cuda").metadata("nested.pt2", "nested")
     assert str(error.value) == "nested was compiled for cpu, but this server runs models on cuda"
 
 
@@ -218,7 +218,7 @@ def test_a_package_for_missing_vector_instructions_is_refused(packages, tmp_path
         pytest.skip("this CPU has AMX, so an AMX package would load")
     with_metadata(packages["nested.pt2"], tmp_path / "amx.pt2", AOTI_CPU_ISA="AVX512 AVX512_VNNI AMX_TILE")
     with pytest.raises(ModelLoadError) as error:
-        Server(str(tmp_path), 4, 0).metadata("amx.pt2", "amx")
+        Pipeline(str(tmp_path), 4, 0).metadata("amx.pt2", "amx")
     assert str(error.value) == (
         "amx was compiled for CPUs with AVX512 AVX512_VNNI AMX_TILE, but this CPU lacks amx_tile; "
         "compile it on (or for) a CPU like this server's"
@@ -228,14 +228,14 @@ def test_a_package_for_missing_vector_instructions_is_refused(packages, tmp_path
 def test_a_package_cut_short_is_refused_and_not_cached(packages, tmp_path):
     data = packages["plain.pt2"].read_bytes()
     (tmp_path / "cut.pt2").write_bytes(data[: len(data) // 2])
-    server = Server(str(tmp_path), 4, 0)
+    pipeline = Pipeline(str(tmp_path), 4, 0)
     with pytest.raises(ModelLoadError) as error:
-        server.metadata("cut.pt2", "cut")
+        pipeline.metadata("cut.pt2", "cut")
     assert str(error.value) == (
         "cut is not a readable .pt2 archive (Failed to initialize zip archive: failed finding central directory); "
         "is it cut short?"
     )
-    assert server.stats()["failed_loads"] == 1 and server.cached_paths() == []
+    assert pipeline.stats()["failed_loads"] == 1 and pipeline.cached_paths() == []
 
 
 def test_a_package_this_torch_cannot_load_is_refused_without_server_paths(packages, tmp_path):
@@ -244,7 +244,7 @@ def test_a_package_this_torch_cannot_load_is_refused_without_server_paths(packag
             if not item.filename.endswith(".so"):
                 new.writestr(item, old.read(item))
     with pytest.raises(ModelLoadError) as error:
-        Server(str(tmp_path), 4, 0).metadata("nolib.pt2", "nolib")
+        Pipeline(str(tmp_path), 4, 0).metadata("nolib.pt2", "nolib")
     message = str(error.value)
     assert message.startswith(f"nolib cannot be loaded by torch {torch.__version__.split('+')[0]}: File not found: ")
     assert "/" not in message
@@ -264,7 +264,7 @@ def test_a_package_from_another_torch_that_does_not_load_says_which(packages, tm
             if not item.filename.endswith(".so"):
                 new.writestr(item, old.read(item))
     with pytest.raises(ModelLoadError) as error:
-        Server(str(tmp_path), 4, 0).metadata("older.pt2", "older")
+        Pipeline(str(tmp_path), 4, 0).metadata("older.pt2", "older")
     release = torch.__version__.split("+")[0]
     assert str(error.value).startswith(f"older cannot be loaded by torch {release} (it was made by torch 2.9.0): ")
 

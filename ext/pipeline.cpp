@@ -1,5 +1,5 @@
 // The native request pipeline.
-#include "server.h"
+#include "pipeline.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -71,7 +71,7 @@ bool is_plain_relative(std::string_view path) {
 
 }  // namespace
 
-Server::Server(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device,
+Pipeline::Pipeline(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device,
                int64_t max_model_size, int64_t max_image_pixels, InstanceCounts instances, Warn warn, Warn inform)
     : root_fd_(::open(model_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC)),
       device_(device),
@@ -88,9 +88,9 @@ Server::Server(const std::string& model_root, size_t capacity, size_t buffer, c1
   ::setenv("AOTI_RUNTIME_CHECK_INPUTS", "1", /*overwrite=*/1);
 }
 
-Server::~Server() { ::close(root_fd_); }
+Pipeline::~Pipeline() { ::close(root_fd_); }
 
-void Server::serve(const std::string& relative, const std::string& name, const RequestBody& body,
+void Pipeline::serve(const std::string& relative, const std::string& name, const RequestBody& body,
                    double invalidation_prob, std::string& response, PhaseTimes* times, Deadline deadline,
                    bool file_checked) {
   PhaseClock clock(times);
@@ -104,7 +104,7 @@ void Server::serve(const std::string& relative, const std::string& name, const R
   clock.lap(&PhaseTimes::encode);
 }
 
-size_t Server::infer(const std::string& relative, const std::string& name,
+size_t Pipeline::infer(const std::string& relative, const std::string& name,
                      const std::shared_ptr<const RequestBody>& body, int64_t header_length, std::string& response,
                      PhaseTimes* times, Deadline deadline, bool file_checked) {
   PhaseClock clock(times);
@@ -120,29 +120,29 @@ size_t Server::infer(const std::string& relative, const std::string& name,
   return json_length;
 }
 
-void Server::metadata(const std::string& relative, const std::string& name, std::string& response) {
+void Pipeline::metadata(const std::string& relative, const std::string& name, std::string& response) {
   v2::encode_metadata(name, v2::describe(*model(relative, name)), response);
 }
 
-void Server::config(const std::string& relative, const std::string& name, std::string& response) {
+void Pipeline::config(const std::string& relative, const std::string& name, std::string& response) {
   auto servable = model(relative, name);
   v2::encode_config(name, v2::describe(*servable), servable->max_batch_size(), servable->instances(), device_.is_cuda(),
                     response);
 }
 
-bool Server::is_quick(const std::string& relative, size_t body_size) const {
+bool Pipeline::is_quick(const std::string& relative, size_t body_size) const {
   if (body_size > kQuickBodyBytes) return false;
   auto servable = cache_.peek(relative);
   return servable && servable->is_quick();
 }
 
-bool Server::can_answer_in_event_loop(const std::string& relative, size_t body_size) const {
+bool Pipeline::can_answer_in_event_loop(const std::string& relative, size_t body_size) const {
   if (body_size > kQuickBodyBytes) return false;
   FileIdentity identity;
   return ModelFile::identify(root_fd_, relative, identity) == 0 && runs_short(relative, identity);
 }
 
-std::optional<std::string> Server::event_loop_model_named(const std::string& name, size_t body_size) const {
+std::optional<std::string> Pipeline::event_loop_model_named(const std::string& name, size_t body_size) const {
   if (body_size > kQuickBodyBytes || !is_plain_relative(name)) return std::nullopt;
   const bool suffixed = name.ends_with(".pt") || name.ends_with(".pt2");
   for (const std::string& candidate : suffixed ? std::vector<std::string>{name}
@@ -158,12 +158,12 @@ std::optional<std::string> Server::event_loop_model_named(const std::string& nam
   return std::nullopt;
 }
 
-bool Server::runs_short(const std::string& relative, const FileIdentity& identity) const {
+bool Pipeline::runs_short(const std::string& relative, const FileIdentity& identity) const {
   auto servable = cache_.peek(relative, &identity);
   return servable && servable->is_quick() && !servable->kept_off_event_loop();
 }
 
-ModelCache::Model Server::model(const std::string& relative, const std::string& name, bool reload,
+ModelCache::Model Pipeline::model(const std::string& relative, const std::string& name, bool reload,
                                  bool file_checked) {
   if (file_checked && !reload) {
     if (auto cached = cache_.use(relative)) return cached;  // else evicted since: looked up as usual

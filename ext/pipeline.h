@@ -1,5 +1,6 @@
-// The whole /serve request path behind one call: decode, fetch the model,
-// run it, encode the answer.
+// The native request pipeline behind one call per request, whatever the
+// protocol (/serve, the Open Inference Protocol over REST and gRPC): decode
+// the body, fetch the model from the cache, run it, encode the answer.
 #pragma once
 
 #include <c10/core/Device.h>
@@ -26,18 +27,18 @@ struct PhaseTimes {
   double encode = 0;
 };
 
-class Server {
+class Pipeline {
  public:
   // Serves the models beneath the directory `model_root`, refusing files
   // over `max_model_size` bytes (0: no limit) and images of more than
   // `max_image_pixels` pixels. Each model runs on as many model instances
   // as `instances` gives for its serving policy. Warnings about models (a malformed batch policy) go to
   // `warn`; each load that succeeds is told to `inform`, with its time.
-  Server(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device, int64_t max_model_size,
+  Pipeline(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device, int64_t max_model_size,
          int64_t max_image_pixels, InstanceCounts instances, Warn warn, Warn inform);
-  ~Server();
-  Server(const Server&) = delete;
-  Server& operator=(const Server&) = delete;
+  ~Pipeline();
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
 
   // Answers one request for the model file `relative` to the model root
   // (an AOTInductor package when its name ends in `.pt2`, else TorchScript)
