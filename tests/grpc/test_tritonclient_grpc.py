@@ -25,6 +25,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.conftest import WARM_UP_ROUNDS
 from tests.grpc.conftest import GrpcServer
+from tests.infer_errors import INFER_ERRORS
 from tests.integration.server import cli_command, free_port, running
 from tests.integration.test_metrics import value, wait_for
 from tests.models import REPO, example_script
@@ -209,37 +210,8 @@ def test_bf16_and_the_example_package(triton):
     assert result.as_numpy("OUTPUT__0").tobytes() == x.tobytes()
 
 
-@pytest.mark.parametrize(
-    ("model", "inputs", "code", "message"),
-    [
-        (
-            "nope",
-            [("x", np.ones(1, np.float32), "FP32")],
-            "StatusCode.NOT_FOUND",
-            "no model file nope, nope.pt or nope.pt2 under the model root",
-        ),
-        (
-            "pair",
-            [("a", np.ones(1, np.float32), "FP32")],
-            "StatusCode.INVALID_ARGUMENT",
-            "missing input for argument 'b' (position 1) of forward, which expects Tensor; signature: "
-            "forward(a: Tensor, b: Tensor, scale: float = 1.0) -> Tuple[Tensor, Tensor]",
-        ),
-        (
-            "raising",
-            [("x", -np.ones(1, np.float32), "FP32")],
-            "StatusCode.INVALID_ARGUMENT",
-            "forward raised: builtins.ValueError: inputs must not sum to a negative number",
-        ),
-        (
-            "corrupt",
-            [("x", np.ones(1, np.float32), "FP32")],
-            "StatusCode.FAILED_PRECONDITION",
-            None,
-        ),
-    ],
-)
-def test_errors_carry_rests_message_under_tritons_code(triton, server, model, inputs, code, message):
+@pytest.mark.parametrize(("model", "inputs", "status", "code", "message"), INFER_ERRORS)
+def test_errors_carry_rests_message_under_tritons_code(triton, server, model, inputs, status, code, message):
     tensors = [input_of(name, array, datatype) for name, array, datatype in inputs]
     got = failure(lambda: triton.infer(model, tensors))
     rest = requests.post(
@@ -247,7 +219,8 @@ def test_errors_carry_rests_message_under_tritons_code(triton, server, model, in
         json={"inputs": [{"name": n, "shape": list(a.shape), "datatype": d, "data": a.tolist()} for n, a, d in inputs]},
         timeout=30,
     )
-    assert got == (code, rest.json()["error"])
+    assert rest.status_code == status
+    assert got == (f"StatusCode.{code}", rest.json()["error"])
     if message is not None:
         assert got[1] == message
 
