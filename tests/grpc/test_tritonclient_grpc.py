@@ -25,25 +25,11 @@ from tritonclient.utils import InferenceServerException
 
 from tests.conftest import WARM_UP_ROUNDS
 from tests.grpc.conftest import GrpcServer
-from tests.infer_errors import INFER_ERRORS
 from tests.integration.server import cli_command, free_port, running
 from tests.integration.test_metrics import value, wait_for
 from tests.models import REPO, example_script
+from tests.v2_cases import ARRAYS, INFER_ERRORS
 
-# Every datatype, with values that probe its range (as the REST tests send them).
-ARRAYS = {
-    "BOOL": np.array([[True, False, True], [False, False, True]]),
-    "UINT8": np.array([[0, 1, 255], [7, 128, 254]], dtype=np.uint8),
-    "INT8": np.array([[-128, 0, 127], [1, -1, 5]], dtype=np.int8),
-    "INT16": np.array([[-32768, 0, 32767], [2, -3, 4]], dtype=np.int16),
-    "INT32": np.array([[-(2**31), 0, 2**31 - 1], [5, -6, 7]], dtype=np.int32),
-    "INT64": np.array([[-(2**63), 0, 2**63 - 1], [2**53 + 1, -8, 9]], dtype=np.int64),
-    "FP16": np.array([[-65504, 0.1, 65504], [1.5, -2.25, 1e-3]], dtype=np.float16),
-    "FP32": np.array([[-3.4e38, 0.1, 3.4e38], [19.269815, -2.5, 1e-30]], dtype=np.float32),
-    "FP64": np.array([[-1.7e308, 0.1, 1.7e308], [5e-324, -2.5, 1 / 3]], dtype=np.float64),
-    "BF16": np.array([[-3.0e38, 0.1, 3.0e38], [1.5, -2.25, 1e-3]], dtype=ml_dtypes.bfloat16),
-    "BYTES": np.array([[b"", b"a", b"\xff\x00binary"], [b"spaces and \n", b"\xc3\xbc", b"z"]], dtype=np.object_),
-}
 # Where tritonclient's protobuf puts each datatype's typed contents (FP16 and BF16 have none).
 CONTENTS = {
     "BOOL": "bool_contents",

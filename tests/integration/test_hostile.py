@@ -162,13 +162,24 @@ def test_body_shorter_than_its_content_length(server, unchanged):
         b"POST /serve?servable_identifier=tiny.pt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
         b"Content-Length: %d\r\n\r\n" % len(GOLDEN_BODY)
     ) + body
-    status, body = split_responses(raw_exchange(server, request))[0]
-    assert status == 400
+    assert_raw_error(
+        split_responses(raw_exchange(server, request))[0],
+        400,
+        "Incomplete request body",
+        f"received 20 of the {len(GOLDEN_BODY)} bytes Content-Length announced",
+    )
+
+
+def assert_raw_error(answer: tuple[int, bytes], status: int, description: str, detail: str) -> None:
+    """Assert that ``answer`` (a status and body from ``split_responses``) is the error envelope of
+    ``status`` with ``description`` and ``detail``."""
+    got_status, body = answer
+    assert got_status == status
     assert json.loads(body) == {
-        "code": 400,
-        "message": "Client Error",
-        "description": "Incomplete request body",
-        "detail": f"received 20 of the {len(GOLDEN_BODY)} bytes Content-Length announced",
+        "code": status,
+        "message": "Client Error" if status < 500 else "Server Error",
+        "description": description,
+        "detail": detail,
     }
 
 

@@ -7,33 +7,15 @@ import json
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
-import ml_dtypes
 import numpy as np
 import pytest
 import requests
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.infer_errors import INFER_ERRORS
 from tests.integration.server import serving
+from tests.v2_cases import ARRAYS, INFER_ERRORS
 
-# Every datatype, with values that probe its range.
-ARRAYS = {
-    "BOOL": np.array([[True, False, True], [False, False, True]]),
-    "UINT8": np.array([[0, 1, 255], [7, 128, 254]], dtype=np.uint8),
-    "INT8": np.array([[-128, 0, 127], [1, -1, 5]], dtype=np.int8),
-    "INT16": np.array([[-32768, 0, 32767], [2, -3, 4]], dtype=np.int16),
-    "INT32": np.array([[-(2**31), 0, 2**31 - 1], [5, -6, 7]], dtype=np.int32),
-    "INT64": np.array([[-(2**63), 0, 2**63 - 1], [2**53 + 1, -8, 9]], dtype=np.int64),
-    "FP16": np.array([[-65504, 0.1, 65504], [1.5, -2.25, 1e-3]], dtype=np.float16),
-    "FP32": np.array([[-3.4e38, 0.1, 3.4e38], [19.269815, -2.5, 1e-30]], dtype=np.float32),
-    "FP64": np.array([[-1.7e308, 0.1, 1.7e308], [5e-324, -2.5, 1 / 3]], dtype=np.float64),
-    "BF16": np.array([[-3.0e38, 0.1, 3.0e38], [1.5, -2.25, 1e-3]], dtype=ml_dtypes.bfloat16),
-    "BYTES": np.array(
-        [[b"", b"a", b"\xff\x00binary"], [b"spaces and \n", b"\xc3\xbc", b"z"]],
-        dtype=np.object_,
-    ),
-}
 # JSON can carry BYTES only as UTF-8 text, and tritonclient sends BF16 only as binary.
 JSON_SAFE = {name: array for name, array in ARRAYS.items() if name != "BF16"}
 JSON_SAFE["BYTES"] = np.array([["", "a", "ü"], ["spaces and \n", '"quoted"', "z"]], dtype=np.object_)
