@@ -7,7 +7,7 @@ of a shared machine inflate nothing but the slower rounds):
   off`, the naive server, the Falcon hello-world), called directly, without
   gunicorn;
 * our native call alone (`Pipeline.serve`), with no executor and through an
-  executor (the inline path for quick calls);
+  executor (where a quick call runs in its caller while a thread is free);
 * the example model's forward on 1, 2, 3, 4 and 8 rows, which says when
   batching it pays.
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         executor = Executor(4)
         body = RequestBody(tiny.body)
         calls["Pipeline.serve, no executor"] = lambda: pipeline.serve(tiny.model, tiny.model, body)
-        calls["Pipeline.serve, executor (inline)"] = lambda: pipeline.serve(
+        calls["Pipeline.serve, executor (in the caller)"] = lambda: pipeline.serve(
             tiny.model, tiny.model, body, 0.0, executor, 60.0
         )
         for call in calls.values():  # loads the models, warms the caches
