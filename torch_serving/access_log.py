@@ -92,13 +92,15 @@ def _write(handler: logging.StreamHandler, line: str) -> bool:
     """Write ``line`` to ``handler``'s stream as its ``emit`` would and return True; False when it cannot
     (a closed file handler, which opens its file again on ``emit``; a failed write, which the record's
     own path then reports as logging does)."""
+    handler.acquire()  # as gunicorn's reopen_files does while it swaps the stream (USR1)
     try:
-        with handler.lock:  # held by gunicorn's reopen_files while it swaps the stream (USR1)
-            stream = handler.stream
-            if stream is None:
-                return False
-            stream.write(line + handler.terminator)
-            stream.flush()
-            return True
+        stream = handler.stream
+        if stream is None:
+            return False
+        stream.write(line + handler.terminator)
+        stream.flush()
+        return True
     except Exception:  # noqa: BLE001 - see above
         return False
+    finally:
+        handler.release()
