@@ -203,6 +203,28 @@ struct InferAnswer {
   size_t json_length = 0;
 };
 
+// Runs one request's call for the model file `relative` (a body of
+// `body_size` bytes) as run_released does, where placement() puts it:
+// `call(answer, deadline, file_checked)`, given the request's deadline and
+// whether an event loop checked the model's file a moment ago. A call made
+// in an event loop (`event_loop`, the worker's admission) is timed against
+// the loop's budget; the wait for a thread goes into `times`.
+template <typename Answer, typename Call>
+Answer run_request(const Pipeline& pipeline, const std::string& relative, size_t body_size, Executor* executor,
+                   double timeout, const std::shared_ptr<PhaseTimes>& times, const Admission* event_loop,
+                   bool may_reload, Call call) {
+  const bool on_event_loop = event_loop != nullptr;
+  EventLoopCall timed(event_loop, relative);
+  return run_released<Answer>(
+      executor, timeout,
+      [call = std::move(call), on_event_loop, queued = QueueClock(times),
+       deadline = deadline_after(timeout)](Answer& out) {
+        queued.stop();
+        call(out, deadline, on_event_loop);
+      },
+      placement(pipeline, relative, body_size, on_event_loop, may_reload));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -233,9 +255,10 @@ PYBIND11_MODULE(_C, m) {
       });
   py::implicitly_convertible<py::bytes, RequestBody>();
 
-  py::class_<Admission, std::shared_ptr<Admission>>(m, "Admission",
-                        "Which requests a worker holds (HTTP and gRPC together), which its event loop answers itself, "
-                        "and the loop's time budget.")
+  py::class_<Admission, std::shared_ptr<Admission>>(
+      m, "Admission",
+      "Which requests a worker holds (HTTP and gRPC together), which its event loop answers itself, "
+      "and the loop's time budget.")
       .def(py::init([](std::shared_ptr<Pipeline> pipeline, size_t limit) {
              return std::make_shared<Admission>(std::move(pipeline), limit,
                                                 [](const std::string& m) { log_in_python("warning", m); });
@@ -267,9 +290,9 @@ PYBIND11_MODULE(_C, m) {
                        int64_t max_model_size, int64_t max_image_pixels, size_t instances,
                        size_t batching_instances) {
              return std::make_shared<Pipeline>(model_root, capacity, buffer, c10::Device(device), max_model_size,
-                                             max_image_pixels, InstanceCounts{batching_instances, instances},
-                                             [](const std::string& m) { log_in_python("warning", m); },
-                                             [](const std::string& m) { log_in_python("info", m); });
+                                               max_image_pixels, InstanceCounts{batching_instances, instances},
+                                               [](const std::string& m) { log_in_python("warning", m); },
+                                               [](const std::string& m) { log_in_python("info", m); });
            }),
            py::arg("model_root"), py::arg("capacity"), py::arg("buffer"), py::arg("device") = "cpu",
            py::arg("max_model_size") = 0, py::arg("max_image_pixels") = kDefaultMaxImagePixels,
@@ -279,16 +302,12 @@ PYBIND11_MODULE(_C, m) {
           [](std::shared_ptr<Pipeline> pipeline, const std::string& relative, const std::string& name,
              std::shared_ptr<RequestBody> body, double invalidation_prob, Executor* executor, double timeout,
              std::shared_ptr<PhaseTimes> times, const Admission* event_loop) {
-            const bool on_event_loop = event_loop != nullptr;
-            EventLoopCall timed(event_loop, relative);
-            auto response = run_released<std::string>(
-                executor, timeout,
-                [pipeline, relative, name, body, invalidation_prob, times, on_event_loop, queued = QueueClock(times),
-                 deadline = deadline_after(timeout)](std::string& out) {
-                  queued.stop();
-                  pipeline->serve(relative, name, *body, invalidation_prob, out, times.get(), deadline, on_event_loop);
-                },
-                placement(*pipeline, relative, body->size(), on_event_loop, invalidation_prob > 0));
+            auto response = run_request<std::string>(
+                *pipeline, relative, body->size(), executor, timeout, times, event_loop, invalidation_prob > 0,
+                [pipeline, relative, name, body, invalidation_prob, times](std::string& out, Deadline deadline,
+                                                                             bool file_checked) {
+                  pipeline->serve(relative, name, *body, invalidation_prob, out, times.get(), deadline, file_checked);
+                });
             return py::bytes(response);
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("invalidation_prob") = 0.0,
@@ -299,17 +318,13 @@ PYBIND11_MODULE(_C, m) {
           [](std::shared_ptr<Pipeline> pipeline, const std::string& relative, const std::string& name,
              std::shared_ptr<RequestBody> body, int64_t header_length, Executor* executor, double timeout,
              std::shared_ptr<PhaseTimes> times, const Admission* event_loop) {
-            const bool on_event_loop = event_loop != nullptr;
-            EventLoopCall timed(event_loop, relative);
-            auto answer = run_released<InferAnswer>(
-                executor, timeout,
-                [pipeline, relative, name, body, header_length, times, on_event_loop, queued = QueueClock(times),
-                 deadline = deadline_after(timeout)](InferAnswer& out) {
-                  queued.stop();
+            auto answer = run_request<InferAnswer>(
+                *pipeline, relative, body->size(), executor, timeout, times, event_loop, /*may_reload=*/false,
+                [pipeline, relative, name, body, header_length, times](InferAnswer& out, Deadline deadline,
+                                                                         bool file_checked) {
                   out.json_length = pipeline->infer(relative, name, body, header_length, out.response, times.get(),
-                                                  deadline, on_event_loop);
-                },
-                placement(*pipeline, relative, body->size(), on_event_loop));
+                                                    deadline, file_checked);
+                });
             return py::make_tuple(py::bytes(answer.response), answer.json_length);
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length") = -1,

@@ -289,7 +289,7 @@ std::string quote_text(std::string_view s) {
 
 std::string comma_separated(const std::vector<std::string>& items) {
   std::string text;
-  for (const std::string& item : items) text += (text.empty() ? "" : ", ") + item;
+  for (size_t i = 0; i < items.size(); ++i) text += (i ? ", " : "") + items[i];
   return text;
 }
 

@@ -30,6 +30,18 @@ int open_beneath(int root_fd, const std::string& relative) {
   return fd;
 }
 
+// Opens `relative` beneath the root as a regular file and returns its
+// descriptor, its status in `st`; or returns -1 with errno saying why
+// (ENOENT for something there that is not a regular file).
+int open_regular(int root_fd, const std::string& relative, struct stat& st) {
+  const int fd = open_beneath(root_fd, relative);
+  if (fd < 0) return -1;
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) return fd;
+  ::close(fd);
+  errno = ENOENT;
+  return -1;
+}
+
 // Throws the error that `open_errno`, from opening the model `name`, means.
 [[noreturn]] void fail_open(int open_errno, const std::string& name) {
   switch (open_errno) {
@@ -56,25 +68,18 @@ FileIdentity identity_of(const struct stat& st) {
 }  // namespace
 
 int ModelFile::identify(int root_fd, const std::string& relative, FileIdentity& identity) {
-  const int fd = open_beneath(root_fd, relative);
-  if (fd < 0) return errno == ENOTDIR ? ENOENT : errno;
   struct stat st;
-  const bool regular = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  const int fd = open_regular(root_fd, relative, st);
+  if (fd < 0) return errno == ENOTDIR ? ENOENT : errno;
   ::close(fd);
-  if (!regular) return ENOENT;
   identity = identity_of(st);
   return 0;
 }
 
 ModelFile ModelFile::open(int root_fd, const std::string& relative, const std::string& name, int64_t max_size) {
-  const std::string not_found = "no model file " + name + " under the model root";
-  int fd = open_beneath(root_fd, relative);
-  if (fd < 0) fail_open(errno, name);
   struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw ModelNotFoundError(not_found);
-  }
+  const int fd = open_regular(root_fd, relative, st);
+  if (fd < 0) fail_open(errno, name);
   if (max_size > 0 && st.st_size > max_size) {
     ::close(fd);
     throw ModelLoadError(name + " is " + std::to_string(st.st_size) + " bytes, over the model size limit of " +

@@ -72,7 +72,7 @@ bool is_plain_relative(std::string_view path) {
 }  // namespace
 
 Pipeline::Pipeline(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device,
-               int64_t max_model_size, int64_t max_image_pixels, InstanceCounts instances, Warn warn, Warn inform)
+                   int64_t max_model_size, int64_t max_image_pixels, InstanceCounts instances, Warn warn, Warn inform)
     : root_fd_(::open(model_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC)),
       device_(device),
       max_model_size_(max_model_size),
@@ -91,8 +91,8 @@ Pipeline::Pipeline(const std::string& model_root, size_t capacity, size_t buffer
 Pipeline::~Pipeline() { ::close(root_fd_); }
 
 void Pipeline::serve(const std::string& relative, const std::string& name, const RequestBody& body,
-                   double invalidation_prob, std::string& response, PhaseTimes* times, Deadline deadline,
-                   bool file_checked) {
+                     double invalidation_prob, std::string& response, PhaseTimes* times, Deadline deadline,
+                     bool file_checked) {
   PhaseClock clock(times);
   // Decoding first means a bad body never costs a model load.
   std::vector<c10::IValue> args = decode_arguments(body.view(), body.readable(), max_image_pixels_);
@@ -105,8 +105,8 @@ void Pipeline::serve(const std::string& relative, const std::string& name, const
 }
 
 size_t Pipeline::infer(const std::string& relative, const std::string& name,
-                     const std::shared_ptr<const RequestBody>& body, int64_t header_length, std::string& response,
-                     PhaseTimes* times, Deadline deadline, bool file_checked) {
+                       const std::shared_ptr<const RequestBody>& body, int64_t header_length, std::string& response,
+                       PhaseTimes* times, Deadline deadline, bool file_checked) {
   PhaseClock clock(times);
   // Decoding first means a bad body never costs a model load.
   v2::Request request = v2::decode_request(body->view(), header_length, body, body->readable());
@@ -164,7 +164,7 @@ bool Pipeline::runs_short(const std::string& relative, const FileIdentity& ident
 }
 
 ModelCache::Model Pipeline::model(const std::string& relative, const std::string& name, bool reload,
-                                 bool file_checked) {
+                                   bool file_checked) {
   if (file_checked && !reload) {
     if (auto cached = cache_.use(relative)) return cached;  // else evicted since: looked up as usual
   }

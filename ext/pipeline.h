@@ -35,7 +35,7 @@ class Pipeline {
   // as `instances` gives for its serving policy. Warnings about models (a malformed batch policy) go to
   // `warn`; each load that succeeds is told to `inform`, with its time.
   Pipeline(const std::string& model_root, size_t capacity, size_t buffer, c10::Device device, int64_t max_model_size,
-         int64_t max_image_pixels, InstanceCounts instances, Warn warn, Warn inform);
+           int64_t max_image_pixels, InstanceCounts instances, Warn warn, Warn inform);
   ~Pipeline();
   Pipeline(const Pipeline&) = delete;
   Pipeline& operator=(const Pipeline&) = delete;

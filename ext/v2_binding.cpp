@@ -141,7 +141,7 @@ ModelDescription describe_flat(const FlatTensors& flat) {
                 const std::vector<TensorSpec>& specs) {
     for (size_t i = 0; i < names.size(); ++i) {
       if (specs.empty()) {
-        to.push_back({names[i], "FP32", {-1}});
+        to.push_back({names[i], datatype_of(at::kFloat)->name, {-1}});
         continue;
       }
       // Recorded dtypes are /serve dtype names, every one of which V2 expresses.

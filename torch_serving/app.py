@@ -210,7 +210,7 @@ def create_app(config: Config) -> ServingApp:
     app.add_route("/healthcheck", HealthcheckResource())
     # One count of the requests a worker holds: ServingWorker enters it for each request
     # (admitted_by_host); under another worker, which takes every request, each native call does.
-    admission = Admission(pipeline, config.threads + config.queue_size)
+    admission = Admission(pipeline, config.request_limit)
     runner = NativeRunner(admission, config.timeout)
     app.add_route("/serve", ServeResource(pipeline, runner, config))
     preload = Preload(pipeline, config.model_root, config.preload)

@@ -144,6 +144,11 @@ class Config:
         if not _DEVICE_PATTERN.match(self.device):
             raise ConfigError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
 
+    @property
+    def request_limit(self) -> int:
+        """The requests a worker holds at most, HTTP and gRPC together: ``threads`` + ``queue_size``."""
+        return self.threads + self.queue_size
+
     def model_instances(self, batching: bool) -> int:
         """Return the instances a model gets unless it declares its own count.
 

@@ -386,7 +386,7 @@ class GrpcService:
             ]
         )
         # As many calls on threads as the worker admits over HTTP (the servicer refuses more).
-        threads = ThreadPoolExecutor(config.threads + config.queue_size, thread_name_prefix="grpc")
+        threads = ThreadPoolExecutor(config.request_limit, thread_name_prefix="grpc")
         inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             _Servicer(inference_pb2, threads, self._backend), server
         )

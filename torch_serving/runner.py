@@ -80,8 +80,8 @@ class NativeRunner:
     ) -> T:
         """Run ``fn(*args)`` as ``run`` does; ``fn`` (``Pipeline.serve`` or ``infer``) records its phases in
         ``times`` (nothing when None), and runs in this thread at once, timed by the worker's admission,
-        when ``on_event_loop`` says this thread is a worker's event loop. A ``deadline`` earlier than the request's own (a gRPC client's)
-        replaces it."""
+        when ``on_event_loop`` says this thread is a worker's event loop. A ``deadline`` earlier than the
+        request's own (a gRPC client's) replaces it."""
         own = self.deadline(arrived)
         event_loop = self._admission if on_event_loop else None
         return self._call(arrived, own if deadline is None else min(deadline, own), fn, args, (times, event_loop))
