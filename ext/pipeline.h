@@ -109,8 +109,9 @@ class Pipeline {
                           bool file_checked = false);
 
   // Whether the cached model of `relative`, loaded from the file `identity`
-  // names, runs short enough for a worker's event loop.
-  bool runs_short(const std::string& relative, const FileIdentity& identity) const;
+  // names (from whichever file, without one), runs short enough for a
+  // worker's event loop.
+  bool runs_short(const std::string& relative, const FileIdentity* identity = nullptr) const;
 
   int root_fd_;
   c10::Device device_;

@@ -37,6 +37,11 @@ a thread takes it. This worker instead:
   the loop sends what the socket takes at once and the rest as the client
   reads it, so a client that stops reading never holds up the loop (its
   connection closes after the request timeout without progress);
+* reads such a request in the event loop too when the application says it
+  takes a thread (a model not loaded yet, slow or batching): the thread
+  makes the answer from what the loop read, and the loop sends it as
+  above. Gunicorn's parser reading it again in the thread cost a heavy
+  model's request more than a tenth of its rate (docs/performance.md);
 * closes a connection without waiting in the event loop for its client
   to close too (gunicorn's graceful close waits up to 2 s there);
 * leaves a new connection for a moment to a sibling worker that holds
@@ -509,14 +514,8 @@ class ServingWorker(ThreadWorker):
             self._refuse(conn, self._busy_answer)
             return
         conn.arrived = time.monotonic()
-        conn.on_core = self._on_core < self.cfg.threads
-        if conn.on_core:
-            self._on_core += 1
-            super().enqueue_req(conn)
-            return
         # As gunicorn's enqueue_req does on its own pool.
-        future = self._spare_pool.submit(self.handle, conn)
-        future.add_done_callback(lambda done: self.method_queue.defer(self.finish_request, conn, done))
+        self._run_on_thread(conn, partial(self.handle, conn), self.finish_request)
 
     def _await_first_bytes(self, conn) -> None:
         """Wait in the event loop, as gunicorn waits for a deferred connection, for ``conn`` to send;
@@ -615,29 +614,44 @@ class ServingWorker(ThreadWorker):
             self.keepalived_conns.remove(conn)
             self._close_ended(conn) if received == 0 else self._await_headers(conn)
             return
-        found = self._event_loop_request(conn, received) if received else None
+        found = self._plain_request(conn, received) if received else None
         if found is None or not self._admit(conn):
             super().on_client_socket_readable(conn, client)
             return
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
         conn.arrived = time.monotonic()
+        request, model = found
+        try:
+            taken = self._take(conn, request)
+        except OSError as error:
+            self._socket_error(conn, error)
+            taken = False
+        if not taken:
+            conn.on_core = False
+            self._release(conn)
+            self.finish_request(conn, _Finished(False))
+            return
+        if model is None:
+            # The request takes a thread, as gunicorn's own would, but is not read a second time there.
+            self._run_on_thread(conn, partial(self._answer_on_thread, conn, request), self._answered_on_thread)
+            return
         conn.on_core = False
         _request.arrived = conn.arrived
-        request, _request.event_loop_model = found
+        _request.event_loop_model = model
         _request.conn = conn
         try:
-            answer, kept = self._answer_in_loop(conn, request)
+            answer, kept = self._answer(conn, request)
         finally:
             _request.event_loop_model = None
             _request.conn = None
             self._release(conn)
         self._send(conn, answer, kept)
 
-    def _event_loop_request(self, conn, received: int) -> tuple[PlainRequest, str] | None:
-        """The next request on kept-alive ``conn``, of which ``received`` bytes were peeked at, with its
-        model file, when it is plain, all in the socket, one the application lets the loop answer, and
-        gunicorn would keep the connection open after it; else None. Reads nothing."""
+    def _plain_request(self, conn, received: int) -> tuple[PlainRequest, str | None] | None:
+        """The next request on kept-alive ``conn``, of which ``received`` bytes were peeked at, when it is
+        plain, all in the socket, and gunicorn would keep the connection open after it, with the model
+        file the event loop answers it from (None when it takes a thread); else None. Reads nothing."""
         if (
             self._event_loop_model is None
             or conn.is_http2
@@ -651,31 +665,66 @@ class ServingWorker(ThreadWorker):
         request = self._plain.read(self._peeked, received)
         if request is None:
             return None
-        model = self._event_loop_model(request.method, request.uri, request.size - request.body_start)
-        return None if model is None else (request, model)
+        return request, self._event_loop_model(request.method, request.uri, request.size - request.body_start)
 
-    def _answer_in_loop(self, conn, request: PlainRequest) -> tuple[bytes, bool]:
-        """Make the answer to ``request`` with gunicorn's ``handle_request``, as its ``handle`` does once it
-        has parsed one, without sending it; return it and whether ``conn`` stays open after it."""
+    def _take(self, conn, request: PlainRequest) -> bool:
+        """Take ``request``'s bytes, peeked at and all there, off ``conn``'s socket, keeping its body."""
+        if conn.sock.recv_into(self._peeked, request.size, socket.MSG_DONTWAIT) != request.size:
+            return False
+        request.received(memoryview(self._peeked))
+        return True
+
+    def _answer(self, conn, request: PlainRequest) -> tuple[bytes, bool]:
+        """Make the answer to ``request``, taken off ``conn``, with gunicorn's ``handle_request``, as its
+        ``handle`` does once it has parsed one, without sending it; return it and whether ``conn`` stays
+        open after it."""
         answer = _CapturedSocket()
         try:
-            # The bytes peeked at, all there, taken off the socket into the same buffer.
-            if conn.sock.recv_into(self._peeked, request.size, socket.MSG_DONTWAIT) != request.size:
-                return b"", False
-            request.received(memoryview(self._peeked))
             kept = self.handle_request(request, _AnsweredInLoop(answer, conn.client, conn.server))
             return answer.data, kept
         except StopIteration:  # gunicorn's: the answer broke off
             pass
         except OSError as error:
-            if error.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
-                self.log.debug("connection of %s ended while answering it: %s", conn.client, error)
-            else:
-                self.log.exception("Socket error processing request.")
+            self._socket_error(conn, error)
         except Exception as error:
             answer.data = b""
             self.handle_error(request, answer, conn.client, error)
         return answer.data, False
+
+    def _socket_error(self, conn, error: OSError) -> None:
+        """Log, as gunicorn's ``handle`` does, a socket error met while reading or answering ``conn``."""
+        if error.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+            self.log.debug("connection of %s ended while answering it: %s", conn.client, error)
+        else:
+            self.log.exception("Socket error processing request.")
+
+    def _run_on_thread(self, conn, work, then) -> None:
+        """Run ``work`` on a core thread while one is free, else on a spare one; then ``then(conn, future)``
+        in the event loop."""
+        conn.on_core = self._on_core < self.cfg.threads
+        if conn.on_core:
+            self._on_core += 1
+        future = (self.tpool if conn.on_core else self._spare_pool).submit(work)
+        future.add_done_callback(lambda done: self.method_queue.defer(then, conn, done))
+
+    def _answer_on_thread(self, conn, request: PlainRequest) -> tuple[bytes, bool]:
+        """``_answer`` on a thread, for a request the event loop took off the socket but does not answer."""
+        _request.arrived = conn.arrived
+        _request.conn = conn
+        try:
+            return self._answer(conn, request)
+        finally:
+            _request.conn = None
+            self._release(conn)
+
+    def _answered_on_thread(self, conn, future) -> None:
+        """Send, from the event loop, the answer a thread made (``_answer_on_thread``)."""
+        try:
+            answer, kept = future.result()
+        except Exception:  # _answer handles the application's errors: this is the worker's own
+            self.log.exception("Error answering a request on a thread.")
+            answer, kept = b"", False
+        self._send(conn, answer, kept)
 
     def _send(self, conn, answer: bytes, kept: bool) -> None:
         """Send ``answer`` on ``conn`` from the event loop, which never waits on a client: what the socket

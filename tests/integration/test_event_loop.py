@@ -2,7 +2,9 @@
 loop, through real gunicorn: they do not wait for threads or native slots
 held by long requests, their answers and access lines are those a thread
 gives, a model whose request ran long there moves to threads, and a client
-that stops reading its answer holds the loop up for a bounded time only."""
+that stops reading its answer holds the loop up for a bounded time only.
+Other requests the loop reads and a thread answers get the answers and
+access lines of gunicorn's own reading."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 
 from tests.conftest import WARM_UP_ROUNDS, body_of, rounds_body, tensor_json
 from tests.integration.server import free_port, running
-from tests.models import AffineModel, WideModel, script_and_save
+from tests.models import AffineModel, BatchLinearModel, WideModel, script_and_save
 
 TINY_BODY = body_of(tensor_json(torch.tensor([1.0, 2.0])))
 
@@ -130,6 +132,43 @@ def test_pipelined_quick_requests_each_get_their_own_answer_from_the_loop(start)
             other.close()
     values = [json.loads(answer.partition(b"\r\n\r\n")[2])["result"]["value"] for answer in answers]
     assert values == [[1], [3], [5]]
+
+
+def test_a_request_the_loop_reads_for_a_thread_gets_the_answer_gunicorns_reading_gives(start):
+    # A batching model is never answered in the loop: on a kept-alive connection the loop reads its
+    # plain requests and a thread answers them; the first request of a connection gunicorn reads.
+    rows = [body_of(tensor_json(torch.tensor([[float(i), 1.0, 2.0, 3.0]]))) for i in range(3)]
+    requests = [
+        serve_request("batch_linear_eager.pt", rows[0]),
+        serve_request("batch_linear_eager.pt", b'{"inputs": ['),  # 400, with the exact detail
+        serve_request("batch_linear_eager.pt", body_of(tensor_json(torch.ones(1, 5)))),  # from the model
+    ]
+    with start("--threads", "1", "--timeout", "60", "--log-level", "info") as server:
+        threaded = []
+        for request in requests:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as fresh:
+                threaded.append(exchange(fresh, request))
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as kept:
+            exchange(kept, requests[0])  # the connection's first: gunicorn reads it
+            read_by_loop = [exchange(kept, request) for request in requests]
+            kept.sendall(b"".join(serve_request("batch_linear_eager.pt", row) for row in rows))  # in one segment
+            pipelined = read_answers(kept, len(rows))
+        log = server.log()
+    assert [without_date(answer) for answer in read_by_loop] == [without_date(answer) for answer in threaded]
+    assert [answer.split(b"\r\n")[0] for answer in read_by_loop] == [
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 400 Bad Request",
+        b"HTTP/1.1 400 Bad Request",
+    ]
+    values = [json.loads(answer.partition(b"\r\n\r\n")[2])["result"]["value"] for answer in pipelined]
+    expected = BatchLinearModel()(torch.tensor([[float(i), 1.0, 2.0, 3.0] for i in range(3)]))
+    assert torch.allclose(torch.tensor(values), expected.reshape(3, 1, 3).squeeze(1), rtol=1e-5)
+    access = re.findall(
+        r'127\.0\.0\.1 "POST /serve\?servable_identifier=batch_linear_eager\.pt HTTP/1\.1" (\d+) (\d+) [\d.]+ms', log
+    )
+    statuses_and_sizes = [(int(status), int(size)) for status, size in access]
+    expected_lines = [(int(answer.split(b" ")[1]), len(answer.split(b"\r\n\r\n", 1)[1])) for answer in threaded]
+    assert statuses_and_sizes[len(requests) + 1 : 2 * len(requests) + 1] == expected_lines
 
 
 def test_a_model_whose_request_ran_long_in_the_event_loop_moves_to_threads(start):
