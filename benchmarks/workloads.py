@@ -115,6 +115,9 @@ def build(root: Path, batch_policy: str = BATCH_POLICY) -> list[Workload]:
     """Save the workloads' models under ``root`` (`example-batched` declaring ``batch_policy``) and return them."""
     torch.manual_seed(0)
     script_and_save(AffineModel(), root / "tiny.pt")
+    # The same model batching: never answered in the event loop, its requests show what the path
+    # through a thread and a batch costs beside a forward that costs nothing.
+    script_and_save(AffineModel(), root / "tiny-batched.pt", batch_policy)
     script_and_save(ImageClassifier().eval(), root / "image.pt")
     script_and_save(EchoModel(), root / "echo.pt")
     script_and_save(PictureClassifier().eval(), root / "picture.pt")
@@ -131,6 +134,7 @@ def build(root: Path, batch_policy: str = BATCH_POLICY) -> list[Workload]:
             (REPO / "example" / "post-data.json").read_bytes(),
         ),
         Workload("example-batched", "model-example-batched.pt", (REPO / "example" / "post-data.json").read_bytes()),
+        Workload("tiny-batched", "tiny-batched.pt", _tensor_body(torch.tensor([[1.0, 2.0, 3.0, 4.0]]))),
         *(Workload(f"tiny-{n}", "tiny.pt", _tensor_body(torch.rand(1, n))) for n in SWEEP_SIZES),
         Workload("image", "image.pt", _tensor_body(image), _binary_request(image)),
         Workload("echo", "echo.pt", _tensor_body(image)),

@@ -40,8 +40,8 @@ a thread takes it. This worker instead:
 * reads such a request in the event loop too when the application says it
   takes a thread (a model not loaded yet, slow or batching): the thread
   makes the answer from what the loop read, and the loop sends it as
-  above. Gunicorn's parser reading it again in the thread cost a heavy
-  model's request more than a tenth of its rate (docs/performance.md);
+  above. Gunicorn's parser reading it again in the thread cost a request
+  through a thread a fifth of its rate (docs/performance.md);
 * closes a connection without waiting in the event loop for its client
   to close too (gunicorn's graceful close waits up to 2 s there);
 * leaves a new connection for a moment to a sibling worker that holds
