@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 
+import pytest
 import torch
 
 from tests.conftest import WARM_UP_ROUNDS, body_of, rounds_body, tensor_json
@@ -193,17 +194,20 @@ def test_a_model_whose_request_ran_long_in_the_event_loop_moves_to_threads(start
         )
 
 
-def test_a_client_that_stops_reading_never_holds_the_event_loop(start, tmp_path):
+# A quick model's answer the loop makes; a batching one's, a thread (the loop sends both).
+@pytest.mark.parametrize("wide", ["wide.pt", "wide_batching.pt"])
+def test_a_client_that_stops_reading_never_holds_the_event_loop(start, tmp_path, wide):
     root = tmp_path / "models"
     root.mkdir()
     script_and_save(AffineModel(), root / "tiny.pt")
     script_and_save(WideModel(), root / "wide.pt")
+    script_and_save(WideModel(), root / "wide_batching.pt", '{"max_batch_size": 8}')
     body = body_of(tensor_json(torch.tensor([1.0])))
     with start("--threads", "2", "--timeout", "3", root=root) as server:
         warm = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
         try:
             for _ in range(30):  # loaded, and its typical forward a short one
-                assert post(warm, "wide.pt", body)[0] == 200
+                assert post(warm, wide, body)[0] == 200
         finally:
             warm.close()
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as stalled:
@@ -214,7 +218,7 @@ def test_a_client_that_stops_reading_never_holds_the_event_loop(start, tmp_path)
             # Each answer (about a megabyte) is sent from the loop and never
             # read: the socket's buffers fill, and the rest waits for the client.
             for _ in range(10):
-                stalled.sendall(serve_request("wide.pt", body))
+                stalled.sendall(serve_request(wide, body))
                 time.sleep(0.2)
             started = time.monotonic()
             other = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
@@ -229,7 +233,7 @@ def test_a_client_that_stops_reading_never_holds_the_event_loop(start, tmp_path)
             assert stalled.recv(1 << 24)  # what the socket held is still there
         log = server.log()
         # The answers went out from the loop (a long one would have moved the model to threads).
-        assert "wide.pt took" not in log
+        assert f"{wide} took" not in log
         assert re.search(
             r"\[WARNING\] closed the connection of \('127\.0\.0\.1', \d+\), which took none of its answer for 3 s", log
         )

@@ -66,6 +66,36 @@ def test_sigterm_drains_in_flight_requests(start):
         assert server.process.wait(timeout=60) == 0
 
 
+def test_sigterm_sends_the_answer_a_thread_makes_for_a_request_the_loop_read(start):
+    # The second request of a kept-alive connection is read by the event loop, which sends the answer
+    # its thread makes (a batching model is never answered in the loop): it must still do so while the
+    # worker drains.
+    with start("--workers", "1") as server:
+        with requests.Session() as session:
+            first = session.post(
+                f"{server.url}/serve", params={"servable_identifier": "batch_slow.pt"}, data=rounds_body(WARM_UP_ROUNDS)
+            )
+            assert first.status_code == 200
+            outcome = {}
+
+            def second() -> None:
+                outcome["response"] = session.post(
+                    f"{server.url}/serve",
+                    params={"servable_identifier": "batch_slow.pt"},
+                    data=rounds_body(6000),
+                    timeout=60,
+                )
+
+            request = threading.Thread(target=second)
+            request.start()
+            time.sleep(0.5)
+            server.process.send_signal(signal.SIGTERM)
+            request.join(timeout=60)
+        assert outcome["response"].status_code == 200
+        assert outcome["response"].json()["result"]["value"] == [2]
+        assert server.process.wait(timeout=60) == 0
+
+
 def test_sighup_reloads_workers_without_failed_requests(start):
     with start("--workers", "2") as server:
         before = set(server.workers())
