@@ -99,15 +99,9 @@ def test_an_answer_from_the_event_loop_is_the_one_a_thread_gives(start):
         finally:
             other.close()
         log = server.log()
-    assert [without_date(answer) for answer in in_loop] == [without_date(answer) for answer in threaded]
-    assert [answer.split(b"\r\n")[0] for answer in in_loop] == [
-        b"HTTP/1.1 200 OK",
-        b"HTTP/1.1 400 Bad Request",
-        b"HTTP/1.1 200 OK",
-    ]
-    access = re.findall(r'127\.0\.0\.1 "POST /serve\?servable_identifier=tiny\.pt HTTP/1\.1" (\d+) (\d+) [\d.]+ms', log)
-    statuses_and_sizes = [(int(status), int(size)) for status, size in access]
-    expected = [(int(answer.split(b" ")[1]), len(answer.split(b"\r\n\r\n", 1)[1])) for answer in threaded]
+    assert_same_answers(in_loop, threaded, [b"HTTP/1.1 200 OK", b"HTTP/1.1 400 Bad Request", b"HTTP/1.1 200 OK"])
+    statuses_and_sizes = access_lines(log, "tiny.pt")
+    expected = [access_line_of(answer) for answer in threaded]
     # A thread logs its line after sending the answer, so the next request's line (on another thread) may come first.
     assert sorted(statuses_and_sizes[: len(requests)]) == sorted(expected)  # the threads' lines
     assert statuses_and_sizes[-len(requests) :] == expected  # the loop's, in order: one loop answers them
@@ -155,21 +149,15 @@ def test_a_request_the_loop_reads_for_a_thread_gets_the_answer_gunicorns_reading
             kept.sendall(b"".join(serve_request("batch_linear_eager.pt", row) for row in rows))  # in one segment
             pipelined = read_answers(kept, len(rows))
         log = server.log()
-    assert [without_date(answer) for answer in read_by_loop] == [without_date(answer) for answer in threaded]
-    assert [answer.split(b"\r\n")[0] for answer in read_by_loop] == [
-        b"HTTP/1.1 200 OK",
-        b"HTTP/1.1 400 Bad Request",
-        b"HTTP/1.1 400 Bad Request",
-    ]
+    assert_same_answers(
+        read_by_loop, threaded, [b"HTTP/1.1 200 OK", b"HTTP/1.1 400 Bad Request", b"HTTP/1.1 400 Bad Request"]
+    )
     values = [json.loads(answer.partition(b"\r\n\r\n")[2])["result"]["value"] for answer in pipelined]
     expected = BatchLinearModel()(torch.tensor([[float(i), 1.0, 2.0, 3.0] for i in range(3)]))
     assert torch.allclose(torch.tensor(values), expected.reshape(3, 1, 3).squeeze(1), rtol=1e-5)
-    access = re.findall(
-        r'127\.0\.0\.1 "POST /serve\?servable_identifier=batch_linear_eager\.pt HTTP/1\.1" (\d+) (\d+) [\d.]+ms', log
-    )
-    statuses_and_sizes = [(int(status), int(size)) for status, size in access]
-    expected_lines = [(int(answer.split(b" ")[1]), len(answer.split(b"\r\n\r\n", 1)[1])) for answer in threaded]
-    assert statuses_and_sizes[len(requests) + 1 : 2 * len(requests) + 1] == expected_lines
+    # After the threads' lines and the connection's first: the lines of those the loop read, in order.
+    lines = access_lines(log, "batch_linear_eager.pt")
+    assert lines[len(requests) + 1 : 2 * len(requests) + 1] == [access_line_of(answer) for answer in threaded]
 
 
 def test_a_model_whose_request_ran_long_in_the_event_loop_moves_to_threads(start):
@@ -264,6 +252,23 @@ def read_answers(sock: socket.socket, count: int) -> list[bytes]:
 
 def without_date(answer: bytes) -> bytes:
     return re.sub(rb"\r\nDate: [^\r]*", b"", answer)
+
+
+def assert_same_answers(answers: list[bytes], reference: list[bytes], status_lines: list[bytes]) -> None:
+    """Check that ``answers`` are ``reference``'s but for their Date headers, with these status lines."""
+    assert [without_date(answer) for answer in answers] == [without_date(answer) for answer in reference]
+    assert [answer.split(b"\r\n")[0] for answer in answers] == status_lines
+
+
+def access_lines(log: str, identifier: str) -> list[tuple[int, int]]:
+    """The status and body size of each access line of ``POST /serve`` for ``identifier``, in order."""
+    pattern = rf'127\.0\.0\.1 "POST /serve\?servable_identifier={re.escape(identifier)} HTTP/1\.1" (\d+) (\d+) [\d.]+ms'
+    return [(int(status), int(size)) for status, size in re.findall(pattern, log)]
+
+
+def access_line_of(answer: bytes) -> tuple[int, int]:
+    """The status and body size the access line of ``answer`` gives."""
+    return int(answer.split(b" ")[1]), len(answer.split(b"\r\n\r\n", 1)[1])
 
 
 def serve_request(identifier: str, body: bytes) -> bytes:
