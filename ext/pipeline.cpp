@@ -138,20 +138,20 @@ bool Pipeline::is_quick(const std::string& relative, size_t body_size) const {
 
 bool Pipeline::can_answer_in_event_loop(const std::string& relative, size_t body_size) const {
   // A model the loop would not answer whatever its file (not loaded, not quick) costs no system call.
-  if (body_size > kQuickBodyBytes || !runs_short(relative)) return false;
+  if (!runs_short(relative, body_size)) return false;
   FileIdentity identity;
-  return ModelFile::identify(root_fd_, relative, identity) == 0 && runs_short(relative, &identity);
+  return ModelFile::identify(root_fd_, relative, identity) == 0 && runs_short(relative, body_size, &identity);
 }
 
 std::optional<std::string> Pipeline::event_loop_model_named(const std::string& name, size_t body_size) const {
-  if (body_size > kQuickBodyBytes || !is_plain_relative(name)) return std::nullopt;
+  if (!is_plain_relative(name)) return std::nullopt;
   const bool suffixed = name.ends_with(".pt") || name.ends_with(".pt2");
   const auto candidates =
       suffixed ? std::vector<std::string>{name} : std::vector<std::string>{name, name + ".pt", name + ".pt2"};
   // Whichever candidate the name turns out to be, the loop answers it only if it is cached and quick:
   // when none is, no file need be looked at.
   if (std::none_of(candidates.begin(), candidates.end(),
-                   [this](const std::string& candidate) { return runs_short(candidate); })) {
+                   [&](const std::string& candidate) { return runs_short(candidate, body_size); })) {
     return std::nullopt;
   }
   for (const std::string& candidate : candidates) {
@@ -160,13 +160,14 @@ std::optional<std::string> Pipeline::event_loop_model_named(const std::string& n
     if (error == ENOENT) continue;
     // Refused (a symlink, which the name's look-up may follow within the root; no permission): the
     // request takes a thread, whose look-up finds what the name means.
-    if (error != 0 || !runs_short(candidate, &identity)) return std::nullopt;
+    if (error != 0 || !runs_short(candidate, body_size, &identity)) return std::nullopt;
     return candidate;
   }
   return std::nullopt;
 }
 
-bool Pipeline::runs_short(const std::string& relative, const FileIdentity* identity) const {
+bool Pipeline::runs_short(const std::string& relative, size_t body_size, const FileIdentity* identity) const {
+  if (body_size > kQuickBodyBytes) return false;
   auto servable = cache_.peek(relative, identity);
   return servable && servable->is_quick() && !servable->kept_off_event_loop();
 }

@@ -108,10 +108,10 @@ class Pipeline {
   ModelCache::Model model(const std::string& relative, const std::string& name, bool reload = false,
                           bool file_checked = false);
 
-  // Whether the cached model of `relative`, loaded from the file `identity`
-  // names (from whichever file, without one), runs short enough for a
-  // worker's event loop.
-  bool runs_short(const std::string& relative, const FileIdentity* identity = nullptr) const;
+  // Whether a request with a body of `body_size` bytes for the cached model
+  // of `relative`, loaded from the file `identity` names (from whichever
+  // file, without one), runs short enough for a worker's event loop.
+  bool runs_short(const std::string& relative, size_t body_size, const FileIdentity* identity = nullptr) const;
 
   int root_fd_;
   c10::Device device_;
