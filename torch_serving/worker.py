@@ -514,7 +514,7 @@ class ServingWorker(ThreadWorker):
             self._refuse(conn, self._busy_answer)
             return
         conn.arrived = time.monotonic()
-        # As gunicorn's enqueue_req does on its own pool.
+        # Gunicorn's handle reads the request there, as its enqueue_req would have it.
         self._run_on_thread(conn, partial(self.handle, conn), self.finish_request)
 
     def _await_first_bytes(self, conn) -> None:
