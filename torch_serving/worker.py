@@ -622,31 +622,20 @@ class ServingWorker(ThreadWorker):
         self.keepalived_conns.remove(conn)
         conn.arrived = time.monotonic()
         request, model = found
+        conn.on_core = False
         try:
             taken = self._take(conn, request)
         except OSError as error:
             self._socket_error(conn, error)
             taken = False
         if not taken:
-            conn.on_core = False
             self._release(conn)
             self.finish_request(conn, _Finished(False))
-            return
-        if model is None:
+        elif model is None:
             # The request takes a thread, as gunicorn's own would, but is not read a second time there.
-            self._run_on_thread(conn, partial(self._answer_on_thread, conn, request), self._answered_on_thread)
-            return
-        conn.on_core = False
-        _request.arrived = conn.arrived
-        _request.event_loop_model = model
-        _request.conn = conn
-        try:
-            answer, kept = self._answer(conn, request)
-        finally:
-            _request.event_loop_model = None
-            _request.conn = None
-            self._release(conn)
-        self._send(conn, answer, kept)
+            self._run_on_thread(conn, partial(self._answer_held, conn, request, None), self._answered_on_thread)
+        else:
+            self._send(conn, *self._answer_held(conn, request, model))
 
     def _plain_request(self, conn, received: int) -> tuple[PlainRequest, str | None] | None:
         """The next request on kept-alive ``conn``, of which ``received`` bytes were peeked at, when it is
@@ -707,18 +696,22 @@ class ServingWorker(ThreadWorker):
         future = (self.tpool if conn.on_core else self._spare_pool).submit(work)
         future.add_done_callback(lambda done: self.method_queue.defer(then, conn, done))
 
-    def _answer_on_thread(self, conn, request: PlainRequest) -> tuple[bytes, bool]:
-        """``_answer`` on a thread, for a request the event loop took off the socket but does not answer."""
+    def _answer_held(self, conn, request: PlainRequest, model: str | None) -> tuple[bytes, bool]:
+        """``_answer``, with what the application reads of the request set for this thread (when it
+        arrived; the model file the event loop answers it from, None on another thread), and the
+        request's admission released once the answer is made."""
         _request.arrived = conn.arrived
+        _request.event_loop_model = model
         _request.conn = conn
         try:
             return self._answer(conn, request)
         finally:
+            _request.event_loop_model = None
             _request.conn = None
             self._release(conn)
 
     def _answered_on_thread(self, conn, future) -> None:
-        """Send, from the event loop, the answer a thread made (``_answer_on_thread``)."""
+        """Send, from the event loop, the answer a thread made (``_answer_held``)."""
         try:
             answer, kept = future.result()
         except Exception:  # _answer handles the application's errors: this is the worker's own
