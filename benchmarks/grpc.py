@@ -35,11 +35,19 @@ _CASES = (("image [1, 3, 224, 224] FP32", "image", (1, 3, 224, 224)), ("tiny", "
 _TRANSPORTS = ("grpc", "http", "floor")
 
 
+# tritonclient's own message size limits, and a connection of the client's own: grpcio's channels in one
+# process share their connections by default, so every client thread would call one worker.
+_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.use_local_subchannel_pool", 1),
+]
+
+
 def _client(transport: str, http_port: int, grpc_port: int, floor_port: int = 0):
-    if transport == "floor":
-        return grpcclient, grpcclient.InferenceServerClient(f"127.0.0.1:{floor_port}")
-    if transport == "grpc":
-        return grpcclient, grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    if transport in ("grpc", "floor"):
+        port = grpc_port if transport == "grpc" else floor_port
+        return grpcclient, grpcclient.InferenceServerClient(f"127.0.0.1:{port}", channel_args=_CHANNEL_ARGS)
     return httpclient, httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
 
 

@@ -297,14 +297,20 @@ class _Servicer:
         model, status, size, deadline = "", 500, 0, None
         try:
             version = request.model_version or None
+            try:
+                body, header_length = _rest_request(request)
+            except RequestError:
+                # As over REST: a model that is not there is said first, and one that is counts the error.
+                model = resolve_name(self._root, request.model_name, version)
+                raise
+            size = len(body)
             loop_model = None
             if version in (None, MODEL_VERSION):
-                # The message's size stands for the body's: the request's REST form holds the same data.
-                loop_model = self._admission.event_loop_model_named(request.model_name, request.ByteSize())
+                # The native side parses the JSON part and takes the inputs' data as it is: a quick model is
+                # answered here whatever its tensors' size.
+                loop_model = self._admission.event_loop_model_named(request.model_name, header_length)
             in_event_loop = loop_model is not None
             model = loop_model or resolve_name(self._root, request.model_name, version)
-            body, header_length = _rest_request(request)
-            size = len(body)
             deadline = None if remaining is None else arrived + remaining
             call = (arrived, times, in_event_loop, self._pipeline.infer, model, request.model_name, body, header_length)
             if in_event_loop:

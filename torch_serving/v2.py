@@ -238,6 +238,9 @@ def binary_request(document: dict, data: list[bytes]) -> tuple[RequestBody, int]
     inputs give their data's ``binary_data_size``) as JSON, then ``data``, written once into native
     memory, where it is parsed (bytes would be copied there); and the length of its JSON part."""
     header = json.dumps(document).encode()
+    # Spaces after the JSON put the data on an 8-byte boundary, where the native side takes a tensor
+    # of any datatype as a view instead of copying it.
+    header += b" " * (-len(header) % 8)
     body = RequestBody(len(header) + sum(map(len, data)))
     view, offset = memoryview(body), 0
     for chunk in (header, *data):

@@ -369,6 +369,28 @@ def test_hostile_requests_get_statuses_and_the_workers_live(stub, server, case):
     assert sorted(server.http.workers()) == workers
 
 
+def test_a_bad_call_names_a_missing_model_first_and_counts_against_a_present_one(stub, server):
+    """As over REST: a call whose inputs the service refuses before the native side sees them (raw
+    contents that do not match its inputs) is NOT_FOUND with REST's 404 message when its model is not
+    there, and counted under its model's 400s when it is."""
+    bad = HOSTILE["raw contents without inputs"][0]
+    missing = service_pb2.ModelInferRequest(model_name="nope", raw_input_contents=bad.raw_input_contents)
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ModelInfer(missing, timeout=30)
+    rest = requests.post(f"{server.http.url}/v2/models/nope/infer", json={"inputs": []}, timeout=30)
+    assert rest.status_code == 404
+    assert (str(error.value.code()), error.value.details()) == ("StatusCode.NOT_FOUND", rest.json()["error"])
+
+    def counted(found: dict) -> float:
+        return value(found, "torch_serving_requests_total", model="tiny.pt", endpoint="infer", status="400")
+
+    before = counted(wait_for(server.http, lambda found: True))
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ModelInfer(bad, timeout=30)
+    assert str(error.value.code()) == "StatusCode.INVALID_ARGUMENT"
+    assert counted(wait_for(server.http, lambda found: counted(found) == before + 1)) == before + 1
+
+
 def tiny_request(x: np.ndarray) -> service_pb2.ModelInferRequest:
     message = service_pb2.ModelInferRequest(model_name="tiny")
     message.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
