@@ -1,10 +1,13 @@
 """The Open Inference Protocol over gRPC against REST, through the stock clients: the same Python
 client loop calls one server (this tree at its default flags, with ``--grpc-port``) through
 ``tritonclient.grpc`` and through ``tritonclient.http`` with binary tensors, on a
-[1, 3, 224, 224] float32 tensor (the ``image`` workload's classifier) and on ``tiny``. Each
-transport's answer is checked equal to the other's first. Beside them, the floor: the same gRPC
-client loop against grpcio's own server answering a canned reply (``benchmarks.baselines.grpc_floor``),
-what Python gRPC allows here at best. Rounds interleave the transports; medians of requests/s.
+[1, 3, 224, 224] float32 tensor (the ``image`` workload's classifier) and on ``tiny``. gRPC is
+measured twice: each client thread on a connection of its own (as several client processes are,
+spread over the workers) and on the one connection grpcio's channels in a process share by
+default (which one worker serves). Each transport's answer is checked equal to the other's first.
+Beside them, the floor: the same gRPC client loop against grpcio's own server answering a canned
+reply (``benchmarks.baselines.grpc_floor``), what Python gRPC allows here at best. Rounds
+interleave the transports; medians of requests/s.
 
     .venv/bin/python -m benchmarks.grpc [--rounds 5] [--seconds 3] [--clients 4]
 """
@@ -32,12 +35,12 @@ from tests.integration.server import cli_command, free_port, running
 
 # (case, model, input shape)
 _CASES = (("image [1, 3, 224, 224] FP32", "image", (1, 3, 224, 224)), ("tiny", "tiny", (1, 4)))
-_TRANSPORTS = ("grpc", "http", "floor")
+_TRANSPORTS = ("http", "grpc", "floor", "grpc-shared", "floor-shared")
 
 
-# tritonclient's own message size limits, and a connection of the client's own: grpcio's channels in one
-# process share their connections by default, so every client thread would call one worker.
-_CHANNEL_ARGS = [
+# tritonclient's own message size limits, and a connection of the client's own: by default grpcio's
+# channels in one process share one connection, so all of a process's client threads call one worker.
+_OWN_CONNECTION = [
     ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
     ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
     ("grpc.use_local_subchannel_pool", 1),
@@ -45,10 +48,15 @@ _CHANNEL_ARGS = [
 
 
 def _client(transport: str, http_port: int, grpc_port: int, floor_port: int = 0):
-    if transport in ("grpc", "floor"):
-        port = grpc_port if transport == "grpc" else floor_port
-        return grpcclient, grpcclient.InferenceServerClient(f"127.0.0.1:{port}", channel_args=_CHANNEL_ARGS)
-    return httpclient, httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
+    """``transport``'s client module and a client of it: ``http``, or ``grpc`` and ``floor`` (the floor's
+    server), each on a connection of its own, or with ``-shared`` on the connection the process's
+    channels share (tritonclient's default)."""
+    if transport == "http":
+        return httpclient, httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
+    server, _, shared = transport.partition("-")
+    port = grpc_port if server == "grpc" else floor_port
+    options = None if shared else _OWN_CONNECTION
+    return grpcclient, grpcclient.InferenceServerClient(f"127.0.0.1:{port}", channel_args=options)
 
 
 def _call(module, client, model: str, x: np.ndarray) -> np.ndarray:
@@ -96,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--clients", type=int, default=4, help="client threads, each with its own connection")
+    parser.add_argument("--clients", type=int, default=4, help="client threads, each with its own client")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
@@ -104,16 +112,17 @@ def main(argv: list[str] | None = None) -> int:
         build(root)
         ports = (free_port(), free_port(), free_port())
         command = cli_command(ports[0], "--model-root", str(root), "--grpc-port", str(ports[1]))
-        floor = subprocess.Popen(
+        floor_server = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.baselines.grpc_floor", str(ports[2])], start_new_session=True
         )
         with running(command, ports[0], scratch / "server.log"), contextlib.ExitStack() as stack:
-            stack.callback(lambda: os.killpg(floor.pid, signal.SIGTERM))
+            stack.callback(lambda: os.killpg(floor_server.pid, signal.SIGTERM))
             print(f"\n{args.rounds} rounds x {args.seconds:g}s, {args.clients} client threads per transport; medians")
             print(
-                "| tensor | gRPC req/s | REST (binary) req/s | gRPC / REST | floor: grpcio's canned reply | floor / REST |"
+                "| tensor | REST (binary) req/s | gRPC, own connections | / REST | floor / REST "
+                "| gRPC, one shared connection | / REST | floor / REST |"
             )
-            print("|---|---|---|---|---|---|")
+            print("|---|---|---|---|---|---|---|---|")
             rng = np.random.default_rng(0)
             for case, model, shape in _CASES:
                 x = rng.random(shape, dtype=np.float32)
@@ -128,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(args.rounds):
                     for transport in _TRANSPORTS:
                         rates[transport].append(_rate(transport, ports, model, x, args.clients, args.seconds))
-                grpc_rate, http_rate, floor_rate = (statistics.median(rates[t]) for t in _TRANSPORTS)
+                http, own, floor, shared, floor_shared = (statistics.median(rates[t]) for t in _TRANSPORTS)
                 print(
-                    f"| {case} | {grpc_rate:.0f} | {http_rate:.0f} | {grpc_rate / http_rate:.2f} | {floor_rate:.0f}"
-                    f" | {floor_rate / http_rate:.2f} |",
+                    f"| {case} | {http:.0f} | {own:.0f} | {own / http:.2f} | {floor / http:.2f}"
+                    f" | {shared:.0f} | {shared / http:.2f} | {floor_shared / http:.2f} |",
                     flush=True,
                 )
     return 0
