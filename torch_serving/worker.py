@@ -52,8 +52,6 @@ a thread takes it. This worker instead:
 * closes its listening sockets as it stops, so that new connections are
   refused at once rather than left unanswered in the backlog;
 * takes no request before the models ``--preload`` names are loaded;
-* has glibc's malloc keep large blocks in its heaps (``torch_serving.allocator``): a large request
-  body mapped anew on every request cost a gRPC worker page faults on every call;
 * answers gunicorn's own refusals (a request line or headers over its limits,
   malformed HTTP) with the JSON error envelope instead of an HTML page.
 
@@ -83,7 +81,6 @@ from gunicorn import http, util
 from gunicorn.http.body import Body, ChunkedReader, LengthReader
 from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadWorker
 
-from torch_serving.allocator import reuse_large_blocks
 from torch_serving.config import Config
 from torch_serving.connection_table import ConnectionTable
 from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail, error_body, error_document
@@ -387,7 +384,6 @@ class ServingWorker(ThreadWorker):
                 ", ".join(gaps),
             )
             sys.exit(_WORKER_BOOT_ERROR)
-        reuse_large_blocks()
         super().init_process()
 
     def run(self) -> None:

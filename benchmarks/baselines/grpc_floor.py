@@ -1,7 +1,6 @@
 """The floor of gRPC in Python on this machine: grpcio's asyncio server in two processes sharing a
-port (as the server's two workers do), with the workers' allocator settings, answering every
-``ModelInfer`` with one canned reply, without running a model. What it allows is what no Python gRPC
-server can beat.
+port (as the server's two workers do), answering every ``ModelInfer`` with one canned reply, without
+running a model. What it allows is what no Python gRPC server can beat.
 
     python -m benchmarks.baselines.grpc_floor PORT
 """
@@ -11,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-
-from torch_serving.allocator import reuse_large_blocks
 
 _WORKERS = 2
 
@@ -43,9 +40,6 @@ async def _serve(port: int) -> None:
 
 def main() -> None:
     port = int(sys.argv[1])
-    # The allocator settings the server's workers run with: without them grpcio's buffers for a large
-    # message are mapped anew, and page-faulted, on every call.
-    reuse_large_blocks()
     for _ in range(_WORKERS - 1):
         if os.fork() == 0:
             break  # a child serves too, and forks no further
