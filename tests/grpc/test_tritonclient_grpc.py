@@ -245,6 +245,48 @@ def test_every_worker_listens_on_the_grpc_port(server):
     assert listeners(server.grpc_port) == 2
 
 
+def workers_holding_connections(server) -> list[int]:
+    """The pid of the worker holding each established connection on the gRPC port, from /proc."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        for row in open(f"/proc/net/{table}").read().splitlines()[1:]:
+            fields = row.split()
+            if fields[1].endswith(f":{server.grpc_port:04X}") and fields[3] == "01":
+                inodes.add(fields[9])
+    holders = []
+    for pid in server.http.workers():
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    holders.append(pid)
+    return holders
+
+
+def test_a_processs_clients_share_one_worker_unless_each_has_its_own_connection(start_grpc):
+    """docs/v2.md: tritonclient's clients in one process share one connection (grpcio's default),
+    held by one worker; with ``grpc.use_local_subchannel_pool`` each has its own, and they spread over
+    the workers."""
+    x = [input_of("x", np.ones(2, np.float32), "FP32")]
+    own = [("grpc.use_local_subchannel_pool", 1)]
+    with start_grpc("--workers", "2") as server:
+        for channel_args, connections, workers in ((None, 1, 1), (own, 16, 2)):
+            clients = [
+                grpcclient.InferenceServerClient(server.address, channel_args=channel_args) for _ in range(16)
+            ]
+            try:
+                for client in clients:
+                    assert client.infer("tiny", x).as_numpy("OUTPUT__0").tolist() == [3.0, 3.0]
+                holders = workers_holding_connections(server)
+                assert (len(holders), len(set(holders))) == (connections, workers)
+            finally:
+                for client in clients:
+                    client.close()
+            deadline = time.monotonic() + 10
+            while workers_holding_connections(server) and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+
 def test_statistics_count_both_workers_calls(triton, server):
     before = triton.get_inference_statistics("tiny", as_json=True)["model_stats"][0]
     x = input_of("x", np.array([1.0, 2.0], np.float32), "FP32")
@@ -384,7 +426,14 @@ def test_a_bad_call_names_a_missing_model_first_and_counts_against_a_present_one
     def counted(found: dict) -> float:
         return value(found, "torch_serving_requests_total", model="tiny.pt", endpoint="infer", status="400")
 
-    before = counted(wait_for(server.http, lambda found: True))
+    # The metrics reach a scrape within a second or so: wait for the earlier tests' to settle.
+    before, deadline = counted(wait_for(server.http, lambda found: True)), time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(1.5)
+        now = counted(wait_for(server.http, lambda found: True))
+        if now == before:
+            break
+        before = now
     with pytest.raises(grpc.RpcError) as error:
         stub.ModelInfer(bad, timeout=30)
     assert str(error.value.code()) == "StatusCode.INVALID_ARGUMENT"
