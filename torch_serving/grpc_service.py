@@ -68,6 +68,9 @@ _CONTENTS = {
 }
 # The most characters of an error's detail a status message carries.
 _MAX_DETAIL = 4096
+# The largest request (the REST form: JSON and data) a quick model answers in the gRPC loop: its data
+# and its answer's are copied there, which for a larger one would hold up the loop's other calls.
+_LOOP_BODY_BYTES = 1024 * 1024
 # How long before the deadline this server computed a call's cancellation still comes from the client's
 # deadline: a loaded host takes tens of milliseconds to reach the handler, which then counts from later.
 _DEADLINE_SLACK_S = 0.25
@@ -305,9 +308,9 @@ class _Servicer:
                 raise
             size = len(body)
             loop_model = None
-            if version in (None, MODEL_VERSION):
-                # The native side parses the JSON part and takes the inputs' data as it is: a quick model is
-                # answered here whatever its tensors' size.
+            if version in (None, MODEL_VERSION) and size <= _LOOP_BODY_BYTES:
+                # The native side parses the JSON part and takes the inputs' data as it is: a quick model
+                # answers an image-sized tensor here too.
                 loop_model = self._admission.event_loop_model_named(request.model_name, header_length)
             in_event_loop = loop_model is not None
             model = loop_model or resolve_name(self._root, request.model_name, version)
