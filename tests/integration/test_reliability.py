@@ -103,16 +103,25 @@ def test_a_request_whose_deadline_passed_in_the_queue_never_runs(start, model_ro
     with start("--threads", "1", "--queue-size", "4", "--timeout", "1", "--instances", "1", root=root) as server:
         post(server.url, "slow.pt", rounds_body(WARM_UP_ROUNDS))
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            holder = pool.submit(post, server.url, "slow.pt", rounds_body(3000))
+            # About 2 s of forward here (3000 rounds took 0.8 s on a fast machine, less than the queued
+            # call's 0.3 + 1 s): the holder keeps the instance past the queued call's deadline.
+            holder = pool.submit(post, server.url, "slow.pt", rounds_body(8000))
             time.sleep(0.3)
             # Waits for the model's only instance, which the holder keeps past the deadline.
             queued = post(server.url, "slow.pt", rounds_body(1))
             assert queued.status_code == 504
             assert holder.result().status_code == 504
-        # Once the holder's forward is over, had the queued call run, it would have been a third execution.
-        time.sleep(4)
-        stats = requests.get(f"{server.url}/cache", timeout=10).json()["stats"]["models"]["slow.pt"]
-        assert stats["executions"] == 2
+
+        def executions() -> int:
+            return requests.get(f"{server.url}/cache", timeout=10).json()["stats"]["models"]["slow.pt"]["executions"]
+
+        # Once the holder's forward is over, had the queued call run, it would have been a third execution,
+        # right after it.
+        deadline = time.monotonic() + 30
+        while executions() < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
+        assert executions() == 2
 
 
 def test_a_failed_load_in_a_full_cache_evicts_nothing(start, model_root):
