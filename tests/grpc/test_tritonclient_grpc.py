@@ -229,11 +229,16 @@ def test_configuration_matches_rest(triton, server):
     assert failure(lambda: triton.get_model_config("nope"))[0] == "StatusCode.NOT_FOUND"
 
 
+def tcp_sockets() -> list[list[str]]:
+    """The fields of every IPv4 and IPv6 TCP socket's row in /proc/net (local address at 1, state at 3,
+    inode at 9)."""
+    return [row.split() for table in ("tcp", "tcp6") for row in open(f"/proc/net/{table}").read().splitlines()[1:]]
+
+
 def listeners(port: int) -> int:
     """How many sockets listen on 127.0.0.1's TCP ``port``, as IPv4 or v4-mapped IPv6 (which grpcio
-    uses) sockets, from /proc/net."""
-    rows = [row.split() for table in ("tcp", "tcp6") for row in open(f"/proc/net/{table}").read().splitlines()[1:]]
-    return sum(1 for row in rows if row[1].endswith(f"0100007F:{port:04X}") and row[3] == "0A")
+    uses) sockets."""
+    return sum(1 for row in tcp_sockets() if row[1].endswith(f"0100007F:{port:04X}") and row[3] == "0A")
 
 
 def test_every_worker_listens_on_the_grpc_port(server):
@@ -246,13 +251,8 @@ def test_every_worker_listens_on_the_grpc_port(server):
 
 
 def workers_holding_connections(server) -> list[int]:
-    """The pid of the worker holding each established connection on the gRPC port, from /proc."""
-    inodes = set()
-    for table in ("tcp", "tcp6"):
-        for row in open(f"/proc/net/{table}").read().splitlines()[1:]:
-            fields = row.split()
-            if fields[1].endswith(f":{server.grpc_port:04X}") and fields[3] == "01":
-                inodes.add(fields[9])
+    """The pid of the worker holding each established connection on the gRPC port."""
+    inodes = {row[9] for row in tcp_sockets() if row[1].endswith(f":{server.grpc_port:04X}") and row[3] == "01"}
     holders = []
     for pid in server.http.workers():
         for fd in os.listdir(f"/proc/{pid}/fd"):
