@@ -354,6 +354,9 @@ PYBIND11_MODULE(_C, m) {
               counters["max_batch_size"] = servable->max_batch_size();
               counters["instances"] = servable->instances();
               counters["peak_running"] = servable->peak_running();
+              py::dict forward_ms;
+              for (const auto& [rows, seconds] : servable->forward_costs()) forward_ms[py::int_(rows)] = seconds * 1e3;
+              counters["forward_ms_by_rows"] = forward_ms;
               models[py::str(path)] = counters;
             }
             out["models"] = models;
@@ -363,8 +366,10 @@ PYBIND11_MODULE(_C, m) {
             return out;
           },
           "Return the cache's counters (hits, loads, failed_loads, evictions); under models, each loaded"
-          " model's requests, forward executions, max_batch_size, instances and the most forwards that ran at once"
-          " (peak_running); under failed, the error of each model whose last load failed.")
+          " model's requests, forward executions, max_batch_size, instances, the most forwards that ran at once"
+          " (peak_running) and, with batching, the milliseconds a forward is estimated to take by its rows"
+          " (forward_ms_by_rows: the least of its recent forwards of that size, each size that has run); under"
+          " failed, the error of each model whose last load failed.")
       .def(
           "execution_totals",
           [](Pipeline& self) {

@@ -11,12 +11,23 @@
 #include <exception>
 #include <stdexcept>
 
+#include <time.h>
+
 #include "errors.h"
 
 namespace torch_serving {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The CPU time of the calling thread. A forward's cost is measured so, not
+// by the clock: under load, other threads on its core would add their time
+// to it, the more the longer it runs.
+double thread_cpu_seconds() {
+  timespec now{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return double(now.tv_sec) + double(now.tv_nsec) * 1e-9;
+}
 
 // Appends every tensor in `value`, however nested, in a fixed order.
 void collect_tensors(const c10::IValue& value, std::vector<at::Tensor>& out) {
@@ -232,6 +243,7 @@ struct Scheduler::Pending {
   std::vector<at::Tensor> tensors;  // with batching, those in args, in collect_tensors' order
   int64_t rows = 0;                 // 0: runs alone
   bool lead = false;                // holds an instance: forms the next batch
+  bool taken = false;               // into a batch that leaves the queue
   bool done = false;
   c10::IValue result;
   std::exception_ptr error;
@@ -244,11 +256,17 @@ Scheduler::Scheduler(ServingPolicy policy, size_t instances, Forward forward, st
       forward_(std::move(forward)),
       name_(std::move(name)),
       warn_(std::move(warn)),
-      share_plain_outputs_(share_plain_outputs) {}
+      share_plain_outputs_(share_plain_outputs),
+      costs_(policy.batching() ? policy.max_batch_size : 0) {}
 
 size_t Scheduler::peak_running() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return peak_running_;
+}
+
+std::vector<std::pair<int64_t, double>> Scheduler::forward_costs() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return costs_.estimates();
 }
 
 c10::IValue Scheduler::run(std::vector<c10::IValue> args, Deadline deadline) {
@@ -290,8 +308,13 @@ c10::IValue Scheduler::run(std::vector<c10::IValue> args, Deadline deadline) {
     std::vector<Pending*> batch = take_batch(&me);
     peak_running_ = std::max(peak_running_, ++running_);
     lock.unlock();
-    execute(batch);
+    const std::optional<double> seconds = execute(batch);
     lock.lock();
+    if (seconds) {
+      int64_t rows = 0;
+      for (const Pending* p : batch) rows += p->rows;
+      costs_.record(rows, *seconds);
+    }
     --running_;
     for (Pending* p : batch) p->done = true;
     --leading_;
@@ -322,31 +345,30 @@ int64_t Scheduler::rows_within_reach(const Pending* lead) const {
 
 std::vector<Scheduler::Pending*> Scheduler::take_batch(Pending* lead) {
   std::vector<Pending*> batch{lead};
-  int64_t rows = lead->rows;
-  for (auto it = queue_.begin(); it != queue_.end();) {
-    Pending* p = *it;
-    if (p == lead) {
-      it = queue_.erase(it);
-      continue;
+  std::vector<int64_t> sizes{lead->rows};  // rows of each prefix of `batch`
+  if (lead->rows > 0) {
+    for (Pending* p : queue_) {
+      bool fits = p != lead && !p->lead && p->rows > 0 && sizes.back() + p->rows <= policy_.max_batch_size &&
+                  p->args.size() == lead->args.size();
+      for (size_t i = 0; fits && i < p->args.size(); ++i) fits = mergeable(lead->args[i], p->args[i]);
+      if (fits) {
+        batch.push_back(p);
+        sizes.push_back(sizes.back() + p->rows);
+      }
     }
-    bool fits = rows > 0 && !p->lead && p->rows > 0 && rows + p->rows <= policy_.max_batch_size &&
-                p->args.size() == lead->args.size();
-    for (size_t i = 0; fits && i < p->args.size(); ++i) fits = mergeable(lead->args[i], p->args[i]);
-    if (fits) {
-      batch.push_back(p);
-      rows += p->rows;
-      it = queue_.erase(it);
-    } else {
-      ++it;
-    }
+    if (batch.size() > 1) batch.resize(costs_.choose(sizes) + 1);
   }
+  for (Pending* p : batch) p->taken = true;
+  queue_.erase(std::remove_if(queue_.begin(), queue_.end(), [](const Pending* p) { return p->taken; }), queue_.end());
   return batch;
 }
 
-void Scheduler::execute(const std::vector<Pending*>& batch) {
+std::optional<double> Scheduler::execute(const std::vector<Pending*>& batch) {
   if (batch.size() == 1) {
+    const double started = thread_cpu_seconds();
     execute_alone(batch);
-    return;
+    if (batch[0]->error || batch[0]->rows == 0) return std::nullopt;
+    return thread_cpu_seconds() - started;
   }
   std::vector<int64_t> rows;
   int64_t total = 0;
@@ -355,6 +377,7 @@ void Scheduler::execute(const std::vector<Pending*>& batch) {
     total += p->rows;
   }
   c10::IValue output;
+  double seconds = 0;
   try {
     std::vector<at::Tensor> merged;
     const size_t count = batch[0]->tensors.size();
@@ -368,12 +391,14 @@ void Scheduler::execute(const std::vector<Pending*>& batch) {
     auto take = [&] { return merged[next++]; };
     std::vector<c10::IValue> args;
     for (const c10::IValue& arg : batch[0]->args) args.push_back(replace_tensors(arg, take));
+    const double started = thread_cpu_seconds();
     output = forward_(std::move(args));
+    seconds = thread_cpu_seconds() - started;
   } catch (...) {
     // One request's data may have made the merged forward fail: each runs
     // alone and gets its own answer.
     execute_alone(batch);
-    return;
+    return std::nullopt;
   }
   std::vector<c10::IValue> shares;
   try {
@@ -384,9 +409,10 @@ void Scheduler::execute(const std::vector<Pending*>& batch) {
             "; its batches are answered one request at a time");
     }
     execute_alone(batch);
-    return;
+    return std::nullopt;
   }
   for (size_t i = 0; i < batch.size(); ++i) batch[i]->result = std::move(shares[i]);
+  return seconds;
 }
 
 void Scheduler::execute_alone(const std::vector<Pending*>& batch) {

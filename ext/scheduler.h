@@ -15,7 +15,10 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <optional>
 #include <vector>
+
+#include "batch_costs.h"
 
 namespace torch_serving {
 
@@ -66,9 +69,12 @@ using Warn = std::function<void(const std::string&)>;
 // Requests queue in arrival order, in the threads that carry them. When an
 // instance is free, the oldest request queued leads it: with batching,
 // from then on it waits up to the policy's delay for more requests, and
-// takes every queued request that can be merged with it (see `run`), up to
-// `max_batch_size` rows, whichever thread carries them; it runs them as
-// one forward and frees the instance for the next oldest request.
+// takes the queued requests that can be merged with it (see `run`), in
+// order, up to `max_batch_size` rows, whichever thread carries them; it
+// runs them as one forward and frees the instance for the next oldest
+// request. It takes them all unless fewer make a batch that its forwards
+// so far show to be cheaper per row (BatchCosts): those left lead or join
+// the next forward.
 class Scheduler {
  public:
   using Forward = std::function<c10::IValue(std::vector<c10::IValue>)>;
@@ -107,15 +113,20 @@ class Scheduler {
   size_t instances() const { return instances_; }
   // The most forwards that have run at once.
   size_t peak_running() const;
+  // With batching, the estimated seconds of a forward by rows, of each
+  // size that has run (see BatchCosts).
+  std::vector<std::pair<int64_t, double>> forward_costs() const;
 
  private:
   struct Pending;
 
-  // Runs `batch` and fills in each request's outcome.
-  void execute(const std::vector<Pending*>& batch);
+  // Runs `batch` and fills in each request's outcome; returns how long its
+  // forward took when it ran as one forward that answered every request.
+  std::optional<double> execute(const std::vector<Pending*>& batch);
   // Runs each request of `batch` alone.
   void execute_alone(const std::vector<Pending*>& batch);
-  // Removes `lead` from the queue, and returns it with the requests it takes.
+  // Removes `lead` from the queue, and returns it with the requests it
+  // takes, of the size `costs_` chooses. Expects mutex_ held.
   std::vector<Pending*> take_batch(Pending* lead);
   // Hands each free instance to the oldest request queued that leads none.
   // Expects mutex_ held.
@@ -136,6 +147,7 @@ class Scheduler {
   size_t leading_ = 0;          // instances held by a request forming or running a batch
   size_t running_ = 0;          // forwards running
   size_t peak_running_ = 0;
+  BatchCosts costs_;
   std::atomic<bool> warned_unsplittable_{false};
 };
 

@@ -78,6 +78,8 @@ class Servable {
   // How many forwards of the model run at once, and the most that have.
   size_t instances() const { return scheduler_->instances(); }
   size_t peak_running() const { return scheduler_->peak_running(); }
+  // With batching, a forward's estimated seconds by rows (Scheduler::forward_costs).
+  std::vector<std::pair<int64_t, double>> forward_costs() const { return scheduler_->forward_costs(); }
 
   // Whether a call may run in its caller's thread: the model has run, has
   // typically taken under a millisecond, and does not batch (a batch waits

@@ -157,9 +157,10 @@ class Pipeline:
         """Return the model configuration (Triton's extension) of the model file ``relative`` as JSON."""
     def stats(self) -> dict[str, Any]:
         """Return the cache's counters (hits, loads, failed_loads, evictions) and, under ``models``,
-        each loaded model's ``requests``, forward ``executions``, ``max_batch_size``, ``instances`` and the most
-        forwards that ran at once (``peak_running``); under ``failed``, the error of each model whose last load
-        failed."""
+        each loaded model's ``requests``, forward ``executions``, ``max_batch_size``, ``instances``, the most
+        forwards that ran at once (``peak_running``) and, with batching, the milliseconds a forward is estimated
+        to take by its rows (``forward_ms_by_rows``: the least of its recent forwards of that size, each size that
+        has run); under ``failed``, the error of each model whose last load failed."""
     def execution_totals(self) -> dict[str, int]:
         """Return, by model file, the forward executions of every model loaded from it, dropped ones included."""
     def unload(self, relative: str) -> bool:

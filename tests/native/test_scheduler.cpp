@@ -4,10 +4,13 @@
 #include <ATen/ATen.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <future>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include <time.h>
 
 #include "scheduler.h"
 
@@ -170,4 +173,109 @@ TEST_CASE("the serving policy names its keys and their ranges") {
   CHECK_THROWS_WITH_AS(torch_serving::parse_serving_policy(R"({"instances": 2})"),
                        "unknown key \"instances\"; the keys are max_batch_size, max_batch_delay_ms and instance_count",
                        std::invalid_argument);
+}
+
+TEST_CASE("batch costs: the largest size until a smaller one is measured cheaper per row by the margin") {
+  torch_serving::BatchCosts costs(8);
+  const std::vector<int64_t> sizes{1, 2, 3, 4};
+  CHECK(costs.choose(sizes) == 3);  // nothing measured
+  costs.record(3, 0.030);
+  CHECK(costs.choose(sizes) == 3);  // 4 rows never measured: tried
+  costs.record(4, 0.060);
+  CHECK(costs.choose(sizes) == 2);  // 10 ms a row against 15
+  // A slower forward of 3 rows does not raise the estimate: the least counts.
+  costs.record(3, 0.090);
+  CHECK(costs.choose(sizes) == 2);
+  CHECK(costs.estimates() == std::vector<std::pair<int64_t, double>>{{3, 0.030}, {4, 0.060}});
+  // Within the margin, the larger batch.
+  costs.record(4, 0.0405);
+  CHECK(costs.choose(sizes) == 3);
+  CHECK(costs.choose({1, 2, 3}) == 2);
+}
+
+TEST_CASE("batch costs: the largest size is measured again after a while, and an old estimate leaves the window") {
+  torch_serving::BatchCosts costs(8);
+  costs.record(4, 0.001);  // taken while nothing else ran
+  for (size_t i = 0; i < torch_serving::BatchCosts::kWindow; ++i) costs.record(4, 0.060);
+  costs.record(2, 0.010);
+  CHECK(costs.choose({2, 4}) == 0);
+  for (uint64_t i = 1; i < torch_serving::BatchCosts::kRefreshForwards; ++i) costs.record(2, 0.010);
+  CHECK(costs.choose({2, 4}) == 1);  // 4 rows last ran 64 forwards ago
+  costs.record(4, 0.060);
+  CHECK(costs.choose({2, 4}) == 0);
+}
+
+namespace {
+
+// Keeps the calling thread busy until it has had `cpu` of CPU time: the
+// scheduler measures forwards by their thread's CPU time.
+void burn(std::chrono::milliseconds cpu) {
+  auto used = [] {
+    timespec now{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+    return std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec);
+  };
+  const auto until = used() + cpu;
+  while (used() < until) {
+  }
+}
+
+// A forward whose cost falls per row only in steps of three rows, as a
+// matrix product that runs its rows three at a time: `step` of CPU time
+// for 1 to 3 rows, twice that for 4 to 6; its first call takes `first`
+// whatever its rows. Counts the calls that have begun.
+struct SteppedForward {
+  std::chrono::milliseconds step;
+  std::chrono::milliseconds first;
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<int64_t> rows;
+
+  c10::IValue operator()(std::vector<c10::IValue> args) {
+    const at::Tensor x = args[0].toTensor();
+    bool is_first = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      is_first = rows.empty();
+      rows.push_back(x.size(0));
+    }
+    changed.notify_all();
+    burn(is_first ? first : step * ((x.size(0) + 2) / 3));
+    return x + 1;
+  }
+
+  void wait_for_calls(size_t count) {
+    std::unique_lock<std::mutex> lock(mutex);
+    changed.wait(lock, [&] { return rows.size() >= count; });
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a batching model takes fewer requests than are queued when its forwards show fewer rows cost less per row") {
+  SteppedForward forward{150ms, 300ms};
+  Scheduler scheduler(ServingPolicy{8, 0}, 1, [&](std::vector<c10::IValue> args) { return forward(std::move(args)); },
+                      "stepped.pt", [](const std::string&) {}, false);
+  std::vector<std::future<at::Tensor>> answers;
+  auto send = [&](int count) {
+    for (int i = 0; i < count; ++i) {
+      const float value = float(answers.size());
+      answers.push_back(std::async(std::launch::async, [&scheduler, value] { return scheduler.run(one_row(value)).toTensor(); }));
+    }
+  };
+  send(1);
+  forward.wait_for_calls(1);
+  send(3);  // queued behind the first forward: 3 rows, measured
+  forward.wait_for_calls(2);
+  send(4);  // queued behind it: 4 rows, never measured, so tried
+  forward.wait_for_calls(3);
+  send(4);  // 4 rows cost twice what 3 do: 3 run, and the last waits for the next forward
+  for (size_t i = 0; i < answers.size(); ++i) CHECK(answers[i].get().equal(at::full({1, 2}, float(i) + 1)));
+  CHECK(forward.rows == std::vector<int64_t>{1, 3, 4, 3, 1});
+  const auto costs = scheduler.forward_costs();
+  REQUIRE(costs.size() == 3);
+  CHECK(costs[1].first == 3);
+  CHECK(costs[1].second >= 0.150);
+  CHECK(costs[2].first == 4);
+  CHECK(costs[2].second >= 0.300);
 }

@@ -343,7 +343,7 @@ def test_cache_endpoint_lists_models_relative_to_the_root(client, config):
     doc = client.simulate_get("/cache").json
     assert doc["models"] == ["tiny.pt", "nested/triple.pt"]
     # One request at a time: one forward ran at once.
-    unbatched = {"max_batch_size": 0, "instances": config.threads, "peak_running": 1}
+    unbatched = {"max_batch_size": 0, "instances": config.threads, "peak_running": 1, "forward_ms_by_rows": {}}
     assert doc["stats"] == {
         "hits": 1,
         "loads": 2,

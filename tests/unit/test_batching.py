@@ -60,6 +60,9 @@ def test_concurrent_requests_share_one_forward_and_each_gets_its_own_rows(pipeli
         assert result["shape"] == [x.shape[0], 3]
         assert_close(result["value"], linear_rows(x))
     assert counters(pipeline, "batch_linear.pt") == {"requests": 5, "executions": 1, "max_batch_size": 8}
+    # What that forward of six rows cost, as the scheduler weighs batch sizes by it.
+    forward_ms = pipeline.stats()["models"]["batch_linear.pt"]["forward_ms_by_rows"]
+    assert list(forward_ms) == [6] and forward_ms[6] > 0
 
 
 def test_tensors_nested_in_lists_and_dicts_are_merged_and_split(pipeline):
