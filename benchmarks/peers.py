@@ -17,7 +17,7 @@ does (float32 rounding: relative 1e-5). Then wrk (``--wrk-threads 2``: the clien
 two cores, as in production) drives each at every ``--connections``, rounds interleaved; the
 servers not being timed are stopped (SIGSTOP) meanwhile, since some take CPU while idle (the run
 prints how much). Prints median requests/s, the ratios the issue names, p50 and p99 latency, and
-our batch sizes. Any non-2xx answer fails the run.
+our batch sizes with what one worker estimates each size costs. Any non-2xx answer fails the run.
 
 Usage: python -m benchmarks.peers [--seconds 5] [--rounds 3] [--connections 8,32] [--wrk-threads 2]
        [--peers torchserve,litserve,naive] [--batch-policy JSON]
@@ -34,6 +34,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import requests
 
 from benchmarks.load import (
     DEFAULTS,
@@ -213,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         results: dict[int, dict[str, list[Round]]] = {}
         batches: dict[int, tuple[int, int]] = {}
+        forward_costs: dict[int, dict[str, float]] = {}
         for connections in connection_counts:
             before = batch_counters(ours.url, "model-example-batched.pt")
             results[connections] = interleaved_rounds(
@@ -220,9 +223,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             after = batch_counters(ours.url, "model-example-batched.pt")
             batches[connections] = (after[0] - before[0], after[1] - before[1])
+            forward_costs[connections] = forward_ms_by_rows(ours.url, "model-example-batched.pt")
 
     print("CPU each server takes while idle, % of one core:", ", ".join(f"{n} {p:.1f}" for n, p in idle.items()))
-    _report(args, results, batches)
+    _report(args, results, batches, forward_costs)
     return 0
 
 
@@ -233,7 +237,12 @@ def idle_cpu_percent(pid: int, seconds: float = 3.0) -> float:
     return (cpu_seconds(pid) - before) * 100 / seconds
 
 
-def _report(args: argparse.Namespace, results: dict[int, dict[str, list[Round]]], batches) -> None:
+def forward_ms_by_rows(url: str, model: str) -> dict[str, float]:
+    """Return what the worker answering ``GET /cache`` estimates a forward of ``model`` costs by rows."""
+    return requests.get(f"{url}/cache", timeout=10).json()["stats"]["models"][model]["forward_ms_by_rows"]
+
+
+def _report(args: argparse.Namespace, results: dict[int, dict[str, list[Round]]], batches, forward_costs) -> None:
     print(
         f"\npeer benchmark, example model: {args.rounds} rounds x {args.seconds}s, wrk -t{args.wrk_threads}, "
         "medians; every answer checked against ours (relative 1e-5), no non-2xx answer"
@@ -258,6 +267,8 @@ def _report(args: argparse.Namespace, results: dict[int, dict[str, list[Round]]]
             print(
                 f"ours batched: mean batch {requests_done / executions:.2f} rows ({requests_done} requests, warm-up included)"
             )
+        costs = ", ".join(f"{rows}: {ms:.2f}" for rows, ms in forward_costs[connections].items())
+        print(f"ours batched, one worker's forward CPU ms by rows: {costs}")
     print(json.dumps({"connections": summary}))
 
 
