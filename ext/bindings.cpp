@@ -149,13 +149,12 @@ Deadline deadline_after(double timeout) {
 
 // Where a call for the model file `relative` runs: a worker's event loop
 // must never wait for a slot of the executor (it runs only calls it
-// checked are quick, Admission::event_loop_model), and other quick calls run
-// in their request thread when a slot is free. A probable reload is never
-// quick.
+// checked are quick, Admission::event_loop_model), and others run where
+// Pipeline::placement says. A probable reload always takes the pool.
 Placement placement(const Pipeline& pipeline, const std::string& relative, size_t body_size, bool on_event_loop,
                     bool may_reload = false) {
   if (on_event_loop) return Placement::kEventLoop;
-  return !may_reload && pipeline.is_quick(relative, body_size) ? Placement::kCallerIfIdle : Placement::kPool;
+  return may_reload ? Placement::kPool : pipeline.placement(relative, body_size);
 }
 
 // Logs `message` at `level` (`warning`, `info`) through the `torch_serving`

@@ -58,6 +58,7 @@ void Executor::run(std::function<void()> work, double timeout, Placement placeme
         finish_in_caller();
         throw DeadlineError("the deadline passed before the call began");
       }
+      const auto started = std::chrono::steady_clock::now();
       try {
         work();
       } catch (...) {
@@ -65,6 +66,10 @@ void Executor::run(std::function<void()> work, double timeout, Placement placeme
         throw;
       }
       finish_in_caller();
+      if (placement == Placement::kQueuedCaller &&
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() > timeout) {
+        throw DeadlineError("the call did not finish in time");
+      }
       return;
     }
   }

@@ -19,6 +19,7 @@ namespace torch_serving {
 enum class Placement {
   kPool,          // on one of the threads
   kCallerIfIdle,  // in the calling thread when a thread's slot is free and no call waits, else kPool
+  kQueuedCaller,  // as kCallerIfIdle, for a call that waits in a model's queue, which honours its deadline
   kEventLoop,     // in the calling thread at once, even beyond the slots: an event loop, which never waits
 };
 
@@ -61,8 +62,17 @@ class Executor {
   // kCallerIfIdle call that finds no free slot yields to the threads a few
   // turns before it sleeps, since it is known to be short.
   //
-  // Throws DeadlineError when the wait times out or the deadline passed
-  // before a call in the caller began, and what `work` threw.
+  // kQueuedCaller is for a call that spends its time waiting for a batching
+  // model's forward: its queue lets the request go at its deadline, and
+  // handing each request of a batch to a thread of its own would double
+  // the threads that wake when the batch ends. Only a forward under way
+  // cannot be abandoned, so such a call that ends past its deadline throws
+  // DeadlineError then, and ask for it only for models whose forwards are
+  // short.
+  //
+  // Throws DeadlineError when the wait times out, the deadline passed
+  // before a call in the caller began or, with kQueuedCaller, before it
+  // ended, and what `work` threw.
   void run(std::function<void()> work, double timeout, Placement placement = Placement::kPool);
 
  private:

@@ -130,10 +130,11 @@ void Pipeline::config(const std::string& relative, const std::string& name, std:
                     response);
 }
 
-bool Pipeline::is_quick(const std::string& relative, size_t body_size) const {
-  if (body_size > kQuickBodyBytes) return false;
+Placement Pipeline::placement(const std::string& relative, size_t body_size) const {
   auto servable = cache_.peek(relative);
-  return servable && servable->is_quick();
+  if (!servable) return Placement::kPool;
+  if (body_size <= kQuickBodyBytes && servable->is_quick()) return Placement::kCallerIfIdle;
+  return servable->may_wait_in_caller() ? Placement::kQueuedCaller : Placement::kPool;
 }
 
 bool Pipeline::can_answer_in_event_loop(const std::string& relative, size_t body_size) const {

@@ -10,8 +10,9 @@
 #include <optional>
 #include <string>
 
-#include "scheduler.h"
+#include "executor.h"
 #include "model_cache.h"
+#include "scheduler.h"
 #include "request_body.h"
 #include "v2.h"
 
@@ -76,10 +77,12 @@ class Pipeline {
   // cached.
   void config(const std::string& relative, const std::string& name, std::string& response);
 
-  // Whether a request with a body of `body_size` bytes for the model file
-  // `relative` is known to be short enough to run in its caller's thread:
-  // the model is loaded and quick (Servable::is_quick) and the body small.
-  bool is_quick(const std::string& relative, size_t body_size) const;
+  // Where a request with a body of `body_size` bytes for the model file
+  // `relative` runs, when no event loop makes it and it need not reload the
+  // model: in its caller's thread if the model is loaded and either quick
+  // (Servable::is_quick) with a small body, or batching with short
+  // forwards (Servable::may_wait_in_caller); else on the executor's pool.
+  Placement placement(const std::string& relative, size_t body_size) const;
 
   // Whether a request with a body of `body_size` bytes for the model file
   // `relative` can be answered in a worker's event loop: as is_quick, and

@@ -36,6 +36,12 @@ bool Servable::is_quick() const {
   return max_batch_size() == 0 && typical >= 0 && typical < kQuickExecutionNs;
 }
 
+bool Servable::may_wait_in_caller() const {
+  constexpr int64_t kLateAnswerNs = 100'000'000;
+  const int64_t typical = typical_execution_ns_.load(std::memory_order_relaxed);
+  return max_batch_size() > 0 && typical >= 0 && typical < kLateAnswerNs;
+}
+
 void Servable::record_execution_time(std::chrono::steady_clock::duration took) const {
   const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(took).count();
   const int64_t typical = typical_execution_ns_.load(std::memory_order_relaxed);

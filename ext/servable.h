@@ -86,6 +86,12 @@ class Servable {
   // for other requests).
   bool is_quick() const;
 
+  // Whether a call may wait for its forward in its caller's thread
+  // (Placement::kQueuedCaller): the model batches, has run, and its
+  // forwards typically take under 100 ms, how late a request in a forward
+  // under way at its deadline may then be answered.
+  bool may_wait_in_caller() const;
+
   // Whether a worker's event loop must no longer answer this model's
   // requests itself: one of them once ran long there (see
   // Admission::note_event_loop_call). Set once, for the model's lifetime.
@@ -115,7 +121,8 @@ class Servable {
   // through a scheduler with `policy` on `instances` instances.
   std::unique_ptr<Scheduler> scheduler_;
 
-  // Runs `execute` once, counting it and timing it for is_quick().
+  // Runs `execute` once, counting it and timing it for is_quick() and
+  // may_wait_in_caller().
   template <class Execute>
   auto timed_execution(Execute&& execute) const {
     executions_.fetch_add(1, std::memory_order_relaxed);

@@ -124,6 +124,26 @@ def test_a_request_whose_deadline_passed_in_the_queue_never_runs(start, model_ro
         assert executions() == 2
 
 
+def test_a_batched_request_in_a_forward_past_its_deadline_gets_504_when_the_forward_ends(start, model_root, tmp_path):
+    # A batching model with short forwards waits for them in the request's own thread: its queue lets
+    # a request go at its deadline, but a forward under way cannot, so its 504 comes as it ends.
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(model_root / "batch_slow.pt", root / "batch_slow.pt")
+    with start("--timeout", "1", root=root) as server:
+        for _ in range(3):  # loaded, and known to run short
+            assert post(server.url, "batch_slow.pt", rounds_body(1)).status_code == 200
+        # Well past the deadline here (8000 rounds took about 2 s on a slow machine).
+        late = post(server.url, "batch_slow.pt", rounds_body(12000))
+        assert late.status_code == 504
+        assert late.json()["detail"] == "the request did not finish within the 1 s deadline; its work was abandoned"
+        # Its forward is over: the model's only instance is free at once. Had the request left its
+        # forward running at the deadline, this one would wait for it, past its own deadline.
+        started = time.monotonic()
+        assert post(server.url, "batch_slow.pt", rounds_body(1)).status_code == 200
+        assert time.monotonic() - started < 0.5
+
+
 def test_a_failed_load_in_a_full_cache_evicts_nothing(start, model_root):
     with start("--model-capacity", "2", "--buffer-size", "1") as server:
         for k in range(3):

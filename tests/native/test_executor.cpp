@@ -155,3 +155,22 @@ TEST_CASE("a quick call whose deadline already passed never runs") {
   executor.run([&] { ran = true; }, 10.0, Placement::kCallerIfIdle);  // the slot was given back
   CHECK(ran);
 }
+
+TEST_CASE("a call that waits in a model's queue runs in its caller, and one that ends past its deadline throws then") {
+  Executor executor(1);
+  std::thread::id ran_on;
+  executor.run([&] { ran_on = std::this_thread::get_id(); }, 10.0, Placement::kQueuedCaller);
+  CHECK(ran_on == std::this_thread::get_id());
+  // Its forward cannot be abandoned: the caller learns of the deadline when it ends.
+  bool finished = false;
+  CHECK_THROWS_WITH_AS(executor.run(
+                           [&] {
+                             std::this_thread::sleep_for(std::chrono::milliseconds(100));
+                             finished = true;
+                           },
+                           0.05, Placement::kQueuedCaller),
+                       "the call did not finish in time", DeadlineError);
+  CHECK(finished);
+  executor.run([&] { ran_on = std::this_thread::get_id(); }, 10.0, Placement::kQueuedCaller);  // the slot was given back
+  CHECK(ran_on == std::this_thread::get_id());
+}
