@@ -12,8 +12,8 @@
 
 #include "executor.h"
 #include "model_cache.h"
-#include "scheduler.h"
 #include "request_body.h"
+#include "scheduler.h"
 #include "v2.h"
 
 namespace torch_serving {
@@ -85,7 +85,8 @@ class Pipeline {
   Placement placement(const std::string& relative, size_t body_size) const;
 
   // Whether a request with a body of `body_size` bytes for the model file
-  // `relative` can be answered in a worker's event loop: as is_quick, and
+  // `relative` can be answered in a worker's event loop: the model is
+  // loaded and quick (Servable::is_quick), the body small, and
   // the file on disk is the one the cached model was loaded from, so that
   // the call neither loads nor runs long. Never throws: a file that cannot
   // be opened is not.
