@@ -5,13 +5,10 @@
 
 namespace torch_serving {
 
-BatchCosts::BatchCosts(int64_t max_rows) : sizes_(size_t(std::max<int64_t>(max_rows, 0))) {}
-
 double BatchCosts::Size::estimate() const { return *std::min_element(recent.begin(), recent.begin() + kept); }
 
 void BatchCosts::record(int64_t rows, double seconds) {
-  if (rows < 1 || size_t(rows) > sizes_.size()) return;
-  Size& size = sizes_[size_t(rows - 1)];
+  Size& size = sizes_[rows];
   size.recent[size.next] = seconds;
   size.next = (size.next + 1) % kWindow;
   size.kept = std::min(size.kept + 1, kWindow);
@@ -21,9 +18,8 @@ void BatchCosts::record(int64_t rows, double seconds) {
 size_t BatchCosts::choose(const std::vector<int64_t>& sizes) const {
   const size_t largest = sizes.size() - 1;
   auto known = [&](int64_t rows) -> const Size* {
-    if (rows < 1 || size_t(rows) > sizes_.size()) return nullptr;
-    const Size& size = sizes_[size_t(rows - 1)];
-    return size.kept > 0 ? &size : nullptr;
+    auto found = sizes_.find(rows);
+    return found == sizes_.end() ? nullptr : &found->second;
   };
   const Size* full = known(sizes[largest]);
   if (full == nullptr || forwards_ - full->measured_at >= kRefreshForwards) return largest;
@@ -43,9 +39,7 @@ size_t BatchCosts::choose(const std::vector<int64_t>& sizes) const {
 
 std::vector<std::pair<int64_t, double>> BatchCosts::estimates() const {
   std::vector<std::pair<int64_t, double>> out;
-  for (size_t i = 0; i < sizes_.size(); ++i) {
-    if (sizes_[i].kept > 0) out.emplace_back(int64_t(i + 1), sizes_[i].estimate());
-  }
+  for (const auto& [rows, size] : sizes_) out.emplace_back(rows, size.estimate());
   return out;
 }
 

@@ -11,6 +11,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -30,9 +31,6 @@ class BatchCosts {
   // How much cheaper per row a smaller batch must look to be preferred:
   // more than the forwards' run-to-run noise.
   static constexpr double kMargin = 0.05;
-
-  // For batches of 1 to `max_rows` rows.
-  explicit BatchCosts(int64_t max_rows);
 
   // Records that one forward of `rows` rows took `seconds` (its scheduler
   // measures the CPU time of the thread that ran it).
@@ -57,7 +55,8 @@ class BatchCosts {
     double estimate() const;
   };
 
-  std::vector<Size> sizes_;  // by rows - 1
+  // Only the sizes that have run: a model may declare any max_batch_size.
+  std::map<int64_t, Size> sizes_;
   uint64_t forwards_ = 0;
 };
 

@@ -256,8 +256,7 @@ Scheduler::Scheduler(ServingPolicy policy, size_t instances, Forward forward, st
       forward_(std::move(forward)),
       name_(std::move(name)),
       warn_(std::move(warn)),
-      share_plain_outputs_(share_plain_outputs),
-      costs_(policy.batching() ? policy.max_batch_size : 0) {}
+      share_plain_outputs_(share_plain_outputs) {}
 
 size_t Scheduler::peak_running() const {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -365,9 +364,14 @@ std::vector<Scheduler::Pending*> Scheduler::take_batch(Pending* lead) {
 
 std::optional<double> Scheduler::execute(const std::vector<Pending*>& batch) {
   if (batch.size() == 1) {
+    // Only a request that could have shared its forward tells what a batch of its rows costs.
+    if (batch[0]->rows == 0) {
+      execute_alone(batch);
+      return std::nullopt;
+    }
     const double started = thread_cpu_seconds();
     execute_alone(batch);
-    if (batch[0]->error || batch[0]->rows == 0) return std::nullopt;
+    if (batch[0]->error) return std::nullopt;
     return thread_cpu_seconds() - started;
   }
   std::vector<int64_t> rows;

@@ -28,19 +28,18 @@ std::string message_of(const std::exception& e) {
   return error ? error->what_without_backtrace() : e.what();
 }
 
+bool Servable::typically_under(int64_t ns) const {
+  const int64_t typical = typical_execution_ns_.load(std::memory_order_relaxed);
+  return typical >= 0 && typical < ns;
+}
+
 bool Servable::is_quick() const {
   // Past this, a call that cannot be abandoned at its deadline could
   // overrun it noticeably.
-  constexpr int64_t kQuickExecutionNs = 1'000'000;
-  const int64_t typical = typical_execution_ns_.load(std::memory_order_relaxed);
-  return max_batch_size() == 0 && typical >= 0 && typical < kQuickExecutionNs;
+  return max_batch_size() == 0 && typically_under(1'000'000);
 }
 
-bool Servable::may_wait_in_caller() const {
-  constexpr int64_t kLateAnswerNs = 100'000'000;
-  const int64_t typical = typical_execution_ns_.load(std::memory_order_relaxed);
-  return max_batch_size() > 0 && typical >= 0 && typical < kLateAnswerNs;
-}
+bool Servable::may_wait_in_caller() const { return max_batch_size() > 0 && typically_under(100'000'000); }
 
 void Servable::record_execution_time(std::chrono::steady_clock::duration took) const {
   const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(took).count();

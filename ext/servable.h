@@ -135,6 +135,8 @@ class Servable {
 
  private:
   void record_execution_time(std::chrono::steady_clock::duration took) const;
+  // Whether the model has run, and its executions typically take under `ns`.
+  bool typically_under(int64_t ns) const;
 
   // A moving average of an execution's wall time; negative until one ran.
   mutable std::atomic<int64_t> typical_execution_ns_{-1};

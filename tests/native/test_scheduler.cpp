@@ -146,6 +146,15 @@ TEST_CASE("a model without batching runs at most its instances' forwards at once
   }
 }
 
+TEST_CASE("a model may declare any max_batch_size: nothing is sized by it") {
+  ConcurrencyForward forward{5ms};
+  Scheduler scheduler(ServingPolicy{int64_t(1) << 40, 0}, 1,
+                      [&](std::vector<c10::IValue> args) { return forward(std::move(args)); }, "huge.pt",
+                      [](const std::string&) {}, false);
+  run_concurrently(scheduler, 8);
+  CHECK_FALSE(scheduler.forward_costs().empty());
+}
+
 TEST_CASE("a batching model with two instances runs two batches at once, never more") {
   ConcurrencyForward forward{30ms};
   Scheduler scheduler(ServingPolicy{4, 0, 2}, 2,
@@ -176,7 +185,7 @@ TEST_CASE("the serving policy names its keys and their ranges") {
 }
 
 TEST_CASE("batch costs: the largest size until a smaller one is measured cheaper per row by the margin") {
-  torch_serving::BatchCosts costs(8);
+  torch_serving::BatchCosts costs;
   const std::vector<int64_t> sizes{1, 2, 3, 4};
   CHECK(costs.choose(sizes) == 3);  // nothing measured
   costs.record(3, 0.030);
@@ -194,7 +203,7 @@ TEST_CASE("batch costs: the largest size until a smaller one is measured cheaper
 }
 
 TEST_CASE("batch costs: the largest size is measured again after a while, and an old estimate leaves the window") {
-  torch_serving::BatchCosts costs(8);
+  torch_serving::BatchCosts costs;
   costs.record(4, 0.001);  // taken while nothing else ran
   for (size_t i = 0; i < torch_serving::BatchCosts::kWindow; ++i) costs.record(4, 0.060);
   costs.record(2, 0.010);
