@@ -9,6 +9,7 @@ namespace torch_serving {
 namespace {
 
 constexpr std::string_view kServe = "/serve";
+constexpr std::string_view kIdentifierParameter = "servable_identifier=";
 constexpr std::string_view kV2Models = "/v2/models/";
 constexpr std::string_view kInfer = "/infer";
 constexpr std::string_view kVersions = "/versions/";
@@ -77,6 +78,21 @@ std::optional<std::string> Admission::event_loop_model(std::string_view method, 
         std::string(path.substr(kV2Models.size(), path.size() - kV2Models.size() - kInfer.size())), body_size);
   }
   return std::nullopt;
+}
+
+std::optional<std::string> Admission::event_loop_queue_model(std::string_view method, std::string_view target,
+                                                             size_t body_size) const {
+  // A queued request runs before the application reads its query, which
+  // must then hold nothing it would refuse: the identifier alone, as written.
+  const size_t mark = std::min(target.find('?'), target.size());
+  const std::string_view query = target.substr(std::min(mark + 1, target.size()));
+  if (method != "POST" || target.substr(0, mark) != kServe || !query.starts_with(kIdentifierParameter) ||
+      query.find_first_of("&%+") != std::string_view::npos) {
+    return std::nullopt;
+  }
+  std::string identifier(query.substr(kIdentifierParameter.size()));
+  if (!pipeline_->can_queue_from_event_loop(identifier, body_size)) return std::nullopt;
+  return identifier;
 }
 
 void Admission::note_event_loop_call(const std::string& relative, std::chrono::nanoseconds wall,

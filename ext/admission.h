@@ -54,7 +54,18 @@ class Admission : public CallCount {
   std::optional<std::string> event_loop_model(std::string_view method, std::string_view target,
                                               size_t body_size) const;
 
-  // The same for a request for the V2 model `name` (a gRPC call).
+  // The model file (relative to the root) that the /serve request `method
+  // target` with a body of `body_size` bytes may be queued for from the
+  // event loop without a thread waiting for it (Pipeline::submit_serve):
+  // its model loaded, unchanged on disk, batching with short forwards, its
+  // body small, its query naming the model once and nothing else, as
+  // written. None when it takes a thread. A request for a batching model
+  // spends its time in the model's queue, and a thread per such request
+  // would wake for each batch (docs/performance.md).
+  std::optional<std::string> event_loop_queue_model(std::string_view method, std::string_view target,
+                                                    size_t body_size) const;
+
+  // The same as event_loop_model for a request for the V2 model `name` (a gRPC call).
   std::optional<std::string> event_loop_model_named(const std::string& name, size_t body_size) const {
     return pipeline_->event_loop_model_named(name, body_size);
   }

@@ -13,11 +13,12 @@
 #include <string_view>
 #include <vector>
 
+#include "admission.h"
+#include "completions.h"
 #include "errors.h"
 #include "executor.h"
-#include "serve_codec.h"
-#include "admission.h"
 #include "pipeline.h"
+#include "serve_codec.h"
 
 namespace py = pybind11;
 using namespace torch_serving;
@@ -202,6 +203,14 @@ struct InferAnswer {
   size_t json_length = 0;
 };
 
+// A /serve request queued without a thread waiting for it
+// (Pipeline.submit_serve), with its model, kept until its answer is taken:
+// the model's scheduler must outlive the request it queues.
+struct Deferred {
+  std::shared_ptr<DeferredCall> call;
+  ModelCache::Model model;
+};
+
 // Runs one request's call for the model file `relative` (a body of
 // `body_size` bytes) as run_released does, where placement() puts it:
 // `call(answer, deadline, file_checked)`, given the request's deadline and
@@ -273,8 +282,34 @@ PYBIND11_MODULE(_C, m) {
            "bytes is answered from when the event loop may answer it itself (its model loaded, unchanged, "
            "quick and within its time budget, its body small, its target read as written); None when it "
            "takes a thread.")
+      .def("event_loop_queue_model", &Admission::event_loop_queue_model, py::arg("method"), py::arg("target"),
+           py::arg("body_size"),
+           "The model file (relative to the root) the /serve request ``method target`` with a body of "
+           "``body_size`` bytes may be queued for from the event loop, without a thread waiting for it "
+           "(Pipeline.submit_serve): its model loaded, unchanged, batching with short forwards, its body small, "
+           "its query naming the model once and nothing else; None when it takes a thread.")
       .def("event_loop_model_named", &Admission::event_loop_model_named, py::arg("name"), py::arg("body_size"),
            "The same for a request for the V2 model ``name`` (a gRPC call).");
+
+  py::class_<Completions, std::shared_ptr<Completions>>(
+      m, "Completions",
+      "The keys of requests queued by Pipeline.submit_serve whose answers are ready, for an event loop to poll.")
+      .def(py::init<>())
+      .def("fileno", &Completions::fd, "An eventfd, readable while keys wait to be taken.")
+      .def("take", &Completions::take, "Return the keys of the answers ready since the last take, oldest first.");
+
+  py::class_<Deferred>(m, "Deferred", "A /serve request queued by Pipeline.submit_serve.")
+      .def(
+          "answer",
+          [](Deferred& self, std::shared_ptr<PhaseTimes> times) {
+            self.model.reset();
+            if (times) *times = self.call->times;
+            if (self.call->error) std::rethrow_exception(self.call->error);
+            return py::bytes(self.call->response);
+          },
+          py::arg("times") = nullptr,
+          "Return the answer, or raise what Pipeline.serve would have raised, once Completions gave this "
+          "request's key; record its phases in ``times``.");
 
   py::class_<Executor>(m, "Executor", "The native threads calls run on, each within its caller's deadline.")
       .def(py::init([](size_t threads, std::shared_ptr<Admission> admission) {
@@ -329,6 +364,22 @@ PYBIND11_MODULE(_C, m) {
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length") = -1,
           py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout, py::arg("times") = nullptr,
           py::arg("event_loop") = nullptr)
+      .def(
+          "submit_serve",
+          [](std::shared_ptr<Pipeline> pipeline, const std::string& relative, const std::string& name,
+             std::shared_ptr<RequestBody> body, double timeout, std::shared_ptr<Completions> completions,
+             uint64_t key) {
+            // Keeps the GIL, as a call an event loop answers does: decoding a small body and queueing
+            // it is short.
+            Deferred deferred{std::make_shared<DeferredCall>(), nullptr};
+            deferred.model = pipeline->submit_serve(relative, name, *body, deadline_after(timeout), deferred.call,
+                                                    [completions, key] { completions->add(key); });
+            return deferred;
+          },
+          py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("timeout"), py::arg("completions"),
+          py::arg("key"),
+          "Queue a /serve request for a batching model without waiting for it (Admission.event_loop_queue_model):"
+          " ``completions`` gets ``key`` once the returned Deferred holds its answer.")
       .def("metadata", document_binding(&Pipeline::metadata), py::arg("relative"), py::arg("name"),
            py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
       .def("config", document_binding(&Pipeline::config), py::arg("relative"), py::arg("name"),

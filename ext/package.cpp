@@ -425,8 +425,7 @@ void Package::check_inputs(const std::vector<at::Tensor>& inputs) const {
   }
 }
 
-c10::IValue Package::run(std::vector<c10::IValue> args, Deadline deadline) const {
-  count_request();
+std::vector<c10::IValue> Package::scheduled_arguments(std::vector<c10::IValue> args) const {
   if (args.size() != arguments_.size()) {
     throw SignatureError("the package takes " + std::to_string(arguments_.size()) + " argument(s) (" +
                          json::comma_separated(argument_names_) +
@@ -436,9 +435,12 @@ c10::IValue Package::run(std::vector<c10::IValue> args, Deadline deadline) const
   for (size_t i = 0; i < args.size(); ++i) arguments_[i].flatten(args[i], "argument '" + argument_names_[i] + "'", inputs);
   check_inputs(inputs);
   for (at::Tensor& t : inputs) t = t.to(device_).contiguous();
-  c10::IValue outputs = schedule({c10::List<at::Tensor>(inputs)}, deadline);
+  return {c10::List<at::Tensor>(inputs)};
+}
+
+c10::IValue Package::result_of(c10::IValue scheduled) const {
   size_t next = 0;
-  return result_.unflatten(outputs.toTensorVector(), &next);
+  return result_.unflatten(scheduled.toTensorVector(), &next);
 }
 
 std::vector<at::Tensor> Package::execute(std::vector<at::Tensor> inputs) const {

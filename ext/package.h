@@ -50,11 +50,6 @@ class Package final : public Servable {
 
   ~Package() override;
 
-  // Flattens `args` by the package's call spec, checks the tensors against
-  // its description (when torch_serving.package() made it), runs the
-  // compiled code and nests its outputs back.
-  c10::IValue run(std::vector<c10::IValue> args, Deadline deadline = Deadline::max()) const override;
-
   Signature signature() const override { return &tensors_; }
 
   // Nests the flat input tensors into run()'s arguments, as the call spec says.
@@ -69,6 +64,11 @@ class Package final : public Servable {
   static std::shared_ptr<const Package> unpack(const ModelFile& file, const std::string& name, c10::Device device,
                                                size_t instances);
 
+  // Flattens `args` by the package's call spec and checks the tensors
+  // against its description (when torch_serving.package() made it); the
+  // compiled code runs on them, and result_of nests its outputs back.
+  std::vector<c10::IValue> scheduled_arguments(std::vector<c10::IValue> args) const override;
+  c10::IValue result_of(c10::IValue scheduled) const override;
   void check_inputs(const std::vector<at::Tensor>& inputs) const;
   // Runs the compiled code once on the flat inputs.
   std::vector<at::Tensor> execute(std::vector<at::Tensor> inputs) const;

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "errors.h"
 #include "package.h"
 #include "script_module.h"
 #include "serve_codec.h"
@@ -104,6 +105,44 @@ void Pipeline::serve(const std::string& relative, const std::string& name, const
   clock.lap(&PhaseTimes::encode);
 }
 
+ModelCache::Model Pipeline::submit_serve(const std::string& relative, const std::string& name,
+                                        const RequestBody& body, Deadline deadline,
+                                        std::shared_ptr<DeferredCall> call, std::function<void()> answered) {
+  ModelCache::Model servable;
+  try {
+    PhaseClock clock(&call->times);
+    std::vector<c10::IValue> args = decode_arguments(body.view(), body.readable(), max_image_pixels_);
+    clock.lap(&PhaseTimes::decode);
+    servable = model(relative, name, /*reload=*/false, /*file_checked=*/true);
+    const auto queued = std::chrono::steady_clock::now();
+    servable->submit(std::move(args), deadline,
+                     [call, answered, queued, deadline](c10::IValue result, std::exception_ptr error) {
+                       const auto ran = std::chrono::steady_clock::now();
+                       PhaseClock clock(&call->times);
+                       call->times.forward = std::chrono::duration<double>(ran - queued).count();
+                       // A forward under way cannot be abandoned: a request whose deadline passed during
+                       // it is answered as one that waited, as it ends.
+                       if (!error && ran > deadline) {
+                         error = std::make_exception_ptr(DeadlineError("the call did not finish in time"));
+                       }
+                       call->error = error;
+                       if (!error) {
+                         try {
+                           encode_success(result, call->response);
+                         } catch (...) {
+                           call->error = std::current_exception();
+                         }
+                       }
+                       clock.lap(&PhaseTimes::encode);
+                       answered();
+                     });
+  } catch (...) {
+    call->error = std::current_exception();
+    answered();
+  }
+  return servable;
+}
+
 size_t Pipeline::infer(const std::string& relative, const std::string& name,
                        const std::shared_ptr<const RequestBody>& body, int64_t header_length, std::string& response,
                        PhaseTimes* times, Deadline deadline, bool file_checked) {
@@ -142,6 +181,18 @@ bool Pipeline::can_answer_in_event_loop(const std::string& relative, size_t body
   if (!runs_short(relative, body_size)) return false;
   FileIdentity identity;
   return ModelFile::identify(root_fd_, relative, identity) == 0 && runs_short(relative, body_size, &identity);
+}
+
+bool Pipeline::can_queue_from_event_loop(const std::string& relative, size_t body_size) const {
+  auto queues = [&](const FileIdentity* identity) {
+    if (body_size > kQuickBodyBytes) return false;
+    auto servable = cache_.peek(relative, identity);
+    return servable && servable->may_wait_in_caller();
+  };
+  // A model that would not queue whatever its file (not loaded, not batching) costs no system call.
+  if (!queues(nullptr)) return false;
+  FileIdentity identity;
+  return ModelFile::identify(root_fd_, relative, identity) == 0 && queues(&identity);
 }
 
 std::optional<std::string> Pipeline::event_loop_model_named(const std::string& name, size_t body_size) const {

@@ -6,6 +6,8 @@
 #include <c10/core/Device.h>
 
 #include <chrono>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,6 +28,14 @@ struct PhaseTimes {
   double decode = 0;
   double forward = 0;
   double encode = 0;
+};
+
+// A request queued without a thread waiting for it (Pipeline::submit_serve):
+// its answer, or the error that ended it, once it ran.
+struct DeferredCall {
+  std::string response;
+  std::exception_ptr error;
+  PhaseTimes times;
 };
 
 class Pipeline {
@@ -55,6 +65,18 @@ class Pipeline {
   void serve(const std::string& relative, const std::string& name, const RequestBody& body,
              double invalidation_prob, std::string& response, PhaseTimes* times = nullptr,
              Deadline deadline = Deadline::max(), bool file_checked = false);
+
+  // Queues one /serve request for the model file `relative` without waiting
+  // for it (a batching model's, from a worker's event loop:
+  // can_queue_from_event_loop): decodes `body` and queues its forward, to
+  // be answered as serve() answers it without an invalidation. `answered`
+  // is called once `call` holds the answer or the error serve() would
+  // throw: from the thread that ran the forward, or at once when the body
+  // or its arguments are refused. Returns the model, or null when none was
+  // found; the caller keeps it until then.
+  ModelCache::Model submit_serve(const std::string& relative, const std::string& name, const RequestBody& body,
+                                 Deadline deadline, std::shared_ptr<DeferredCall> call,
+                                 std::function<void()> answered);
 
   // Answers one Open Inference Protocol inference request for the model
   // file `relative`, whose V2 name is `name`: `body` holds the request's
@@ -91,6 +113,13 @@ class Pipeline {
   // the call neither loads nor runs long. Never throws: a file that cannot
   // be opened is not.
   bool can_answer_in_event_loop(const std::string& relative, size_t body_size) const;
+
+  // Whether a /serve request with a body of `body_size` bytes for the model
+  // file `relative` can be queued from a worker's event loop
+  // (submit_serve): the model is loaded, unchanged on disk, batching with
+  // short forwards (Servable::may_wait_in_caller) and the body small, so
+  // that queueing neither loads a model nor takes long.
+  bool can_queue_from_event_loop(const std::string& relative, size_t body_size) const;
 
   // The model file the V2 model `name` is, when a worker's event loop can
   // answer a request for it with a body of `body_size` bytes (as

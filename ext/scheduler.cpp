@@ -243,10 +243,13 @@ struct Scheduler::Pending {
   std::vector<at::Tensor> tensors;  // with batching, those in args, in collect_tensors' order
   int64_t rows = 0;                 // 0: runs alone
   bool lead = false;                // holds an instance: forms the next batch
+  bool claimed = false;             // a submitted lead one of the scheduler's threads runs
   bool taken = false;               // into a batch that leaves the queue
   bool done = false;
   c10::IValue result;
   std::exception_ptr error;
+  Done on_done;  // submitted: no thread waits for it
+  Deadline deadline = Deadline::max();
 };
 
 Scheduler::Scheduler(ServingPolicy policy, size_t instances, Forward forward, std::string name, Warn warn,
@@ -258,6 +261,26 @@ Scheduler::Scheduler(ServingPolicy policy, size_t instances, Forward forward, st
       warn_(std::move(warn)),
       share_plain_outputs_(share_plain_outputs) {}
 
+Scheduler::~Scheduler() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  submitted_changed_.notify_all();
+  expiry_changed_.notify_all();
+  for (std::thread& thread : threads_) thread.join();
+  // Whoever submits keeps the model, and so its scheduler, until the request is done: none is left
+  // but when the process ends.
+  std::vector<Pending*> left;
+  for (Pending* p : queue_) {
+    if (p->on_done) {
+      p->error = std::make_exception_ptr(ExecutionError("the model was unloaded before the request ran"));
+      left.push_back(p);
+    }
+  }
+  finish_submitted(left);
+}
+
 size_t Scheduler::peak_running() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return peak_running_;
@@ -268,14 +291,17 @@ std::vector<std::pair<int64_t, double>> Scheduler::forward_costs() const {
   return costs_.estimates();
 }
 
+void Scheduler::prepare(Pending& p) const {
+  if (!policy_.batching()) return;
+  for (const c10::IValue& arg : p.args) collect_tensors(arg, p.tensors);
+  p.rows = batch_rows(p.tensors);
+  if (p.rows >= policy_.max_batch_size) p.rows = 0;  // a full batch on its own
+}
+
 c10::IValue Scheduler::run(std::vector<c10::IValue> args, Deadline deadline) {
   Pending me;
   me.args = std::move(args);
-  if (policy_.batching()) {
-    for (const c10::IValue& arg : me.args) collect_tensors(arg, me.tensors);
-    me.rows = batch_rows(me.tensors);
-    if (me.rows >= policy_.max_batch_size) me.rows = 0;  // a full batch on its own
-  }
+  prepare(me);
 
   std::unique_lock<std::mutex> lock(mutex_);
   queue_.push_back(&me);
@@ -294,35 +320,126 @@ c10::IValue Scheduler::run(std::vector<c10::IValue> args, Deadline deadline) {
       changed_.wait(lock, [&] { return me.done; });
     }
   }
-  if (!me.done) {
-    if (me.rows > 0 && policy_.max_delay_s > 0) {
-      // Counted from now, when an instance is free, not from this request's
-      // arrival: a request that waited out a forward would otherwise take
-      // only those that queued meanwhile, and under steady load batches
-      // would alternate between a few requests and the rest.
-      auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                      std::chrono::duration<double>(policy_.max_delay_s));
-      changed_.wait_until(lock, until, [&] { return rows_within_reach(&me) >= policy_.max_batch_size; });
-    }
-    std::vector<Pending*> batch = take_batch(&me);
-    peak_running_ = std::max(peak_running_, ++running_);
-    lock.unlock();
-    const std::optional<double> seconds = execute(batch);
-    lock.lock();
-    if (seconds) {
-      int64_t rows = 0;
-      for (const Pending* p : batch) rows += p->rows;
-      costs_.record(rows, *seconds);
-    }
-    --running_;
-    for (Pending* p : batch) p->done = true;
-    --leading_;
-    hand_out_instances();
-    if (batch.size() > 1 || !queue_.empty()) changed_.notify_all();
-  }
+  std::vector<Pending*> submitted;
+  if (!me.done) submitted = lead_batch(&me, lock);
   lock.unlock();
+  finish_submitted(submitted);
   if (me.error) std::rethrow_exception(me.error);
   return std::move(me.result);
+}
+
+void Scheduler::submit(std::vector<c10::IValue> args, Deadline deadline, Done done) {
+  auto request = std::make_unique<Pending>();
+  request->args = std::move(args);
+  request->on_done = std::move(done);
+  request->deadline = deadline;
+  prepare(*request);
+
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (threads_.empty()) {
+    for (size_t i = 0; i < instances_; ++i) threads_.emplace_back(&Scheduler::lead_submitted, this);
+    threads_.emplace_back(&Scheduler::expire_submitted, this);
+  }
+  queue_.push_back(request.release());
+  hand_out_instances();
+  if (policy_.max_delay_s > 0) changed_.notify_all();
+  if (deadline < next_expiry_) expiry_changed_.notify_one();
+}
+
+std::vector<Scheduler::Pending*> Scheduler::lead_batch(Pending* lead, std::unique_lock<std::mutex>& lock) {
+  if (lead->rows > 0 && policy_.max_delay_s > 0) {
+    // Counted from now, when an instance is free, not from this request's
+    // arrival: a request that waited out a forward would otherwise take
+    // only those that queued meanwhile, and under steady load batches
+    // would alternate between a few requests and the rest.
+    auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                    std::chrono::duration<double>(policy_.max_delay_s));
+    changed_.wait_until(lock, until, [&] { return rows_within_reach(lead) >= policy_.max_batch_size; });
+  }
+  std::vector<Pending*> batch = take_batch(lead);
+  peak_running_ = std::max(peak_running_, ++running_);
+  lock.unlock();
+  const std::optional<double> seconds = execute(batch);
+  lock.lock();
+  if (seconds) {
+    int64_t rows = 0;
+    for (const Pending* p : batch) rows += p->rows;
+    costs_.record(rows, *seconds);
+  }
+  --running_;
+  std::vector<Pending*> submitted;
+  for (Pending* p : batch) {
+    p->done = true;
+    if (p->on_done) submitted.push_back(p);
+  }
+  --leading_;
+  hand_out_instances();
+  // Threads wait for the batch's other run() requests, and for an instance.
+  const size_t waiting = batch.size() - submitted.size() - (lead->on_done ? 0 : 1);
+  if (waiting > 0 || !queue_.empty()) changed_.notify_all();
+  return submitted;
+}
+
+void Scheduler::lead_submitted() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (true) {
+    std::deque<Pending*>::iterator lead;
+    submitted_changed_.wait(lock, [&] {
+      lead = std::find_if(queue_.begin(), queue_.end(),
+                          [](const Pending* p) { return p->on_done && p->lead && !p->claimed; });
+      return stopping_ || lead != queue_.end();
+    });
+    if (stopping_) return;
+    (*lead)->claimed = true;
+    std::vector<Pending*> finished = lead_batch(*lead, lock);
+    lock.unlock();
+    finish_submitted(finished);
+    lock.lock();
+  }
+}
+
+void Scheduler::expire_submitted() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (!stopping_) {
+    std::vector<Pending*> expired = take_expired(Clock::now());
+    if (!expired.empty()) {
+      lock.unlock();
+      finish_submitted(expired);
+      lock.lock();
+      continue;
+    }
+    next_expiry_ = Deadline::max();
+    for (const Pending* p : queue_) {
+      if (p->on_done && !p->lead) next_expiry_ = std::min(next_expiry_, p->deadline);
+    }
+    // A deadline too far for the clock (none) would overflow waiting until it.
+    if (next_expiry_ == Deadline::max()) expiry_changed_.wait(lock);
+    else expiry_changed_.wait_until(lock, next_expiry_);
+  }
+}
+
+std::vector<Scheduler::Pending*> Scheduler::take_expired(Deadline now) {
+  std::vector<Pending*> expired;
+  for (Pending* p : queue_) {
+    if (p->on_done && !p->lead && p->deadline <= now) {
+      p->error = std::make_exception_ptr(
+          DeadlineError("the deadline passed while the request waited for an instance of the model"));
+      p->taken = true;
+      expired.push_back(p);
+    }
+  }
+  if (!expired.empty()) {
+    queue_.erase(std::remove_if(queue_.begin(), queue_.end(), [](const Pending* p) { return p->taken; }),
+                 queue_.end());
+  }
+  return expired;
+}
+
+void Scheduler::finish_submitted(const std::vector<Pending*>& finished) {
+  for (Pending* p : finished) {
+    std::unique_ptr<Pending> owned(p);
+    owned->on_done(std::move(owned->result), owned->error);
+  }
 }
 
 void Scheduler::hand_out_instances() {
@@ -330,6 +447,7 @@ void Scheduler::hand_out_instances() {
     if (!(*it)->lead) {
       (*it)->lead = true;
       ++leading_;
+      if ((*it)->on_done) submitted_changed_.notify_one();
     }
   }
 }

@@ -11,11 +11,13 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "batch_costs.h"
@@ -66,8 +68,9 @@ using Warn = std::function<void(const std::string&)>;
 // batching merges the requests that wait into as few forwards as it can.
 // Thread-safe.
 //
-// Requests queue in arrival order, in the threads that carry them. When an
-// instance is free, the oldest request queued leads it: with batching,
+// Requests queue in arrival order, in the threads that carry them (run) or
+// without one (submit). When an instance is free, the oldest request queued
+// leads it: with batching,
 // from then on it waits up to the policy's delay for more requests, and
 // takes the queued requests that can be merged with it (see `run`), in
 // order, up to `max_batch_size` rows, whichever thread carries them; it
@@ -78,6 +81,8 @@ using Warn = std::function<void(const std::string&)>;
 class Scheduler {
  public:
   using Forward = std::function<c10::IValue(std::vector<c10::IValue>)>;
+  // Called once with a submitted request's result, or with what ended it.
+  using Done = std::function<void(c10::IValue result, std::exception_ptr error)>;
 
   // `forward` runs the model on complete, checked arguments; `name` is the
   // model's name in warnings. `instances` is at least 1. With
@@ -87,6 +92,9 @@ class Scheduler {
   // that cannot be split.
   Scheduler(ServingPolicy policy, size_t instances, Forward forward, std::string name, Warn warn,
             bool share_plain_outputs);
+
+  // Stops the scheduler's threads (submit).
+  ~Scheduler();
 
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -109,6 +117,16 @@ class Scheduler {
   // DeadlineError: its caller has answered 504, and its forward never runs.
   c10::IValue run(std::vector<c10::IValue> args, Deadline deadline = Deadline::max());
 
+  // Queues `args` as run() does, without a thread of the caller's waiting
+  // for them (a worker's event loop, which must never wait): `done` gets
+  // what run() would return or throw, called from the thread that ran the
+  // forward, which is one of the scheduler's own (one per instance, started
+  // by the first submit) or a run() caller whose batch took the request. A
+  // request still queued at its `deadline` gets DeadlineError then, from
+  // the scheduler's thread that watches deadlines. `done` must be short and
+  // must not call the scheduler: the next forward waits for it.
+  void submit(std::vector<c10::IValue> args, Deadline deadline, Done done);
+
   const ServingPolicy& policy() const { return policy_; }
   size_t instances() const { return instances_; }
   // The most forwards that have run at once.
@@ -120,6 +138,24 @@ class Scheduler {
  private:
   struct Pending;
 
+  // Fills in `p`'s tensors and rows from its args.
+  void prepare(Pending& p) const;
+  // Runs a batch led by `lead`, which holds an instance: waits out the
+  // policy's delay, takes the batch, runs it and frees the instance.
+  // Returns the submitted requests of the batch, whose `done` the caller
+  // calls once it released `lock` (held on entry and on return).
+  std::vector<Pending*> lead_batch(Pending* lead, std::unique_lock<std::mutex>& lock);
+  // The scheduler's own threads (submit): one per instance leads the
+  // batches of submitted requests that hold an instance, and one more ends
+  // those whose deadline passes while they are queued, even while every
+  // instance runs.
+  void lead_submitted();
+  void expire_submitted();
+  // Removes the submitted requests queued past their deadline, each with
+  // DeadlineError. Expects mutex_ held.
+  std::vector<Pending*> take_expired(Deadline now);
+  // Calls each request's `done`, and frees it.
+  static void finish_submitted(const std::vector<Pending*>& finished);
   // Runs `batch` and fills in each request's outcome; returns how long its
   // forward took when it ran as one forward that answered every request.
   std::optional<double> execute(const std::vector<Pending*>& batch);
@@ -128,8 +164,8 @@ class Scheduler {
   // Removes `lead` from the queue, and returns it with the requests it
   // takes, of the size `costs_` chooses. Expects mutex_ held.
   std::vector<Pending*> take_batch(Pending* lead);
-  // Hands each free instance to the oldest request queued that leads none.
-  // Expects mutex_ held.
+  // Hands each free instance to the oldest request queued that leads none,
+  // waking the scheduler's threads for a submitted one. Expects mutex_ held.
   void hand_out_instances();
   // Rows that `lead` could take now. Expects mutex_ held.
   int64_t rows_within_reach(const Pending* lead) const;
@@ -149,6 +185,13 @@ class Scheduler {
   size_t peak_running_ = 0;
   BatchCosts costs_;
   std::atomic<bool> warned_unsplittable_{false};
+  // The scheduler's own threads (submit), and what wakes them: a submitted
+  // request that leads, or one whose deadline is the earliest; stopping.
+  std::condition_variable submitted_changed_;
+  std::condition_variable expiry_changed_;
+  std::vector<std::thread> threads_;
+  Deadline next_expiry_ = Deadline::max();  // what expire_submitted waits until
+  bool stopping_ = false;
 };
 
 }  // namespace torch_serving

@@ -207,13 +207,12 @@ void ScriptModule::check_and_complete(std::vector<c10::IValue>& args) const {
   }
 }
 
-c10::IValue ScriptModule::run(std::vector<c10::IValue> args, Deadline deadline) const {
-  count_request();
+std::vector<c10::IValue> ScriptModule::scheduled_arguments(std::vector<c10::IValue> args) const {
   check_and_complete(args);
   if (device_ != c10::Device(c10::kCPU)) {
     for (auto& arg : args) move_to(arg, device_);
   }
-  return schedule(std::move(args), deadline);
+  return args;
 }
 
 c10::IValue ScriptModule::forward(std::vector<c10::IValue> args) const {

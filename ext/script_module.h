@@ -30,12 +30,6 @@ class ScriptModule final : public Servable {
   static std::shared_ptr<const ScriptModule> load(const ModelFile& file, const std::string& name, c10::Device device,
                                                   const InstanceCounts& instances, const Warn& warn);
 
-  // Runs forward on `args` under InferenceMode, on CPU without the
-  // optimizing graph executor, batched with concurrent calls when the
-  // model declares batching. Throws SignatureError when `args` do not fit
-  // forward's schema (naming the argument).
-  c10::IValue run(std::vector<c10::IValue> args, Deadline deadline = Deadline::max()) const override;
-
   Signature signature() const override { return &schema_; }
 
   // Returns forward's schema.
@@ -44,6 +38,11 @@ class ScriptModule final : public Servable {
  private:
   ScriptModule(torch::jit::Module module, c10::FunctionSchema schema, c10::Device device);
 
+  // Forward runs under InferenceMode, on CPU without the optimizing graph
+  // executor, batched with concurrent calls when the model declares
+  // batching. Throws SignatureError when `args` do not fit forward's schema
+  // (naming the argument).
+  std::vector<c10::IValue> scheduled_arguments(std::vector<c10::IValue> args) const override;
   void check_and_complete(std::vector<c10::IValue>& args) const;
   // Runs forward once on complete, checked arguments.
   c10::IValue forward(std::vector<c10::IValue> args) const;

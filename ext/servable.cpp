@@ -28,6 +28,27 @@ std::string message_of(const std::exception& e) {
   return error ? error->what_without_backtrace() : e.what();
 }
 
+c10::IValue Servable::run(std::vector<c10::IValue> args, Deadline deadline) const {
+  requests_.fetch_add(1, std::memory_order_relaxed);
+  return result_of(scheduler_->run(scheduled_arguments(std::move(args)), deadline));
+}
+
+void Servable::submit(std::vector<c10::IValue> args, Deadline deadline, Scheduler::Done done) const {
+  requests_.fetch_add(1, std::memory_order_relaxed);
+  scheduler_->submit(scheduled_arguments(std::move(args)), deadline,
+                     [this, done = std::move(done)](c10::IValue scheduled, std::exception_ptr error) {
+                       c10::IValue result;
+                       if (!error) {
+                         try {
+                           result = result_of(std::move(scheduled));
+                         } catch (...) {
+                           error = std::current_exception();
+                         }
+                       }
+                       done(std::move(result), error);
+                     });
+}
+
 bool Servable::typically_under(int64_t ns) const {
   const int64_t typical = typical_execution_ns_.load(std::memory_order_relaxed);
   return typical >= 0 && typical < ns;

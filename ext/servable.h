@@ -58,7 +58,13 @@ class Servable {
   // model (naming the argument), ResourceError when it runs out of memory,
   // ExecutionError when it raises otherwise, and DeadlineError when
   // `deadline` passes before one of its instances takes the call.
-  virtual c10::IValue run(std::vector<c10::IValue> args, Deadline deadline = Deadline::max()) const = 0;
+  c10::IValue run(std::vector<c10::IValue> args, Deadline deadline = Deadline::max()) const;
+
+  // Queues a forward on `args` as run() does, without waiting for it
+  // (Scheduler::submit): `done` gets run()'s result or its error, from the
+  // thread that ran the forward. Throws what run() throws of the arguments
+  // themselves (SignatureError) at once.
+  void submit(std::vector<c10::IValue> args, Deadline deadline, Scheduler::Done done) const;
 
   // What the model takes and gives, for a protocol to bind requests to.
   virtual Signature signature() const = 0;
@@ -109,13 +115,11 @@ class Servable {
   void count_executions_in(std::shared_ptr<std::atomic<uint64_t>> total) const { total_executions_ = std::move(total); }
 
  protected:
-  void count_request() const { requests_.fetch_add(1, std::memory_order_relaxed); }
-
-  // Queues `args` for one of the model's instances (batched with other
-  // requests when its policy says so) and returns the forward's result.
-  c10::IValue schedule(std::vector<c10::IValue> args, Deadline deadline) const {
-    return scheduler_->run(std::move(args), deadline);
-  }
+  // run()'s arguments, checked (SignatureError when they do not fit) and
+  // made what the scheduler's forward takes.
+  virtual std::vector<c10::IValue> scheduled_arguments(std::vector<c10::IValue> args) const = 0;
+  // run()'s result from what the scheduler's forward returned.
+  virtual c10::IValue result_of(c10::IValue scheduled) const { return scheduled; }
 
   // Set once by the loader, before the model is shared: runs `forward`
   // through a scheduler with `policy` on `instances` instances.

@@ -60,6 +60,22 @@ class Executor:
     def __init__(self, threads: int, admission: Admission | None = None) -> None:
         """Starts ``threads`` threads; a call abandoned at its deadline is counted in ``admission`` until it ends."""
 
+class Completions:
+    """The keys of requests queued by Pipeline.submit_serve whose answers are ready, for an event loop to poll."""
+
+    def __init__(self) -> None: ...
+    def fileno(self) -> int:
+        """An eventfd, readable while keys wait to be taken."""
+    def take(self) -> list[int]:
+        """Return the keys of the answers ready since the last take, oldest first."""
+
+class Deferred:
+    """A /serve request queued by Pipeline.submit_serve."""
+
+    def answer(self, times: PhaseTimes | None = None) -> bytes:
+        """Return the answer, or raise what Pipeline.serve would have raised, once Completions gave this
+        request's key; record its phases in ``times``."""
+
 class RequestBody:
     """A request body in native memory with the parser's padding after it; a writable buffer to receive into.
 
@@ -91,6 +107,11 @@ class Admission:
         bytes is answered from when the event loop may answer it itself (its model loaded, unchanged,
         quick and within its time budget, its body small, its target read as written); None when it
         takes a thread."""
+    def event_loop_queue_model(self, method: str, target: str, body_size: int) -> str | None:
+        """The model file (relative to the root) the /serve request ``method target`` with a body of
+        ``body_size`` bytes may be queued for from the event loop, without a thread waiting for it
+        (Pipeline.submit_serve): its model loaded, unchanged, batching with short forwards, its body small,
+        its query naming the model once and nothing else; None when it takes a thread."""
     def event_loop_model_named(self, name: str, body_size: int) -> str | None:
         """The same for a request for the V2 model ``name`` (a gRPC call)."""
 
@@ -132,6 +153,18 @@ class Pipeline:
         file being opened again; the
         admission times the call against the loop's budget.
         """
+    def submit_serve(
+        self,
+        relative: str,
+        name: str,
+        body: RequestBody | bytes,
+        timeout: float,
+        completions: Completions,
+        key: int,
+    ) -> Deferred:
+        """Queue a /serve request for a batching model without waiting for it
+        (Admission.event_loop_queue_model): ``completions`` gets ``key`` once the returned Deferred holds
+        its answer."""
     def infer(
         self,
         relative: str,

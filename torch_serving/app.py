@@ -12,8 +12,9 @@ import torch
 from torch_serving._native import Admission, PhaseTimes, Pipeline
 from torch_serving.backend import Backend
 from torch_serving.config import Config
-from torch_serving.environ import arrival_time, event_loop_model
+from torch_serving.environ import arrival_time, deferred_call, event_loop_model
 from torch_serving.errors import RequestError, install_error_handlers
+from torch_serving.event_loop_queue import EventLoopQueue
 from torch_serving.metrics import Metrics, MetricsMiddleware, MetricsResource
 from torch_serving.model_root import IdentifierError, resolve_model
 from torch_serving.preload import Preload
@@ -94,10 +95,14 @@ class ServeResource:
         checked = event_loop_model(req.env)
         path = checked or resolve_model(self._root, identifier)
         context.model = path
+        resp.content_type = falcon.MEDIA_JSON
+        deferred = deferred_call(req.env)
+        if deferred is not None:  # queued from the event loop with its body, and run since
+            resp.data = self._runner.deferred_answer(arrived, deferred, context.times)
+            return
         body = read_body(
             req, self._max_body_size, self._runner.deadline(arrived), lambda: self._pipeline.metadata(path, identifier)
         )
-        resp.content_type = falcon.MEDIA_JSON
         resp.data = self._runner.run_measured(
             arrived,
             context.times,
@@ -168,9 +173,11 @@ class ServingApp(falcon.App):
         grpc_service: the gRPC server sharing this worker's models, which the worker starts once
             its preload is done and stops as it stops; None without ``--grpc-port``.
         runner: what the native calls go through, within their deadlines.
+        event_loop_queue: the /serve requests for batching models that a host's event loop queues
+            itself, without a thread each, and answers once their batch has run.
     """
 
-    __slots__ = ("admission", "grpc_service", "preload", "runner")
+    __slots__ = ("admission", "event_loop_queue", "grpc_service", "preload", "runner")
 
     def admitted_by_host(self) -> None:
         """Told by a host that enters ``admission`` for every request before the application sees it
@@ -229,6 +236,7 @@ def create_app(config: Config) -> ServingApp:
         metrics.start()
     app.admission = admission
     app.runner = runner
+    app.event_loop_queue = EventLoopQueue(pipeline, admission, runner, config.max_body_size)
     app.preload = preload
     app.grpc_service = None
     if config.grpc_port:

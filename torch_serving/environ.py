@@ -16,11 +16,13 @@ from typing import Any, Protocol
 __all__ = [
     "ARRIVED",
     "BODY_SOURCE",
+    "DEFERRED",
     "ON_EVENT_LOOP",
     "SEND_CONTINUE",
     "BodySource",
     "BodyTimeout",
     "arrival_time",
+    "deferred_call",
     "event_loop_model",
     "on_event_loop",
 ]
@@ -31,6 +33,10 @@ ARRIVED = "torch_serving.arrived"
 # file (relative to the root) that the worker's check (``Admission.event_loop_model``) found loaded, unchanged and
 # quick, which the application serves without looking it up again.
 ON_EVENT_LOOP = "torch_serving.on_event_loop"
+
+# Present when the request was queued from the worker's event loop (``torch_serving.event_loop_queue``) and
+# its batch has run: its ``Deferred``, which holds the answer the application gives.
+DEFERRED = "torch_serving.deferred"
 
 # A function that sends the interim ``100 Continue`` the client asked for with
 # ``Expect: 100-continue``: the application calls it just before it reads the
@@ -89,3 +95,9 @@ def event_loop_model(environ: dict) -> str | None:
     """The model file the worker's event loop checked for the request of ``environ``, which it answers
     (``ON_EVENT_LOOP``); None when a thread answers it."""
     return environ.get(ON_EVENT_LOOP)
+
+
+def deferred_call(environ: dict) -> Any:
+    """The ``Deferred`` holding the answer to the request of ``environ``, queued from the worker's event
+    loop (``DEFERRED``); None when it was not."""
+    return environ.get(DEFERRED)

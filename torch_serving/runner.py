@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from torch_serving._native import Admission, DeadlineError, Executor, PhaseTimes
+from torch_serving._native import Admission, DeadlineError, Deferred, Executor, PhaseTimes
 from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail
 from torch_serving.errors import RequestError
 
@@ -86,6 +86,15 @@ class NativeRunner:
         event_loop = self._admission if on_event_loop else None
         return self._call(arrived, own if deadline is None else min(deadline, own), fn, args, (times, event_loop))
 
+    def deferred_answer(self, arrived: float, deferred: Deferred, times: PhaseTimes | None) -> bytes:
+        """The answer to a request that arrived at ``arrived``, queued from the event loop and answered since
+        (``torch_serving.event_loop_queue``), recording its phases in ``times``; or raise 504 as ``run``
+        does."""
+        try:
+            return deferred.answer(times)
+        except DeadlineError:
+            raise _deadline_exceeded(arrived, self.deadline(arrived)) from None
+
     def _call(self, arrived: float, deadline: float, fn: Callable[..., T], args: tuple, extra: tuple) -> T:
         admits = self.admits_calls
         if admits and not self._admission.enter():
@@ -95,11 +104,15 @@ class NativeRunner:
             # Positional: pybind11 matches keywords by name, at a cost a small request notices.
             return fn(*args, self._executor, max(remaining, 0.0), *extra)
         except DeadlineError:
-            raise RequestError(
-                504,
-                "Deadline exceeded",
-                f"the request did not finish within the {deadline - arrived:g} s deadline; its work was abandoned",
-            ) from None
+            raise _deadline_exceeded(arrived, deadline) from None
         finally:
             if admits:
                 self._admission.leave()
+
+
+def _deadline_exceeded(arrived: float, deadline: float) -> RequestError:
+    return RequestError(
+        504,
+        "Deadline exceeded",
+        f"the request did not finish within the {deadline - arrived:g} s deadline; its work was abandoned",
+    )

@@ -37,8 +37,14 @@ a thread takes it. This worker instead:
   the loop sends what the socket takes at once and the rest as the client
   reads it, so a client that stops reading never holds up the loop (its
   connection closes after the request timeout without progress);
+* queues such a request in the event loop, without a thread, when the
+  application says it may (``ServingApp.event_loop_queue``: a /serve request
+  for a loaded batching model with short forwards), and answers it there
+  with ``handle_request`` once the application says its batch has run; a
+  thread per request of a batch would wake when the batch ends
+  (docs/performance.md);
 * reads such a request in the event loop too when the application says it
-  takes a thread (a model not loaded yet, slow or batching): the thread
+  takes a thread (a model not loaded yet, or slow): the thread
   makes the answer from what the loop read, and the loop sends it as
   above. Gunicorn's parser reading it again in the thread cost a request
   through a thread a fifth of its rate (docs/performance.md);
@@ -84,7 +90,7 @@ from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadW
 from torch_serving.config import Config
 from torch_serving.connection_table import ConnectionTable
 from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail, error_body, error_document
-from torch_serving.environ import ARRIVED, BODY_SOURCE, ON_EVENT_LOOP, SEND_CONTINUE, BodyTimeout
+from torch_serving.environ import ARRIVED, BODY_SOURCE, DEFERRED, ON_EVENT_LOOP, SEND_CONTINUE, BodyTimeout
 from torch_serving.plain_http import PlainReader, PlainRequest
 from torch_serving.shared import mark_grpc_listening, replaced_by_a_reload, successor_listens
 
@@ -350,8 +356,12 @@ class ServingWorker(ThreadWorker):
         self._heading: deque = deque()
         # Connections the loop answered whose client has not taken all of it yet (``conn.unsent``).
         self._sending: list = []
-        # What says which requests the loop answers (the application's admission), once the app is loaded.
+        # What says which requests the loop answers (the application's admission), and the application's
+        # queue of requests the loop queues (with those queued, by key), once the app is loaded.
         self._event_loop_model = None
+        self._event_loop_queue = None
+        self._queued: dict[int, tuple] = {}
+        self._next_key = 0
         self._grpc = None  # the application's gRPC service, once it listens
         self._grpc_stopper: threading.Thread | None = None  # what stops it, once the worker is told to stop
         self._plain = PlainReader(self.cfg)
@@ -401,6 +411,9 @@ class ServingWorker(ThreadWorker):
         self._admission = admission if admission is not None else _RequestCount(self._limit)
         self._event_loop_model = None if admission is None else admission.event_loop_model
         self._busy_answer = _busy_answer(self._admission.limit)
+        self._event_loop_queue = getattr(self.wsgi, "event_loop_queue", None) if admission is not None else None
+        if self._event_loop_queue is not None:
+            self.poller.register(self._event_loop_queue, selectors.EVENT_READ, self._answer_queued)
         grpc_service = getattr(self.wsgi, "grpc_service", None)
         # A worker told to stop during its preload never listens: a listener that leaves at once would
         # pass for the successor of the workers a reload replaces.
@@ -445,8 +458,8 @@ class ServingWorker(ThreadWorker):
         self._grpc.stop(max(deadline - time.monotonic(), 0.0)).wait()
 
     def _hosted(self, app):
-        """``app``, told when the current request arrived and whether it is answered in the event loop
-        (``torch_serving.environ``), given the ``100 Continue`` it is owed to send (``SEND_CONTINUE``),
+        """``app``, told when the current request arrived, whether it is answered in the event loop and,
+        queued there, its ``Deferred`` (``torch_serving.environ``), given the ``100 Continue`` it is owed to send (``SEND_CONTINUE``),
         its answer closing the connection when its body is left unread (never asked for, or its reading
         failed), and releasing the request's admission when it returns its answer."""
 
@@ -455,6 +468,9 @@ class ServingWorker(ThreadWorker):
             model = getattr(_request, "event_loop_model", None)
             if model is not None:
                 environ[ON_EVENT_LOOP] = model  # its body is in memory already
+                deferred = getattr(_request, "deferred", None)
+                if deferred is not None:
+                    environ[DEFERRED] = deferred  # and its answer made
             else:
                 environ[BODY_SOURCE] = _SOCKET_BODY
             owed = getattr(_request, "owed_continue", None)
@@ -621,7 +637,7 @@ class ServingWorker(ThreadWorker):
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
         conn.arrived = time.monotonic()
-        request, model = found
+        request, model, queued = found
         conn.on_core = False
         try:
             taken = self._take(conn, request)
@@ -631,16 +647,19 @@ class ServingWorker(ThreadWorker):
         if not taken:
             self._release(conn)
             self.finish_request(conn, _Finished(False))
+        elif queued is not None:
+            self._queue(conn, request, queued)
         elif model is None:
             # The request takes a thread, as gunicorn's own would, but is not read a second time there.
             self._run_on_thread(conn, partial(self._answer_held, conn, request, None), self._answered_on_thread)
         else:
             self._send(conn, *self._answer_held(conn, request, model))
 
-    def _plain_request(self, conn, received: int) -> tuple[PlainRequest, str | None] | None:
+    def _plain_request(self, conn, received: int) -> tuple[PlainRequest, str | None, str | None] | None:
         """The next request on kept-alive ``conn``, of which ``received`` bytes were peeked at, when it is
         plain, all in the socket, and gunicorn would keep the connection open after it, with the model
-        file the event loop answers it from (None when it takes a thread); else None. Reads nothing."""
+        file the event loop answers it from and the one it queues it for (None and None when it takes a
+        thread); else None. Reads nothing."""
         if (
             self._event_loop_model is None
             or conn.is_http2
@@ -654,7 +673,12 @@ class ServingWorker(ThreadWorker):
         request = self._plain.read(self._peeked, received)
         if request is None:
             return None
-        return request, self._event_loop_model(request.method, request.uri, request.size - request.body_start)
+        body_size = request.size - request.body_start
+        model = self._event_loop_model(request.method, request.uri, body_size)
+        queued = None
+        if model is None and self._event_loop_queue is not None:
+            queued = self._event_loop_queue.model(request.method, request.uri, request.headers, body_size)
+        return request, model, queued
 
     def _take(self, conn, request: PlainRequest) -> bool:
         """Take ``request``'s bytes, peeked at and all there, off ``conn``'s socket, keeping its body."""
@@ -709,6 +733,32 @@ class ServingWorker(ThreadWorker):
             _request.event_loop_model = None
             _request.conn = None
             self._release(conn)
+
+    def _queue(self, conn, request: PlainRequest, model: str) -> None:
+        """Queue ``request``, taken off ``conn``, for ``model`` in the application's event-loop queue; it is
+        answered once its batch has run (``_answer_queued``)."""
+        key = self._next_key
+        self._next_key += 1
+        try:
+            deferred = self._event_loop_queue.submit(model, request.body.getvalue(), conn.arrived, key)
+        except Exception:  # the queue reports a request's own errors in its answer: this is the worker's
+            self.log.exception("Error queueing a request.")
+            self._release(conn)
+            self.finish_request(conn, _Finished(False))
+            return
+        # ``ready`` gives the key in this thread, later.
+        self._queued[key] = (conn, request, model, deferred)
+
+    def _answer_queued(self, _fileobj) -> None:
+        """Answer, in the event loop, the queued requests whose batch has run."""
+        for key in self._event_loop_queue.ready():
+            conn, request, model, deferred = self._queued.pop(key)
+            _request.deferred = deferred
+            try:
+                answer = self._answer_held(conn, request, model)
+            finally:
+                _request.deferred = None
+            self._send(conn, *answer)
 
     def _answered_on_thread(self, conn, future) -> None:
         """Send, from the event loop, the answer a thread made (``_answer_held``)."""

@@ -274,3 +274,88 @@ def access_line_of(answer: bytes) -> tuple[int, int]:
 def serve_request(identifier: str, body: bytes) -> bytes:
     head = b"POST /serve?servable_identifier=%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
     return head % (identifier.encode(), len(body)) + body
+
+
+# Batching models: their requests on kept-alive connections are queued in the event loop, without a thread
+# each, and answered there once their batch has run (torch_serving.event_loop_queue).
+
+
+def post_rows(connection: http.client.HTTPConnection, identifier: str, x: torch.Tensor, rounds: int) -> tuple[int, dict]:
+    return post(connection, identifier, body_of(tensor_json(x), {"type": "scalar", "value": rounds}))
+
+
+def kept_alive_connections(port: int, count: int, identifier: str) -> list[http.client.HTTPConnection]:
+    """``count`` connections, each kept alive after a request for ``identifier`` (which loads it and
+    shows its forwards short), so that their next requests are read in the event loop."""
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for _ in range(count)]
+    for connection in connections:
+        for _ in range(2):
+            assert post(connection, identifier, rounds_body(1))[0] == 200
+    return connections
+
+
+def executions(port: int, identifier: str) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/cache")
+        return json.loads(connection.getresponse().read())["stats"]["models"][identifier]["executions"]
+    finally:
+        connection.close()
+
+
+def wait_for_executions(port: int, identifier: str, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while executions(port, identifier) < count:
+        assert time.monotonic() < deadline, f"{identifier} never reached {count} executions"
+        time.sleep(0.01)
+
+
+def test_queued_requests_for_a_batching_model_share_one_forward_each_with_its_own_rows(start):
+    with start("--threads", "1") as server:
+        leader, *others = kept_alive_connections(server.port, 8, "batch_slow.pt")
+        ran = executions(server.port, "batch_slow.pt")
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            first = pool.submit(post_rows, leader, "batch_slow.pt", torch.tensor([-1.0]), 3000)
+            wait_for_executions(server.port, "batch_slow.pt", ran + 1)  # its forward under way
+            inputs = [torch.tensor([float(k)]) for k in range(len(others))]
+            answers = list(pool.map(lambda pair: post_rows(*pair, 1), [(c, "batch_slow.pt", x) for c, x in zip(others, inputs)]))
+            assert first.result() == (200, first.result()[1])
+        assert first.result()[1]["result"]["value"] == [0.0]
+        # Seven requests on a worker of one thread, queued behind the forward, share the next one.
+        for x, (status, answer) in zip(inputs, answers, strict=True):
+            assert status == 200
+            assert answer["result"]["value"] == (x + 1).tolist()
+        assert executions(server.port, "batch_slow.pt") == ran + 2
+
+
+def test_a_queued_request_past_its_deadline_gets_504_then_while_the_forward_ahead_runs_on(start):
+    with start("--timeout", "1") as server:
+        ahead, queued = kept_alive_connections(server.port, 2, "batch_slow.pt")
+        ran = executions(server.port, "batch_slow.pt")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            # Well past the deadline here (8000 rounds took about 2 s on a slow machine).
+            long = pool.submit(post, ahead, "batch_slow.pt", rounds_body(12000))
+            wait_for_executions(server.port, "batch_slow.pt", ran + 1)
+            started = time.monotonic()
+            status, answer = post(queued, "batch_slow.pt", rounds_body(1))
+            waited = time.monotonic() - started
+            assert long.running()  # answered at its deadline, not when the forward ahead of it ended
+            # The forward under way cannot be abandoned: its request is answered 504 as it ends.
+            assert long.result()[0] == 504
+        assert status == 504
+        assert answer["detail"] == "the request did not finish within the 1 s deadline; its work was abandoned"
+        assert waited < 1.5  # its deadline, plus this machine's scheduling
+        # Its forward never ran, and both connections serve the next request.
+        assert executions(server.port, "batch_slow.pt") == ran + 1
+        assert post(queued, "batch_slow.pt", rounds_body(1))[0] == 200
+        assert post(ahead, "batch_slow.pt", rounds_body(1))[0] == 200
+
+
+def test_a_queued_request_with_a_bad_body_gets_the_error_a_thread_gives(start):
+    with start() as server:
+        (connection,) = kept_alive_connections(server.port, 1, "batch_slow.pt")
+        status, answer = post(connection, "batch_slow.pt", b"[1,")
+        assert status == 400
+        fresh = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        assert post(fresh, "batch_slow.pt", b"[1,") == (status, answer)  # read by gunicorn, on a thread
+        assert post(connection, "batch_slow.pt", rounds_body(1))[0] == 200

@@ -12,6 +12,7 @@
 
 #include <time.h>
 
+#include "errors.h"
 #include "scheduler.h"
 
 #include "doctest_after_torch.h"
@@ -169,6 +170,81 @@ TEST_CASE("a batching model with two instances runs two batches at once, never m
   }
   CHECK(rows == 24);
   CHECK(forward.rows.size() < 24);  // some requests shared a forward
+}
+
+namespace {
+
+// Submits `args` (Scheduler::submit) and returns the future its `done` fulfils, and which thread called it.
+std::future<at::Tensor> submitted(Scheduler& scheduler, std::vector<c10::IValue> args,
+                                  torch_serving::Deadline deadline = torch_serving::Deadline::max(),
+                                  std::thread::id* caller = nullptr) {
+  auto answer = std::make_shared<std::promise<at::Tensor>>();
+  auto future = answer->get_future();
+  scheduler.submit(std::move(args), deadline, [answer, caller](c10::IValue result, std::exception_ptr error) {
+    if (caller) *caller = std::this_thread::get_id();
+    if (error) answer->set_exception(error);
+    else answer->set_value(result.toTensor());
+  });
+  return future;
+}
+
+}  // namespace
+
+TEST_CASE("submitted requests join the batch of waiting ones, and each gets its own rows from the forward's thread") {
+  HeldForward forward;
+  Scheduler scheduler(ServingPolicy{8, 0}, 1, [&](std::vector<c10::IValue> args) { return forward(std::move(args)); },
+                      "held.pt", [](const std::string&) {}, false);
+  auto first = std::async(std::launch::async, [&] { return scheduler.run(one_row(0)).toTensor(); });
+  forward.entered.get_future().wait();
+  std::vector<std::future<at::Tensor>> answers;
+  std::vector<std::thread::id> callers(4);
+  for (int i = 1; i <= 4; ++i) answers.push_back(submitted(scheduler, one_row(float(i)), torch_serving::Deadline::max(), &callers[i - 1]));
+  auto waiting = std::async(std::launch::async, [&] { return scheduler.run(one_row(5)).toTensor(); });
+  std::this_thread::sleep_for(200ms);
+  CHECK(forward.rows == std::vector<int64_t>{1});  // none runs before the instance is free
+  forward.release.set_value();
+  CHECK(first.get().equal(at::full({1, 2}, 1.0f)));
+  for (int i = 1; i <= 4; ++i) CHECK(answers[i - 1].get().equal(at::full({1, 2}, float(i) + 1)));
+  CHECK(waiting.get().equal(at::full({1, 2}, 6.0f)));
+  CHECK(forward.rows == std::vector<int64_t>{1, 5});
+  // One forward answered the four: its thread called each `done`, and never the submitting one.
+  for (const auto& caller : callers) CHECK(caller == callers[0]);
+  CHECK(callers[0] != std::this_thread::get_id());
+}
+
+TEST_CASE("submitted requests without a waiting thread run on the scheduler's threads, at most one per instance") {
+  ConcurrencyForward forward{20ms};
+  Scheduler scheduler(ServingPolicy{4, 0, 2}, 2,
+                      [&](std::vector<c10::IValue> args) { return forward(std::move(args)); }, "pair.pt",
+                      [](const std::string&) {}, false);
+  std::vector<std::future<at::Tensor>> answers;
+  for (int i = 0; i < 24; ++i) answers.push_back(submitted(scheduler, one_row(float(i))));
+  for (int i = 0; i < 24; ++i) CHECK(answers[i].get().equal(at::full({1, 2}, 2.0f * float(i))));
+  CHECK(forward.peak == 2);
+  int64_t rows = 0;
+  for (int64_t r : forward.rows) {
+    CHECK(r <= 4);
+    rows += r;
+  }
+  CHECK(rows == 24);
+  CHECK(forward.rows.size() < 24);
+}
+
+TEST_CASE("a submitted request still queued at its deadline gets DeadlineError then, and its forward never runs") {
+  HeldForward forward;
+  Scheduler scheduler(ServingPolicy{8, 0}, 1, [&](std::vector<c10::IValue> args) { return forward(std::move(args)); },
+                      "held.pt", [](const std::string&) {}, false);
+  auto first = submitted(scheduler, one_row(0));
+  forward.entered.get_future().wait();
+  const auto deadline = std::chrono::steady_clock::now() + 100ms;
+  auto late = submitted(scheduler, one_row(1), deadline);
+  // Answered while the forward ahead of it still runs.
+  REQUIRE(late.wait_for(5s) == std::future_status::ready);
+  CHECK(std::chrono::steady_clock::now() >= deadline);
+  CHECK_THROWS_AS(late.get(), torch_serving::DeadlineError);
+  forward.release.set_value();
+  CHECK(first.get().equal(at::full({1, 2}, 1.0f)));
+  CHECK(forward.rows == std::vector<int64_t>{1});
 }
 
 TEST_CASE("the serving policy names its keys and their ranges") {

@@ -1,0 +1,67 @@
+"""/serve requests for batching models, queued from a worker's event loop and answered there once their
+batch has run.
+
+A request for a batching model spends nearly all of its time in the model's queue. On a thread, every
+request of a batch has a thread that wakes when the batch ends, takes the GIL in turn and hands its
+answer back to the event loop; on these two-core machines those wake-ups cost more than the request's
+own work around the forward (docs/performance.md). Queued from the loop, a request has no thread: the
+model's scheduler runs each batch on a native thread of its own, which encodes every answer and tells
+the loop once (``Completions``, an eventfd the loop polls), and the loop makes each answer through the
+application as for any request it answers itself.
+
+``ServingWorker`` uses it through the application's ``event_loop_queue`` (``ServingApp``): ``model`` says
+which requests may be queued, ``submit`` queues one under a key, ``ready`` gives the keys of those
+answered since, and the application answers each with its ``Deferred`` in the environ
+(``torch_serving.environ.DEFERRED``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from torch_serving._native import Admission, Completions, Deferred, Pipeline
+from torch_serving.runner import NativeRunner
+
+__all__ = ["EventLoopQueue"]
+
+
+class EventLoopQueue:
+    """One worker's /serve requests queued from its event loop.
+
+    Args:
+        pipeline: the worker's native pipeline.
+        admission: the worker's admission, which says which models may be queued for.
+        runner: whose deadline each request gets.
+        max_body_size: the largest body the application takes: a larger one takes a thread, whose
+            answer refuses it.
+    """
+
+    def __init__(self, pipeline: Pipeline, admission: Admission, runner: NativeRunner, max_body_size: int) -> None:
+        self._pipeline = pipeline
+        self._admission = admission
+        self._runner = runner
+        self._max_body_size = max_body_size
+        self._completions = Completions()
+
+    def fileno(self) -> int:
+        """A file descriptor readable while answers are ready (``ready``)."""
+        return self._completions.fileno()
+
+    def model(self, method: str, target: str, headers: Sequence[tuple[str, str]], body_size: int) -> str | None:
+        """The model file the request may be queued for (``Admission.event_loop_queue_model``), with
+        ``headers`` (upper-case names) that the application would take as they are; None when it takes a
+        thread."""
+        if body_size > self._max_body_size or any(name == "CONTENT-ENCODING" for name, _ in headers):
+            return None  # refused, or read another way, by the application
+        return self._admission.event_loop_queue_model(method, target, body_size)
+
+    def submit(self, model: str, body: bytes, arrived: float, key: int) -> Deferred:
+        """Queue the request for ``model`` (``model`` said it may be) with its ``body``, within the deadline
+        of a request that arrived at ``arrived``; ``ready`` gives ``key`` once its answer is made."""
+        timeout = max(self._runner.deadline(arrived) - time.monotonic(), 0.0)
+        return self._pipeline.submit_serve(model, model, body, timeout, self._completions, key)
+
+    def ready(self) -> list[int]:
+        """The keys of the requests answered since the last call, oldest first."""
+        return self._completions.take()
