@@ -20,6 +20,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// How long the thread that ends submitted requests at their deadline sleeps
+// when none is queued.
+constexpr auto kIdleExpiryWait = std::chrono::seconds(1);
+
+constexpr const char* kQueuedPastDeadline = "the deadline passed while the request waited for an instance of the model";
+
 // The CPU time of the calling thread. A forward's cost is measured so, not
 // by the clock: under load, other threads on its core would add their time
 // to it, the more the longer it runs.
@@ -314,7 +320,7 @@ c10::IValue Scheduler::run(std::vector<c10::IValue> args, Deadline deadline) {
       auto queued = std::find(queue_.begin(), queue_.end(), &me);
       if (queued != queue_.end()) {
         queue_.erase(queued);
-        throw DeadlineError("the deadline passed while the request waited for an instance of the model");
+        throw DeadlineError(kQueuedPastDeadline);
       }
       // Taken into a batch that runs now: its forward cannot be abandoned.
       changed_.wait(lock, [&] { return me.done; });
@@ -408,13 +414,13 @@ void Scheduler::expire_submitted() {
       lock.lock();
       continue;
     }
-    next_expiry_ = Deadline::max();
+    // With nothing to expire, wake within a while anyway: a request submitted meanwhile whose deadline
+    // is later (any, under a timeout over it) then needs no wake-up of this thread.
+    next_expiry_ = Clock::now() + kIdleExpiryWait;
     for (const Pending* p : queue_) {
       if (p->on_done && !p->lead) next_expiry_ = std::min(next_expiry_, p->deadline);
     }
-    // A deadline too far for the clock (none) would overflow waiting until it.
-    if (next_expiry_ == Deadline::max()) expiry_changed_.wait(lock);
-    else expiry_changed_.wait_until(lock, next_expiry_);
+    expiry_changed_.wait_until(lock, next_expiry_);
   }
 }
 
@@ -422,8 +428,7 @@ std::vector<Scheduler::Pending*> Scheduler::take_expired(Deadline now) {
   std::vector<Pending*> expired;
   for (Pending* p : queue_) {
     if (p->on_done && !p->lead && p->deadline <= now) {
-      p->error = std::make_exception_ptr(
-          DeadlineError("the deadline passed while the request waited for an instance of the model"));
+      p->error = std::make_exception_ptr(DeadlineError(kQueuedPastDeadline));
       p->taken = true;
       expired.push_back(p);
     }
