@@ -43,6 +43,17 @@ std::optional<std::string> plain_identifier(std::string_view query) {
   return identifier;
 }
 
+// The V2 model name of an inference path the event loop may take as
+// written: Falcon decodes the path before the V2 routes read the name, and a
+// versioned one the routes read differently.
+std::optional<std::string> v2_infer_name(std::string_view path) {
+  if (path.starts_with(kV2Models) && path.ends_with(kInfer) && path.size() > kV2Models.size() + kInfer.size() &&
+      path.find('%') == std::string_view::npos && path.find(kVersions) == std::string_view::npos) {
+    return std::string(path.substr(kV2Models.size(), path.size() - kV2Models.size() - kInfer.size()));
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 Admission::Admission(std::shared_ptr<const Pipeline> pipeline, size_t limit, Warn warn)
@@ -70,29 +81,29 @@ std::optional<std::string> Admission::event_loop_model(std::string_view method, 
     if (!identifier || !pipeline_->can_answer_in_event_loop(*identifier, body_size)) return std::nullopt;
     return identifier;
   }
-  // Falcon decodes the path before the V2 routes read the name; a versioned
-  // one the routes read differently.
-  if (path.starts_with(kV2Models) && path.ends_with(kInfer) && path.size() > kV2Models.size() + kInfer.size() &&
-      path.find('%') == std::string_view::npos && path.find(kVersions) == std::string_view::npos) {
-    return pipeline_->event_loop_model_named(
-        std::string(path.substr(kV2Models.size(), path.size() - kV2Models.size() - kInfer.size())), body_size);
-  }
-  return std::nullopt;
+  const auto name = v2_infer_name(path);
+  return name ? pipeline_->event_loop_model_named(*name, body_size) : std::nullopt;
 }
 
 std::optional<std::string> Admission::event_loop_queue_model(std::string_view method, std::string_view target,
                                                              size_t body_size) const {
-  // A queued request runs before the application reads its query, which
-  // must then hold nothing it would refuse: the identifier alone, as written.
+  if (method != "POST") return std::nullopt;
   const size_t mark = std::min(target.find('?'), target.size());
+  const std::string_view path = target.substr(0, mark);
   const std::string_view query = target.substr(std::min(mark + 1, target.size()));
-  if (method != "POST" || target.substr(0, mark) != kServe || !query.starts_with(kIdentifierParameter) ||
-      query.find_first_of("&%+") != std::string_view::npos) {
-    return std::nullopt;
+  if (path == kServe) {
+    // A queued request runs before the application reads its query, which
+    // must then hold nothing it would refuse: the identifier alone, as written.
+    if (!query.starts_with(kIdentifierParameter) || query.find_first_of("&%+") != std::string_view::npos) {
+      return std::nullopt;
+    }
+    std::string identifier(query.substr(kIdentifierParameter.size()));
+    if (!pipeline_->can_queue_from_event_loop(identifier, body_size)) return std::nullopt;
+    return identifier;
   }
-  std::string identifier(query.substr(kIdentifierParameter.size()));
-  if (!pipeline_->can_queue_from_event_loop(identifier, body_size)) return std::nullopt;
-  return identifier;
+  // The V2 routes take no query parameter.
+  const auto name = mark == target.size() ? v2_infer_name(path) : std::nullopt;
+  return name ? pipeline_->event_loop_queue_model_named(*name, body_size) : std::nullopt;
 }
 
 void Admission::note_event_loop_call(const std::string& relative, std::chrono::nanoseconds wall,

@@ -284,10 +284,11 @@ PYBIND11_MODULE(_C, m) {
            "takes a thread.")
       .def("event_loop_queue_model", &Admission::event_loop_queue_model, py::arg("method"), py::arg("target"),
            py::arg("body_size"),
-           "The model file (relative to the root) the /serve request ``method target`` with a body of "
-           "``body_size`` bytes may be queued for from the event loop, without a thread waiting for it "
-           "(Pipeline.submit_serve): its model loaded, unchanged, batching with short forwards, its body small, "
-           "its query naming the model once and nothing else; None when it takes a thread.")
+           "The model file (relative to the root) the request ``method target`` with a body of ``body_size`` "
+           "bytes may be queued for from the event loop, without a thread waiting for it (Pipeline.submit_serve, "
+           "submit_infer): its model loaded, unchanged, batching with short forwards, its body small; a /serve "
+           "query naming the model once and nothing else, or a V2 inference path without a query; None when it "
+           "takes a thread.")
       .def("event_loop_model_named", &Admission::event_loop_model_named, py::arg("name"), py::arg("body_size"),
            "The same for a request for the V2 model ``name`` (a gRPC call).");
 
@@ -308,8 +309,11 @@ PYBIND11_MODULE(_C, m) {
             return py::bytes(self.call->response);
           },
           py::arg("times") = nullptr,
-          "Return the answer, or raise what Pipeline.serve would have raised, once Completions gave this "
-          "request's key; record its phases in ``times``.");
+          "Return the answer, or raise what Pipeline.serve (or infer) would have raised, once Completions gave "
+          "this request's key; record its phases in ``times``.")
+      .def_property_readonly(
+          "json_length", [](const Deferred& self) { return self.call->json_length; },
+          "Of an inference answer taken (Pipeline.submit_infer), the length of its JSON part.");
 
   py::class_<Executor>(m, "Executor", "The native threads calls run on, each within its caller's deadline.")
       .def(py::init([](size_t threads, std::shared_ptr<Admission> admission) {
@@ -380,6 +384,20 @@ PYBIND11_MODULE(_C, m) {
           py::arg("key"),
           "Queue a /serve request for a batching model without waiting for it (Admission.event_loop_queue_model):"
           " ``completions`` gets ``key`` once the returned Deferred holds its answer.")
+      .def(
+          "submit_infer",
+          [](std::shared_ptr<Pipeline> pipeline, const std::string& relative, const std::string& name,
+             std::shared_ptr<RequestBody> body, int64_t header_length, double timeout,
+             std::shared_ptr<Completions> completions, uint64_t key) {
+            Deferred deferred{std::make_shared<DeferredCall>(), nullptr};
+            deferred.model = pipeline->submit_infer(relative, name, body, header_length, deadline_after(timeout),
+                                                    deferred.call, [completions, key] { completions->add(key); });
+            return deferred;
+          },
+          py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length"), py::arg("timeout"),
+          py::arg("completions"), py::arg("key"),
+          "Queue a V2 inference request for a batching model as submit_serve does; the Deferred's answer is"
+          " infer's response, and its json_length the length of that response's JSON part.")
       .def("metadata", document_binding(&Pipeline::metadata), py::arg("relative"), py::arg("name"),
            py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)
       .def("config", document_binding(&Pipeline::config), py::arg("relative"), py::arg("name"),

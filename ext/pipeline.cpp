@@ -105,6 +105,36 @@ void Pipeline::serve(const std::string& relative, const std::string& name, const
   clock.lap(&PhaseTimes::encode);
 }
 
+namespace {
+
+// The callback of a forward queued for `call`, since `queued`: `encode` makes
+// its answer; past `deadline` it is answered as one that waited.
+Scheduler::Done answer_when_run(std::shared_ptr<DeferredCall> call, std::function<void()> answered,
+                                Deadline deadline, std::function<void(const c10::IValue&, DeferredCall&)> encode) {
+  const auto queued = std::chrono::steady_clock::now();
+  return [call = std::move(call), answered = std::move(answered), deadline, encode = std::move(encode),
+          queued](c10::IValue result, std::exception_ptr error) {
+    const auto ran = std::chrono::steady_clock::now();
+    PhaseClock clock(&call->times);
+    call->times.forward = std::chrono::duration<double>(ran - queued).count();
+    // A forward under way cannot be abandoned: a request whose deadline passed during it is answered
+    // as one that waited, as it ends.
+    if (!error && ran > deadline) error = std::make_exception_ptr(DeadlineError("the call did not finish in time"));
+    if (!error) {
+      try {
+        encode(result, *call);
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    call->error = error;
+    clock.lap(&PhaseTimes::encode);
+    answered();
+  };
+}
+
+}  // namespace
+
 ModelCache::Model Pipeline::submit_serve(const std::string& relative, const std::string& name,
                                         const RequestBody& body, Deadline deadline,
                                         std::shared_ptr<DeferredCall> call, std::function<void()> answered) {
@@ -114,28 +144,38 @@ ModelCache::Model Pipeline::submit_serve(const std::string& relative, const std:
     std::vector<c10::IValue> args = decode_arguments(body.view(), body.readable(), max_image_pixels_);
     clock.lap(&PhaseTimes::decode);
     servable = model(relative, name, /*reload=*/false, /*file_checked=*/true);
-    const auto queued = std::chrono::steady_clock::now();
     servable->submit(std::move(args), deadline,
-                     [call, answered, queued, deadline](c10::IValue result, std::exception_ptr error) {
-                       const auto ran = std::chrono::steady_clock::now();
-                       PhaseClock clock(&call->times);
-                       call->times.forward = std::chrono::duration<double>(ran - queued).count();
-                       // A forward under way cannot be abandoned: a request whose deadline passed during
-                       // it is answered as one that waited, as it ends.
-                       if (!error && ran > deadline) {
-                         error = std::make_exception_ptr(DeadlineError("the call did not finish in time"));
-                       }
-                       call->error = error;
-                       if (!error) {
-                         try {
-                           encode_success(result, call->response);
-                         } catch (...) {
-                           call->error = std::current_exception();
-                         }
-                       }
-                       clock.lap(&PhaseTimes::encode);
-                       answered();
-                     });
+                     answer_when_run(call, answered, deadline, [](const c10::IValue& result, DeferredCall& out) {
+                       encode_success(result, out.response);
+                     }));
+  } catch (...) {
+    call->error = std::current_exception();
+    answered();
+  }
+  return servable;
+}
+
+ModelCache::Model Pipeline::submit_infer(const std::string& relative, const std::string& name,
+                                        const std::shared_ptr<const RequestBody>& body, int64_t header_length,
+                                        Deadline deadline, std::shared_ptr<DeferredCall> call,
+                                        std::function<void()> answered) {
+  ModelCache::Model servable;
+  try {
+    PhaseClock clock(&call->times);
+    // Binary inputs may be views of the body: the request keeps it.
+    auto request =
+        std::make_shared<v2::Request>(v2::decode_request(body->view(), header_length, body, body->readable()));
+    v2::check_model(*request, name);
+    clock.lap(&PhaseTimes::decode);
+    servable = model(relative, name, /*reload=*/false, /*file_checked=*/true);
+    // The caller keeps the model until the answer is made.
+    const Servable* outputs = servable.get();
+    servable->submit(v2::bind_inputs(*request, *servable), deadline,
+                     answer_when_run(call, answered, deadline,
+                                     [name, request, outputs](const c10::IValue& result, DeferredCall& out) {
+                                       out.json_length = v2::encode_response(
+                                           name, *request, v2::named_outputs(result, *outputs), out.response);
+                                     }));
   } catch (...) {
     call->error = std::current_exception();
     answered();
@@ -177,33 +217,38 @@ Placement Pipeline::placement(const std::string& relative, size_t body_size) con
 }
 
 bool Pipeline::can_answer_in_event_loop(const std::string& relative, size_t body_size) const {
-  // A model the loop would not answer whatever its file (not loaded, not quick) costs no system call.
-  if (!runs_short(relative, body_size)) return false;
-  FileIdentity identity;
-  return ModelFile::identify(root_fd_, relative, identity) == 0 && runs_short(relative, body_size, &identity);
+  return loop_accepts(relative, body_size, &Pipeline::runs_short);
 }
 
 bool Pipeline::can_queue_from_event_loop(const std::string& relative, size_t body_size) const {
-  auto queues = [&](const FileIdentity* identity) {
-    if (body_size > kQuickBodyBytes) return false;
-    auto servable = cache_.peek(relative, identity);
-    return servable && servable->may_wait_in_caller();
-  };
-  // A model that would not queue whatever its file (not loaded, not batching) costs no system call.
-  if (!queues(nullptr)) return false;
-  FileIdentity identity;
-  return ModelFile::identify(root_fd_, relative, identity) == 0 && queues(&identity);
+  return loop_accepts(relative, body_size, &Pipeline::queues);
 }
 
 std::optional<std::string> Pipeline::event_loop_model_named(const std::string& name, size_t body_size) const {
+  return loop_model_named(name, body_size, &Pipeline::runs_short);
+}
+
+std::optional<std::string> Pipeline::event_loop_queue_model_named(const std::string& name, size_t body_size) const {
+  return loop_model_named(name, body_size, &Pipeline::queues);
+}
+
+bool Pipeline::loop_accepts(const std::string& relative, size_t body_size, LoopCheck check) const {
+  // A model the loop would not take whatever its file (not loaded, not of the kind) costs no system call.
+  if (!(this->*check)(relative, body_size, nullptr)) return false;
+  FileIdentity identity;
+  return ModelFile::identify(root_fd_, relative, identity) == 0 && (this->*check)(relative, body_size, &identity);
+}
+
+std::optional<std::string> Pipeline::loop_model_named(const std::string& name, size_t body_size,
+                                                      LoopCheck check) const {
   if (!is_plain_relative(name)) return std::nullopt;
   const bool suffixed = name.ends_with(".pt") || name.ends_with(".pt2");
   const auto candidates =
       suffixed ? std::vector<std::string>{name} : std::vector<std::string>{name, name + ".pt", name + ".pt2"};
-  // Whichever candidate the name turns out to be, the loop answers it only if it is cached and quick:
-  // when none is, no file need be looked at.
+  // Whichever candidate the name turns out to be, the loop takes it only if it is cached and of the
+  // kind: when none is, no file need be looked at.
   if (std::none_of(candidates.begin(), candidates.end(),
-                   [&](const std::string& candidate) { return runs_short(candidate, body_size); })) {
+                   [&](const std::string& candidate) { return (this->*check)(candidate, body_size, nullptr); })) {
     return std::nullopt;
   }
   for (const std::string& candidate : candidates) {
@@ -212,7 +257,7 @@ std::optional<std::string> Pipeline::event_loop_model_named(const std::string& n
     if (error == ENOENT) continue;
     // Refused (a symlink, which the name's look-up may follow within the root; no permission): the
     // request takes a thread, whose look-up finds what the name means.
-    if (error != 0 || !runs_short(candidate, body_size, &identity)) return std::nullopt;
+    if (error != 0 || !(this->*check)(candidate, body_size, &identity)) return std::nullopt;
     return candidate;
   }
   return std::nullopt;
@@ -222,6 +267,12 @@ bool Pipeline::runs_short(const std::string& relative, size_t body_size, const F
   if (body_size > kQuickBodyBytes) return false;
   auto servable = cache_.peek(relative, identity);
   return servable && servable->is_quick() && !servable->kept_off_event_loop();
+}
+
+bool Pipeline::queues(const std::string& relative, size_t body_size, const FileIdentity* identity) const {
+  if (body_size > kQuickBodyBytes) return false;
+  auto servable = cache_.peek(relative, identity);
+  return servable && servable->may_wait_in_caller();
 }
 
 ModelCache::Model Pipeline::model(const std::string& relative, const std::string& name, bool reload,

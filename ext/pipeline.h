@@ -34,6 +34,7 @@ struct PhaseTimes {
 // its answer, or the error that ended it, once it ran.
 struct DeferredCall {
   std::string response;
+  size_t json_length = 0;  // of an inference response: its JSON part (see infer)
   std::exception_ptr error;
   PhaseTimes times;
 };
@@ -75,6 +76,13 @@ class Pipeline {
   // or its arguments are refused. Returns the model, or null when none was
   // found; the caller keeps it until then.
   ModelCache::Model submit_serve(const std::string& relative, const std::string& name, const RequestBody& body,
+                                 Deadline deadline, std::shared_ptr<DeferredCall> call,
+                                 std::function<void()> answered);
+
+  // Queues one Open Inference Protocol inference request as submit_serve
+  // does, to be answered as infer() answers it.
+  ModelCache::Model submit_infer(const std::string& relative, const std::string& name,
+                                 const std::shared_ptr<const RequestBody>& body, int64_t header_length,
                                  Deadline deadline, std::shared_ptr<DeferredCall> call,
                                  std::function<void()> answered);
 
@@ -121,6 +129,12 @@ class Pipeline {
   // that queueing neither loads a model nor takes long.
   bool can_queue_from_event_loop(const std::string& relative, size_t body_size) const;
 
+  // The model file the V2 model `name` is, when an inference request for it
+  // with a body of `body_size` bytes can be queued from a worker's event
+  // loop (can_queue_from_event_loop), found as event_loop_model_named
+  // finds it.
+  std::optional<std::string> event_loop_queue_model_named(const std::string& name, size_t body_size) const;
+
   // The model file the V2 model `name` is, when a worker's event loop can
   // answer a request for it with a body of `body_size` bytes (as
   // can_answer_in_event_loop): the first of `name`, `name.pt` and
@@ -145,6 +159,17 @@ class Pipeline {
   // of `relative`, loaded from the file `identity` names (from whichever
   // file, without one), runs short enough for a worker's event loop.
   bool runs_short(const std::string& relative, size_t body_size, const FileIdentity* identity = nullptr) const;
+  // Whether such a request can be queued from a worker's event loop.
+  bool queues(const std::string& relative, size_t body_size, const FileIdentity* identity = nullptr) const;
+  // Whether a request for the cached model of `relative`, loaded from the
+  // file `identity` names (from whichever file, without one), may be taken
+  // by a worker's event loop (runs_short or queues, with its body size).
+  using LoopCheck = bool (Pipeline::*)(const std::string&, size_t, const FileIdentity*) const;
+  // The model file the V2 model `name` is, when `check` accepts it with
+  // the file found (see event_loop_model_named).
+  std::optional<std::string> loop_model_named(const std::string& name, size_t body_size, LoopCheck check) const;
+  // Whether `check` accepts the model file `relative` with its file as it is now.
+  bool loop_accepts(const std::string& relative, size_t body_size, LoopCheck check) const;
 
   int root_fd_;
   c10::Device device_;

@@ -73,8 +73,11 @@ class Deferred:
     """A /serve request queued by Pipeline.submit_serve."""
 
     def answer(self, times: PhaseTimes | None = None) -> bytes:
-        """Return the answer, or raise what Pipeline.serve would have raised, once Completions gave this
-        request's key; record its phases in ``times``."""
+        """Return the answer, or raise what Pipeline.serve (or infer) would have raised, once Completions gave
+        this request's key; record its phases in ``times``."""
+    @property
+    def json_length(self) -> int:
+        """Of an inference answer taken (Pipeline.submit_infer), the length of its JSON part."""
 
 class RequestBody:
     """A request body in native memory with the parser's padding after it; a writable buffer to receive into.
@@ -108,10 +111,11 @@ class Admission:
         quick and within its time budget, its body small, its target read as written); None when it
         takes a thread."""
     def event_loop_queue_model(self, method: str, target: str, body_size: int) -> str | None:
-        """The model file (relative to the root) the /serve request ``method target`` with a body of
-        ``body_size`` bytes may be queued for from the event loop, without a thread waiting for it
-        (Pipeline.submit_serve): its model loaded, unchanged, batching with short forwards, its body small,
-        its query naming the model once and nothing else; None when it takes a thread."""
+        """The model file (relative to the root) the request ``method target`` with a body of ``body_size``
+        bytes may be queued for from the event loop, without a thread waiting for it (Pipeline.submit_serve,
+        submit_infer): its model loaded, unchanged, batching with short forwards, its body small; a /serve
+        query naming the model once and nothing else, or a V2 inference path without a query; None when it
+        takes a thread."""
     def event_loop_model_named(self, name: str, body_size: int) -> str | None:
         """The same for a request for the V2 model ``name`` (a gRPC call)."""
 
@@ -165,6 +169,18 @@ class Pipeline:
         """Queue a /serve request for a batching model without waiting for it
         (Admission.event_loop_queue_model): ``completions`` gets ``key`` once the returned Deferred holds
         its answer."""
+    def submit_infer(
+        self,
+        relative: str,
+        name: str,
+        body: RequestBody | bytes,
+        header_length: int,
+        timeout: float,
+        completions: Completions,
+        key: int,
+    ) -> Deferred:
+        """Queue a V2 inference request for a batching model as submit_serve does; the Deferred's answer is
+        infer's response, and its json_length the length of that response's JSON part."""
     def infer(
         self,
         relative: str,

@@ -1,5 +1,5 @@
-"""/serve requests for batching models, queued from a worker's event loop and answered there once their
-batch has run.
+"""Requests for batching models (/serve and V2 inference), queued from a worker's event loop and answered
+there once their batch has run.
 
 A request for a batching model spends nearly all of its time in the model's queue. On a thread, every
 request of a batch has a thread that wakes when the batch ends, takes the GIL in turn and hands its
@@ -9,8 +9,8 @@ model's scheduler runs each batch on a native thread of its own, which encodes e
 the loop once (``Completions``, an eventfd the loop polls), and the loop makes each answer through the
 application as for any request it answers itself.
 
-``ServingWorker`` uses it through the application's ``event_loop_queue`` (``ServingApp``): ``model`` says
-which requests may be queued, ``submit`` queues one under a key, ``ready`` gives the keys of those
+``ServingWorker`` uses it through the application's ``event_loop_queue`` (``ServingApp``): ``take`` says
+whether a request may be queued, ``submit`` queues one under a key, ``ready`` gives the keys of those
 answered since, and the application answers each with its ``Deferred`` in the environ
 (``torch_serving.environ.DEFERRED``).
 """
@@ -19,11 +19,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from torch_serving._native import Admission, Completions, Deferred, Pipeline
 from torch_serving.runner import NativeRunner
+from torch_serving.v2 import HEADER_LENGTH
 
-__all__ = ["EventLoopQueue"]
+__all__ = ["EventLoopQueue", "Queueable"]
+
+_V2_MODELS = "/v2/models/"
+_INFER = "/infer"
+_HEADER_LENGTH = HEADER_LENGTH.upper()
+
+
+class Queueable(NamedTuple):
+    """A request the event loop may queue, and how.
+
+    Attributes:
+        model: the model file it is for, relative to the model root.
+        name: the model's name in its errors: the /serve identifier, or the V2 name.
+        header_length: None for /serve; for V2 inference, the length of the body's JSON part (-1: all).
+    """
+
+    model: str
+    name: str
+    header_length: int | None
 
 
 class EventLoopQueue:
@@ -48,19 +68,35 @@ class EventLoopQueue:
         """A file descriptor readable while answers are ready (``ready``)."""
         return self._completions.fileno()
 
-    def model(self, method: str, target: str, headers: Sequence[tuple[str, str]], body_size: int) -> str | None:
-        """The model file the request may be queued for (``Admission.event_loop_queue_model``), with
-        ``headers`` (upper-case names) that the application would take as they are; None when it takes a
-        thread."""
-        if body_size > self._max_body_size or any(name == "CONTENT-ENCODING" for name, _ in headers):
-            return None  # refused, or read another way, by the application
-        return self._admission.event_loop_queue_model(method, target, body_size)
+    def take(self, method: str, target: str, headers: Sequence[tuple[str, str]], body_size: int) -> Queueable | None:
+        """How the request may be queued (``Admission.event_loop_queue_model``), given ``headers``
+        (upper-case names) that the application would take as they are; None when it takes a thread."""
+        if body_size > self._max_body_size:
+            return None  # refused by the application
+        header_length = None
+        for name, value in headers:
+            if name == "CONTENT-ENCODING":
+                return None  # read another way, or refused, by the application
+            if name == _HEADER_LENGTH:
+                if not value.isdigit() or int(value) > self._max_body_size:
+                    return None  # refused by the application
+                header_length = int(value)
+        model = self._admission.event_loop_queue_model(method, target, body_size)
+        if model is None:
+            return None
+        if not target.startswith(_V2_MODELS):
+            return Queueable(model, model, None)
+        name = target[len(_V2_MODELS) : -len(_INFER)]
+        return Queueable(model, name, -1 if header_length is None else header_length)
 
-    def submit(self, model: str, body: bytes, arrived: float, key: int) -> Deferred:
-        """Queue the request for ``model`` (``model`` said it may be) with its ``body``, within the deadline
-        of a request that arrived at ``arrived``; ``ready`` gives ``key`` once its answer is made."""
+    def submit(self, queueable: Queueable, body: bytes, arrived: float, key: int) -> Deferred:
+        """Queue the request ``take`` found queueable, with its ``body``, within the deadline of a request
+        that arrived at ``arrived``; ``ready`` gives ``key`` once its answer is made."""
         timeout = max(self._runner.deadline(arrived) - time.monotonic(), 0.0)
-        return self._pipeline.submit_serve(model, model, body, timeout, self._completions, key)
+        model, name, header_length = queueable
+        if header_length is None:
+            return self._pipeline.submit_serve(model, name, body, timeout, self._completions, key)
+        return self._pipeline.submit_infer(model, name, body, header_length, timeout, self._completions, key)
 
     def ready(self) -> list[int]:
         """The keys of the requests answered since the last call, oldest first."""

@@ -16,7 +16,7 @@ import falcon
 from torch_serving import __version__
 from torch_serving._native import ModelNotFoundError, PhaseTimes, RequestBody
 from torch_serving.backend import Backend
-from torch_serving.environ import arrival_time, event_loop_model, on_event_loop
+from torch_serving.environ import arrival_time, deferred_call, event_loop_model, on_event_loop
 from torch_serving.errors import RequestError
 from torch_serving.model_root import MODEL_SUFFIXES, resolve_model
 from torch_serving.preload import Preload
@@ -143,12 +143,17 @@ class ModelSink:
         path: str,
     ) -> None:
         header_length = _header_length(req, self._max_body_size)
-        body = read_body(
-            req, self._max_body_size, self._runner.deadline(arrived), lambda: self._pipeline.metadata(path, name)
-        )
-        response, json_length = self._runner.run_measured(
-            arrived, req.context.times, on_event_loop(req.env), self._pipeline.infer, path, name, body, header_length
-        )
+        deferred = deferred_call(req.env)
+        if deferred is not None:  # queued from the event loop with its body, and run since
+            response = self._runner.deferred_answer(arrived, deferred, req.context.times)
+            json_length = deferred.json_length
+        else:
+            body = read_body(
+                req, self._max_body_size, self._runner.deadline(arrived), lambda: self._pipeline.metadata(path, name)
+            )
+            response, json_length = self._runner.run_measured(
+                arrived, req.context.times, on_event_loop(req.env), self._pipeline.infer, path, name, body, header_length
+            )
         if json_length < len(response):
             resp.set_header(HEADER_LENGTH, str(json_length))
             resp.content_type = "application/octet-stream"

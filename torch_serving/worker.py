@@ -38,8 +38,8 @@ a thread takes it. This worker instead:
   reads it, so a client that stops reading never holds up the loop (its
   connection closes after the request timeout without progress);
 * queues such a request in the event loop, without a thread, when the
-  application says it may (``ServingApp.event_loop_queue``: a /serve request
-  for a loaded batching model with short forwards), and answers it there
+  application says it may (``ServingApp.event_loop_queue``: a /serve or V2
+  inference request for a loaded batching model with short forwards), and answers it there
   with ``handle_request`` once the application says its batch has run; a
   thread per request of a batch would wake when the batch ends
   (docs/performance.md);
@@ -655,11 +655,11 @@ class ServingWorker(ThreadWorker):
         else:
             self._send(conn, *self._answer_held(conn, request, model))
 
-    def _plain_request(self, conn, received: int) -> tuple[PlainRequest, str | None, str | None] | None:
+    def _plain_request(self, conn, received: int) -> tuple[PlainRequest, str | None, object] | None:
         """The next request on kept-alive ``conn``, of which ``received`` bytes were peeked at, when it is
         plain, all in the socket, and gunicorn would keep the connection open after it, with the model
-        file the event loop answers it from and the one it queues it for (None and None when it takes a
-        thread); else None. Reads nothing."""
+        file the event loop answers it from, or how the loop queues it (the application's ``Queueable``),
+        None for both when it takes a thread; else None. Reads nothing."""
         if (
             self._event_loop_model is None
             or conn.is_http2
@@ -677,7 +677,7 @@ class ServingWorker(ThreadWorker):
         model = self._event_loop_model(request.method, request.uri, body_size)
         queued = None
         if model is None and self._event_loop_queue is not None:
-            queued = self._event_loop_queue.model(request.method, request.uri, request.headers, body_size)
+            queued = self._event_loop_queue.take(request.method, request.uri, request.headers, body_size)
         return request, model, queued
 
     def _take(self, conn, request: PlainRequest) -> bool:
@@ -734,20 +734,20 @@ class ServingWorker(ThreadWorker):
             _request.conn = None
             self._release(conn)
 
-    def _queue(self, conn, request: PlainRequest, model: str) -> None:
-        """Queue ``request``, taken off ``conn``, for ``model`` in the application's event-loop queue; it is
-        answered once its batch has run (``_answer_queued``)."""
+    def _queue(self, conn, request: PlainRequest, queueable) -> None:
+        """Queue ``request``, taken off ``conn``, in the application's event-loop queue as ``queueable`` says;
+        it is answered once its batch has run (``_answer_queued``)."""
         key = self._next_key
         self._next_key += 1
         try:
-            deferred = self._event_loop_queue.submit(model, request.body.getvalue(), conn.arrived, key)
+            deferred = self._event_loop_queue.submit(queueable, request.body.getvalue(), conn.arrived, key)
         except Exception:  # the queue reports a request's own errors in its answer: this is the worker's
             self.log.exception("Error queueing a request.")
             self._release(conn)
             self.finish_request(conn, _Finished(False))
             return
         # ``ready`` gives the key in this thread, later.
-        self._queued[key] = (conn, request, model, deferred)
+        self._queued[key] = (conn, request, queueable.model, deferred)
 
     def _answer_queued(self, _fileobj) -> None:
         """Answer, in the event loop, the queued requests whose batch has run."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import json
+import os
 import re
 import socket
 import sys
@@ -280,82 +281,137 @@ def serve_request(identifier: str, body: bytes) -> bytes:
 # each, and answered there once their batch has run (torch_serving.event_loop_queue).
 
 
-def post_rows(connection: http.client.HTTPConnection, identifier: str, x: torch.Tensor, rounds: int) -> tuple[int, dict]:
-    return post(connection, identifier, body_of(tensor_json(x), {"type": "scalar", "value": rounds}))
+def executions(connection: http.client.HTTPConnection, identifier: str) -> int:
+    connection.request("GET", "/cache")
+    return json.loads(connection.getresponse().read())["stats"]["models"][identifier]["executions"]
 
 
-def kept_alive_connections(port: int, count: int, identifier: str) -> list[http.client.HTTPConnection]:
-    """``count`` connections, each kept alive after a request for ``identifier`` (which loads it and
-    shows its forwards short), so that their next requests are read in the event loop."""
-    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for _ in range(count)]
-    for connection in connections:
-        for _ in range(2):
-            assert post(connection, identifier, rounds_body(1))[0] == 200
-    return connections
-
-
-def executions(port: int, identifier: str) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("GET", "/cache")
-        return json.loads(connection.getresponse().read())["stats"]["models"][identifier]["executions"]
-    finally:
-        connection.close()
-
-
-def wait_for_executions(port: int, identifier: str, count: int) -> None:
+def wait_for_executions(connection: http.client.HTTPConnection, identifier: str, count: int) -> None:
     deadline = time.monotonic() + 30
-    while executions(port, identifier) < count:
+    while executions(connection, identifier) < count:
         assert time.monotonic() < deadline, f"{identifier} never reached {count} executions"
         time.sleep(0.01)
 
 
+def thread_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def slow_rows(x: torch.Tensor, rounds: int) -> bytes:
+    """A /serve request for batch_slow.pt, in one piece (a client that sends its body after its headers
+    may find the loop with only the headers, which then leaves the request to a thread)."""
+    return serve_request("batch_slow.pt", body_of(tensor_json(x), {"type": "scalar", "value": rounds}))
+
+
+def answer_value(answer: bytes) -> tuple[bytes, list]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0], json.loads(body)["result"]["value"]
+
+
 def test_queued_requests_for_a_batching_model_share_one_forward_each_with_its_own_rows(start):
     with start("--threads", "1") as server:
-        leader, *others = kept_alive_connections(server.port, 8, "batch_slow.pt")
-        ran = executions(server.port, "batch_slow.pt")
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            first = pool.submit(post_rows, leader, "batch_slow.pt", torch.tensor([-1.0]), 3000)
-            wait_for_executions(server.port, "batch_slow.pt", ran + 1)  # its forward under way
-            inputs = [torch.tensor([float(k)]) for k in range(len(others))]
-            answers = list(pool.map(lambda pair: post_rows(*pair, 1), [(c, "batch_slow.pt", x) for c, x in zip(others, inputs)]))
-            assert first.result() == (200, first.result()[1])
-        assert first.result()[1]["result"]["value"] == [0.0]
-        # Seven requests on a worker of one thread, queued behind the forward, share the next one.
-        for x, (status, answer) in zip(inputs, answers, strict=True):
-            assert status == 200
-            assert answer["result"]["value"] == (x + 1).tolist()
-        assert executions(server.port, "batch_slow.pt") == ran + 2
+        sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(8)]
+        try:
+            for sock in sockets:
+                for _ in range(2):  # the second is queued, which starts the model's native threads
+                    exchange(sock, slow_rows(torch.tensor([0.0]), 1))
+            # One connection for the counters, kept alive: a fresh one's request may find the only thread
+            # not yet back from the one before, and start a spare one.
+            counters = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            ran = executions(counters, "batch_slow.pt")
+            (worker,) = server.workers()
+            threads = thread_count(worker)
+            leader, *others = sockets
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                first = pool.submit(exchange, leader, slow_rows(torch.tensor([-1.0]), 3000))
+                wait_for_executions(counters, "batch_slow.pt", ran + 1)  # its forward under way
+                inputs = [torch.tensor([float(k)]) for k in range(len(others))]
+                answers = list(pool.map(lambda sock, x: exchange(sock, slow_rows(x, 1)), others, inputs))
+                assert answer_value(first.result()) == (b"HTTP/1.1 200 OK", [0.0])
+            # Seven requests on a worker of one thread, queued behind the forward, share the next one.
+            for x, answer in zip(inputs, answers, strict=True):
+                assert answer_value(answer) == (b"HTTP/1.1 200 OK", (x + 1).tolist())
+            assert executions(counters, "batch_slow.pt") == ran + 2
+            # No thread carried them: on threads, seven requests at once would have started spare ones.
+            assert thread_count(worker) == threads
+        finally:
+            for sock in sockets:
+                sock.close()
 
 
 def test_a_queued_request_past_its_deadline_gets_504_then_while_the_forward_ahead_runs_on(start):
     with start("--timeout", "1") as server:
-        ahead, queued = kept_alive_connections(server.port, 2, "batch_slow.pt")
-        ran = executions(server.port, "batch_slow.pt")
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            # Well past the deadline here (8000 rounds took about 2 s on a slow machine).
-            long = pool.submit(post, ahead, "batch_slow.pt", rounds_body(12000))
-            wait_for_executions(server.port, "batch_slow.pt", ran + 1)
-            started = time.monotonic()
-            status, answer = post(queued, "batch_slow.pt", rounds_body(1))
-            waited = time.monotonic() - started
-            assert long.running()  # answered at its deadline, not when the forward ahead of it ended
-            # The forward under way cannot be abandoned: its request is answered 504 as it ends.
-            assert long.result()[0] == 504
-        assert status == 504
-        assert answer["detail"] == "the request did not finish within the 1 s deadline; its work was abandoned"
+        ahead, queued = (socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(2))
+        with ahead, queued:
+            for sock in (ahead, queued):
+                for _ in range(2):
+                    exchange(sock, slow_rows(torch.tensor([1.0]), 1))
+            counters = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            ran = executions(counters, "batch_slow.pt")
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                # Well past the deadline here (8000 rounds took about 2 s on a slow machine).
+                long = pool.submit(exchange, ahead, slow_rows(torch.tensor([1.0]), 12000))
+                wait_for_executions(counters, "batch_slow.pt", ran + 1)
+                started = time.monotonic()
+                answer = exchange(queued, slow_rows(torch.tensor([1.0]), 1))
+                waited = time.monotonic() - started
+                assert long.running()  # answered at its deadline, not when the forward ahead of it ended
+                # The forward under way cannot be abandoned: its request is answered 504 as it ends.
+                assert long.result().startswith(b"HTTP/1.1 504 ")
+        status_line, _, body = answer.partition(b"\r\n")
+        assert status_line == b"HTTP/1.1 504 Gateway Timeout"
+        detail = json.loads(body.partition(b"\r\n\r\n")[2])["detail"]
+        assert detail == "the request did not finish within the 1 s deadline; its work was abandoned"
         assert waited < 1.5  # its deadline, plus this machine's scheduling
-        # Its forward never ran, and both connections serve the next request.
-        assert executions(server.port, "batch_slow.pt") == ran + 1
-        assert post(queued, "batch_slow.pt", rounds_body(1))[0] == 200
-        assert post(ahead, "batch_slow.pt", rounds_body(1))[0] == 200
+        # Its forward never ran, and the server serves the next request.
+        counters.close()  # idle through the long forward, it may have passed the keep-alive timeout
+        assert executions(counters, "batch_slow.pt") == ran + 1
+        assert post(counters, "batch_slow.pt", rounds_body(1))[0] == 200
 
 
 def test_a_queued_request_with_a_bad_body_gets_the_error_a_thread_gives(start):
     with start() as server:
-        (connection,) = kept_alive_connections(server.port, 1, "batch_slow.pt")
-        status, answer = post(connection, "batch_slow.pt", b"[1,")
-        assert status == 400
-        fresh = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        assert post(fresh, "batch_slow.pt", b"[1,") == (status, answer)  # read by gunicorn, on a thread
-        assert post(connection, "batch_slow.pt", rounds_body(1))[0] == 200
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as kept:
+            for _ in range(2):
+                exchange(kept, slow_rows(torch.tensor([1.0]), 1))
+            queued = exchange(kept, serve_request("batch_slow.pt", b"[1,"))
+            assert answer_value(exchange(kept, slow_rows(torch.tensor([1.0]), 1))) == (b"HTTP/1.1 200 OK", [2.0])
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as fresh:
+            threaded = exchange(fresh, serve_request("batch_slow.pt", b"[1,"))  # read by gunicorn, on a thread
+        assert_same_answers([queued], [threaded], [b"HTTP/1.1 400 Bad Request"])
+
+
+def test_an_answer_to_a_queued_request_is_the_one_a_thread_gives(start):
+    x = torch.tensor([[1.0, -2.0, 3.0, 0.5]])
+    v2_json = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": x.flatten().tolist()}]})
+    header = json.dumps(
+        {
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 16}}],
+            "outputs": [{"name": "OUTPUT__0", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    infer = b"POST /v2/models/batch_linear_eager/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n"
+    requests = [
+        serve_request("batch_linear_eager.pt", body_of(tensor_json(x))),
+        serve_request("batch_linear_eager.pt", b"[1,"),  # 400, with the exact detail
+        infer % (len(v2_json), b"") + v2_json.encode(),
+        infer % (len(header) + 16, b"Inference-Header-Content-Length: %d\r\n" % len(header))
+        + header
+        + x.numpy().tobytes(),
+        infer % (len(v2_json), b"") + v2_json.replace("[1, 4]", "[1, 5]").encode(),  # 400: its data is 4 values
+    ]
+    with start("--threads", "1") as server:
+        threaded = []
+        for request in requests:  # each the first on its connection: a thread reads it
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as fresh:
+                threaded.append(exchange(fresh, request))
+        (worker,) = server.workers()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as kept:
+            for _ in range(2):  # the second is queued, which starts the model's native threads
+                exchange(kept, requests[0])
+            threads = thread_count(worker)
+            queued = [exchange(kept, request) for request in requests]
+        assert thread_count(worker) == threads
+    ok, bad = b"HTTP/1.1 200 OK", b"HTTP/1.1 400 Bad Request"
+    assert_same_answers(queued, threaded, [ok, bad, ok, ok, bad])
+    assert b"inference-header-content-length" in threaded[3].lower()  # binary outputs

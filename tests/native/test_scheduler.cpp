@@ -198,7 +198,9 @@ TEST_CASE("submitted requests join the batch of waiting ones, and each gets its 
   forward.entered.get_future().wait();
   std::vector<std::future<at::Tensor>> answers;
   std::vector<std::thread::id> callers(4);
-  for (int i = 1; i <= 4; ++i) answers.push_back(submitted(scheduler, one_row(float(i)), torch_serving::Deadline::max(), &callers[i - 1]));
+  for (int i = 1; i <= 4; ++i) {
+    answers.push_back(submitted(scheduler, one_row(float(i)), torch_serving::Deadline::max(), &callers[i - 1]));
+  }
   auto waiting = std::async(std::launch::async, [&] { return scheduler.run(one_row(5)).toTensor(); });
   std::this_thread::sleep_for(200ms);
   CHECK(forward.rows == std::vector<int64_t>{1});  // none runs before the instance is free
