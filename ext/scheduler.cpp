@@ -256,6 +256,9 @@ struct Scheduler::Pending {
   std::exception_ptr error;
   Done on_done;  // submitted: no thread waits for it
   Deadline deadline = Deadline::max();
+  // Wakes the thread that waits in run(): it leads, or its batch ran. One
+  // per request, so that no other waiting thread wakes for it.
+  std::condition_variable woken;
 };
 
 Scheduler::Scheduler(ServingPolicy policy, size_t instances, Forward forward, std::string name, Warn warn,
@@ -316,14 +319,14 @@ c10::IValue Scheduler::run(std::vector<c10::IValue> args, Deadline deadline) {
   // behind the instances waits for one.
   if (!me.lead) {
     if (policy_.max_delay_s > 0) changed_.notify_all();
-    if (!changed_.wait_until(lock, deadline, [&] { return me.done || me.lead; })) {
+    if (!me.woken.wait_until(lock, deadline, [&] { return me.done || me.lead; })) {
       auto queued = std::find(queue_.begin(), queue_.end(), &me);
       if (queued != queue_.end()) {
         queue_.erase(queued);
         throw DeadlineError(kQueuedPastDeadline);
       }
       // Taken into a batch that runs now: its forward cannot be abandoned.
-      changed_.wait(lock, [&] { return me.done; });
+      me.woken.wait(lock, [&] { return me.done; });
     }
   }
   std::vector<Pending*> submitted;
@@ -377,12 +380,10 @@ std::vector<Scheduler::Pending*> Scheduler::lead_batch(Pending* lead, std::uniqu
   for (Pending* p : batch) {
     p->done = true;
     if (p->on_done) submitted.push_back(p);
+    else if (p != lead) p->woken.notify_one();
   }
   --leading_;
   hand_out_instances();
-  // Threads wait for the batch's other run() requests, and for an instance.
-  const size_t waiting = batch.size() - submitted.size() - (lead->on_done ? 0 : 1);
-  if (waiting > 0 || !queue_.empty()) changed_.notify_all();
   return submitted;
 }
 
@@ -453,6 +454,7 @@ void Scheduler::hand_out_instances() {
       (*it)->lead = true;
       ++leading_;
       if ((*it)->on_done) submitted_changed_.notify_one();
+      else (*it)->woken.notify_one();
     }
   }
 }

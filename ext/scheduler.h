@@ -165,7 +165,8 @@ class Scheduler {
   // takes, of the size `costs_` chooses. Expects mutex_ held.
   std::vector<Pending*> take_batch(Pending* lead);
   // Hands each free instance to the oldest request queued that leads none,
-  // waking the scheduler's threads for a submitted one. Expects mutex_ held.
+  // waking its thread (or one of the scheduler's, for a submitted one).
+  // Expects mutex_ held.
   void hand_out_instances();
   // Rows that `lead` could take now. Expects mutex_ held.
   int64_t rows_within_reach(const Pending* lead) const;
@@ -178,7 +179,7 @@ class Scheduler {
   const bool share_plain_outputs_;
 
   mutable std::mutex mutex_;
-  std::condition_variable changed_;
+  std::condition_variable changed_;  // a request queued: wakes leaders waiting out the delay
   std::deque<Pending*> queue_;  // requests waiting, oldest first
   size_t leading_ = 0;          // instances held by a request forming or running a batch
   size_t running_ = 0;          // forwards running
