@@ -3,9 +3,11 @@ running server. Every answer must be clean and right afterwards."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import socket
 import threading
 import time
 
@@ -66,33 +68,29 @@ def test_sigterm_drains_in_flight_requests(start):
         assert server.process.wait(timeout=60) == 0
 
 
-def test_sigterm_sends_the_answer_a_thread_makes_for_a_request_the_loop_read(start):
-    # The second request of a kept-alive connection is read by the event loop, which sends the answer
-    # its thread makes (a batching model is never answered in the loop): it must still do so while the
-    # worker drains.
+def test_sigterm_answers_a_request_the_loop_queued(start):
+    # The second request of a kept-alive connection for a batching model, arriving whole, is queued by
+    # the event loop, which answers it once its batch has run: it must still do so while the worker drains.
+    def slow(rounds: int) -> bytes:
+        body = rounds_body(rounds)
+        head = b"POST /serve?servable_identifier=batch_slow.pt HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+        return head % len(body) + body
+
     with start("--workers", "1") as server:
-        with requests.Session() as session:
-            first = session.post(
-                f"{server.url}/serve", params={"servable_identifier": "batch_slow.pt"}, data=rounds_body(WARM_UP_ROUNDS)
-            )
-            assert first.status_code == 200
-            outcome = {}
-
-            def second() -> None:
-                outcome["response"] = session.post(
-                    f"{server.url}/serve",
-                    params={"servable_identifier": "batch_slow.pt"},
-                    data=rounds_body(6000),
-                    timeout=60,
-                )
-
-            request = threading.Thread(target=second)
-            request.start()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as kept:
+            for rounds in (WARM_UP_ROUNDS, WARM_UP_ROUNDS):
+                kept.sendall(slow(rounds))
+                assert kept.recv(65536).startswith(b"HTTP/1.1 200 OK")
+            kept.sendall(slow(6000))
             time.sleep(0.5)
             server.process.send_signal(signal.SIGTERM)
-            request.join(timeout=60)
-        assert outcome["response"].status_code == 200
-        assert outcome["response"].json()["result"]["value"] == [2]
+            answer = b""
+            while not answer.endswith(b"}}"):
+                received = kept.recv(65536)
+                assert received, f"the connection closed after {answer!r}"
+                answer += received
+        assert answer.startswith(b"HTTP/1.1 200 OK")
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["result"]["value"] == [2]
         assert server.process.wait(timeout=60) == 0
 
 
