@@ -56,13 +56,14 @@ class Admission : public CallCount {
 
   // The model file (relative to the root) that the request `method target`
   // with a body of `body_size` bytes may be queued for from the event loop
-  // without a thread waiting for it (Pipeline::submit_serve, submit_infer):
-  // its model loaded, unchanged on disk, batching with short forwards, its
-  // body small; a /serve query naming the model once and nothing else, or
-  // a V2 inference path without a query, read as event_loop_model reads
-  // it. None when it takes a thread. A request for a batching model spends
-  // its time in the model's queue, and a thread per such request would
-  // wake for each batch (docs/performance.md).
+  // without a thread waiting for it (Pipeline::submit_serve, submit_infer),
+  // when the loop does not answer it at once (event_loop_model): its model
+  // loaded and unchanged on disk, its body small; a /serve query naming the
+  // model once and nothing else, or a V2 inference path without a query,
+  // read as event_loop_model reads it. None when it takes a thread. A
+  // thread per request, handing its call to a native thread and waking
+  // when it ends (for a batch, every request's), cost more than the work
+  // around the forward (docs/performance.md).
   std::optional<std::string> event_loop_queue_model(std::string_view method, std::string_view target,
                                                     size_t body_size) const;
 

@@ -270,9 +270,7 @@ bool Pipeline::runs_short(const std::string& relative, size_t body_size, const F
 }
 
 bool Pipeline::queues(const std::string& relative, size_t body_size, const FileIdentity* identity) const {
-  if (body_size > kQuickBodyBytes) return false;
-  auto servable = cache_.peek(relative, identity);
-  return servable && servable->may_wait_in_caller();
+  return body_size <= kQuickBodyBytes && cache_.peek(relative, identity) != nullptr;
 }
 
 ModelCache::Model Pipeline::model(const std::string& relative, const std::string& name, bool reload,

@@ -68,13 +68,14 @@ class Pipeline {
              Deadline deadline = Deadline::max(), bool file_checked = false);
 
   // Queues one /serve request for the model file `relative` without waiting
-  // for it (a batching model's, from a worker's event loop:
-  // can_queue_from_event_loop): decodes `body` and queues its forward, to
-  // be answered as serve() answers it without an invalidation. `answered`
-  // is called once `call` holds the answer or the error serve() would
-  // throw: from the thread that ran the forward, or at once when the body
-  // or its arguments are refused. Returns the model, or null when none was
-  // found; the caller keeps it until then.
+  // for it (from a worker's event loop: can_queue_from_event_loop): decodes
+  // `body` and queues its forward, to be answered as serve() answers it
+  // without an invalidation. `answered` is called once `call` holds the
+  // answer or the error serve() would throw: from the thread that ran the
+  // forward, at once when the body or its arguments are refused, or at the
+  // deadline (DeadlineError) from the model's scheduler, even while its
+  // forward runs on (Scheduler::submit). Returns the model, or null when
+  // none was found; the caller keeps it until then.
   ModelCache::Model submit_serve(const std::string& relative, const std::string& name, const RequestBody& body,
                                  Deadline deadline, std::shared_ptr<DeferredCall> call,
                                  std::function<void()> answered);
@@ -122,11 +123,10 @@ class Pipeline {
   // be opened is not.
   bool can_answer_in_event_loop(const std::string& relative, size_t body_size) const;
 
-  // Whether a /serve request with a body of `body_size` bytes for the model
-  // file `relative` can be queued from a worker's event loop
-  // (submit_serve): the model is loaded, unchanged on disk, batching with
-  // short forwards (Servable::may_wait_in_caller) and the body small, so
-  // that queueing neither loads a model nor takes long.
+  // Whether a request with a body of `body_size` bytes for the model file
+  // `relative` can be queued from a worker's event loop (submit_serve,
+  // submit_infer): the model is loaded and unchanged on disk, and the body
+  // small, so that queueing neither loads a model nor takes long.
   bool can_queue_from_event_loop(const std::string& relative, size_t body_size) const;
 
   // The model file the V2 model `name` is, when an inference request for it

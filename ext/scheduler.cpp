@@ -25,6 +25,7 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kIdleExpiryWait = std::chrono::seconds(1);
 
 constexpr const char* kQueuedPastDeadline = "the deadline passed while the request waited for an instance of the model";
+constexpr const char* kRunPastDeadline = "the call did not finish in time";
 
 // The CPU time of the calling thread. A forward's cost is measured so, not
 // by the clock: under load, other threads on its core would add their time
@@ -254,7 +255,8 @@ struct Scheduler::Pending {
   bool done = false;
   c10::IValue result;
   std::exception_ptr error;
-  Done on_done;  // submitted: no thread waits for it
+  bool submitted = false;  // no thread waits for it: on_done is called instead
+  Done on_done;            // emptied once called early, at the deadline (take_expired)
   Deadline deadline = Deadline::max();
   // Wakes the thread that waits in run(): it leads, or its batch ran. One
   // per request, so that no other waiting thread wakes for it.
@@ -282,7 +284,7 @@ Scheduler::~Scheduler() {
   // but when the process ends.
   std::vector<Pending*> left;
   for (Pending* p : queue_) {
-    if (p->on_done) {
+    if (p->submitted) {
       p->error = std::make_exception_ptr(ExecutionError("the model was unloaded before the request ran"));
       left.push_back(p);
     }
@@ -340,6 +342,7 @@ c10::IValue Scheduler::run(std::vector<c10::IValue> args, Deadline deadline) {
 void Scheduler::submit(std::vector<c10::IValue> args, Deadline deadline, Done done) {
   auto request = std::make_unique<Pending>();
   request->args = std::move(args);
+  request->submitted = true;
   request->on_done = std::move(done);
   request->deadline = deadline;
   prepare(*request);
@@ -366,6 +369,9 @@ std::vector<Scheduler::Pending*> Scheduler::lead_batch(Pending* lead, std::uniqu
     changed_.wait_until(lock, until, [&] { return rows_within_reach(lead) >= policy_.max_batch_size; });
   }
   std::vector<Pending*> batch = take_batch(lead);
+  for (Pending* p : batch) {
+    if (p->submitted) in_forward_.push_back(p);
+  }
   peak_running_ = std::max(peak_running_, ++running_);
   lock.unlock();
   const std::optional<double> seconds = execute(batch);
@@ -379,9 +385,11 @@ std::vector<Scheduler::Pending*> Scheduler::lead_batch(Pending* lead, std::uniqu
   std::vector<Pending*> submitted;
   for (Pending* p : batch) {
     p->done = true;
-    if (p->on_done) submitted.push_back(p);
+    if (p->submitted) submitted.push_back(p);
     else if (p != lead) p->woken.notify_one();
   }
+  in_forward_.erase(std::remove_if(in_forward_.begin(), in_forward_.end(), [](const Pending* p) { return p->done; }),
+                    in_forward_.end());
   --leading_;
   hand_out_instances();
   return submitted;
@@ -393,7 +401,7 @@ void Scheduler::lead_submitted() {
     std::deque<Pending*>::iterator lead;
     submitted_changed_.wait(lock, [&] {
       lead = std::find_if(queue_.begin(), queue_.end(),
-                          [](const Pending* p) { return p->on_done && p->lead && !p->claimed; });
+                          [](const Pending* p) { return p->submitted && p->lead && !p->claimed; });
       return stopping_ || lead != queue_.end();
     });
     if (stopping_) return;
@@ -408,43 +416,58 @@ void Scheduler::lead_submitted() {
 void Scheduler::expire_submitted() {
   std::unique_lock<std::mutex> lock(mutex_);
   while (!stopping_) {
-    std::vector<Pending*> expired = take_expired(Clock::now());
-    if (!expired.empty()) {
+    std::vector<Pending*> dropped;
+    std::vector<Done> answered;
+    take_expired(Clock::now(), dropped, answered);
+    if (!dropped.empty() || !answered.empty()) {
       lock.unlock();
-      finish_submitted(expired);
+      finish_submitted(dropped);
+      for (Done& done : answered) done(c10::IValue(), std::make_exception_ptr(DeadlineError(kRunPastDeadline)));
       lock.lock();
       continue;
     }
     // With nothing to expire, wake within a while anyway: a request submitted meanwhile whose deadline
     // is later (any, under a timeout over it) then needs no wake-up of this thread.
     next_expiry_ = Clock::now() + kIdleExpiryWait;
-    for (const Pending* p : queue_) {
-      if (p->on_done && !p->lead) next_expiry_ = std::min(next_expiry_, p->deadline);
-    }
+    auto watch = [&](const Pending* p) {
+      if (p->submitted && p->on_done) next_expiry_ = std::min(next_expiry_, p->deadline);
+    };
+    std::for_each(queue_.begin(), queue_.end(), watch);
+    std::for_each(in_forward_.begin(), in_forward_.end(), watch);
     expiry_changed_.wait_until(lock, next_expiry_);
   }
 }
 
-std::vector<Scheduler::Pending*> Scheduler::take_expired(Deadline now) {
-  std::vector<Pending*> expired;
+void Scheduler::take_expired(Deadline now, std::vector<Pending*>& dropped, std::vector<Done>& answered) {
   for (Pending* p : queue_) {
-    if (p->on_done && !p->lead && p->deadline <= now) {
+    if (!p->submitted || !p->on_done || p->deadline > now) continue;
+    if (p->lead) {
+      // About to run: answered now, freed when its batch ends.
+      answered.push_back(std::move(p->on_done));
+      p->on_done = nullptr;
+    } else {
       p->error = std::make_exception_ptr(DeadlineError(kQueuedPastDeadline));
       p->taken = true;
-      expired.push_back(p);
+      dropped.push_back(p);
     }
   }
-  if (!expired.empty()) {
+  if (!dropped.empty()) {
     queue_.erase(std::remove_if(queue_.begin(), queue_.end(), [](const Pending* p) { return p->taken; }),
                  queue_.end());
   }
-  return expired;
+  // A forward under way cannot be abandoned, but its requests need not wait for it.
+  for (Pending* p : in_forward_) {
+    if (p->on_done && p->deadline <= now) {
+      answered.push_back(std::move(p->on_done));
+      p->on_done = nullptr;
+    }
+  }
 }
 
 void Scheduler::finish_submitted(const std::vector<Pending*>& finished) {
   for (Pending* p : finished) {
     std::unique_ptr<Pending> owned(p);
-    owned->on_done(std::move(owned->result), owned->error);
+    if (owned->on_done) owned->on_done(std::move(owned->result), owned->error);
   }
 }
 
@@ -453,7 +476,7 @@ void Scheduler::hand_out_instances() {
     if (!(*it)->lead) {
       (*it)->lead = true;
       ++leading_;
-      if ((*it)->on_done) submitted_changed_.notify_one();
+      if ((*it)->submitted) submitted_changed_.notify_one();
       else (*it)->woken.notify_one();
     }
   }

@@ -122,9 +122,12 @@ class Scheduler {
   // what run() would return or throw, called from the thread that ran the
   // forward, which is one of the scheduler's own (one per instance, started
   // by the first submit) or a run() caller whose batch took the request. A
-  // request still queued at its `deadline` gets DeadlineError then, from
-  // the scheduler's thread that watches deadlines. `done` must be short and
-  // must not call the scheduler: the next forward waits for it.
+  // request not answered by its `deadline` gets DeadlineError then, from
+  // the scheduler's thread that watches deadlines: one still queued leaves
+  // the queue and never runs; one whose forward is under way (or about to
+  // be, leading its batch) is answered without waiting for it, and the
+  // forward's result for it is dropped. `done` must be short and must not
+  // call the scheduler: the next forward waits for it.
   void submit(std::vector<c10::IValue> args, Deadline deadline, Done done);
 
   const ServingPolicy& policy() const { return policy_; }
@@ -151,10 +154,14 @@ class Scheduler {
   // instance runs.
   void lead_submitted();
   void expire_submitted();
-  // Removes the submitted requests queued past their deadline, each with
-  // DeadlineError. Expects mutex_ held.
-  std::vector<Pending*> take_expired(Deadline now);
-  // Calls each request's `done`, and frees it.
+  // Ends the submitted requests whose deadline passed by `now`: those still
+  // queued leave the queue, each with DeadlineError, into `dropped` (to be
+  // finished and freed); of those whose forward is under way or about to
+  // be, the `done` is moved into `answered` (to be called with
+  // DeadlineError), and the request is freed when its batch ends. Expects
+  // mutex_ held.
+  void take_expired(Deadline now, std::vector<Pending*>& dropped, std::vector<Done>& answered);
+  // Calls each request's `done` (unless called already), and frees it.
   static void finish_submitted(const std::vector<Pending*>& finished);
   // Runs `batch` and fills in each request's outcome; returns how long its
   // forward took when it ran as one forward that answered every request.
@@ -191,6 +198,7 @@ class Scheduler {
   std::condition_variable submitted_changed_;
   std::condition_variable expiry_changed_;
   std::vector<std::thread> threads_;
+  std::vector<Pending*> in_forward_;  // submitted requests in a forward under way
   Deadline next_expiry_ = Deadline::max();  // what expire_submitted waits until
   bool stopping_ = false;
 };

@@ -173,8 +173,8 @@ class ServingApp(falcon.App):
         grpc_service: the gRPC server sharing this worker's models, which the worker starts once
             its preload is done and stops as it stops; None without ``--grpc-port``.
         runner: what the native calls go through, within their deadlines.
-        event_loop_queue: the /serve and V2 inference requests for batching models that a host's event
-            loop queues itself, without a thread each, and answers once their batch has run.
+        event_loop_queue: the /serve and V2 inference requests for loaded models that a host's event
+            loop queues itself, without a thread each, and answers once their forward has run.
     """
 
     __slots__ = ("admission", "event_loop_queue", "grpc_service", "preload", "runner")

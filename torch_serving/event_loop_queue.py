@@ -1,13 +1,15 @@
-"""Requests for batching models (/serve and V2 inference), queued from a worker's event loop and answered
-there once their batch has run.
+"""Requests for loaded models (/serve and V2 inference), queued from a worker's event loop and answered
+there once their forward has run, or at their deadline.
 
-A request for a batching model spends nearly all of its time in the model's queue. On a thread, every
-request of a batch has a thread that wakes when the batch ends, takes the GIL in turn and hands its
-answer back to the event loop; on these two-core machines those wake-ups cost more than the request's
-own work around the forward (docs/performance.md). Queued from the loop, a request has no thread: the
-model's scheduler runs each batch on a native thread of its own, which encodes every answer and tells
-the loop once (``Completions``, an eventfd the loop polls), and the loop makes each answer through the
-application as for any request it answers itself.
+A request that is not quick spends nearly all of its time waiting for its model's forward. On a thread,
+it hands its call to a native thread and wakes when that ends (for a batch, every request's thread
+wakes), takes the GIL in turn and hands its answer back to the event loop; on these two-core machines
+those wake-ups cost more than the request's own work around the forward (docs/performance.md). Queued
+from the loop, a request has no thread: the model's scheduler runs each forward (a batch's, for a
+batching model) on a native thread of its own, which encodes every answer and tells the loop once
+(``Completions``, an eventfd the loop polls), and the loop makes each answer through the application as
+for any request it answers itself. At its deadline a request is answered 504 by the scheduler's thread
+that watches deadlines, whether still queued (its forward then never runs) or in a forward that runs on.
 
 ``ServingWorker`` uses it through the application's ``event_loop_queue`` (``ServingApp``): ``take`` says
 whether a request may be queued, ``submit`` queues one under a key, ``ready`` gives the keys of those

@@ -39,12 +39,13 @@ a thread takes it. This worker instead:
   connection closes after the request timeout without progress);
 * queues such a request in the event loop, without a thread, when the
   application says it may (``ServingApp.event_loop_queue``: a /serve or V2
-  inference request for a loaded batching model with short forwards), and answers it there
-  with ``handle_request`` once the application says its batch has run; a
-  thread per request of a batch would wake when the batch ends
-  (docs/performance.md);
+  inference request for a loaded model), and answers it there
+  with ``handle_request`` once the application says its forward has run
+  (or its deadline passed); a thread per request, handing its call to a
+  native thread and waking when it ends, cost more than the work around
+  the forward (docs/performance.md);
 * reads such a request in the event loop too when the application says it
-  takes a thread (a model not loaded yet, or slow): the thread
+  takes a thread (a model not loaded yet, a larger body): the thread
   makes the answer from what the loop read, and the loop sends it as
   above. Gunicorn's parser reading it again in the thread cost a request
   through a thread a fifth of its rate (docs/performance.md);

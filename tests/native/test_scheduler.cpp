@@ -249,6 +249,24 @@ TEST_CASE("a submitted request still queued at its deadline gets DeadlineError t
   CHECK(forward.rows == std::vector<int64_t>{1});
 }
 
+TEST_CASE("a submitted request whose forward runs at its deadline gets DeadlineError then, and the next still runs") {
+  HeldForward forward;
+  Scheduler scheduler(ServingPolicy{}, 1, [&](std::vector<c10::IValue> args) { return forward(std::move(args)); },
+                      "held.pt", [](const std::string&) {}, false);
+  const auto deadline = std::chrono::steady_clock::now() + 100ms;
+  auto running = submitted(scheduler, one_row(0), deadline);
+  forward.entered.get_future().wait();
+  auto next = submitted(scheduler, one_row(1));
+  // Answered while its forward is held: it cannot be abandoned, but need not be waited for.
+  REQUIRE(running.wait_for(5s) == std::future_status::ready);
+  CHECK(std::chrono::steady_clock::now() >= deadline);
+  CHECK_THROWS_AS(running.get(), torch_serving::DeadlineError);
+  CHECK(next.wait_for(100ms) == std::future_status::timeout);
+  forward.release.set_value();
+  CHECK(next.get().equal(at::full({1, 2}, 2.0f)));
+  CHECK(forward.rows == std::vector<int64_t>{1, 1});
+}
+
 TEST_CASE("the serving policy names its keys and their ranges") {
   auto policy = torch_serving::parse_serving_policy(R"({"max_batch_size": 8, "max_batch_delay_ms": 2, "instance_count": 3})");
   CHECK(policy.max_batch_size == 8);
