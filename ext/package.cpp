@@ -279,7 +279,7 @@ std::string with_dtype_names(const std::string& text) {
 
 // Only a load that fails after unpacking destroys a package, under the
 // loaders' lock (load).
-Package::~Package() = default;
+Package::~Package() { stop_scheduling(); }
 
 std::shared_ptr<const Package> Package::load(const ModelFile& file, const std::string& name, c10::Device device,
                                              size_t instances) {

@@ -30,6 +30,8 @@ class ScriptModule final : public Servable {
   static std::shared_ptr<const ScriptModule> load(const ModelFile& file, const std::string& name, c10::Device device,
                                                   const InstanceCounts& instances, const Warn& warn);
 
+  ~ScriptModule() override { stop_scheduling(); }
+
   Signature signature() const override { return &schema_; }
 
   // Returns forward's schema.

@@ -125,6 +125,12 @@ class Servable {
   // through a scheduler with `policy` on `instances` instances.
   std::unique_ptr<Scheduler> scheduler_;
 
+  // Stops the scheduler, waiting for a forward its own threads run: a
+  // subclass calls it first thing in its destructor, since the forward of
+  // a request answered at its deadline (Scheduler::submit) may still run
+  // on what the subclass is about to destroy, with no one holding the model.
+  void stop_scheduling() { scheduler_.reset(); }
+
   // Runs `execute` once, counting it and timing it for is_quick() and
   // may_wait_in_caller().
   template <class Execute>

@@ -393,6 +393,13 @@ def test_a_request_for_a_model_that_does_not_batch_is_queued_too(start):
             assert late.startswith(b"HTTP/1.1 504 ")
             assert time.monotonic() - started < 2.0  # at the deadline, the forward running on
             assert thread_count(worker) == threads
+            # Unloaded while that forward runs on, which nothing holds the model for any more: the
+            # model waits for it, and the server serves the next request from a new load.
+            unload = b"POST /v2/repository/models/slow/unload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+            assert exchange(kept, unload).startswith(b"HTTP/1.1 200 OK")
+            deadline = time.monotonic() + 60
+            while not exchange(kept, request).startswith(b"HTTP/1.1 200 OK"):
+                assert time.monotonic() < deadline
 
 
 def test_a_queued_request_with_a_bad_body_gets_the_error_a_thread_gives(start):

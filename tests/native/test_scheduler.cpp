@@ -51,13 +51,18 @@ struct HeldForward {
 
 std::vector<c10::IValue> one_row(float value) { return {at::full({1, 2}, value)}; }
 
+// A scheduler of one instance running `forward` under `policy`.
+Scheduler held_by(HeldForward& forward, ServingPolicy policy) {
+  return Scheduler(policy, 1, [&forward](std::vector<c10::IValue> args) { return forward(std::move(args)); },
+                   "held.pt", [](const std::string&) {}, false);
+}
+
 }  // namespace
 
 TEST_CASE("a request queued behind a forward waits the delay from when the model is free, and late ones join it") {
   HeldForward forward;
   // 400 ms: long against thread start-up on a busy machine, short for a test.
-  Scheduler batcher(ServingPolicy{8, 0.4}, 1, [&](std::vector<c10::IValue> args) { return forward(std::move(args)); },
-                    "held.pt", [](const std::string&) {}, false);
+  Scheduler batcher = held_by(forward, ServingPolicy{8, 0.4});
   auto first = std::async(std::launch::async, [&] { return batcher.run(one_row(0)).toTensor(); });
   forward.entered.get_future().wait();  // alone after its delay, now running
   auto queued = std::async(std::launch::async, [&] { return batcher.run(one_row(10)).toTensor(); });
@@ -76,8 +81,7 @@ TEST_CASE("a request queued behind a forward waits the delay from when the model
 
 TEST_CASE("without a delay, requests queued behind a forward all run as soon as it ends, up to max_batch_size rows") {
   HeldForward forward;
-  Scheduler scheduler(ServingPolicy{8, 0}, 1, [&](std::vector<c10::IValue> args) { return forward(std::move(args)); },
-                      "held.pt", [](const std::string&) {}, false);
+  Scheduler scheduler = held_by(forward, ServingPolicy{8, 0});
   auto first = std::async(std::launch::async, [&] { return scheduler.run(one_row(0)).toTensor(); });
   forward.entered.get_future().wait();
   std::vector<std::future<at::Tensor>> queued;
@@ -192,8 +196,7 @@ std::future<at::Tensor> submitted(Scheduler& scheduler, std::vector<c10::IValue>
 
 TEST_CASE("submitted requests join the batch of waiting ones, and each gets its own rows from the forward's thread") {
   HeldForward forward;
-  Scheduler scheduler(ServingPolicy{8, 0}, 1, [&](std::vector<c10::IValue> args) { return forward(std::move(args)); },
-                      "held.pt", [](const std::string&) {}, false);
+  Scheduler scheduler = held_by(forward, ServingPolicy{8, 0});
   auto first = std::async(std::launch::async, [&] { return scheduler.run(one_row(0)).toTensor(); });
   forward.entered.get_future().wait();
   std::vector<std::future<at::Tensor>> answers;
@@ -234,8 +237,7 @@ TEST_CASE("submitted requests without a waiting thread run on the scheduler's th
 
 TEST_CASE("a submitted request still queued at its deadline gets DeadlineError then, and its forward never runs") {
   HeldForward forward;
-  Scheduler scheduler(ServingPolicy{8, 0}, 1, [&](std::vector<c10::IValue> args) { return forward(std::move(args)); },
-                      "held.pt", [](const std::string&) {}, false);
+  Scheduler scheduler = held_by(forward, ServingPolicy{8, 0});
   auto first = submitted(scheduler, one_row(0));
   forward.entered.get_future().wait();
   const auto deadline = std::chrono::steady_clock::now() + 100ms;
@@ -251,8 +253,7 @@ TEST_CASE("a submitted request still queued at its deadline gets DeadlineError t
 
 TEST_CASE("a submitted request whose forward runs at its deadline gets DeadlineError then, and the next still runs") {
   HeldForward forward;
-  Scheduler scheduler(ServingPolicy{}, 1, [&](std::vector<c10::IValue> args) { return forward(std::move(args)); },
-                      "held.pt", [](const std::string&) {}, false);
+  Scheduler scheduler = held_by(forward, ServingPolicy{});
   const auto deadline = std::chrono::steady_clock::now() + 100ms;
   auto running = submitted(scheduler, one_row(0), deadline);
   forward.entered.get_future().wait();
