@@ -203,8 +203,8 @@ struct InferAnswer {
   size_t json_length = 0;
 };
 
-// A /serve request queued without a thread waiting for it
-// (Pipeline.submit_serve), with its model, kept until its answer is taken:
+// A request queued without a thread waiting for it (Pipeline.submit_serve,
+// submit_infer), with its model, kept until its answer is taken:
 // the model's scheduler must outlive the request it queues.
 struct Deferred {
   std::shared_ptr<DeferredCall> call;
@@ -286,7 +286,7 @@ PYBIND11_MODULE(_C, m) {
            py::arg("body_size"),
            "The model file (relative to the root) the request ``method target`` with a body of ``body_size`` "
            "bytes may be queued for from the event loop, without a thread waiting for it (Pipeline.submit_serve, "
-           "submit_infer): its model loaded, unchanged, batching with short forwards, its body small; a /serve "
+           "submit_infer): its model loaded and unchanged, its body small; a /serve "
            "query naming the model once and nothing else, or a V2 inference path without a query; None when it "
            "takes a thread.")
       .def("event_loop_model_named", &Admission::event_loop_model_named, py::arg("name"), py::arg("body_size"),
@@ -294,12 +294,12 @@ PYBIND11_MODULE(_C, m) {
 
   py::class_<Completions, std::shared_ptr<Completions>>(
       m, "Completions",
-      "The keys of requests queued by Pipeline.submit_serve whose answers are ready, for an event loop to poll.")
+      "The keys of requests queued by Pipeline.submit_serve or submit_infer whose answers are ready, for an event loop to poll.")
       .def(py::init<>())
       .def("fileno", &Completions::fd, "An eventfd, readable while keys wait to be taken.")
       .def("take", &Completions::take, "Return the keys of the answers ready since the last take, oldest first.");
 
-  py::class_<Deferred>(m, "Deferred", "A /serve request queued by Pipeline.submit_serve.")
+  py::class_<Deferred>(m, "Deferred", "A request queued by Pipeline.submit_serve or submit_infer.")
       .def(
           "answer",
           [](Deferred& self, std::shared_ptr<PhaseTimes> times) {
@@ -382,7 +382,7 @@ PYBIND11_MODULE(_C, m) {
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("timeout"), py::arg("completions"),
           py::arg("key"),
-          "Queue a /serve request for a batching model without waiting for it (Admission.event_loop_queue_model):"
+          "Queue a /serve request for a loaded model without waiting for it (Admission.event_loop_queue_model):"
           " ``completions`` gets ``key`` once the returned Deferred holds its answer.")
       .def(
           "submit_infer",
@@ -396,7 +396,7 @@ PYBIND11_MODULE(_C, m) {
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("header_length"), py::arg("timeout"),
           py::arg("completions"), py::arg("key"),
-          "Queue a V2 inference request for a batching model as submit_serve does; the Deferred's answer is"
+          "Queue a V2 inference request for a loaded model as submit_serve does; the Deferred's answer is"
           " infer's response, and its json_length the length of that response's JSON part.")
       .def("metadata", document_binding(&Pipeline::metadata), py::arg("relative"), py::arg("name"),
            py::arg("executor") = nullptr, py::arg("timeout") = kNoTimeout)

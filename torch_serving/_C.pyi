@@ -61,7 +61,7 @@ class Executor:
         """Starts ``threads`` threads; a call abandoned at its deadline is counted in ``admission`` until it ends."""
 
 class Completions:
-    """The keys of requests queued by Pipeline.submit_serve whose answers are ready, for an event loop to poll."""
+    """The keys of requests queued by Pipeline.submit_serve or submit_infer whose answers are ready, for an event loop to poll."""
 
     def __init__(self) -> None: ...
     def fileno(self) -> int:
@@ -70,7 +70,7 @@ class Completions:
         """Return the keys of the answers ready since the last take, oldest first."""
 
 class Deferred:
-    """A /serve request queued by Pipeline.submit_serve."""
+    """A request queued by Pipeline.submit_serve or submit_infer."""
 
     def answer(self, times: PhaseTimes | None = None) -> bytes:
         """Return the answer, or raise what Pipeline.serve (or infer) would have raised, once Completions gave
@@ -113,7 +113,7 @@ class Admission:
     def event_loop_queue_model(self, method: str, target: str, body_size: int) -> str | None:
         """The model file (relative to the root) the request ``method target`` with a body of ``body_size``
         bytes may be queued for from the event loop, without a thread waiting for it (Pipeline.submit_serve,
-        submit_infer): its model loaded, unchanged, batching with short forwards, its body small; a /serve
+        submit_infer): its model loaded and unchanged, its body small; a /serve
         query naming the model once and nothing else, or a V2 inference path without a query; None when it
         takes a thread."""
     def event_loop_model_named(self, name: str, body_size: int) -> str | None:
@@ -166,7 +166,7 @@ class Pipeline:
         completions: Completions,
         key: int,
     ) -> Deferred:
-        """Queue a /serve request for a batching model without waiting for it
+        """Queue a /serve request for a loaded model without waiting for it
         (Admission.event_loop_queue_model): ``completions`` gets ``key`` once the returned Deferred holds
         its answer."""
     def submit_infer(
@@ -179,7 +179,7 @@ class Pipeline:
         completions: Completions,
         key: int,
     ) -> Deferred:
-        """Queue a V2 inference request for a batching model as submit_serve does; the Deferred's answer is
+        """Queue a V2 inference request for a loaded model as submit_serve does; the Deferred's answer is
         infer's response, and its json_length the length of that response's JSON part."""
     def infer(
         self,
