@@ -270,6 +270,11 @@ def test_a_processs_clients_share_one_worker_unless_each_has_its_own_connection(
     x = [input_of("x", np.ones(2, np.float32), "FP32")]
     own = [("grpc.use_local_subchannel_pool", 1)]
     with start_grpc("--workers", "2") as server:
+        # A worker listens once its preload is done, which the server's first answer does not wait for:
+        # connections made before the second listens all go to the first.
+        deadline = time.monotonic() + 15
+        while listeners(server.grpc_port) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         for channel_args, connections, workers in ((None, 1, 1), (own, 16, 2)):
             clients = [
                 grpcclient.InferenceServerClient(server.address, channel_args=channel_args) for _ in range(16)
