@@ -160,12 +160,10 @@ TEST_CASE("a model may declare any max_batch_size: nothing is sized by it") {
   CHECK_FALSE(scheduler.forward_costs().empty());
 }
 
-TEST_CASE("a batching model with two instances runs two batches at once, never more") {
-  ConcurrencyForward forward{30ms};
-  Scheduler scheduler(ServingPolicy{4, 0, 2}, 2,
-                      [&](std::vector<c10::IValue> args) { return forward(std::move(args)); }, "pair.pt",
-                      [](const std::string&) {}, false);
-  run_concurrently(scheduler, 24);
+namespace {
+
+// Checks that 24 one-row requests ran two forwards at a time, of at most 4 rows, some sharing one.
+void check_two_batches_of_at_most_4(const ConcurrencyForward& forward) {
   CHECK(forward.peak == 2);
   int64_t rows = 0;
   for (int64_t r : forward.rows) {
@@ -174,6 +172,17 @@ TEST_CASE("a batching model with two instances runs two batches at once, never m
   }
   CHECK(rows == 24);
   CHECK(forward.rows.size() < 24);  // some requests shared a forward
+}
+
+}  // namespace
+
+TEST_CASE("a batching model with two instances runs two batches at once, never more") {
+  ConcurrencyForward forward{30ms};
+  Scheduler scheduler(ServingPolicy{4, 0, 2}, 2,
+                      [&](std::vector<c10::IValue> args) { return forward(std::move(args)); }, "pair.pt",
+                      [](const std::string&) {}, false);
+  run_concurrently(scheduler, 24);
+  check_two_batches_of_at_most_4(forward);
 }
 
 namespace {
@@ -225,14 +234,7 @@ TEST_CASE("submitted requests without a waiting thread run on the scheduler's th
   std::vector<std::future<at::Tensor>> answers;
   for (int i = 0; i < 24; ++i) answers.push_back(submitted(scheduler, one_row(float(i))));
   for (int i = 0; i < 24; ++i) CHECK(answers[i].get().equal(at::full({1, 2}, 2.0f * float(i))));
-  CHECK(forward.peak == 2);
-  int64_t rows = 0;
-  for (int64_t r : forward.rows) {
-    CHECK(r <= 4);
-    rows += r;
-  }
-  CHECK(rows == 24);
-  CHECK(forward.rows.size() < 24);
+  check_two_batches_of_at_most_4(forward);
 }
 
 TEST_CASE("a submitted request still queued at its deadline gets DeadlineError then, and its forward never runs") {
