@@ -33,14 +33,17 @@ a thread takes it. This worker instead:
   loop may answer it (``Admission.event_loop_model``: its model is loaded, unchanged
   and quick, its body small). Handing a small request to a thread and its connection back
   to the loop, and gunicorn's parser, cost more than the request itself
-  (docs/performance.md). Gunicorn's ``handle_request`` makes the answer;
-  the loop sends what the socket takes at once and the rest as the client
+  (docs/performance.md). The answer is made as gunicorn's ``handle_request``
+  makes it (its hooks, access line and limits), with the environ and the
+  response gunicorn would build (``PlainReader.environ``, ``PlainResponse``),
+  which cost a fifth of a small request's rate through gunicorn's own; the
+  loop sends what the socket takes at once and the rest as the client
   reads it, so a client that stops reading never holds up the loop (its
   connection closes after the request timeout without progress);
 * queues such a request in the event loop, without a thread, when the
   application says it may (``ServingApp.event_loop_queue``: a /serve or V2
   inference request for a loaded model), and answers it there
-  with ``handle_request`` once the application says its forward has run
+  as above once the application says its forward has run
   (or its deadline passed); a thread per request, handing its call to a
   native thread and waking when it ends, cost more than the work around
   the forward (docs/performance.md);
@@ -81,6 +84,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from functools import partial
 
 import gunicorn
@@ -92,7 +96,7 @@ from torch_serving.config import Config
 from torch_serving.connection_table import ConnectionTable
 from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail, error_body, error_document
 from torch_serving.environ import ARRIVED, BODY_SOURCE, DEFERRED, ON_EVENT_LOOP, SEND_CONTINUE, BodyTimeout
-from torch_serving.plain_http import PlainReader, PlainRequest
+from torch_serving.plain_http import HttpDate, PlainReader, PlainRequest, PlainResponse
 from torch_serving.shared import mark_grpc_listening, replaced_by_a_reload, successor_listens
 
 __all__ = ["ServingWorker"]
@@ -324,17 +328,6 @@ class _CapturedSocket:
         """As ``shutdown``."""
 
 
-class _AnsweredInLoop:
-    """The connection gunicorn's ``handle_request`` answers in the event loop: it writes to ``sock``."""
-
-    __slots__ = ("client", "server", "sock")
-
-    def __init__(self, sock: _CapturedSocket, client: object, server: object) -> None:
-        self.sock = sock
-        self.client = client
-        self.server = server
-
-
 class ServingWorker(ThreadWorker):
     """Gunicorn's gthread worker with a bounded number of requests in flight."""
 
@@ -366,6 +359,7 @@ class ServingWorker(ThreadWorker):
         self._grpc = None  # the application's gRPC service, once it listens
         self._grpc_stopper: threading.Thread | None = None  # what stops it, once the worker is told to stop
         self._plain = PlainReader(self.cfg)
+        self._http_date = HttpDate()
         # This worker's slot among its siblings' connection counts, once it takes connections (None with
         # one worker, or without the CLI's shared directory); whether it takes them, counting the moments
         # it leaves one to a sibling; and until when it leaves it (accept).
@@ -689,21 +683,41 @@ class ServingWorker(ThreadWorker):
         return True
 
     def _answer(self, conn, request: PlainRequest) -> tuple[bytes, bool]:
-        """Make the answer to ``request``, taken off ``conn``, with gunicorn's ``handle_request``, as its
-        ``handle`` does once it has parsed one, without sending it; return it and whether ``conn`` stays
-        open after it."""
-        answer = _CapturedSocket()
+        """Make the answer to ``request``, taken off ``conn``, as gunicorn's ``handle_request`` makes it
+        (its hooks, its environ and response for a plain request, its access line and its limits on the
+        requests a worker and its kept-alive connections take), without sending it; return it and whether
+        ``conn`` stays open after it."""
+        response = PlainResponse(self._http_date())
+        environ: dict = {}
         try:
-            kept = self.handle_request(request, _AnsweredInLoop(answer, conn.client, conn.server))
-            return answer.data, kept
-        except StopIteration:  # gunicorn's: the answer broke off
-            pass
-        except OSError as error:
-            self._socket_error(conn, error)
+            self.cfg.pre_request(self, request)
+            started = datetime.now()
+            environ = self._plain.environ(request, conn.client, conn.server)
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                if self.alive:
+                    self.log.info("Autorestarting worker after current request.")
+                    self.alive = False
+                response.force_close()
+            if not self.alive or not self.cfg.keepalive or len(self.keepalived_conns) >= self.max_keepalived:
+                response.force_close()
+            chunks = self.wsgi(environ, response.start_response)
+            try:
+                answer = response.answer(chunks)
+            finally:
+                self.log.access(response, request, environ, datetime.now() - started)
+                if hasattr(chunks, "close"):
+                    chunks.close()
+            return answer, not response.should_close()
         except Exception as error:
-            answer.data = b""
-            self.handle_error(request, answer, conn.client, error)
-        return answer.data, False
+            captured = _CapturedSocket()
+            self.handle_error(request, captured, conn.client, error)
+            return captured.data, False
+        finally:
+            try:
+                self.cfg.post_request(self, request, environ, response)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
 
     def _socket_error(self, conn, error: OSError) -> None:
         """Log, as gunicorn's ``handle`` does, a socket error met while reading or answering ``conn``."""

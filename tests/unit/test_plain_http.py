@@ -1,15 +1,20 @@
-"""Plain requests, read by the worker itself for answers in its event loop
-(``PlainReader``): which requests count as plain, and that gunicorn builds
-the same environ from one as from its own reading of the same bytes."""
+"""Plain requests, read and answered by the worker itself in its event loop
+(``PlainReader``, ``PlainResponse``): which requests count as plain, that
+their environ is the one gunicorn builds from its own reading of the same
+bytes, and that their answers are the bytes gunicorn would write."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from gunicorn import util
 from gunicorn.config import Config as GunicornConfig
 from gunicorn.http import wsgi
+from gunicorn.http.errors import InvalidResponseHeader, InvalidResponseHeaderName
 from gunicorn.http.parser import RequestParser
 
-from torch_serving.plain_http import PlainReader
+from torch_serving.plain_http import HttpDate, PlainReader, PlainResponse
 
 CLIENT = ("127.0.0.1", 40000)
 SERVER = ("127.0.0.1", 8000)
@@ -93,7 +98,7 @@ def test_no_request_is_plain_behind_tls(tmp_path):
     assert read(PLAIN, configured(certfile=str(cert), keyfile=str(cert))) is None
 
 
-@pytest.mark.parametrize("server", [SERVER, "/run/torch-serving.sock"])
+@pytest.mark.parametrize("server", [SERVER, "/run/torch-serving.sock", "localhost:8000"])
 @pytest.mark.parametrize(
     "request_bytes",
     [
@@ -102,22 +107,26 @@ def test_no_request_is_plain_behind_tls(tmp_path):
             b"POST /v2/models/m%20x/infer?a=1&b HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: 3\r\nInference-Header-Content-Length: 2\r\nAccept: */*\r\nUser-Agent: t/1\r\n\r\nabc"
         ),
+        b"POST /serve HTTP/1.1\r\nHost: x:81\r\nContent-Length: 0\r\n\r\n",
         b"GET /healthcheck HTTP/1.1\r\n\r\n",
     ],
 )
-def test_gunicorn_builds_the_environ_of_a_plain_request_as_of_its_own_reading(request_bytes, server):
+def test_the_environ_of_a_plain_request_is_gunicorns_of_its_own_reading(request_bytes, server):
     cfg = GunicornConfig()
     request = read(request_bytes, cfg)
     request.received(memoryview(request_bytes))
     parsed = next(iter(RequestParser(cfg, iter([request_bytes]), CLIENT)))
-    _, ours = wsgi.create(request, None, CLIENT, server, cfg)
+    ours = PlainReader(cfg).environ(request, CLIENT, server)
     _, theirs = wsgi.create(parsed, None, CLIENT, server, cfg)
+    theirs["wsgi.multithread"] = True  # as gunicorn's gthread worker sets it
 
     assert ours["wsgi.input"].read() == theirs["wsgi.input"].read()
+    assert isinstance(ours["wsgi.errors"], wsgi.WSGIErrorsWrapper)
     made_anew = {"wsgi.input", "wsgi.errors", "wsgi.early_hints"}  # objects of their own for each request
     assert {k: v for k, v in ours.items() if k not in made_anew} == {
         k: v for k, v in theirs.items() if k not in made_anew
     }
+    assert "wsgi.early_hints" not in ours  # nothing can be sent before an answer made in the event loop
     # What gunicorn's Response and access log read of a request.
     assert (request.method, request.version, request.should_close(), request.path, request.query) == (
         parsed.method,
@@ -126,3 +135,92 @@ def test_gunicorn_builds_the_environ_of_a_plain_request_as_of_its_own_reading(re
         parsed.path,
         parsed.query,
     )
+
+
+def test_a_request_under_the_script_name_is_plain_and_its_path_follows_it(monkeypatch):
+    monkeypatch.setenv("SCRIPT_NAME", "/api")
+    cfg = GunicornConfig()
+    assert read(PLAIN, cfg) is None  # gunicorn refuses a path outside the script name
+    request_bytes = PLAIN.replace(b"POST /serve", b"POST /api/serve")
+    request = read(request_bytes, cfg)
+    request.received(memoryview(request_bytes))
+    _, theirs = wsgi.create(next(iter(RequestParser(cfg, iter([request_bytes]), CLIENT))), None, CLIENT, SERVER, cfg)
+    ours = PlainReader(cfg).environ(request, CLIENT, SERVER)
+    assert (ours["SCRIPT_NAME"], ours["PATH_INFO"]) == (theirs["SCRIPT_NAME"], theirs["PATH_INFO"]) == ("/api", "/serve")
+
+
+class _Written:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
+_DATE = re.compile(rb"\r\nDate: [^\r]*\r\n")
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "chunks", "force_close"),
+    [
+        ("200 OK", [("content-type", "application/json"), ("content-length", "2")], [b"{}"], False),
+        ("200 OK", [("Content-Length", " 5 ")], [b"ab", b"cde"], False),
+        ("200 OK", [("Content-Length", "2")], [b"abcd"], False),  # never more than announced
+        ("200 OK", [("X-A", "1")], [b"abc", b"", b"de"], False),  # no length: chunked
+        ("200 OK", [("X-A", "1")], [], False),
+        ("503 Service Unavailable", [("Retry-After", "1"), ("Content-Length", "0")], [], True),
+        ("204 No Content", [("Content-Length", "3")], [b"abc"], False),
+        ("304 Not Modified", [("Content-Length", "3")], [b"abc"], False),
+        ("200 OK", [("Connection", "close"), ("Keep-Alive", "5"), ("Content-Length", "1")], [b"a"], False),
+    ],
+)
+def test_a_plain_response_is_what_gunicorn_writes(status, headers, chunks, force_close):
+    cfg = GunicornConfig()
+    request = read(PLAIN, cfg)
+    written = _Written()
+    theirs = wsgi.Response(request, written, cfg)
+    ours = PlainResponse(util.http_date())
+    for response in (theirs, ours):
+        if force_close:
+            response.force_close()
+    write = theirs.start_response(status, list(headers))
+    for chunk in chunks:
+        write(chunk)
+    theirs.close()
+    ours.start_response(status, list(headers))
+    answer = ours.answer(iter(chunks))
+
+    assert _DATE.sub(b"", answer) == _DATE.sub(b"", written.data)
+    assert _DATE.search(answer)
+    assert (ours.status, ours.status_code, ours.headers, ours.response_length, ours.sent, ours.should_close()) == (
+        theirs.status,
+        theirs.status_code,
+        theirs.headers,
+        theirs.response_length,
+        theirs.sent,
+        theirs.should_close(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "error"),
+    [
+        ("200 OK", [("X-A", "1\r\nSet-Cookie: a=b")], InvalidResponseHeader),
+        ("200 OK", [("X A", "1")], InvalidResponseHeaderName),
+        ("200 OK", [("X-A", 1)], TypeError),
+        ("OK", [], ValueError),
+    ],
+)
+def test_a_plain_response_refuses_what_gunicorn_refuses(status, headers, error):
+    with pytest.raises(error):
+        PlainResponse(util.http_date()).start_response(status, headers)
+    with pytest.raises(error):
+        wsgi.Response(read(PLAIN), _Written(), GunicornConfig()).start_response(status, headers)
+
+
+def test_the_date_is_gunicorns(monkeypatch):
+    date = HttpDate()
+    monkeypatch.setattr("time.time", lambda: 1_800_000_000.75)
+    assert date() == util.http_date(1_800_000_000.75) == "Fri, 15 Jan 2027 08:00:00 GMT"
+    monkeypatch.setattr("time.time", lambda: 1_800_000_001.0)
+    assert date() == util.http_date(1_800_000_001.0) == "Fri, 15 Jan 2027 08:00:01 GMT"
