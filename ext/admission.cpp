@@ -8,6 +8,8 @@
 namespace torch_serving {
 namespace {
 
+using Work = EventLoopRoute::Work;
+
 constexpr std::string_view kServe = "/serve";
 constexpr std::string_view kIdentifierParameter = "servable_identifier=";
 constexpr std::string_view kV2Models = "/v2/models/";
@@ -71,39 +73,39 @@ void Admission::hold() { held_.fetch_add(1, std::memory_order_relaxed); }
 
 void Admission::leave() { held_.fetch_sub(1, std::memory_order_relaxed); }
 
-std::optional<std::string> Admission::event_loop_model(std::string_view method, std::string_view target,
-                                                       size_t body_size) const {
-  if (method != "POST") return std::nullopt;
-  const size_t mark = std::min(target.find('?'), target.size());
-  const std::string_view path = target.substr(0, mark);
-  if (path == kServe) {
-    const auto identifier = plain_identifier(target.substr(std::min(mark + 1, target.size())));
-    if (!identifier || !pipeline_->can_answer_in_event_loop(*identifier, body_size)) return std::nullopt;
-    return identifier;
-  }
-  const auto name = v2_infer_name(path);
-  return name ? pipeline_->event_loop_model_named(*name, body_size) : std::nullopt;
-}
-
-std::optional<std::string> Admission::event_loop_queue_model(std::string_view method, std::string_view target,
-                                                             size_t body_size) const {
+std::optional<EventLoopRoute> Admission::event_loop_route(std::string_view method, std::string_view target,
+                                                          size_t body_size) const {
   if (method != "POST") return std::nullopt;
   const size_t mark = std::min(target.find('?'), target.size());
   const std::string_view path = target.substr(0, mark);
   const std::string_view query = target.substr(std::min(mark + 1, target.size()));
   if (path == kServe) {
-    // A queued request runs before the application reads its query, which
-    // must then hold nothing it would refuse: the identifier alone, as written.
-    if (!query.starts_with(kIdentifierParameter) || query.find_first_of("&%+") != std::string_view::npos) {
-      return std::nullopt;
+    auto identifier = plain_identifier(query);
+    if (!identifier) return std::nullopt;
+    const LoopPlacement placement = pipeline_->event_loop_placement(*identifier, body_size);
+    if (placement == LoopPlacement::kAnswer) return EventLoopRoute{*identifier, *identifier, Work::kAnswer};
+    // A queued request runs before the application reads its query, which must then hold nothing it
+    // would refuse: the identifier alone, as written.
+    if (placement == LoopPlacement::kQueue && query.starts_with(kIdentifierParameter) &&
+        query.find('&') == std::string_view::npos) {
+      return EventLoopRoute{*identifier, *identifier, Work::kQueueServe};
     }
-    std::string identifier(query.substr(kIdentifierParameter.size()));
-    if (!pipeline_->can_queue_from_event_loop(identifier, body_size)) return std::nullopt;
-    return identifier;
+    return std::nullopt;
   }
+  auto name = v2_infer_name(path);
+  if (!name) return std::nullopt;
+  auto found = pipeline_->event_loop_placement_named(*name, body_size);
+  if (!found) return std::nullopt;
+  if (found->second == LoopPlacement::kAnswer) return EventLoopRoute{std::move(found->first), *name, Work::kAnswer};
   // The V2 routes take no query parameter.
-  const auto name = mark == target.size() ? v2_infer_name(path) : std::nullopt;
-  return name ? pipeline_->event_loop_queue_model_named(*name, body_size) : std::nullopt;
+  if (mark == target.size()) return EventLoopRoute{std::move(found->first), *name, Work::kQueueInfer};
+  return std::nullopt;
+}
+
+std::optional<std::string> Admission::event_loop_model_named(const std::string& name, size_t body_size) const {
+  auto found = pipeline_->event_loop_placement_named(name, body_size);
+  if (!found || found->second != LoopPlacement::kAnswer) return std::nullopt;
+  return std::move(found->first);
 }
 
 void Admission::note_event_loop_call(const std::string& relative, std::chrono::nanoseconds wall,

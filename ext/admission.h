@@ -16,6 +16,18 @@
 
 namespace torch_serving {
 
+// How a worker's event loop takes a request without a thread (Admission::event_loop_route).
+struct EventLoopRoute {
+  enum class Work {
+    kAnswer,      // answered at once
+    kQueueServe,  // queued: Pipeline::submit_serve
+    kQueueInfer,  // queued: Pipeline::submit_infer
+  };
+  std::string model;  // the model file, relative to the root
+  std::string name;   // the model's name in its errors: the /serve identifier, or the V2 name
+  Work work;
+};
+
 class Admission : public CallCount {
  public:
   // Admits at most `limit` requests at once, HTTP and gRPC together, for the
@@ -35,42 +47,29 @@ class Admission : public CallCount {
   // Stops counting a request that entered, or a call that was held.
   void leave() override;
 
-  // The model file (relative to the root) that the request `method target`
-  // with a body of `body_size` bytes is answered from when the event loop
-  // may answer it itself; none when it takes a thread. Handing a small
-  // request to a thread and its connection back to the loop costs more
-  // than its own work, so a request whose work is known to be short (its
-  // model loaded, unchanged on disk, quick, not batching and not kept off
-  // the loop by its time budget; its body small) is answered where it was
-  // found (Pipeline::can_answer_in_event_loop, event_loop_model_named).
-  // A model whose call ran past the loop's budget there is answered on
-  // threads from then on (note_event_loop_call).
+  // How a worker's event loop takes the request `method target` with a
+  // body of `body_size` bytes, when it takes it without a thread: answered
+  // at once (its model loaded, unchanged on disk, quick and not kept off
+  // the loop by its time budget, its body small), or queued (its model
+  // loaded and unchanged, its body small; a /serve query naming the model
+  // once and nothing else, or a V2 inference path without a query: a
+  // queued request runs before the application reads its target). None
+  // when it takes a thread. Handing a small request to a thread and its
+  // connection back to the loop costs more than its own work, and so does
+  // a thread per request waiting for a forward (docs/performance.md).
   //
   // The target is read as written: a /serve query or a V2 path that Falcon
   // would decode (`%`, `+`), a /serve identifier given twice or with
   // `invalidation_prob`, and a versioned V2 path take a thread, whose
   // answer is the same. So the file found is the one the application
   // would find, and the application serves it without looking it up again.
-  std::optional<std::string> event_loop_model(std::string_view method, std::string_view target,
-                                              size_t body_size) const;
+  std::optional<EventLoopRoute> event_loop_route(std::string_view method, std::string_view target,
+                                                 size_t body_size) const;
 
-  // The model file (relative to the root) that the request `method target`
-  // with a body of `body_size` bytes may be queued for from the event loop
-  // without a thread waiting for it (Pipeline::submit_serve, submit_infer),
-  // when the loop does not answer it at once (event_loop_model): its model
-  // loaded and unchanged on disk, its body small; a /serve query naming the
-  // model once and nothing else, or a V2 inference path without a query,
-  // read as event_loop_model reads it. None when it takes a thread. A
-  // thread per request, handing its call to a native thread and waking
-  // when it ends (for a batch, every request's), cost more than the work
-  // around the forward (docs/performance.md).
-  std::optional<std::string> event_loop_queue_model(std::string_view method, std::string_view target,
-                                                    size_t body_size) const;
-
-  // The same as event_loop_model for a request for the V2 model `name` (a gRPC call).
-  std::optional<std::string> event_loop_model_named(const std::string& name, size_t body_size) const {
-    return pipeline_->event_loop_model_named(name, body_size);
-  }
+  // The model file a gRPC call for the V2 model `name` with `body_size`
+  // bytes of JSON is answered from in the gRPC event loop: as
+  // event_loop_route answers a request at once. None when it takes a thread.
+  std::optional<std::string> event_loop_model_named(const std::string& name, size_t body_size) const;
 
   // Records that a call for the model file `relative` took `wall` in a
   // worker's event loop, `cpu` of it running. Past the budget, the model's

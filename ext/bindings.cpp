@@ -126,7 +126,7 @@ Answer run_released(Executor* executor, double timeout, Call call, Placement pla
   auto answer = std::make_shared<Answer>();
   std::function<void()> work = [answer, call = std::move(call)] { call(*answer); };
   {
-    // A call an event loop runs at once is short (Admission::event_loop_model) and never waits on
+    // A call an event loop runs at once is short (Admission::event_loop_route) and never waits on
     // another thread, so it keeps the GIL: handing the GIL to another thread and taking it back
     // cost more than the call itself where other threads want it (gRPC's pollers).
     std::optional<py::gil_scoped_release> release;
@@ -150,7 +150,7 @@ Deadline deadline_after(double timeout) {
 
 // Where a call for the model file `relative` runs: a worker's event loop
 // must never wait for a slot of the executor (it runs only calls it
-// checked are quick, Admission::event_loop_model), and others run where
+// checked are quick, Admission::event_loop_route), and others run where
 // Pipeline::placement says. A probable reload always takes the pool.
 Placement placement(const Pipeline& pipeline, const std::string& relative, size_t body_size, bool on_event_loop,
                     bool may_reload = false) {
@@ -276,19 +276,24 @@ PYBIND11_MODULE(_C, m) {
       .def("enter", &Admission::enter,
            "Count one more request and return True, or return False when the worker holds its limit.")
       .def("leave", &Admission::leave, "Stop counting a request that entered.")
-      .def("event_loop_model", &Admission::event_loop_model, py::arg("method"), py::arg("target"),
-           py::arg("body_size"),
-           "The model file (relative to the root) the request ``method target`` with a body of ``body_size`` "
-           "bytes is answered from when the event loop may answer it itself (its model loaded, unchanged, "
-           "quick and within its time budget, its body small, its target read as written); None when it "
-           "takes a thread.")
-      .def("event_loop_queue_model", &Admission::event_loop_queue_model, py::arg("method"), py::arg("target"),
-           py::arg("body_size"),
-           "The model file (relative to the root) the request ``method target`` with a body of ``body_size`` "
-           "bytes may be queued for from the event loop, without a thread waiting for it (Pipeline.submit_serve, "
-           "submit_infer): its model loaded and unchanged, its body small; a /serve "
-           "query naming the model once and nothing else, or a V2 inference path without a query; None when it "
-           "takes a thread.")
+      .def(
+          "event_loop_route",
+          [](const Admission& self, std::string_view method, std::string_view target,
+             size_t body_size) -> py::object {
+            auto route = self.event_loop_route(method, target, body_size);
+            if (!route) return py::none();
+            const char* work = route->work == EventLoopRoute::Work::kAnswer       ? "answer"
+                               : route->work == EventLoopRoute::Work::kQueueServe ? "serve"
+                                                                                  : "infer";
+            return py::make_tuple(std::move(route->model), std::move(route->name), work);
+          },
+          py::arg("method"), py::arg("target"), py::arg("body_size"),
+          "How the event loop takes the request ``method target`` with a body of ``body_size`` bytes without a "
+          "thread: ``(model, name, work)``, the model file (relative to the root), the model's name in its "
+          "errors, and ``work``: \"answer\" (at once: its model loaded, unchanged, quick and within its time "
+          "budget, its body small), \"serve\" or \"infer\" (queued with Pipeline.submit_serve or submit_infer: "
+          "its model loaded and unchanged, its body small, its target naming the model and nothing else). "
+          "None when it takes a thread. The target is read as written.")
       .def("event_loop_model_named", &Admission::event_loop_model_named, py::arg("name"), py::arg("body_size"),
            "The same for a request for the V2 model ``name`` (a gRPC call).");
 
@@ -382,7 +387,7 @@ PYBIND11_MODULE(_C, m) {
           },
           py::arg("relative"), py::arg("name"), py::arg("body"), py::arg("timeout"), py::arg("completions"),
           py::arg("key"),
-          "Queue a /serve request for a loaded model without waiting for it (Admission.event_loop_queue_model):"
+          "Queue a /serve request for a loaded model without waiting for it (Admission.event_loop_route):"
           " ``completions`` gets ``key`` once the returned Deferred holds its answer.")
       .def(
           "submit_infer",

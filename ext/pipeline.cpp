@@ -216,39 +216,25 @@ Placement Pipeline::placement(const std::string& relative, size_t body_size) con
   return servable->may_wait_in_caller() ? Placement::kQueuedCaller : Placement::kPool;
 }
 
-bool Pipeline::can_answer_in_event_loop(const std::string& relative, size_t body_size) const {
-  return loop_accepts(relative, body_size, &Pipeline::runs_short);
-}
-
-bool Pipeline::can_queue_from_event_loop(const std::string& relative, size_t body_size) const {
-  return loop_accepts(relative, body_size, &Pipeline::queues);
-}
-
-std::optional<std::string> Pipeline::event_loop_model_named(const std::string& name, size_t body_size) const {
-  return loop_model_named(name, body_size, &Pipeline::runs_short);
-}
-
-std::optional<std::string> Pipeline::event_loop_queue_model_named(const std::string& name, size_t body_size) const {
-  return loop_model_named(name, body_size, &Pipeline::queues);
-}
-
-bool Pipeline::loop_accepts(const std::string& relative, size_t body_size, LoopCheck check) const {
-  // A model the loop would not take whatever its file (not loaded, not of the kind) costs no system call.
-  if (!(this->*check)(relative, body_size, nullptr)) return false;
+LoopPlacement Pipeline::event_loop_placement(const std::string& relative, size_t body_size) const {
+  // A model the loop would not take whatever its file (not loaded) costs no system call.
+  if (loop_placement(relative, body_size) == LoopPlacement::kThread) return LoopPlacement::kThread;
   FileIdentity identity;
-  return ModelFile::identify(root_fd_, relative, identity) == 0 && (this->*check)(relative, body_size, &identity);
+  if (ModelFile::identify(root_fd_, relative, identity) != 0) return LoopPlacement::kThread;
+  return loop_placement(relative, body_size, &identity);
 }
 
-std::optional<std::string> Pipeline::loop_model_named(const std::string& name, size_t body_size,
-                                                      LoopCheck check) const {
+std::optional<std::pair<std::string, LoopPlacement>> Pipeline::event_loop_placement_named(const std::string& name,
+                                                                                          size_t body_size) const {
   if (!is_plain_relative(name)) return std::nullopt;
   const bool suffixed = name.ends_with(".pt") || name.ends_with(".pt2");
   const auto candidates =
       suffixed ? std::vector<std::string>{name} : std::vector<std::string>{name, name + ".pt", name + ".pt2"};
-  // Whichever candidate the name turns out to be, the loop takes it only if it is cached and of the
-  // kind: when none is, no file need be looked at.
-  if (std::none_of(candidates.begin(), candidates.end(),
-                   [&](const std::string& candidate) { return (this->*check)(candidate, body_size, nullptr); })) {
+  // Whichever candidate the name turns out to be, the loop takes it only if it is cached: when none
+  // is, no file need be looked at.
+  if (std::all_of(candidates.begin(), candidates.end(), [&](const std::string& candidate) {
+        return loop_placement(candidate, body_size) == LoopPlacement::kThread;
+      })) {
     return std::nullopt;
   }
   for (const std::string& candidate : candidates) {
@@ -257,20 +243,20 @@ std::optional<std::string> Pipeline::loop_model_named(const std::string& name, s
     if (error == ENOENT) continue;
     // Refused (a symlink, which the name's look-up may follow within the root; no permission): the
     // request takes a thread, whose look-up finds what the name means.
-    if (error != 0 || !(this->*check)(candidate, body_size, &identity)) return std::nullopt;
-    return candidate;
+    if (error != 0) return std::nullopt;
+    const LoopPlacement placement = loop_placement(candidate, body_size, &identity);
+    if (placement == LoopPlacement::kThread) return std::nullopt;
+    return std::make_pair(candidate, placement);
   }
   return std::nullopt;
 }
 
-bool Pipeline::runs_short(const std::string& relative, size_t body_size, const FileIdentity* identity) const {
-  if (body_size > kQuickBodyBytes) return false;
+LoopPlacement Pipeline::loop_placement(const std::string& relative, size_t body_size,
+                                       const FileIdentity* identity) const {
+  if (body_size > kQuickBodyBytes) return LoopPlacement::kThread;
   auto servable = cache_.peek(relative, identity);
-  return servable && servable->is_quick() && !servable->kept_off_event_loop();
-}
-
-bool Pipeline::queues(const std::string& relative, size_t body_size, const FileIdentity* identity) const {
-  return body_size <= kQuickBodyBytes && cache_.peek(relative, identity) != nullptr;
+  if (!servable) return LoopPlacement::kThread;
+  return servable->is_quick() && !servable->kept_off_event_loop() ? LoopPlacement::kAnswer : LoopPlacement::kQueue;
 }
 
 ModelCache::Model Pipeline::model(const std::string& relative, const std::string& name, bool reload,

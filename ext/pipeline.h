@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "executor.h"
 #include "model_cache.h"
@@ -28,6 +29,13 @@ struct PhaseTimes {
   double decode = 0;
   double forward = 0;
   double encode = 0;
+};
+
+// Where a worker's event loop takes a request (Pipeline::event_loop_placement).
+enum class LoopPlacement {
+  kThread,  // it takes a thread
+  kAnswer,  // the loop answers it at once
+  kQueue,   // the loop queues it, and answers it once it has run (Pipeline::submit_serve, submit_infer)
 };
 
 // A request queued without a thread waiting for it (Pipeline::submit_serve):
@@ -61,14 +69,14 @@ class Pipeline {
   // from disk first. Records its phases in `times` when given. Throws the
   // errors of errors.h; DeadlineError when `deadline` passes while the
   // request waits for an instance of the model. With `file_checked`, the
-  // caller checked the model's file a moment ago (can_answer_in_event_loop):
+  // caller checked the model's file a moment ago (event_loop_placement):
   // the cached model serves without the file being opened again.
   void serve(const std::string& relative, const std::string& name, const RequestBody& body,
              double invalidation_prob, std::string& response, PhaseTimes* times = nullptr,
              Deadline deadline = Deadline::max(), bool file_checked = false);
 
   // Queues one /serve request for the model file `relative` without waiting
-  // for it (from a worker's event loop: can_queue_from_event_loop): decodes
+  // for it (from a worker's event loop: event_loop_placement): decodes
   // `body` and queues its forward, to be answered as serve() answers it
   // without an invalidation. `answered` is called once `call` holds the
   // answer or the error serve() would throw: from the thread that ran the
@@ -115,34 +123,24 @@ class Pipeline {
   // forwards (Servable::may_wait_in_caller); else on the executor's pool.
   Placement placement(const std::string& relative, size_t body_size) const;
 
-  // Whether a request with a body of `body_size` bytes for the model file
-  // `relative` can be answered in a worker's event loop: the model is
-  // loaded and quick (Servable::is_quick), the body small, and
-  // the file on disk is the one the cached model was loaded from, so that
-  // the call neither loads nor runs long. Never throws: a file that cannot
-  // be opened is not.
-  bool can_answer_in_event_loop(const std::string& relative, size_t body_size) const;
+  // Where a worker's event loop may take a request with a body of
+  // `body_size` bytes for the model file `relative`: answered at once when
+  // the model is loaded and quick (Servable::is_quick, not kept off the
+  // loop), queued (submit_serve, submit_infer) when it is loaded and not
+  // quick; either only with a small body and the file on disk the one the
+  // cached model was loaded from, so that the loop neither loads a model
+  // nor runs long. Never throws: a file that cannot be opened takes a thread.
+  LoopPlacement event_loop_placement(const std::string& relative, size_t body_size) const;
 
-  // Whether a request with a body of `body_size` bytes for the model file
-  // `relative` can be queued from a worker's event loop (submit_serve,
-  // submit_infer): the model is loaded and unchanged on disk, and the body
-  // small, so that queueing neither loads a model nor takes long.
-  bool can_queue_from_event_loop(const std::string& relative, size_t body_size) const;
-
-  // The model file the V2 model `name` is, when an inference request for it
-  // with a body of `body_size` bytes can be queued from a worker's event
-  // loop (can_queue_from_event_loop), found as event_loop_model_named
-  // finds it.
-  std::optional<std::string> event_loop_queue_model_named(const std::string& name, size_t body_size) const;
-
-  // The model file the V2 model `name` is, when a worker's event loop can
-  // answer a request for it with a body of `body_size` bytes (as
-  // can_answer_in_event_loop): the first of `name`, `name.pt` and
-  // `name.pt2` (only `name` when it has a suffix) that is a regular file,
-  // as the V2 routes look a name up. None when the request must take a
-  // thread, whose look-up then answers it: a name that is not already a
-  // plain relative path, or a candidate that is refused (a symlink).
-  std::optional<std::string> event_loop_model_named(const std::string& name, size_t body_size) const;
+  // The model file the V2 model `name` is, and where a worker's event loop
+  // may take an inference request for it with a body of `body_size` bytes
+  // (event_loop_placement): the first of `name`, `name.pt` and `name.pt2`
+  // (only `name` when it has a suffix) that is a regular file, as the V2
+  // routes look a name up. None when the request must take a thread, whose
+  // look-up then answers it: a name that is not already a plain relative
+  // path, or a candidate that is refused (a symlink).
+  std::optional<std::pair<std::string, LoopPlacement>> event_loop_placement_named(const std::string& name,
+                                                                                  size_t body_size) const;
 
   ModelCache& cache() { return cache_; }
   const ModelCache& cache() const { return cache_; }
@@ -155,21 +153,10 @@ class Pipeline {
   ModelCache::Model model(const std::string& relative, const std::string& name, bool reload = false,
                           bool file_checked = false);
 
-  // Whether a request with a body of `body_size` bytes for the cached model
-  // of `relative`, loaded from the file `identity` names (from whichever
-  // file, without one), runs short enough for a worker's event loop.
-  bool runs_short(const std::string& relative, size_t body_size, const FileIdentity* identity = nullptr) const;
-  // Whether such a request can be queued from a worker's event loop.
-  bool queues(const std::string& relative, size_t body_size, const FileIdentity* identity = nullptr) const;
-  // Whether a request for the cached model of `relative`, loaded from the
-  // file `identity` names (from whichever file, without one), may be taken
-  // by a worker's event loop (runs_short or queues, with its body size).
-  using LoopCheck = bool (Pipeline::*)(const std::string&, size_t, const FileIdentity*) const;
-  // The model file the V2 model `name` is, when `check` accepts it with
-  // the file found (see event_loop_model_named).
-  std::optional<std::string> loop_model_named(const std::string& name, size_t body_size, LoopCheck check) const;
-  // Whether `check` accepts the model file `relative` with its file as it is now.
-  bool loop_accepts(const std::string& relative, size_t body_size, LoopCheck check) const;
+  // event_loop_placement for the cached model of `relative` loaded from
+  // the file `identity` names (from whichever file, without one).
+  LoopPlacement loop_placement(const std::string& relative, size_t body_size,
+                               const FileIdentity* identity = nullptr) const;
 
   int root_fd_;
   c10::Device device_;

@@ -1,6 +1,6 @@
 """Native core of torch-serving: codec, model cache and request pipeline."""
 
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 from typing_extensions import Buffer
 
@@ -105,19 +105,19 @@ class Admission:
         """Count one more request and return True, or return False when the worker holds its limit."""
     def leave(self) -> None:
         """Stop counting a request that entered."""
-    def event_loop_model(self, method: str, target: str, body_size: int) -> str | None:
-        """The model file (relative to the root) the request ``method target`` with a body of ``body_size``
-        bytes is answered from when the event loop may answer it itself (its model loaded, unchanged,
-        quick and within its time budget, its body small, its target read as written); None when it
-        takes a thread."""
-    def event_loop_queue_model(self, method: str, target: str, body_size: int) -> str | None:
-        """The model file (relative to the root) the request ``method target`` with a body of ``body_size``
-        bytes may be queued for from the event loop, without a thread waiting for it (Pipeline.submit_serve,
-        submit_infer): its model loaded and unchanged, its body small; a /serve
-        query naming the model once and nothing else, or a V2 inference path without a query; None when it
-        takes a thread."""
+    def event_loop_route(
+        self, method: str, target: str, body_size: int
+    ) -> tuple[str, str, Literal["answer", "serve", "infer"]] | None:
+        """How the event loop takes the request ``method target`` with a body of ``body_size`` bytes without a
+        thread: ``(model, name, work)``, the model file (relative to the root), the model's name in its
+        errors, and ``work``: "answer" (at once: its model loaded, unchanged, quick and within its time
+        budget, its body small), "serve" or "infer" (queued with Pipeline.submit_serve or submit_infer: its
+        model loaded and unchanged, its body small, its target naming the model and nothing else). None
+        when it takes a thread. The target is read as written."""
     def event_loop_model_named(self, name: str, body_size: int) -> str | None:
-        """The same for a request for the V2 model ``name`` (a gRPC call)."""
+        """The model file a gRPC call for the V2 model ``name`` with ``body_size`` bytes of JSON is answered
+        from in the gRPC event loop, as ``event_loop_route`` answers a request at once; None when it takes a
+        thread."""
 
 class Pipeline:
     """The native request pipeline (/serve, and the Open Inference Protocol over REST and gRPC) with its LRU
@@ -153,7 +153,7 @@ class Pipeline:
         With ``event_loop`` (the worker's admission), it runs in the calling thread at once, even when every
         thread of the executor is taken, and keeps the GIL (handing it over and back costs more than so
         short a call): for an event loop (a worker's, or the gRPC service's), with requests
-        ``Admission.event_loop_model`` accepted a moment before, whose cached model then serves without its
+        ``Admission.event_loop_route`` answers at once, whose cached model then serves without its
         file being opened again; the
         admission times the call against the loop's budget.
         """
@@ -167,7 +167,7 @@ class Pipeline:
         key: int,
     ) -> Deferred:
         """Queue a /serve request for a loaded model without waiting for it
-        (Admission.event_loop_queue_model): ``completions`` gets ``key`` once the returned Deferred holds
+        (Admission.event_loop_route): ``completions`` gets ``key`` once the returned Deferred holds
         its answer."""
     def submit_infer(
         self,

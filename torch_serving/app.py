@@ -91,7 +91,7 @@ class ServeResource:
         _check_parameters(req)
         identifier = _identifier(req)
         invalidation_prob = _probability(req)
-        # A request the event loop answers comes with the file its check found (Admission.event_loop_model).
+        # A request the event loop answers comes with the file its check found (Admission.event_loop_route).
         checked = event_loop_model(req.env)
         path = checked or resolve_model(self._root, identifier)
         context.model = path
@@ -236,7 +236,7 @@ def create_app(config: Config) -> ServingApp:
         metrics.start()
     app.admission = admission
     app.runner = runner
-    app.event_loop_queue = EventLoopQueue(pipeline, admission, runner, config.max_body_size)
+    app.event_loop_queue = EventLoopQueue(pipeline, runner, config.max_body_size)
     app.preload = preload
     app.grpc_service = None
     if config.grpc_port:

@@ -30,7 +30,7 @@ __all__ = [
 # When the worker's event loop handed the request over (``time.monotonic()``): its deadline counts from there.
 ARRIVED = "torch_serving.arrived"
 # Present when the request is answered in the worker's event loop, which must never wait: the model
-# file (relative to the root) that the worker's check (``Admission.event_loop_model``) found loaded, unchanged and
+# file (relative to the root) that the worker's check (``Admission.event_loop_route``) found loaded, unchanged and
 # quick, which the application serves without looking it up again.
 ON_EVENT_LOOP = "torch_serving.on_event_loop"
 

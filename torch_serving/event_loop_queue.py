@@ -12,9 +12,9 @@ for any request it answers itself. At its deadline a request is answered 504 by 
 that watches deadlines, whether still queued (its forward then never runs) or in a forward that runs on.
 
 ``ServingWorker`` uses it through the application's ``event_loop_queue`` (``ServingApp``): ``take`` says
-whether a request may be queued, ``submit`` queues one under a key, ``ready`` gives the keys of those
-answered since, and the application answers each with its ``Deferred`` in the environ
-(``torch_serving.environ.DEFERRED``).
+how a request the admission routes to it (``Admission.event_loop_route``) is queued, if it is,
+``submit`` queues one under a key, ``ready`` gives the keys of those answered since, and the
+application answers each with its ``Deferred`` in the environ (``torch_serving.environ.DEFERRED``).
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from torch_serving._native import Admission, Completions, Deferred, Pipeline
+from torch_serving._native import Completions, Deferred, Pipeline
+from torch_serving.errors import RequestError
 from torch_serving.runner import NativeRunner
-from torch_serving.v2 import HEADER_LENGTH
+from torch_serving.v2 import HEADER_LENGTH, json_part_length
 
 __all__ = ["EventLoopQueue", "Queueable"]
 
-_V2_MODELS = "/v2/models/"
-_INFER = "/infer"
 _HEADER_LENGTH = HEADER_LENGTH.upper()
 
 
@@ -53,15 +52,13 @@ class EventLoopQueue:
 
     Args:
         pipeline: the worker's native pipeline.
-        admission: the worker's admission, which says which models may be queued for.
         runner: whose deadline each request gets.
         max_body_size: the largest body the application takes: a larger one takes a thread, whose
             answer refuses it.
     """
 
-    def __init__(self, pipeline: Pipeline, admission: Admission, runner: NativeRunner, max_body_size: int) -> None:
+    def __init__(self, pipeline: Pipeline, runner: NativeRunner, max_body_size: int) -> None:
         self._pipeline = pipeline
-        self._admission = admission
         self._runner = runner
         self._max_body_size = max_body_size
         self._completions = Completions()
@@ -70,26 +67,25 @@ class EventLoopQueue:
         """A file descriptor readable while answers are ready (``ready``)."""
         return self._completions.fileno()
 
-    def take(self, method: str, target: str, headers: Sequence[tuple[str, str]], body_size: int) -> Queueable | None:
-        """How the request may be queued (``Admission.event_loop_queue_model``), given ``headers``
-        (upper-case names) that the application would take as they are; None when it takes a thread."""
+    def take(self, route: tuple[str, str, str], headers: Sequence[tuple[str, str]], body_size: int) -> Queueable | None:
+        """How the request that ``Admission.event_loop_route`` routed to the queue (``route``) is queued,
+        given ``headers`` (upper-case names) that the application would take as they are; None when it
+        takes a thread, whose answer refuses what this refuses."""
         if body_size > self._max_body_size:
-            return None  # refused by the application
-        header_length = None
+            return None
+        length_header = None
         for name, value in headers:
             if name == "CONTENT-ENCODING":
                 return None  # read another way, or refused, by the application
             if name == _HEADER_LENGTH:
-                if not value.isdigit() or int(value) > self._max_body_size:
-                    return None  # refused by the application
-                header_length = int(value)
-        model = self._admission.event_loop_queue_model(method, target, body_size)
-        if model is None:
+                length_header = value
+        model, name, work = route
+        if work == "serve":
+            return Queueable(model, name, None)
+        try:
+            return Queueable(model, name, json_part_length(length_header, self._max_body_size))
+        except RequestError:
             return None
-        if not target.startswith(_V2_MODELS):
-            return Queueable(model, model, None)
-        name = target[len(_V2_MODELS) : -len(_INFER)]
-        return Queueable(model, name, -1 if header_length is None else header_length)
 
     def submit(self, queueable: Queueable, body: bytes, arrived: float, key: int) -> Deferred:
         """Queue the request ``take`` found queueable, with its ``body``, within the deadline of a request

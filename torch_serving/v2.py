@@ -24,7 +24,7 @@ from torch_serving.repository import Repository
 from torch_serving.request_body import read_body
 from torch_serving.shared import MODEL_VERSION
 
-__all__ = ["add_v2_routes", "binary_request", "model_statistics", "resolve_name", "server_metadata"]
+__all__ = ["add_v2_routes", "binary_request", "json_part_length", "model_statistics", "resolve_name", "server_metadata"]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # `name` may hold slashes (tritonclient leaves them unquoted, and the server
@@ -117,7 +117,7 @@ class ModelSink:
             context = req.context
             times = PhaseTimes() if self._measured else None
             context.arrived, context.endpoint, context.model, context.times = arrived, "infer", "", times
-        # A request the event loop answers comes with the file its check found (Admission.event_loop_model).
+        # A request the event loop answers comes with the file its check found (Admission.event_loop_route).
         path = event_loop_model(req.env) or resolve_name(self._root, name, version)
         if action == "/infer":
             context.model = path
@@ -142,7 +142,7 @@ class ModelSink:
         name: str,
         path: str,
     ) -> None:
-        header_length = _header_length(req, self._max_body_size)
+        header_length = json_part_length(req.get_header(HEADER_LENGTH), self._max_body_size)
         deferred = deferred_call(req.env)
         if deferred is not None:  # queued from the event loop with its body, and run since
             response = self._runner.deferred_answer(arrived, deferred, req.context.times)
@@ -271,8 +271,13 @@ def resolve_name(root: Path, name: str, version: str | None) -> str:
     raise ModelNotFoundError(f"no model file {name}, {name}.pt or {name}.pt2 under the model root")
 
 
-def _header_length(req: falcon.Request, max_body_size: int) -> int:
-    value = req.get_header(HEADER_LENGTH)
+def json_part_length(value: str | None, max_body_size: int) -> int:
+    """The length of an inference request's JSON part, given its ``Inference-Header-Content-Length``
+    header's ``value`` (None: not given); -1 when the whole body is JSON.
+
+    Raises:
+        RequestError: 400, the value is not a length within a body this server accepts.
+    """
     if value is None:
         return -1
     text = value.strip()

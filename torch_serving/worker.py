@@ -30,7 +30,7 @@ a thread takes it. This worker instead:
 * answers a request on a kept-alive connection in the event loop itself,
   without a thread, when it is all there, plain (``PlainReader``, which
   reads it in place of gunicorn's parser) and the application says the
-  loop may answer it (``Admission.event_loop_model``: its model is loaded, unchanged
+  loop may answer it (``Admission.event_loop_route``: its model is loaded, unchanged
   and quick, its body small). Handing a small request to a thread and its connection back
   to the loop, and gunicorn's parser, cost more than the request itself
   (docs/performance.md). The answer is made as gunicorn's ``handle_request``
@@ -352,7 +352,7 @@ class ServingWorker(ThreadWorker):
         self._sending: list = []
         # What says which requests the loop answers (the application's admission), and the application's
         # queue of requests the loop queues (with those queued, by key), once the app is loaded.
-        self._event_loop_model = None
+        self._event_loop_route = None
         self._event_loop_queue = None
         self._queued: dict[int, tuple] = {}
         self._next_key = 0
@@ -404,7 +404,7 @@ class ServingWorker(ThreadWorker):
         if admission is not None:
             self.wsgi.admitted_by_host()
         self._admission = admission if admission is not None else _RequestCount(self._limit)
-        self._event_loop_model = None if admission is None else admission.event_loop_model
+        self._event_loop_route = None if admission is None else admission.event_loop_route
         self._busy_answer = _busy_answer(self._admission.limit)
         self._event_loop_queue = getattr(self.wsgi, "event_loop_queue", None) if admission is not None else None
         if self._event_loop_queue is not None:
@@ -656,7 +656,7 @@ class ServingWorker(ThreadWorker):
         file the event loop answers it from, or how the loop queues it (the application's ``Queueable``),
         None for both when it takes a thread; else None. Reads nothing."""
         if (
-            self._event_loop_model is None
+            self._event_loop_route is None
             or conn.is_http2
             or conn.parser.unreader.buf.tell()
             or not self.alive
@@ -669,10 +669,13 @@ class ServingWorker(ThreadWorker):
         if request is None:
             return None
         body_size = request.size - request.body_start
-        model = self._event_loop_model(request.method, request.uri, body_size)
-        queued = None
-        if model is None and self._event_loop_queue is not None:
-            queued = self._event_loop_queue.take(request.method, request.uri, request.headers, body_size)
+        route = self._event_loop_route(request.method, request.uri, body_size)
+        model = queued = None
+        if route is not None:
+            if route[2] == "answer":
+                model = route[0]
+            elif self._event_loop_queue is not None:
+                queued = self._event_loop_queue.take(route, request.headers, body_size)
         return request, model, queued
 
     def _take(self, conn, request: PlainRequest) -> bool:

@@ -1,8 +1,8 @@
-"""A worker's admission: how many requests it holds, and which its event loop
+"""A worker's admission: how many requests it holds, which its event loop
 answers itself: those whose work is known to be short
-(``Admission.event_loop_model``; tests/unit/test_plain_http.py has which are
+(``Admission.event_loop_route``; tests/unit/test_plain_http.py has which are
 plain and all in the socket), and a model whose request once ran long there
-no more."""
+no more; and which it queues without a thread."""
 
 from __future__ import annotations
 
@@ -44,9 +44,20 @@ def pipeline(root) -> Pipeline:
 
 
 @pytest.fixture
-def quick(pipeline, root):
+def route(pipeline):
     """What the worker's event loop asks of each request."""
-    return Admission(pipeline, 4).event_loop_model
+    return Admission(pipeline, 4).event_loop_route
+
+
+@pytest.fixture
+def quick(route):
+    """The model file the worker's event loop answers a request from at once, or None."""
+
+    def answered_from(method: str, target: str, body_size: int) -> str | None:
+        found = route(method, target, body_size)
+        return found[0] if found is not None and found[2] == "answer" else None
+
+    return answered_from
 
 
 def serve(pipeline: Pipeline, identifier: str, body: bytes = BODY, on_event_loop: bool = False) -> bytes:
@@ -139,6 +150,25 @@ def test_a_batched_model_is_never_quick(pipeline, quick):
     body = body_of(tensor_json(torch.ones(1, 4)))
     serve(pipeline, "batched.pt", body)
     assert not quick("POST", "/serve?servable_identifier=batched.pt", len(body))
+
+
+def test_a_loaded_model_that_is_not_quick_is_queued_when_its_target_names_it_alone(pipeline, route, root):
+    body = body_of(tensor_json(torch.ones(1, 4)))
+    assert route("POST", "/serve?servable_identifier=batched.pt", len(body)) is None  # not loaded yet
+    serve(pipeline, "batched.pt", body)
+    # The model file, its name in errors, and how it is queued.
+    assert route("POST", "/serve?servable_identifier=batched.pt", len(body)) == ("batched.pt", "batched.pt", "serve")
+    assert route("POST", "/v2/models/batched/infer", len(body)) == ("batched.pt", "batched", "infer")
+    assert route("POST", "/v2/models/batched.pt/infer", len(body)) == ("batched.pt", "batched.pt", "infer")
+    # A queued request runs before the application reads its target: anything else in it takes a thread.
+    assert route("POST", "/serve?x=1&servable_identifier=batched.pt", len(body)) is None
+    assert route("POST", "/serve?servable_identifier=batched.pt&x=1", len(body)) is None
+    assert route("POST", "/v2/models/batched/infer?x=1", len(body)) is None
+    # So do a large body, a versioned path, and a replaced file.
+    assert route("POST", "/serve?servable_identifier=batched.pt", 64 * 1024 + 1) is None
+    assert route("POST", "/v2/models/batched/versions/1/infer", len(body)) is None
+    shutil.copy(root / "tiny.pt", root / "batched.pt")
+    assert route("POST", "/serve?servable_identifier=batched.pt", len(body)) is None
 
 
 def test_a_replaced_model_file_is_not_quick_until_it_is_loaded_again(pipeline, quick, root):
