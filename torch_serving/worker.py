@@ -689,13 +689,21 @@ class ServingWorker(ThreadWorker):
         """Make the answer to ``request``, taken off ``conn``, as gunicorn's ``handle_request`` makes it
         (its hooks, its environ and response for a plain request, its access line and its limits on the
         requests a worker and its kept-alive connections take), without sending it; return it and whether
-        ``conn`` stays open after it."""
+        ``conn`` stays open after it. An error is answered as gunicorn's ``handle`` answers it."""
+        try:
+            return self._answer_plain(request, conn.client, conn.server)
+        except Exception as error:
+            captured = _CapturedSocket()
+            self.handle_error(request, captured, conn.client, error)
+            return captured.data, False
+
+    def _answer_plain(self, request: PlainRequest, client, server) -> tuple[bytes, bool]:
         response = PlainResponse(self._http_date())
         environ: dict = {}
         try:
             self.cfg.pre_request(self, request)
             started = datetime.now()
-            environ = self._plain.environ(request, conn.client, conn.server)
+            environ = self._plain.environ(request, client, server)
             self.nr += 1
             if self.nr >= self.max_requests:
                 if self.alive:
@@ -712,10 +720,6 @@ class ServingWorker(ThreadWorker):
                 if hasattr(chunks, "close"):
                     chunks.close()
             return answer, not response.should_close()
-        except Exception as error:
-            captured = _CapturedSocket()
-            self.handle_error(request, captured, conn.client, error)
-            return captured.data, False
         finally:
             try:
                 self.cfg.post_request(self, request, environ, response)
