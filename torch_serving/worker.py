@@ -36,7 +36,7 @@ a thread takes it. This worker instead:
   (docs/performance.md). The answer is made as gunicorn's ``handle_request``
   makes it (its hooks, access line and limits), with the environ and the
   response gunicorn would build (``PlainReader.environ``, ``PlainResponse``),
-  which cost a fifth of a small request's rate through gunicorn's own; the
+  which cost a small request a seventh of its rate through gunicorn's own; the
   loop sends what the socket takes at once and the rest as the client
   reads it, so a client that stops reading never holds up the loop (its
   connection closes after the request timeout without progress);
