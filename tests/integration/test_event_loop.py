@@ -50,6 +50,41 @@ def test_the_event_loop_answers_quick_requests_under_plain_gunicorn_too(model_ro
         assert_answered_while_the_only_thread_is_held(server.port)
 
 
+def test_gunicorns_hooks_run_around_answers_made_in_the_event_loop(model_root, tmp_path):
+    calls = tmp_path / "calls"
+    hooks = tmp_path / "hooks.py"
+    hooks.write_text(
+        "import threading\n"
+        "def pre_request(worker, req):\n"
+        f"    with open({str(calls)!r}, 'a') as f:\n"
+        "        f.write(f'pre {threading.current_thread().name} {req.method} {req.path}\\n')\n"
+        "def post_request(worker, req, environ, resp):\n"
+        f"    with open({str(calls)!r}, 'a') as f:\n"
+        "        f.write(f'post {threading.current_thread().name} {req.path} {resp.status} {environ[\"PATH_INFO\"]}\\n')\n"
+    )
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "gunicorn", "-k", "torch_serving.worker.ServingWorker", "-c", str(hooks)),
+        *("--threads", "1", "--no-control-socket", "-b", f"127.0.0.1:{port}", "torch_serving.wsgi:app"),
+    ]
+    env = {"TORCH_SERVING_MODEL_ROOT": str(model_root), "TORCH_SERVING_THREADS": "1"}
+    with running(command, port, tmp_path / "log", env=env):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as kept:
+            for _ in range(30):  # loaded, and its typical forward a short one
+                exchange(kept, serve_request("tiny.pt", TINY_BODY))
+            calls.unlink()
+            answer = exchange(kept, serve_request("tiny.pt", TINY_BODY))
+            bad = exchange(kept, serve_request("tiny.pt", b"[1,"))
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and bad.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    # Both answered by the worker's main thread (its event loop), each between its two hooks.
+    assert calls.read_text().splitlines() == [
+        "pre MainThread POST /serve",
+        "post MainThread /serve 200 OK /serve",
+        "pre MainThread POST /serve",
+        "post MainThread /serve 400 Bad Request /serve",
+    ]
+
+
 def assert_answered_while_the_only_thread_is_held(port: int) -> None:
     """Check that, while a long request holds a one-thread worker's thread and native slot, a quick
     request on a kept-alive connection is answered within a second, from the event loop."""
