@@ -85,6 +85,27 @@ def test_gunicorns_hooks_run_around_answers_made_in_the_event_loop(model_root, t
     ]
 
 
+def test_answers_made_in_the_event_loop_count_toward_gunicorns_max_requests(model_root, tmp_path):
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "gunicorn", "-k", "torch_serving.worker.ServingWorker", "--max-requests", "40"),
+        *("--threads", "1", "--no-control-socket", "-b", f"127.0.0.1:{port}", "torch_serving.wsgi:app"),
+    ]
+    env = {"TORCH_SERVING_MODEL_ROOT": str(model_root), "TORCH_SERVING_THREADS": "1"}
+    with running(command, port, tmp_path / "log", env=env) as server:
+        (worker,) = server.workers()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as kept:
+            # The first request of the connection and the health check's take a thread; the rest the loop answers.
+            answers = [exchange(kept, serve_request("tiny.pt", TINY_BODY)) for _ in range(39)]
+            assert kept.recv(1) == b""  # closed after the worker's 40th request
+        assert [b"Connection: close" in answer for answer in answers] == [False] * 38 + [True]
+        assert server.wait_for_log("Autorestarting worker after current request.")
+        deadline = time.monotonic() + 30
+        while worker in server.workers() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert worker not in server.workers()  # it exited, and gunicorn starts another
+
+
 def assert_answered_while_the_only_thread_is_held(port: int) -> None:
     """Check that, while a long request holds a one-thread worker's thread and native slot, a quick
     request on a kept-alive connection is answered within a second, from the event loop."""
