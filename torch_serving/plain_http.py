@@ -58,14 +58,12 @@ _NOT_PLAIN = frozenset({"CONNECTION", "TRANSFER-ENCODING", "EXPECT", "UPGRADE", 
 
 
 class PlainRequest:
-    """A plain request, with what gunicorn's ``handle_request`` reads of its ``Request``."""
+    """A plain request, with what gunicorn's hooks, access log and error answers read of its ``Request``."""
 
     __slots__ = ("body", "body_start", "headers", "method", "path", "query", "size", "uri")
 
     version = (1, 1)
     scheme = "http"
-    _expected_100_continue = False  # an Expect header makes a request not plain
-    proxy_protocol_info = None  # gunicorn reads it only with a connection's first request
 
     def __init__(self, method: str, uri: str, headers: list[tuple[str, str]], body_start: int, size: int) -> None:
         self.method = method

@@ -698,6 +698,8 @@ class ServingWorker(ThreadWorker):
             return captured.data, False
 
     def _answer_plain(self, request: PlainRequest, client, server) -> tuple[bytes, bool]:
+        """Gunicorn's ``handle_request`` for a plain request on a connection from ``client`` to ``server``,
+        returning the answer and whether the connection stays open after it."""
         response = PlainResponse(self._http_date())
         environ: dict = {}
         try:
