@@ -308,7 +308,7 @@ PYBIND11_MODULE(_C, m) {
       .def(
           "answer",
           [](Deferred& self, std::shared_ptr<PhaseTimes> times) {
-            self.model.reset();
+            release_without_waiting(std::move(self.model));
             if (times) *times = self.call->times;
             if (self.call->error) std::rethrow_exception(self.call->error);
             return py::bytes(self.call->response);

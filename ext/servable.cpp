@@ -5,6 +5,8 @@
 #include <c10/util/Exception.h>
 
 #include <new>
+#include <system_error>
+#include <thread>
 
 #include "errors.h"
 
@@ -86,6 +88,18 @@ void fail_execution(const std::exception& e, const std::string& what) {
   // An allocation failure is the server's state, not the inputs' fault.
   if (is_out_of_memory(e)) throw ResourceError("forward ran out of memory: " + essential_message(what));
   throw ExecutionError("forward raised: " + essential_message(what));
+}
+
+void release_without_waiting(std::shared_ptr<const Servable> model) {
+  // Not the last: another holder drops that one. Should it drop its own between this check and
+  // the return, this one waits here after all: the window is a few instructions wide, within what
+  // is already rare (a model dropped from the cache during the forward of a request it queued).
+  if (model.use_count() != 1) return;
+  try {
+    std::thread([model = std::move(model)]() mutable { model.reset(); }).detach();
+  } catch (const std::system_error&) {
+    // No thread to be had: dropped here, waiting.
+  }
 }
 
 }  // namespace torch_serving

@@ -156,6 +156,12 @@ class Servable {
   mutable std::shared_ptr<std::atomic<uint64_t>> total_executions_;
 };
 
+// Drops `model`. Its last reference waits, as the model is destroyed, for a
+// forward still running for a request answered at its deadline
+// (stop_scheduling): that one is dropped on a thread of its own, so that a
+// caller that must never wait (a worker's event loop) does not.
+void release_without_waiting(std::shared_ptr<const Servable> model);
+
 // The message of `e` without the C++ backtrace that torch's own errors
 // carry.
 std::string message_of(const std::exception& e);

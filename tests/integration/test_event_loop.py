@@ -458,6 +458,31 @@ def test_a_request_for_a_model_that_does_not_batch_is_queued_too(start):
                 assert time.monotonic() < deadline
 
 
+def test_a_model_unloaded_under_a_queued_request_never_holds_up_the_event_loop(start):
+    with start("--threads", "1", "--timeout", "1") as server:
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=60) as kept,
+            socket.create_connection(("127.0.0.1", server.port), timeout=60) as other,
+        ):
+            request = serve_request("slow.pt", rounds_body(WARM_UP_ROUNDS))
+            for _ in range(2):  # the second is queued, which starts the model's native threads
+                assert answer_value(exchange(kept, request)) == (b"HTTP/1.1 200 OK", [2.0])
+            started = time.monotonic()
+            kept.sendall(serve_request("slow.pt", rounds_body(16000)))  # queued: seconds of forward
+            time.sleep(0.3)  # its forward runs
+            # Unloaded meanwhile: the queued request holds the model's last reference, and drops it
+            # when it is answered, at its deadline, while the forward runs on.
+            unload = b"POST /v2/repository/models/slow/unload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+            assert exchange(other, unload).startswith(b"HTTP/1.1 200 OK")
+            [late] = read_answers(kept, 1)
+            answered_s = time.monotonic() - started
+            assert late.startswith(b"HTTP/1.1 504 ")
+            # The model waits for its forward to end where that holds up no one.
+            assert answered_s < 2.0
+            assert answer_value(exchange(other, request)) == (b"HTTP/1.1 200 OK", [2.0])  # loaded again
+            assert time.monotonic() - started < 2.5
+
+
 def test_a_queued_request_with_a_bad_body_gets_the_error_a_thread_gives(start):
     with start() as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as kept:
