@@ -215,14 +215,29 @@ class PlainResponse:
 
     Args:
         date: the ``Date`` header's value (gunicorn's ``util.http_date()``; ``HttpDate``).
+        method: the request's method (an answer to ``HEAD`` has no body).
     """
 
-    __slots__ = ("_date", "_omits_body", "_written", "headers", "must_close", "response_length", "sent", "status", "status_code")
+    __slots__ = (
+        "_date",
+        "_head",
+        "_omits_body",
+        "_upgrade",
+        "_written",
+        "headers",
+        "must_close",
+        "response_length",
+        "sent",
+        "status",
+        "status_code",
+    )
 
-    def __init__(self, date: str) -> None:
+    def __init__(self, date: str, method: str) -> None:
         self._date = date
+        self._head = method == "HEAD"
         self._written: list[bytes] = []
         self._omits_body = False
+        self._upgrade = False
         self.status: str | None = None
         self.status_code: int | None = None
         self.headers: list[tuple[str, str]] = []
@@ -252,6 +267,7 @@ class PlainResponse:
             self.status_code = None
         kept = []
         self.response_length = None
+        self._upgrade = False
         for name, value in headers:
             if not isinstance(name, str):
                 raise TypeError(f"{name!r} is not a string")
@@ -266,13 +282,15 @@ class PlainResponse:
             if lowered == "content-length":
                 self.response_length = int(value)
             elif is_hoppish(name):
-                if lowered == "upgrade" and value.lower() == "websocket":
+                if lowered == "connection" and value.lower() == "upgrade":
+                    self._upgrade = True
+                elif lowered == "upgrade" and value.lower() == "websocket":
                     kept.append((name, value))
                 continue  # gunicorn writes its own Connection header
             kept.append((name, value))
         code = self.status_code
-        # RFC 9110: no body after 1xx, 204 or 304, and no Content-Length with 1xx or 204.
-        self._omits_body = code in (204, 304) or (code is not None and 100 <= code < 200)
+        # RFC 9110: no body after HEAD, 1xx, 204 or 304, and no Content-Length with 1xx or 204.
+        self._omits_body = self._head or code in (204, 304) or (code is not None and 100 <= code < 200)
         if code == 204 or (code is not None and 100 <= code < 200):
             kept = [(name, value) for name, value in kept if name.lower() != "content-length"]
             self.response_length = None
@@ -299,7 +317,7 @@ class PlainResponse:
             body = b"".join(self._written)[: self.response_length]  # never more than announced
         head = [
             f"HTTP/1.1 {self.status}\r\nServer: {SERVER}\r\nDate: {self._date}\r\n",
-            f"Connection: {'close' if self.must_close else 'keep-alive'}\r\n",
+            f"Connection: {'upgrade' if self._upgrade else 'close' if self.must_close else 'keep-alive'}\r\n",
         ]
         if chunked:
             head.append("Transfer-Encoding: chunked\r\n")

@@ -700,7 +700,7 @@ class ServingWorker(ThreadWorker):
     def _answer_plain(self, request: PlainRequest, client, server) -> tuple[bytes, bool]:
         """Gunicorn's ``handle_request`` for a plain request on a connection from ``client`` to ``server``,
         returning the answer and whether the connection stays open after it."""
-        response = PlainResponse(self._http_date())
+        response = PlainResponse(self._http_date(), request.method)
         environ: dict = {}
         try:
             self.cfg.pre_request(self, request)

@@ -160,6 +160,7 @@ class _Written:
 _DATE = re.compile(rb"\r\nDate: [^\r]*\r\n")
 
 
+@pytest.mark.parametrize("method", ["POST", "GET", "HEAD"])
 @pytest.mark.parametrize(
     ("status", "headers", "chunks", "force_close"),
     [
@@ -172,14 +173,15 @@ _DATE = re.compile(rb"\r\nDate: [^\r]*\r\n")
         ("204 No Content", [("Content-Length", "3")], [b"abc"], False),
         ("304 Not Modified", [("Content-Length", "3")], [b"abc"], False),
         ("200 OK", [("Connection", "close"), ("Keep-Alive", "5"), ("Content-Length", "1")], [b"a"], False),
+        ("101 Switching Protocols", [("Connection", "Upgrade"), ("Upgrade", "websocket")], [], False),
     ],
 )
-def test_a_plain_response_is_what_gunicorn_writes(status, headers, chunks, force_close):
+def test_a_plain_response_is_what_gunicorn_writes(method, status, headers, chunks, force_close):
     cfg = GunicornConfig()
-    request = read(PLAIN, cfg)
+    request = read(PLAIN.replace(b"POST", method.encode(), 1), cfg)
     written = _Written()
     theirs = wsgi.Response(request, written, cfg)
-    ours = PlainResponse(util.http_date())
+    ours = PlainResponse(util.http_date(), method)
     for response in (theirs, ours):
         if force_close:
             response.force_close()
@@ -213,7 +215,7 @@ def test_a_plain_response_is_what_gunicorn_writes(status, headers, chunks, force
 )
 def test_a_plain_response_refuses_what_gunicorn_refuses(status, headers, error):
     with pytest.raises(error):
-        PlainResponse(util.http_date()).start_response(status, headers)
+        PlainResponse(util.http_date(), "POST").start_response(status, headers)
     with pytest.raises(error):
         wsgi.Response(read(PLAIN), _Written(), GunicornConfig()).start_response(status, headers)
 
