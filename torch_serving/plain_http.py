@@ -11,8 +11,10 @@ to both readers:
 
 * HTTP/1.1 with an origin-form target of printable ASCII, no fragment;
 * header names that are tokens without ``_``, each given once, none of
-  those that change how gunicorn frames the exchange (``Connection``,
-  ``Transfer-Encoding``, ``Expect``, ``Upgrade``, ``HTTP2-Settings``) or
+  those that change how gunicorn frames the exchange (``Connection`` other
+  than ``keep-alive``, which Python's ``requests`` sends and HTTP/1.1
+  means anyway; ``Transfer-Encoding``, ``Expect``, ``Upgrade``,
+  ``HTTP2-Settings``) or
   what a proxy may set in the environ (``Forwarded``, ``X-Forwarded-*``,
   the configured secure-scheme headers);
 * header values of visible ASCII, spaces and tabs;
@@ -53,8 +55,9 @@ __all__ = ["HttpDate", "PlainReader", "PlainRequest", "PlainResponse"]
 
 _METHOD = re.compile(r"[A-Z]{3,20}")  # what gunicorn accepts by default, upper case only
 _VALUE = re.compile(r"[\x20-\x7e\t]*")  # gunicorn's values less obs-text
-# Headers that change how gunicorn frames the exchange, or what a proxy may set in the environ.
-_NOT_PLAIN = frozenset({"CONNECTION", "TRANSFER-ENCODING", "EXPECT", "UPGRADE", "HTTP2-SETTINGS", "FORWARDED"})
+# Headers that change how gunicorn frames the exchange, or what a proxy may set in the environ
+# (``Connection`` only when it is not ``keep-alive``: see ``PlainReader.read``).
+_NOT_PLAIN = frozenset({"TRANSFER-ENCODING", "EXPECT", "UPGRADE", "HTTP2-SETTINGS", "FORWARDED"})
 
 
 class PlainRequest:
@@ -156,6 +159,8 @@ class PlainReader:
                 return None
             seen.add(name)
             value = value.strip(" \t")
+            if name == "CONNECTION" and value.lower() != "keep-alive":
+                return None  # close, upgrade, or hop-by-hop names: gunicorn frames the exchange by them
             if name == "CONTENT-LENGTH":
                 if not (value.isascii() and value.isdigit()):
                     return None

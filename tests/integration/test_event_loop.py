@@ -18,6 +18,7 @@ import sys
 import time
 
 import pytest
+import requests
 import torch
 
 from tests.conftest import WARM_UP_ROUNDS, body_of, rounds_body, tensor_json
@@ -104,6 +105,35 @@ def test_answers_made_in_the_event_loop_count_toward_gunicorns_max_requests(mode
         while worker in server.workers() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert worker not in server.workers()  # it exited, and gunicorn starts another
+
+
+def test_a_request_saying_connection_keep_alive_is_answered_in_the_event_loop(start):
+    # As Python's requests sends it (in one write here: requests writes its body apart from its
+    # headers, and a body not there yet when the loop looks takes a thread).
+    session_headers = requests.Session().headers
+    headers = "".join(f"{name}: {value}\r\n" for name, value in session_headers.items()).encode()
+    assert b"Connection: keep-alive\r\n" in headers
+    head = b"POST /serve?servable_identifier=tiny.pt HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n"
+    request = head % (headers, len(TINY_BODY)) + TINY_BODY
+    with start("--threads", "1", "--timeout", "60") as server:
+        (worker,) = server.workers()
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=60) as kept,
+            socket.create_connection(("127.0.0.1", server.port), timeout=60) as other,
+            concurrent.futures.ThreadPoolExecutor(1) as pool,
+        ):
+            for _ in range(30):  # loaded, and its typical forward a short one
+                assert answer_value(exchange(kept, request)) == (b"HTTP/1.1 200 OK", [3, 5])
+            # The first request of its connection: gunicorn reads it, on the worker's only core thread.
+            long_request = pool.submit(exchange, other, serve_request("slow.pt", rounds_body(6000)))
+            time.sleep(0.5)
+            threads = thread_count(worker)
+            for _ in range(20):
+                assert answer_value(exchange(kept, request)) == (b"HTTP/1.1 200 OK", [3, 5])
+            # None took a thread: on one, they would have started a spare thread.
+            assert thread_count(worker) == threads
+            assert not long_request.done()
+            assert long_request.result().startswith(b"HTTP/1.1 200 OK")
 
 
 def assert_answered_while_the_only_thread_is_held(port: int) -> None:

@@ -41,6 +41,8 @@ def configured(**settings: object) -> GunicornConfig:
         # Bytes after the request (a pipelined one) are not part of it.
         (b"POST /serve HTTP/1.1\r\ncontent-length: 3\r\n\r\nabcGET / HTTP/1.1\r\n", "POST", "/serve", b"abc"),
         (b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n", "GET", "/healthcheck", b""),
+        # What Python's requests sends, which HTTP/1.1 means anyway.
+        (b"POST /serve HTTP/1.1\r\nConnection: Keep-Alive\r\ncontent-length: 3\r\n\r\nabc", "POST", "/serve", b"abc"),
     ],
 )
 def test_a_plain_request_is_read_up_to_its_end(request_bytes, method, uri, body):
@@ -58,6 +60,8 @@ def test_a_plain_request_is_read_up_to_its_end(request_bytes, method, uri, body)
         b"POST /serve HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
         b"POST /serve HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc",
         b"POST /serve HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+        b"POST /serve HTTP/1.1\r\nContent-Length: 3\r\nConnection: Upgrade\r\n\r\nabc",
+        b"POST /serve HTTP/1.1\r\nContent-Length: 3\r\nConnection: keep-alive, TE\r\n\r\nabc",
         b"POST /serve HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
         b"POST /serve HTTP/1.1\r\nHost: a\r\nhost: b\r\nContent-Length: 3\r\n\r\nabc",
         b"POST /serve HTTP/1.1\r\nContent-Length: \xb3\r\n\r\nabc",  # a digit, but not an ASCII one
@@ -109,6 +113,10 @@ def test_no_request_is_plain_behind_tls(tmp_path):
         ),
         b"POST /serve HTTP/1.1\r\nHost: x:81\r\nContent-Length: 0\r\n\r\n",
         b"GET /healthcheck HTTP/1.1\r\n\r\n",
+        (
+            b"POST /serve?servable_identifier=m.pt HTTP/1.1\r\nHost: x\r\nUser-Agent: python-requests/2.34.2\r\n"
+            b"Accept-Encoding: gzip, deflate, br\r\nAccept: */*\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc"
+        ),
     ],
 )
 def test_the_environ_of_a_plain_request_is_gunicorns_of_its_own_reading(request_bytes, server):
