@@ -94,18 +94,17 @@ std::optional<EventLoopRoute> Admission::event_loop_route(std::string_view metho
   }
   auto name = v2_infer_name(path);
   if (!name) return std::nullopt;
-  auto found = pipeline_->event_loop_placement_named(*name, body_size);
-  if (!found) return std::nullopt;
-  if (found->second == LoopPlacement::kAnswer) return EventLoopRoute{std::move(found->first), *name, Work::kAnswer};
+  auto route = event_loop_route_named(*name, body_size);
   // The V2 routes take no query parameter.
-  if (mark == target.size()) return EventLoopRoute{std::move(found->first), *name, Work::kQueueInfer};
-  return std::nullopt;
+  if (route && route->work == Work::kQueueInfer && mark != target.size()) return std::nullopt;
+  return route;
 }
 
-std::optional<std::string> Admission::event_loop_model_named(const std::string& name, size_t body_size) const {
+std::optional<EventLoopRoute> Admission::event_loop_route_named(const std::string& name, size_t body_size) const {
   auto found = pipeline_->event_loop_placement_named(name, body_size);
-  if (!found || found->second != LoopPlacement::kAnswer) return std::nullopt;
-  return std::move(found->first);
+  if (!found) return std::nullopt;
+  const Work work = found->second == LoopPlacement::kAnswer ? Work::kAnswer : Work::kQueueInfer;
+  return EventLoopRoute{std::move(found->first), name, work};
 }
 
 void Admission::note_event_loop_call(const std::string& relative, std::chrono::nanoseconds wall,

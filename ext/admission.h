@@ -66,10 +66,11 @@ class Admission : public CallCount {
   std::optional<EventLoopRoute> event_loop_route(std::string_view method, std::string_view target,
                                                  size_t body_size) const;
 
-  // The model file a gRPC call for the V2 model `name` with `body_size`
-  // bytes of JSON is answered from in the gRPC event loop: as
-  // event_loop_route answers a request at once. None when it takes a thread.
-  std::optional<std::string> event_loop_model_named(const std::string& name, size_t body_size) const;
+  // How the gRPC event loop takes an inference call for the V2 model `name`
+  // with `body_size` bytes of JSON, as event_loop_route takes a V2
+  // inference request: answered at once, or queued (Work::kQueueInfer).
+  // None when it takes a thread.
+  std::optional<EventLoopRoute> event_loop_route_named(const std::string& name, size_t body_size) const;
 
   // Records that a call for the model file `relative` took `wall` in a
   // worker's event loop, `cpu` of it running. Past the budget, the model's

@@ -209,7 +209,20 @@ struct InferAnswer {
 struct Deferred {
   std::shared_ptr<DeferredCall> call;
   ModelCache::Model model;
+
+  // Dropped unanswered (its call cancelled), it may hold the model's last reference, in an event loop.
+  ~Deferred() { release_without_waiting(std::move(model)); }
 };
+
+// An event loop's route (Admission::event_loop_route) as Python's
+// ``(model, name, work)``, or None.
+py::object route_tuple(std::optional<EventLoopRoute> route) {
+  if (!route) return py::none();
+  const char* work = route->work == EventLoopRoute::Work::kAnswer       ? "answer"
+                     : route->work == EventLoopRoute::Work::kQueueServe ? "serve"
+                                                                        : "infer";
+  return py::make_tuple(std::move(route->model), std::move(route->name), work);
+}
 
 // Runs one request's call for the model file `relative` (a body of
 // `body_size` bytes) as run_released does, where placement() puts it:
@@ -278,14 +291,8 @@ PYBIND11_MODULE(_C, m) {
       .def("leave", &Admission::leave, "Stop counting a request that entered.")
       .def(
           "event_loop_route",
-          [](const Admission& self, std::string_view method, std::string_view target,
-             size_t body_size) -> py::object {
-            auto route = self.event_loop_route(method, target, body_size);
-            if (!route) return py::none();
-            const char* work = route->work == EventLoopRoute::Work::kAnswer       ? "answer"
-                               : route->work == EventLoopRoute::Work::kQueueServe ? "serve"
-                                                                                  : "infer";
-            return py::make_tuple(std::move(route->model), std::move(route->name), work);
+          [](const Admission& self, std::string_view method, std::string_view target, size_t body_size) {
+            return route_tuple(self.event_loop_route(method, target, body_size));
           },
           py::arg("method"), py::arg("target"), py::arg("body_size"),
           "How the event loop takes the request ``method target`` with a body of ``body_size`` bytes without a "
@@ -294,8 +301,14 @@ PYBIND11_MODULE(_C, m) {
           "budget, its body small), \"serve\" or \"infer\" (queued with Pipeline.submit_serve or submit_infer: "
           "its model loaded and unchanged, its body small, its target naming the model and nothing else). "
           "None when it takes a thread. The target is read as written.")
-      .def("event_loop_model_named", &Admission::event_loop_model_named, py::arg("name"), py::arg("body_size"),
-           "The same for a request for the V2 model ``name`` (a gRPC call).");
+      .def(
+          "event_loop_route_named",
+          [](const Admission& self, const std::string& name, size_t body_size) {
+            return route_tuple(self.event_loop_route_named(name, body_size));
+          },
+          py::arg("name"), py::arg("body_size"),
+          "The same for a gRPC inference call for the V2 model ``name`` with ``body_size`` bytes of JSON: "
+          "\"answer\" or \"infer\".");
 
   py::class_<Completions, std::shared_ptr<Completions>>(
       m, "Completions",

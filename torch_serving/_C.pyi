@@ -114,10 +114,11 @@ class Admission:
         budget, its body small), "serve" or "infer" (queued with Pipeline.submit_serve or submit_infer: its
         model loaded and unchanged, its body small, its target naming the model and nothing else). None
         when it takes a thread. The target is read as written."""
-    def event_loop_model_named(self, name: str, body_size: int) -> str | None:
-        """The model file a gRPC call for the V2 model ``name`` with ``body_size`` bytes of JSON is answered
-        from in the gRPC event loop, as ``event_loop_route`` answers a request at once; None when it takes a
-        thread."""
+    def event_loop_route_named(
+        self, name: str, body_size: int
+    ) -> tuple[str, str, Literal["answer", "infer"]] | None:
+        """The same for a gRPC inference call for the V2 model ``name`` with ``body_size`` bytes of JSON:
+        "answer" or "infer"."""
 
 class Pipeline:
     """The native request pipeline (/serve, and the Open Inference Protocol over REST and gRPC) with its LRU

@@ -2,7 +2,7 @@
 configuration, statistics and repository extensions), on ``--grpc-port``.
 
 Every call goes through what the REST endpoints use: the same model names, metadata, admission,
-deadlines, model cache and metrics. ``ModelInfer`` turns its request into the REST protocol's
+deadlines, model cache, event-loop queueing and batching, and metrics. ``ModelInfer`` turns its request into the REST protocol's
 binary form (a JSON header, then the inputs' data) for the native inference path and its answer
 back into ``raw_output_contents``: one codec for both transports. Errors carry the REST answer's
 detail under the status code Triton gives that HTTP status.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import logging
 import threading
@@ -28,7 +29,7 @@ import grpc
 import numpy as np
 from google.protobuf import json_format
 
-from torch_serving._native import ModelLoadError, ModelNotFoundError, PhaseTimes, RequestBody
+from torch_serving._native import Completions, ModelLoadError, ModelNotFoundError, PhaseTimes, RequestBody
 from torch_serving.backend import Backend
 from torch_serving.binary_tensors import NUMPY_TYPES, object_array, to_binary
 from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail
@@ -186,9 +187,11 @@ async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> NoRetur
 
 
 class _Servicer:
-    """The service's methods, run by the worker's gRPC event loop: what may take long (a model that
-    loads, a forward not known to be quick) on threads, a quick call where it is, as the HTTP event
-    loop does; each answers an error the way REST does, as a status code and detail.
+    """The service's methods, run by the worker's gRPC event loop, as the HTTP event loop runs requests: a
+    quick inference call where it is, one for another loaded model queued without a thread (its
+    scheduler runs it, and the loop answers it once ``Completions`` says so), what may take long
+    otherwise (a model that loads, a large request) on threads; each answers an error the way REST does,
+    as a status code and detail.
 
     Args:
         pb: the service's generated messages (``inference_pb2``).
@@ -207,6 +210,14 @@ class _Servicer:
         self._repository = backend.repository
         self._metrics = backend.metrics
         self._admission = backend.admission
+        # Calls queued without a thread (``_queued``), by key, and what says which have been answered.
+        self._completions = Completions()
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._keys = itertools.count()
+
+    def fileno(self) -> int:
+        """A file descriptor readable while queued calls have been answered (``answer_ready``)."""
+        return self._completions.fileno()
 
     def _enter(self) -> None:
         """Count a call as one of the requests the worker holds (HTTP's count too), or refuse it at once,
@@ -222,6 +233,41 @@ class _Servicer:
             return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
         finally:
             self._admission.leave()
+
+    async def _queued(
+        self,
+        arrived: float,
+        times: PhaseTimes | None,
+        deadline: float | None,
+        model: str,
+        request: Any,
+        body: RequestBody,
+        header_length: int,
+    ) -> tuple[bytes, int]:
+        """The answer to an inference call for a loaded model that the loop does not answer at once, queued
+        without a thread (``Pipeline.submit_infer``, as the HTTP worker's loop queues one): the model's
+        scheduler runs it, batched with whatever waits, HTTP requests included, and answers it at the
+        deadline (the client's, when sooner) should its forward not be done."""
+        self._enter()
+        try:
+            key = next(self._keys)
+            deadline = self._runner.deadline(arrived) if deadline is None else min(deadline, self._runner.deadline(arrived))
+            deferred = self._pipeline.submit_infer(
+                model, request.model_name, body, header_length, max(deadline - time.monotonic(), 0.0), self._completions, key
+            )
+            # Its key is taken (answer_ready) only once this coroutine waits, even if it is answered at once.
+            answered = self._waiting[key] = asyncio.get_running_loop().create_future()
+            await answered
+            return self._runner.deferred_answer(arrived, deferred, times, deadline), deferred.json_length
+        finally:
+            self._admission.leave()
+
+    def answer_ready(self) -> None:
+        """Wake the calls whose queued request has been answered (``Completions``, which the loop polls)."""
+        for key in self._completions.take():
+            answered = self._waiting.pop(key)
+            if not answered.done():  # else the client cancelled the call
+                answered.set_result(None)
 
     def _metadata(self, name: str, version: str) -> bytes:
         path = resolve_name(self._root, name, version or None)
@@ -307,13 +353,13 @@ class _Servicer:
                 model = resolve_name(self._root, request.model_name, version)
                 raise
             size = len(body)
-            loop_model = None
+            route = None
             if version in (None, MODEL_VERSION) and size <= _LOOP_BODY_BYTES:
                 # The native side parses the JSON part and takes the inputs' data as it is: a quick model
                 # answers an image-sized tensor here too.
-                loop_model = self._admission.event_loop_model_named(request.model_name, header_length)
-            in_event_loop = loop_model is not None
-            model = loop_model or resolve_name(self._root, request.model_name, version)
+                route = self._admission.event_loop_route_named(request.model_name, header_length)
+            in_event_loop = route is not None and route[2] == "answer"
+            model = route[0] if route is not None else resolve_name(self._root, request.model_name, version)
             deadline = None if remaining is None else arrived + remaining
             call = (arrived, times, in_event_loop, self._pipeline.infer, model, request.model_name, body, header_length)
             if in_event_loop:
@@ -322,6 +368,8 @@ class _Servicer:
                     response, json_length = self._runner.run_measured(*call, deadline=deadline)
                 finally:
                     self._admission.leave()
+            elif route is not None:
+                response, json_length = await self._queued(arrived, times, deadline, model, request, body, header_length)
             else:
                 run = functools.partial(self._runner.run_measured, *call, deadline=deadline)
                 response, json_length = await self._on_thread(run)
@@ -396,9 +444,9 @@ class GrpcService:
         )
         # As many calls on threads as the worker admits over HTTP (the servicer refuses more).
         threads = ThreadPoolExecutor(config.request_limit, thread_name_prefix="grpc")
-        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            _Servicer(inference_pb2, threads, self._backend), server
-        )
+        servicer = _Servicer(inference_pb2, threads, self._backend)
+        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+        asyncio.get_running_loop().add_reader(servicer.fileno(), servicer.answer_ready)
         server.add_insecure_port(self.address)
         await server.start()
         return server

@@ -86,14 +86,16 @@ class NativeRunner:
         event_loop = self._admission if on_event_loop else None
         return self._call(arrived, own if deadline is None else min(deadline, own), fn, args, (times, event_loop))
 
-    def deferred_answer(self, arrived: float, deferred: Deferred, times: PhaseTimes | None) -> bytes:
-        """The answer to a request that arrived at ``arrived``, queued from the event loop and answered since
+    def deferred_answer(
+        self, arrived: float, deferred: Deferred, times: PhaseTimes | None, deadline: float | None = None
+    ) -> bytes:
+        """The answer to a request that arrived at ``arrived``, queued from an event loop and answered since
         (``torch_serving.event_loop_queue``), recording its phases in ``times``; or raise 504 as ``run``
-        does."""
+        does. A ``deadline`` earlier than the request's own (a gRPC client's) replaces it."""
         try:
             return deferred.answer(times)
         except DeadlineError:
-            raise _deadline_exceeded(arrived, self.deadline(arrived)) from None
+            raise _deadline_exceeded(arrived, self.deadline(arrived) if deadline is None else deadline) from None
 
     def _call(self, arrived: float, deadline: float, fn: Callable[..., T], args: tuple, extra: tuple) -> T:
         admits = self.admits_calls

@@ -542,6 +542,47 @@ def test_grpc_calls_share_a_batching_models_forwards(start_grpc):
         assert executions() == 2
 
 
+def test_calls_for_a_loaded_model_are_queued_without_a_thread_and_batched_with_rest_requests(start_grpc):
+    """A call the gRPC loop does not answer at once (a batching model's here) is queued as the HTTP loop
+    queues a request: no thread waits for it, and it joins the HTTP requests' batches."""
+    with start_grpc("--workers", "1", "--threads", "1") as server:
+        (worker,) = server.http.workers()
+        url = server.http.url + "/serve?servable_identifier=batch_slow.pt"
+
+        def inputs(k: float, rounds: int) -> list:
+            return [input_of("x", np.full((1, 3), k, np.float32), "FP32"), input_of("rounds", np.array([rounds]), "INT64")]
+
+        def call(k: float) -> list:
+            with contextlib.closing(server.client()) as client:
+                return client.infer("batch_slow", inputs(k, 600)).as_numpy("OUTPUT__0").tolist()
+
+        def executions() -> int:
+            models = requests.get(server.http.url + "/cache", timeout=10).json()["stats"]["models"]
+            return models.get("batch_slow.pt", {}).get("executions", 0)
+
+        with contextlib.closing(server.client()) as client:
+            for _ in range(2):  # loaded; the second is queued, which starts the model's native threads
+                client.infer("batch_slow", inputs(0.0, 1))
+        before = executions()  # a thread of the worker's answers it: started here, before counting them
+        threads = len(os.listdir(f"/proc/{worker}/task"))
+        with ThreadPoolExecutor(8) as pool:
+            leader = pool.submit(call, -1.0)
+            deadline = time.monotonic() + 30
+            while executions() == before and time.monotonic() < deadline:
+                time.sleep(0.01)
+            body = json.dumps(
+                [{"type": "tensor", "shape": [1, 3], "value": [9.0] * 3, "data_type": "float32"}, {"type": "scalar", "value": 600}]
+            )
+            over_rest = pool.submit(requests.post, url, data=body, timeout=60)
+            answers = list(pool.map(call, [float(k) for k in range(6)]))
+            assert leader.result() == [[0.0, 0.0, 0.0]]
+            rest_result = over_rest.result().json()["result"]
+            assert (rest_result["shape"], rest_result["value"]) == ([1, 3], [10.0, 10.0, 10.0])
+        assert answers == [[[k + 1.0] * 3] for k in range(6)]
+        assert executions() == before + 2  # the leader's forward, then one for the six calls and the REST request
+        assert len(os.listdir(f"/proc/{worker}/task")) == threads
+
+
 def test_sighup_replaces_the_workers_while_the_port_keeps_answering(start_grpc):
     """New workers listen beside the old ones before those stop, so a client calling throughout the
     replacement is answered all along (before the hand-over, thousands of calls failed while the
