@@ -2,10 +2,10 @@
 configuration, statistics and repository extensions), on ``--grpc-port``.
 
 Every call goes through what the REST endpoints use: the same model names, metadata, admission,
-deadlines, model cache, event-loop queueing and batching, and metrics. ``ModelInfer`` turns its request into the REST protocol's
-binary form (a JSON header, then the inputs' data) for the native inference path and its answer
-back into ``raw_output_contents``: one codec for both transports. Errors carry the REST answer's
-detail under the status code Triton gives that HTTP status.
+deadlines, model cache, event-loop queueing and batching, and metrics. ``ModelInfer`` turns its
+request into the REST protocol's binary form (a JSON header, then the inputs' data) for the native
+inference path and its answer back into ``raw_output_contents``: one codec for both transports.
+Errors carry the REST answer's detail under the status code Triton gives that HTTP status.
 
 Each worker serves the port (``SO_REUSEPORT``), so calls spread over the workers as connections
 do. The worker starts the service once its preload is done and stops it gracefully on SIGTERM.
@@ -251,9 +251,11 @@ class _Servicer:
         self._enter()
         try:
             key = next(self._keys)
-            deadline = self._runner.deadline(arrived) if deadline is None else min(deadline, self._runner.deadline(arrived))
+            own = self._runner.deadline(arrived)
+            deadline = own if deadline is None else min(deadline, own)
+            timeout = max(deadline - time.monotonic(), 0.0)
             deferred = self._pipeline.submit_infer(
-                model, request.model_name, body, header_length, max(deadline - time.monotonic(), 0.0), self._completions, key
+                model, request.model_name, body, header_length, timeout, self._completions, key
             )
             # Its key is taken (answer_ready) only once this coroutine waits, even if it is answered at once.
             answered = self._waiting[key] = asyncio.get_running_loop().create_future()
@@ -369,7 +371,8 @@ class _Servicer:
                 finally:
                     self._admission.leave()
             elif route is not None:
-                response, json_length = await self._queued(arrived, times, deadline, model, request, body, header_length)
+                queued = (arrived, times, deadline, model, request, body, header_length)
+                response, json_length = await self._queued(*queued)
             else:
                 run = functools.partial(self._runner.run_measured, *call, deadline=deadline)
                 response, json_length = await self._on_thread(run)

@@ -550,7 +550,8 @@ def test_calls_for_a_loaded_model_are_queued_without_a_thread_and_batched_with_r
         url = server.http.url + "/serve?servable_identifier=batch_slow.pt"
 
         def inputs(k: float, rounds: int) -> list:
-            return [input_of("x", np.full((1, 3), k, np.float32), "FP32"), input_of("rounds", np.array([rounds]), "INT64")]
+            x = input_of("x", np.full((1, 3), k, np.float32), "FP32")
+            return [x, input_of("rounds", np.array([rounds]), "INT64")]
 
         def call(k: float) -> list:
             with contextlib.closing(server.client()) as client:
@@ -570,9 +571,8 @@ def test_calls_for_a_loaded_model_are_queued_without_a_thread_and_batched_with_r
             deadline = time.monotonic() + 30
             while executions() == before and time.monotonic() < deadline:
                 time.sleep(0.01)
-            body = json.dumps(
-                [{"type": "tensor", "shape": [1, 3], "value": [9.0] * 3, "data_type": "float32"}, {"type": "scalar", "value": 600}]
-            )
+            x = {"type": "tensor", "shape": [1, 3], "value": [9.0] * 3, "data_type": "float32"}
+            body = json.dumps([x, {"type": "scalar", "value": 600}])
             over_rest = pool.submit(requests.post, url, data=body, timeout=60)
             answers = list(pool.map(call, [float(k) for k in range(6)]))
             assert leader.result() == [[0.0, 0.0, 0.0]]

@@ -61,7 +61,8 @@ def test_gunicorns_hooks_run_around_answers_made_in_the_event_loop(model_root, t
         "        f.write(f'pre {threading.current_thread().name} {req.method} {req.path}\\n')\n"
         "def post_request(worker, req, environ, resp):\n"
         f"    with open({str(calls)!r}, 'a') as f:\n"
-        "        f.write(f'post {threading.current_thread().name} {req.path} {resp.status} {environ[\"PATH_INFO\"]}\\n')\n"
+        "        name, path = threading.current_thread().name, environ['PATH_INFO']\n"
+        "        f.write(f'post {name} {req.path} {resp.status} {path}\\n')\n"
     )
     port = free_port()
     command = [
