@@ -35,4 +35,8 @@ struct ServeError : std::runtime_error {
 TORCH_SERVING_ERRORS(TORCH_SERVING_DECLARE_ERROR)
 #undef TORCH_SERVING_DECLARE_ERROR
 
+// DeadlineError's message for a call that ran past its deadline (one still
+// queued then says so instead).
+inline constexpr const char* kRanPastDeadline = "the call did not finish in time";
+
 }  // namespace torch_serving

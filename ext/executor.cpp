@@ -68,7 +68,7 @@ void Executor::run(std::function<void()> work, double timeout, Placement placeme
       finish_in_caller();
       if (placement == Placement::kQueuedCaller &&
           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() > timeout) {
-        throw DeadlineError("the call did not finish in time");
+        throw DeadlineError(kRanPastDeadline);
       }
       return;
     }
@@ -98,7 +98,7 @@ void Executor::run(std::function<void()> work, double timeout, Placement placeme
       if (count_) count_->hold();
       auto awaited = Task::kAwaited;
       if (task->state.compare_exchange_strong(awaited, Task::kAbandoned, std::memory_order_acq_rel)) {
-        throw DeadlineError("the call did not finish in time");
+        throw DeadlineError(kRanPastDeadline);
       }
       // It ended as the wait timed out: its answer stands.
       if (count_) count_->leave();

@@ -119,7 +119,7 @@ Scheduler::Done answer_when_run(std::shared_ptr<DeferredCall> call, std::functio
     call->times.forward = std::chrono::duration<double>(ran - queued).count();
     // A forward under way cannot be abandoned: a request whose deadline passed during it is answered
     // as one that waited, as it ends.
-    if (!error && ran > deadline) error = std::make_exception_ptr(DeadlineError("the call did not finish in time"));
+    if (!error && ran > deadline) error = std::make_exception_ptr(DeadlineError(kRanPastDeadline));
     if (!error) {
       try {
         encode(result, *call);

@@ -25,7 +25,6 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kIdleExpiryWait = std::chrono::seconds(1);
 
 constexpr const char* kQueuedPastDeadline = "the deadline passed while the request waited for an instance of the model";
-constexpr const char* kRunPastDeadline = "the call did not finish in time";
 
 // The CPU time of the calling thread. A forward's cost is measured so, not
 // by the clock: under load, other threads on its core would add their time
@@ -422,7 +421,7 @@ void Scheduler::expire_submitted() {
     if (!dropped.empty() || !answered.empty()) {
       lock.unlock();
       finish_submitted(dropped);
-      for (Done& done : answered) done(c10::IValue(), std::make_exception_ptr(DeadlineError(kRunPastDeadline)));
+      for (Done& done : answered) done(c10::IValue(), std::make_exception_ptr(DeadlineError(kRanPastDeadline)));
       lock.lock();
       continue;
     }
@@ -439,12 +438,16 @@ void Scheduler::expire_submitted() {
 }
 
 void Scheduler::take_expired(Deadline now, std::vector<Pending*>& dropped, std::vector<Done>& answered) {
+  // A forward under way (or about to be) cannot be abandoned, but its requests need not wait for it:
+  // each is answered now, and freed when its batch ends.
+  auto answer_early = [&](Pending* p) {
+    answered.push_back(std::move(p->on_done));
+    p->on_done = nullptr;
+  };
   for (Pending* p : queue_) {
     if (!p->submitted || !p->on_done || p->deadline > now) continue;
     if (p->lead) {
-      // About to run: answered now, freed when its batch ends.
-      answered.push_back(std::move(p->on_done));
-      p->on_done = nullptr;
+      answer_early(p);
     } else {
       p->error = std::make_exception_ptr(DeadlineError(kQueuedPastDeadline));
       p->taken = true;
@@ -455,12 +458,8 @@ void Scheduler::take_expired(Deadline now, std::vector<Pending*>& dropped, std::
     queue_.erase(std::remove_if(queue_.begin(), queue_.end(), [](const Pending* p) { return p->taken; }),
                  queue_.end());
   }
-  // A forward under way cannot be abandoned, but its requests need not wait for it.
   for (Pending* p : in_forward_) {
-    if (p->on_done && p->deadline <= now) {
-      answered.push_back(std::move(p->on_done));
-      p->on_done = nullptr;
-    }
+    if (p->on_done && p->deadline <= now) answer_early(p);
   }
 }
 

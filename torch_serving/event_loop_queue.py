@@ -19,11 +19,12 @@ application answers each with its ``Deferred`` in the environ (``torch_serving.e
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from torch_serving._native import Completions, Deferred, Pipeline
+from torch_serving._native import Completions, Deferred, Pipeline, RequestBody
 from torch_serving.errors import RequestError
 from torch_serving.runner import NativeRunner
 from torch_serving.v2 import HEADER_LENGTH, json_part_length
@@ -48,7 +49,8 @@ class Queueable(NamedTuple):
 
 
 class EventLoopQueue:
-    """One worker's /serve requests queued from its event loop.
+    """The requests one event loop queues (a worker's HTTP loop, or its gRPC loop) and is told of once
+    answered: each loop polls its own.
 
     Args:
         pipeline: the worker's native pipeline.
@@ -62,6 +64,7 @@ class EventLoopQueue:
         self._runner = runner
         self._max_body_size = max_body_size
         self._completions = Completions()
+        self._keys = itertools.count()
 
     def fileno(self) -> int:
         """A file descriptor readable while answers are ready (``ready``)."""
@@ -87,14 +90,18 @@ class EventLoopQueue:
         except RequestError:
             return None
 
-    def submit(self, queueable: Queueable, body: bytes, arrived: float, key: int) -> Deferred:
-        """Queue the request ``take`` found queueable, with its ``body``, within the deadline of a request
-        that arrived at ``arrived``; ``ready`` gives ``key`` once its answer is made."""
-        timeout = max(self._runner.deadline(arrived) - time.monotonic(), 0.0)
+    def submit(
+        self, queueable: Queueable, body: bytes | RequestBody, arrived: float, deadline: float | None = None
+    ) -> tuple[int, Deferred]:
+        """Queue the request ``take`` found queueable (or a gRPC call), with its ``body``, within the deadline
+        of a request that arrived at ``arrived`` (``deadline``, a gRPC client's, when sooner); return the key
+        ``ready`` gives once its answer is made, and its ``Deferred``."""
+        key = next(self._keys)
+        timeout = max(self._runner.deadline(arrived, deadline) - time.monotonic(), 0.0)
         model, name, header_length = queueable
         if header_length is None:
-            return self._pipeline.submit_serve(model, name, body, timeout, self._completions, key)
-        return self._pipeline.submit_infer(model, name, body, header_length, timeout, self._completions, key)
+            return key, self._pipeline.submit_serve(model, name, body, timeout, self._completions, key)
+        return key, self._pipeline.submit_infer(model, name, body, header_length, timeout, self._completions, key)
 
     def ready(self) -> list[int]:
         """The keys of the requests answered since the last call, oldest first."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import json
 import logging
 import threading
@@ -29,11 +28,12 @@ import grpc
 import numpy as np
 from google.protobuf import json_format
 
-from torch_serving._native import Completions, ModelLoadError, ModelNotFoundError, PhaseTimes, RequestBody
+from torch_serving._native import ModelLoadError, ModelNotFoundError, PhaseTimes, RequestBody
 from torch_serving.backend import Backend
 from torch_serving.binary_tensors import NUMPY_TYPES, object_array, to_binary
 from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail
 from torch_serving.errors import RequestError, answer_for
+from torch_serving.event_loop_queue import EventLoopQueue, Queueable
 from torch_serving.shared import MODEL_VERSION
 from torch_serving.v2 import binary_request, model_statistics, resolve_name, server_metadata
 
@@ -189,7 +189,7 @@ async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> NoRetur
 class _Servicer:
     """The service's methods, run by the worker's gRPC event loop, as the HTTP event loop runs requests: a
     quick inference call where it is, one for another loaded model queued without a thread (its
-    scheduler runs it, and the loop answers it once ``Completions`` says so), what may take long
+    scheduler runs it, and the loop answers it once its ``EventLoopQueue`` says so), what may take long
     otherwise (a model that loads, a large request) on threads; each answers an error the way REST does,
     as a status code and detail.
 
@@ -210,14 +210,13 @@ class _Servicer:
         self._repository = backend.repository
         self._metrics = backend.metrics
         self._admission = backend.admission
-        # Calls queued without a thread (``_queued``), by key, and what says which have been answered.
-        self._completions = Completions()
+        # Calls queued without a thread (``_queued``), and those waiting for their answer, by key.
+        self._queue = EventLoopQueue(backend.pipeline, backend.runner, backend.config.max_body_size)
         self._waiting: dict[int, asyncio.Future] = {}
-        self._keys = itertools.count()
 
     def fileno(self) -> int:
         """A file descriptor readable while queued calls have been answered (``answer_ready``)."""
-        return self._completions.fileno()
+        return self._queue.fileno()
 
     def _enter(self) -> None:
         """Count a call as one of the requests the worker holds (HTTP's count too), or refuse it at once,
@@ -245,18 +244,13 @@ class _Servicer:
         header_length: int,
     ) -> tuple[bytes, int]:
         """The answer to an inference call for a loaded model that the loop does not answer at once, queued
-        without a thread (``Pipeline.submit_infer``, as the HTTP worker's loop queues one): the model's
-        scheduler runs it, batched with whatever waits, HTTP requests included, and answers it at the
-        deadline (the client's, when sooner) should its forward not be done."""
+        without a thread (``EventLoopQueue``, as the HTTP worker's loop queues one): the model's scheduler
+        runs it, batched with whatever waits, HTTP requests included, and answers it at the deadline (the
+        client's, when sooner) should its forward not be done."""
         self._enter()
         try:
-            key = next(self._keys)
-            own = self._runner.deadline(arrived)
-            deadline = own if deadline is None else min(deadline, own)
-            timeout = max(deadline - time.monotonic(), 0.0)
-            deferred = self._pipeline.submit_infer(
-                model, request.model_name, body, header_length, timeout, self._completions, key
-            )
+            queueable = Queueable(model, request.model_name, header_length)
+            key, deferred = self._queue.submit(queueable, body, arrived, deadline)
             # Its key is taken (answer_ready) only once this coroutine waits, even if it is answered at once.
             answered = self._waiting[key] = asyncio.get_running_loop().create_future()
             await answered
@@ -265,8 +259,8 @@ class _Servicer:
             self._admission.leave()
 
     def answer_ready(self) -> None:
-        """Wake the calls whose queued request has been answered (``Completions``, which the loop polls)."""
-        for key in self._completions.take():
+        """Wake the calls whose queued request has been answered (``EventLoopQueue.ready``)."""
+        for key in self._queue.ready():
             answered = self._waiting.pop(key)
             if not answered.done():  # else the client cancelled the call
                 answered.set_result(None)

@@ -52,9 +52,11 @@ class NativeRunner:
         self._timeout = timeout
         self.admits_calls = True
 
-    def deadline(self, arrived: float) -> float:
-        """Return the ``time.monotonic()`` by which a request that arrived at ``arrived`` must be answered."""
-        return arrived + self._timeout
+    def deadline(self, arrived: float, sooner: float | None = None) -> float:
+        """Return the ``time.monotonic()`` by which a request that arrived at ``arrived`` must be answered:
+        ``sooner`` (a gRPC client's deadline) when it is earlier than the server's own."""
+        own = arrived + self._timeout
+        return own if sooner is None else min(sooner, own)
 
     def run(self, arrived: float, fn: Callable[..., T], *args: object) -> T:
         """Run the native call ``fn(*args)`` and return its result, or raise 503 or 504.
@@ -82,9 +84,8 @@ class NativeRunner:
         ``times`` (nothing when None), and runs in this thread at once, timed by the worker's admission,
         when ``on_event_loop`` says this thread is a worker's event loop. A ``deadline`` earlier than the
         request's own (a gRPC client's) replaces it."""
-        own = self.deadline(arrived)
         event_loop = self._admission if on_event_loop else None
-        return self._call(arrived, own if deadline is None else min(deadline, own), fn, args, (times, event_loop))
+        return self._call(arrived, self.deadline(arrived, deadline), fn, args, (times, event_loop))
 
     def deferred_answer(
         self, arrived: float, deferred: Deferred, times: PhaseTimes | None, deadline: float | None = None
@@ -95,7 +96,7 @@ class NativeRunner:
         try:
             return deferred.answer(times)
         except DeadlineError:
-            raise _deadline_exceeded(arrived, self.deadline(arrived) if deadline is None else deadline) from None
+            raise _deadline_exceeded(arrived, self.deadline(arrived, deadline)) from None
 
     def _call(self, arrived: float, deadline: float, fn: Callable[..., T], args: tuple, extra: tuple) -> T:
         admits = self.admits_calls

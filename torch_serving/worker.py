@@ -355,7 +355,6 @@ class ServingWorker(ThreadWorker):
         self._event_loop_route = None
         self._event_loop_queue = None
         self._queued: dict[int, tuple] = {}
-        self._next_key = 0
         self._grpc = None  # the application's gRPC service, once it listens
         self._grpc_stopper: threading.Thread | None = None  # what stops it, once the worker is told to stop
         self._plain = PlainReader(self.cfg)
@@ -761,10 +760,8 @@ class ServingWorker(ThreadWorker):
     def _queue(self, conn, request: PlainRequest, queueable) -> None:
         """Queue ``request``, taken off ``conn``, in the application's event-loop queue as ``queueable`` says;
         it is answered once its batch has run (``_answer_queued``)."""
-        key = self._next_key
-        self._next_key += 1
         try:
-            deferred = self._event_loop_queue.submit(queueable, request.body.getvalue(), conn.arrived, key)
+            key, deferred = self._event_loop_queue.submit(queueable, request.body.getvalue(), conn.arrived)
         except Exception:  # the queue reports a request's own errors in its answer: this is the worker's
             self.log.exception("Error queueing a request.")
             self._release(conn)

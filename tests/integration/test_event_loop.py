@@ -9,6 +9,7 @@ access lines of gunicorn's own reading."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import http.client
 import json
 import os
@@ -41,14 +42,22 @@ def test_a_quick_request_is_answered_while_the_only_thread_runs_a_long_one(start
 
 
 def test_the_event_loop_answers_quick_requests_under_plain_gunicorn_too(model_root, tmp_path):
+    with plain_gunicorn(model_root, tmp_path) as server:
+        assert_answered_while_the_only_thread_is_held(server.port)
+
+
+@contextlib.contextmanager
+def plain_gunicorn(model_root, tmp_path, *options: str):
+    """Run gunicorn with the worker class and ``torch_serving.wsgi:app`` with one thread and ``options``, as
+    a user without the CLI runs them, on a free port."""
     port = free_port()
     command = [
-        *(sys.executable, "-m", "gunicorn", "-k", "torch_serving.worker.ServingWorker"),
+        *(sys.executable, "-m", "gunicorn", "-k", "torch_serving.worker.ServingWorker", *options),
         *("--threads", "1", "--no-control-socket", "-b", f"127.0.0.1:{port}", "torch_serving.wsgi:app"),
     ]
     env = {"TORCH_SERVING_MODEL_ROOT": str(model_root), "TORCH_SERVING_THREADS": "1"}
     with running(command, port, tmp_path / "log", env=env) as server:
-        assert_answered_while_the_only_thread_is_held(server.port)
+        yield server
 
 
 def test_gunicorns_hooks_run_around_answers_made_in_the_event_loop(model_root, tmp_path):
@@ -64,14 +73,8 @@ def test_gunicorns_hooks_run_around_answers_made_in_the_event_loop(model_root, t
         "        name, path = threading.current_thread().name, environ['PATH_INFO']\n"
         "        f.write(f'post {name} {req.path} {resp.status} {path}\\n')\n"
     )
-    port = free_port()
-    command = [
-        *(sys.executable, "-m", "gunicorn", "-k", "torch_serving.worker.ServingWorker", "-c", str(hooks)),
-        *("--threads", "1", "--no-control-socket", "-b", f"127.0.0.1:{port}", "torch_serving.wsgi:app"),
-    ]
-    env = {"TORCH_SERVING_MODEL_ROOT": str(model_root), "TORCH_SERVING_THREADS": "1"}
-    with running(command, port, tmp_path / "log", env=env):
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as kept:
+    with plain_gunicorn(model_root, tmp_path, "-c", str(hooks)) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as kept:
             for _ in range(30):  # loaded, and its typical forward a short one
                 exchange(kept, serve_request("tiny.pt", TINY_BODY))
             calls.unlink()
@@ -88,15 +91,9 @@ def test_gunicorns_hooks_run_around_answers_made_in_the_event_loop(model_root, t
 
 
 def test_answers_made_in_the_event_loop_count_toward_gunicorns_max_requests(model_root, tmp_path):
-    port = free_port()
-    command = [
-        *(sys.executable, "-m", "gunicorn", "-k", "torch_serving.worker.ServingWorker", "--max-requests", "40"),
-        *("--threads", "1", "--no-control-socket", "-b", f"127.0.0.1:{port}", "torch_serving.wsgi:app"),
-    ]
-    env = {"TORCH_SERVING_MODEL_ROOT": str(model_root), "TORCH_SERVING_THREADS": "1"}
-    with running(command, port, tmp_path / "log", env=env) as server:
+    with plain_gunicorn(model_root, tmp_path, "--max-requests", "40") as server:
         (worker,) = server.workers()
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as kept:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as kept:
             # The first request of the connection and the health check's take a thread; the rest the loop answers.
             answers = [exchange(kept, serve_request("tiny.pt", TINY_BODY)) for _ in range(39)]
             assert kept.recv(1) == b""  # closed after the worker's 40th request
