@@ -8,7 +8,7 @@
 # CPU torch in a venv, which is all the runtime stage takes.
 FROM python:3.11-slim-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends g++ libsimdjson-dev libturbojpeg0-dev libpng-dev libwebp-dev \
+ && apt-get install -y --no-install-recommends g++ libgrpc++-dev libsimdjson-dev libturbojpeg0-dev libpng-dev libwebp-dev \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -23,7 +23,7 @@ RUN pip install --no-cache-dir --no-build-isolation .
 # Runtime stage: the shared libraries only, a non-root user, no compiler.
 FROM python:3.11-slim-bookworm
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libsimdjson14 libturbojpeg0 libpng16-16 libwebp7 curl \
+ && apt-get install -y --no-install-recommends libgrpc++1.51 libsimdjson14 libturbojpeg0 libpng16-16 libwebp7 curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home serving
 COPY --from=build /opt/venv /opt/venv

@@ -4,7 +4,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libsimdjson-dev libturbojpeg0-dev libpng-dev libwebp-dev doctest-dev cmake g++ curl wrk
+APT_PACKAGES := libgrpc++-dev pkg-config libsimdjson-dev libturbojpeg0-dev libpng-dev libwebp-dev doctest-dev cmake g++ curl wrk
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 NATIVE_SOURCES := $(wildcard ext/*.cpp ext/*.h) ext/sources.txt setup.py pyproject.toml
 CPP_BUILD := cpp-build

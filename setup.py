@@ -9,8 +9,8 @@ Environment switches:
     TORCH_SERVING_SANITIZE=1: AddressSanitizer and UndefinedBehaviorSanitizer.
 """
 
-import importlib.metadata
 import os
+import subprocess
 
 import torch
 from grpc_tools import protoc
@@ -55,7 +55,6 @@ def compile_protos():
             f"-I{include}",
             f"--python_out={HERE}",
             f"--pyi_out={HERE}",
-            f"--grpc_python_out={HERE}",
             os.path.join(HERE, proto),
         ]
     )
@@ -63,10 +62,18 @@ def compile_protos():
         raise SystemExit(f"protoc failed on {proto} (exit status {status})")
 
 
+def grpcpp_flags():
+    """Return the compiler and linker flags of grpc++ (Debian's libgrpc++-dev), which the native gRPC server uses."""
+    flags = {}
+    for kind in ("cflags", "libs"):
+        flags[kind] = subprocess.check_output(["pkg-config", f"--{kind}", "grpc++"], text=True).split()
+    return flags["cflags"], flags["libs"]
+
+
 compile_protos()
 cflags, ldflags = compile_and_link_flags()
+grpc_cflags, grpc_ldflags = grpcpp_flags()
 torch_release = torch.__version__.split("+")[0]
-GRPC_TOOLS_RELEASE = importlib.metadata.version("grpcio-tools")
 
 setup(
     install_requires=[
@@ -77,8 +84,7 @@ setup(
         # torch_serving.client
         "requests>=2.31",
         "numpy>=1.26",
-        # --grpc-port: the modules setup.py generates need the runtimes of the grpcio-tools that made them.
-        f"grpcio>={GRPC_TOOLS_RELEASE}",
+        # --grpc-port: the messages setup.py generates need the protobuf runtime of the grpcio-tools that made them.
         "protobuf>=6.31,<7",
     ],
     ext_modules=[
@@ -91,8 +97,8 @@ setup(
             # Hidden by default, as pybind11 recommends: the header-only fmt and the
             # inline c10 code instantiated here stay private to _C instead of being
             # exported beside libtorch's own copies.
-            extra_compile_args=["-fvisibility=hidden", *cflags],
-            extra_link_args=ldflags,
+            extra_compile_args=["-fvisibility=hidden", *cflags, *grpc_cflags],
+            extra_link_args=[*ldflags, *grpc_ldflags],
         )
     ],
     cmdclass={"build_ext": BuildExtension},

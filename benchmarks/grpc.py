@@ -5,9 +5,9 @@ client loop calls one server (this tree at its default flags, with ``--grpc-port
 measured twice: each client thread on a connection of its own (as several client processes are,
 spread over the workers) and on the one connection grpcio's channels in a process share by
 default (which one worker serves). Each transport's answer is checked equal to the other's first.
-Beside them, the floor: the same gRPC client loop against grpcio's own server answering a canned
-reply (``benchmarks.baselines.grpc_floor``), what Python gRPC allows here at best. Rounds
-interleave the transports; medians of requests/s.
+Beside them, the Python floor: the same gRPC client loop against grpcio's own server answering a
+canned reply (``benchmarks.baselines.grpc_floor``), what a server written with Python's gRPC allows
+here at best (the server's own is native). Rounds interleave the transports; medians of requests/s.
 
     .venv/bin/python -m benchmarks.grpc [--rounds 5] [--seconds 3] [--clients 4]
 """

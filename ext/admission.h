@@ -66,7 +66,7 @@ class Admission : public CallCount {
   std::optional<EventLoopRoute> event_loop_route(std::string_view method, std::string_view target,
                                                  size_t body_size) const;
 
-  // How the gRPC event loop takes an inference call for the V2 model `name`
+  // How the gRPC server (GrpcServer) takes an inference call for the V2 model `name`
   // with `body_size` bytes of JSON, as event_loop_route takes a V2
   // inference request: answered at once, or queued (Work::kQueueInfer).
   // None when it takes a thread.

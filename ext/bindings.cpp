@@ -17,6 +17,7 @@
 #include "completions.h"
 #include "errors.h"
 #include "executor.h"
+#include "grpc_server.h"
 #include "pipeline.h"
 #include "serve_codec.h"
 
@@ -300,15 +301,7 @@ PYBIND11_MODULE(_C, m) {
           "errors, and ``work``: \"answer\" (at once: its model loaded, unchanged, quick and within its time "
           "budget, its body small), \"serve\" or \"infer\" (queued with Pipeline.submit_serve or submit_infer: "
           "its model loaded and unchanged, its body small, its target naming the model and nothing else). "
-          "None when it takes a thread. The target is read as written.")
-      .def(
-          "event_loop_route_named",
-          [](const Admission& self, const std::string& name, size_t body_size) {
-            return route_tuple(self.event_loop_route_named(name, body_size));
-          },
-          py::arg("name"), py::arg("body_size"),
-          "The same for a gRPC inference call for the V2 model ``name`` with ``body_size`` bytes of JSON: "
-          "\"answer\" or \"infer\".");
+          "None when it takes a thread. The target is read as written.");
 
   py::class_<Completions, std::shared_ptr<Completions>>(
       m, "Completions",
@@ -332,6 +325,49 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly(
           "json_length", [](const Deferred& self) { return self.call->json_length; },
           "Of an inference answer taken (Pipeline.submit_infer), the length of its JSON part.");
+
+  py::class_<GrpcCall, std::shared_ptr<GrpcCall>>(
+      m, "GrpcCall",
+      "A gRPC call the native server hands to Python (GrpcServer.take_calls): one to answer, an inference call it "
+      "answered (for metrics), or one it ran that failed.")
+      .def_property_readonly("method", &GrpcCall::method, "The method's full name.")
+      .def_property_readonly(
+          "request", [](const GrpcCall& self) { return py::bytes(self.request()); }, "The serialized request.")
+      .def_property_readonly("arrived", &GrpcCall::arrived, "When it arrived, in time.monotonic()'s seconds.")
+      .def_property_readonly("client_deadline", &GrpcCall::client_deadline,
+                             "The client's deadline in time.monotonic()'s seconds, or None.")
+      .def_property_readonly("model", &GrpcCall::model,
+                             "Of an inference call run natively: its model file, relative to the root.")
+      .def_property_readonly("size", &GrpcCall::size, "Of an inference call run natively: its body's size.")
+      .def_property_readonly("answered", &GrpcCall::answered, "Whether the native server answered it.")
+      .def_property_readonly("elapsed", &GrpcCall::elapsed,
+                             "Of an inference call run natively: the seconds from its arrival to its end.")
+      .def(
+          "answer",
+          [](const GrpcCall& self, std::shared_ptr<PhaseTimes> times) {
+            if (times) *times = self.times();
+            self.raise_error();
+          },
+          py::arg("times") = nullptr,
+          "Of an inference call run natively, as Deferred.answer: record its phases in ``times`` and raise what "
+          "Pipeline.infer would have raised, if it failed.")
+      .def("finish", &GrpcCall::finish, py::arg("code"), py::arg("message"), py::arg("response"),
+           py::call_guard<py::gil_scoped_release>(),
+           "End the call with the gRPC status ``code`` (0: ``response`` is the serialized reply) and ``message``; "
+           "only the first finish counts.");
+
+  py::class_<GrpcServer>(m, "GrpcServer",
+                         "A worker's gRPC server (grpc++), answering inference calls for loaded models natively "
+                         "and handing the rest to Python.")
+      .def(py::init<std::shared_ptr<Pipeline>, std::shared_ptr<Admission>, const std::string&, int, double, bool>(),
+           py::arg("pipeline"), py::arg("admission"), py::arg("address"), py::arg("max_receive"),
+           py::arg("timeout"), py::arg("measured"),
+           "Listen on ``address`` (SO_REUSEPORT) and serve; raises RuntimeError when it cannot be bound.")
+      .def("take_calls", &GrpcServer::take_calls, py::call_guard<py::gil_scoped_release>(),
+           "Wait for calls for Python and return them, oldest first; [] once stopped and none is left.")
+      .def("stop", &GrpcServer::stop, py::arg("grace"), py::call_guard<py::gil_scoped_release>(),
+           "Refuse new calls, let those under way finish for up to ``grace`` seconds, cancel the rest; "
+           "return once every call has ended.");
 
   py::class_<Executor>(m, "Executor", "The native threads calls run on, each within its caller's deadline.")
       .def(py::init([](size_t threads, std::shared_ptr<Admission> admission) {

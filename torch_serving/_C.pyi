@@ -79,6 +79,55 @@ class Deferred:
     def json_length(self) -> int:
         """Of an inference answer taken (Pipeline.submit_infer), the length of its JSON part."""
 
+class GrpcCall:
+    """A gRPC call the native server hands to Python (GrpcServer.take_calls): one to answer, an inference call it
+    answered (for metrics), or one it ran that failed."""
+
+    @property
+    def method(self) -> str:
+        """The method's full name."""
+    @property
+    def request(self) -> bytes:
+        """The serialized request."""
+    @property
+    def arrived(self) -> float:
+        """When it arrived, in time.monotonic()'s seconds."""
+    @property
+    def client_deadline(self) -> float | None:
+        """The client's deadline in time.monotonic()'s seconds, or None."""
+    @property
+    def model(self) -> str:
+        """Of an inference call run natively: its model file, relative to the root."""
+    @property
+    def size(self) -> int:
+        """Of an inference call run natively: its body's size."""
+    @property
+    def answered(self) -> bool:
+        """Whether the native server answered it."""
+    @property
+    def elapsed(self) -> float:
+        """Of an inference call run natively: the seconds from its arrival to its end."""
+    def answer(self, times: PhaseTimes | None = None) -> None:
+        """Of an inference call run natively, as Deferred.answer: record its phases in ``times`` and raise what
+        Pipeline.infer would have raised, if it failed."""
+    def finish(self, code: int, message: str, response: bytes) -> None:
+        """End the call with the gRPC status ``code`` (0: ``response`` is the serialized reply) and ``message``;
+        only the first finish counts."""
+
+class GrpcServer:
+    """A worker's gRPC server (grpc++), answering inference calls for loaded models natively and handing the rest
+    to Python."""
+
+    def __init__(
+        self, pipeline: Pipeline, admission: Admission, address: str, max_receive: int, timeout: float, measured: bool
+    ) -> None:
+        """Listen on ``address`` (SO_REUSEPORT) and serve; raises RuntimeError when it cannot be bound."""
+    def take_calls(self) -> list[GrpcCall]:
+        """Wait for calls for Python and return them, oldest first; [] once stopped and none is left."""
+    def stop(self, grace: float) -> None:
+        """Refuse new calls, let those under way finish for up to ``grace`` seconds, cancel the rest; return once
+        every call has ended."""
+
 class RequestBody:
     """A request body in native memory with the parser's padding after it; a writable buffer to receive into.
 
@@ -114,11 +163,6 @@ class Admission:
         budget, its body small), "serve" or "infer" (queued with Pipeline.submit_serve or submit_infer: its
         model loaded and unchanged, its body small, its target naming the model and nothing else). None
         when it takes a thread. The target is read as written."""
-    def event_loop_route_named(
-        self, name: str, body_size: int
-    ) -> tuple[str, str, Literal["answer", "infer"]] | None:
-        """The same for a gRPC inference call for the V2 model ``name`` with ``body_size`` bytes of JSON:
-        "answer" or "infer"."""
 
 class Pipeline:
     """The native request pipeline (/serve, and the Open Inference Protocol over REST and gRPC) with its LRU

@@ -49,8 +49,7 @@ class Queueable(NamedTuple):
 
 
 class EventLoopQueue:
-    """The requests one event loop queues (a worker's HTTP loop, or its gRPC loop) and is told of once
-    answered: each loop polls its own.
+    """The requests a worker's event loop queues and is told of once answered.
 
     Args:
         pipeline: the worker's native pipeline.
@@ -90,14 +89,11 @@ class EventLoopQueue:
         except RequestError:
             return None
 
-    def submit(
-        self, queueable: Queueable, body: bytes | RequestBody, arrived: float, deadline: float | None = None
-    ) -> tuple[int, Deferred]:
-        """Queue the request ``take`` found queueable (or a gRPC call), with its ``body``, within the deadline
-        of a request that arrived at ``arrived`` (``deadline``, a gRPC client's, when sooner); return the key
-        ``ready`` gives once its answer is made, and its ``Deferred``."""
+    def submit(self, queueable: Queueable, body: bytes | RequestBody, arrived: float) -> tuple[int, Deferred]:
+        """Queue the request ``take`` found queueable, with its ``body``, within the deadline of a request that
+        arrived at ``arrived``; return the key ``ready`` gives once its answer is made, and its ``Deferred``."""
         key = next(self._keys)
-        timeout = max(self._runner.deadline(arrived, deadline) - time.monotonic(), 0.0)
+        timeout = max(self._runner.deadline(arrived) - time.monotonic(), 0.0)
         model, name, header_length = queueable
         if header_length is None:
             return key, self._pipeline.submit_serve(model, name, body, timeout, self._completions, key)

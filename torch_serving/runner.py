@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from torch_serving._native import Admission, DeadlineError, Deferred, Executor, PhaseTimes
+from torch_serving._native import Admission, DeadlineError, Deferred, Executor, GrpcCall, PhaseTimes
 from torch_serving.envelope import BUSY, RETRY_AFTER, busy_detail
 from torch_serving.errors import RequestError
 
@@ -88,11 +88,12 @@ class NativeRunner:
         return self._call(arrived, self.deadline(arrived, deadline), fn, args, (times, event_loop))
 
     def deferred_answer(
-        self, arrived: float, deferred: Deferred, times: PhaseTimes | None, deadline: float | None = None
-    ) -> bytes:
+        self, arrived: float, deferred: Deferred | GrpcCall, times: PhaseTimes | None, deadline: float | None = None
+    ) -> bytes | None:
         """The answer to a request that arrived at ``arrived``, queued from an event loop and answered since
         (``torch_serving.event_loop_queue``), recording its phases in ``times``; or raise 504 as ``run``
-        does. A ``deadline`` earlier than the request's own (a gRPC client's) replaces it."""
+        does. A ``deadline`` earlier than the request's own (a gRPC client's) replaces it. Of a gRPC call
+        the native server ran, there is no answer to return: this records its phases, and raises its error."""
         try:
             return deferred.answer(times)
         except DeadlineError:

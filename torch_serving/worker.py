@@ -414,7 +414,7 @@ class ServingWorker(ThreadWorker):
         if grpc_service is not None and self.alive:
             try:
                 grpc_service.start()
-            except RuntimeError as error:  # grpcio's "Failed to bind"
+            except RuntimeError as error:  # "Failed to bind to address ..."
                 self.log.critical("cannot serve gRPC on %s: %s", grpc_service.address, error)
                 sys.exit(_WORKER_BOOT_ERROR)
             mark_grpc_listening(self.pid)
