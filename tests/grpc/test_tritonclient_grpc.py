@@ -714,3 +714,61 @@ def test_calls_beyond_the_workers_limit_are_unavailable_at_once_with_rests_messa
             )
         # Refused at once: not one waited for a running call to end.
         assert max(order for _, order in refused) < min(answered)
+
+
+def test_cancelled_calls_and_unloads_under_load_leave_every_worker_serving(start_grpc):
+    """Calls on every path of the native server at once (a quick model's answered where they arrive, a batching
+    model's queued, typed contents handed to Python), many cancelled by their client's deadline, while the
+    batching model is unloaded and loaded again: each call ends with its answer or a status, no worker dies,
+    and every worker answers afterwards."""
+    with start_grpc("--workers", "2") as server:
+        workers = server.http.workers()
+        stop = time.monotonic() + 4
+        outcomes: dict[str, set[str]] = {"tiny": set(), "typed": set(), "queued": set(), "repository": set()}
+
+        def quick(client) -> None:
+            x = input_of("x", np.array([1.0, 2.0], np.float32), "FP32")
+            assert client.infer("tiny", [x]).as_numpy("OUTPUT__0").tolist() == [3.0, 5.0]
+
+        def typed(client) -> None:
+            with grpc.insecure_channel(server.address) as channel:
+                message = service_pb2.ModelInferRequest(model_name="tiny")
+                message.inputs.add(name="x", datatype="FP32", shape=[2]).contents.fp32_contents.extend([1.0, 2.0])
+                reply = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(message, timeout=30)
+                assert np.frombuffer(reply.raw_output_contents[0], np.float32).tolist() == [3.0, 5.0]
+
+        def queued(client) -> None:
+            x = [input_of("x", np.ones((1, 3), np.float32), "FP32"), input_of("rounds", np.array([50]), "INT64")]
+            client.infer("batch_slow", x, client_timeout=0.02)
+
+        def repository(client) -> None:
+            client.unload_model("batch_slow")
+            client.load_model("batch_slow")
+
+        calls = {"tiny": quick, "typed": typed, "queued": queued, "repository": repository}
+
+        def loop(kind: str) -> None:
+            with contextlib.closing(server.client()) as client:
+                while time.monotonic() < stop:
+                    try:
+                        calls[kind](client)
+                        outcomes[kind].add("OK")
+                    except InferenceServerException as error:
+                        outcomes[kind].add(error.status())
+                    except grpc.RpcError as error:
+                        outcomes[kind].add(str(error.code()))
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(loop, ["tiny", "tiny", "typed", "queued", "queued", "queued", "repository"]))
+        assert outcomes["tiny"] == outcomes["typed"] == outcomes["repository"] == {"OK"}
+        # Cut short by the client (or the server, at the same deadline), or answered in time.
+        assert outcomes["queued"] <= {"OK", "StatusCode.DEADLINE_EXCEEDED"} and outcomes["queued"]
+        assert server.http.workers() == workers
+        own = [("grpc.use_local_subchannel_pool", 1)]
+        answered_by = set()
+        deadline = time.monotonic() + 15
+        while answered_by != set(workers) and time.monotonic() < deadline:
+            with contextlib.closing(grpcclient.InferenceServerClient(server.address, channel_args=own)) as client:
+                quick(client)
+                answered_by.update(workers_holding_connections(server))
+        assert answered_by == set(workers)
