@@ -14,7 +14,7 @@ import subprocess
 
 import torch
 from grpc_tools import protoc
-from setuptools import setup
+from setuptools import Extension, setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -63,7 +63,7 @@ def compile_protos():
 
 
 def grpcpp_flags():
-    """Return the compiler and linker flags of grpc++ (Debian's libgrpc++-dev), which the native gRPC server uses."""
+    """Return the compiler and linker flags of grpc++ (Debian's libgrpc++-dev), which the gRPC transport uses."""
     flags = {}
     for kind in ("cflags", "libs"):
         flags[kind] = subprocess.check_output(["pkg-config", f"--{kind}", "grpc++"], text=True).split()
@@ -97,9 +97,17 @@ setup(
             # Hidden by default, as pybind11 recommends: the header-only fmt and the
             # inline c10 code instantiated here stay private to _C instead of being
             # exported beside libtorch's own copies.
+            extra_compile_args=["-fvisibility=hidden", *cflags],
+            extra_link_args=ldflags,
+        ),
+        # grpc++'s side of the gRPC service, loaded only by a worker that serves gRPC (ext/grpc_transport.h).
+        Extension(
+            name="torch_serving._grpc_transport",
+            sources=["ext/grpc_transport.cpp"],
+            language="c++",
             extra_compile_args=["-fvisibility=hidden", *cflags, *grpc_cflags],
             extra_link_args=[*ldflags, *grpc_ldflags],
-        )
+        ),
     ],
     cmdclass={"build_ext": BuildExtension},
 )

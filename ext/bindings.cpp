@@ -351,18 +351,20 @@ PYBIND11_MODULE(_C, m) {
           py::arg("times") = nullptr,
           "Of an inference call run natively, as Deferred.answer: record its phases in ``times`` and raise what "
           "Pipeline.infer would have raised, if it failed.")
-      .def("finish", &GrpcCall::finish, py::arg("code"), py::arg("message"), py::arg("response"),
+      .def("finish", &GrpcCall::finish, py::arg("code"), py::arg("message"), py::arg("reply"),
            py::call_guard<py::gil_scoped_release>(),
-           "End the call with the gRPC status ``code`` (0: ``response`` is the serialized reply) and ``message``; "
+           "End the call with the gRPC status ``code`` (0: ``reply`` is the serialized reply) and ``message``; "
            "only the first finish counts.");
 
   py::class_<GrpcServer>(m, "GrpcServer",
                          "A worker's gRPC server (grpc++), answering inference calls for loaded models natively "
                          "and handing the rest to Python.")
-      .def(py::init<std::shared_ptr<Pipeline>, std::shared_ptr<Admission>, const std::string&, int, double, bool>(),
-           py::arg("pipeline"), py::arg("admission"), py::arg("address"), py::arg("max_receive"),
-           py::arg("timeout"), py::arg("measured"),
-           "Listen on ``address`` (SO_REUSEPORT) and serve; raises RuntimeError when it cannot be bound.")
+      .def(py::init<std::shared_ptr<Pipeline>, std::shared_ptr<Admission>, const std::string&, const std::string&,
+                    int, double, bool>(),
+           py::arg("pipeline"), py::arg("admission"), py::arg("transport_library"), py::arg("address"),
+           py::arg("max_receive"), py::arg("timeout"), py::arg("measured"),
+           "Listen on ``address`` (SO_REUSEPORT) through the grpc++ library ``transport_library`` and serve; raises "
+           "RuntimeError when the library cannot be loaded or the address bound.")
       .def("take_calls", &GrpcServer::take_calls, py::call_guard<py::gil_scoped_release>(),
            "Wait for calls for Python and return them, oldest first; [] once stopped and none is left.")
       .def("stop", &GrpcServer::stop, py::arg("grace"), py::call_guard<py::gil_scoped_release>(),

@@ -1,7 +1,6 @@
 #include "grpc_server.h"
 
-#include <grpcpp/security/server_credentials.h>
-#include <grpcpp/server_builder.h>
+#include <dlfcn.h>
 
 #include <chrono>
 #include <cmath>
@@ -14,14 +13,30 @@
 namespace torch_serving {
 namespace {
 
-constexpr const char* kModelInfer = "/inference.GRPCInferenceService/ModelInfer";
+constexpr std::string_view kModelInfer = "/inference.GRPCInferenceService/ModelInfer";
 
-double seconds(std::chrono::steady_clock::time_point at) {
+double steady_seconds(std::chrono::steady_clock::time_point at) {
   return std::chrono::duration<double>(at.time_since_epoch()).count();
 }
 
-std::string_view view(const grpc::Slice& slice) {
-  return {reinterpret_cast<const char*>(slice.begin()), slice.size()};
+Deadline steady_at(double seconds) {
+  return Deadline(std::chrono::duration_cast<Deadline::duration>(std::chrono::duration<double>(seconds)));
+}
+
+// The transport library's server listening on `address`, or a
+// std::runtime_error saying why not. The library stays loaded: its code
+// ends the calls it made, whoever holds them.
+std::unique_ptr<GrpcTransport> listen(const std::string& library, const std::string& address, int max_receive,
+                                      GrpcHandler& handler) {
+  // Local: grpc++'s symbols stay its own, never interposed on the process's.
+  void* loaded = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!loaded) throw std::runtime_error(std::string("cannot load the gRPC transport: ") + dlerror());
+  auto entry = reinterpret_cast<GrpcListen>(dlsym(loaded, kGrpcListen));
+  if (!entry) throw std::runtime_error(library + " has no " + kGrpcListen);
+  std::string error;
+  std::unique_ptr<GrpcTransport> transport(entry(address.c_str(), max_receive, &handler, &error));
+  if (!transport) throw std::runtime_error(error);
+  return transport;
 }
 
 // The model a queued call holds until it is answered, since the model's
@@ -52,96 +67,11 @@ class HeldModel {
 
 }  // namespace
 
-// One call's life in grpc++: its request is read, then it is answered (or
-// failed) once, from whichever thread has its answer; grpc++ deletes it
-// once the answer is sent.
-class GrpcCall::Reactor final : public grpc::ServerGenericBidiReactor {
- public:
-  Reactor(GrpcServer& server, grpc::GenericCallbackServerContext* context) : server_(server), context_(*context) {
-    StartRead(&message_);
-  }
-
-  grpc::GenericCallbackServerContext& context() { return context_; }
-
-  // The request's bytes, in one piece.
-  std::string_view message() {
-    if (!message_.TrySingleSlice(&flat_).ok()) message_.DumpToSingleSlice(&flat_);
-    return view(flat_);
-  }
-
-  void reply(std::string response) {
-    auto* held = new std::string(std::move(response));
-    grpc::Slice slice(held->data(), held->size(), [](void* data) { delete static_cast<std::string*>(data); }, held);
-    reply_ = grpc::ByteBuffer(&slice, 1);
-    StartWriteAndFinish(&reply_, grpc::WriteOptions(), grpc::Status::OK);
-  }
-
-  void fail(int code, const std::string& message) { Finish(grpc::Status(grpc::StatusCode(code), message)); }
-
-  void OnReadDone(bool ok) override {
-    if (ok) {
-      server_.answer(*this);
-    } else {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the call ended before its request was sent"));
-    }
-  }
-
-  void OnDone() override { delete this; }
-
- private:
-  GrpcServer& server_;
-  grpc::GenericCallbackServerContext& context_;
-  grpc::ByteBuffer message_;
-  grpc::Slice flat_;
-  grpc::ByteBuffer reply_;
-};
-
-GrpcCall::~GrpcCall() {
-  if (!finished_) finish(int(grpc::StatusCode::INTERNAL), "the server dropped the call unanswered", {});
-}
-
-void GrpcCall::raise_error() const {
-  if (error_) std::rethrow_exception(error_);
-}
-
-void GrpcCall::finish(int code, const std::string& message, const std::string& response) {
-  if (finished_.exchange(true)) return;
-  if (code == 0) {
-    reactor_->reply(response);
-  } else {
-    reactor_->fail(code, message);
-  }
-}
-
-class GrpcServer::Service final : public grpc::CallbackGenericService {
- public:
-  explicit Service(GrpcServer& server) : server_(server) {}
-
-  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* context) override {
-    return new GrpcCall::Reactor(server_, context);
-  }
-
- private:
-  GrpcServer& server_;
-};
-
 GrpcServer::GrpcServer(std::shared_ptr<Pipeline> pipeline, std::shared_ptr<Admission> admission,
-                       const std::string& address, int max_receive, double timeout, bool measured)
-    : pipeline_(std::move(pipeline)),
-      admission_(std::move(admission)),
-      timeout_(timeout),
-      measured_(measured),
-      service_(std::make_unique<Service>(*this)) {
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
-  builder.RegisterCallbackGenericService(service_.get());
-  builder.SetMaxReceiveMessageSize(max_receive);
-  builder.SetMaxSendMessageSize(-1);
-  // Every worker listens on the port; the kernel spreads connections over them.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 1);
-  server_ = builder.BuildAndStart();
-  if (!server_ || port == 0) throw std::runtime_error("Failed to bind to address " + address);
+                       const std::string& transport_library, const std::string& address, int max_receive,
+                       double timeout, bool measured)
+    : pipeline_(std::move(pipeline)), admission_(std::move(admission)), timeout_(timeout), measured_(measured) {
+  transport_ = listen(transport_library, address, max_receive, *this);
 }
 
 GrpcServer::~GrpcServer() { stop(0); }
@@ -156,12 +86,7 @@ std::vector<std::shared_ptr<GrpcCall>> GrpcServer::take_calls() {
 }
 
 void GrpcServer::stop(double grace) {
-  if (!stopping_.exchange(true)) {
-    const auto deadline =
-        std::chrono::system_clock::now() +
-        std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(grace));
-    server_->Shutdown(deadline);  // returns once every call has ended
-  }
+  transport_->stop(grace);
   {
     std::lock_guard lock(mutex_);
     stopped_ = true;
@@ -177,24 +102,16 @@ void GrpcServer::hand_to_python(std::shared_ptr<GrpcCall> call) {
   ready_.notify_one();
 }
 
-void GrpcServer::answer(GrpcCall::Reactor& reactor) {
-  const auto arrived = std::chrono::steady_clock::now();
-  std::optional<double> client_deadline;
-  const auto deadline = reactor.context().deadline();
-  if (deadline != std::chrono::system_clock::time_point::max()) {
-    client_deadline = seconds(arrived) + std::chrono::duration<double>(deadline - std::chrono::system_clock::now()).count();
-  }
-  std::shared_ptr<GrpcCall> call(new GrpcCall(&reactor, reactor.context().method(), seconds(arrived), client_deadline));
+void GrpcServer::handle(std::shared_ptr<GrpcCall> call, std::string_view message) {
   if (call->method() == kModelInfer) {
-    infer(reactor, std::move(call));
+    infer(std::move(call), message);
   } else {
-    call->request_ = reactor.message();
+    call->request_ = message;
     hand_to_python(std::move(call));
   }
 }
 
-void GrpcServer::infer(GrpcCall::Reactor& reactor, std::shared_ptr<GrpcCall> call) {
-  const std::string_view message = reactor.message();
+void GrpcServer::infer(std::shared_ptr<GrpcCall> call, std::string_view message) {
   std::optional<grpc_wire::RestInferRequest> rest = grpc_wire::rest_infer_request(message);
   std::optional<EventLoopRoute> route;
   if (rest) route = admission_->event_loop_route_named(rest->model_name, size_t(rest->header_length));
@@ -206,46 +123,37 @@ void GrpcServer::infer(GrpcCall::Reactor& reactor, std::shared_ptr<GrpcCall> cal
   }
   call->model_ = route->model;
   call->size_ = rest->body->size();
-  const auto arrived = std::chrono::steady_clock::time_point(
-      std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(call->arrived_)));
   Deadline deadline = Deadline::max();
-  if (std::isfinite(timeout_) && timeout_ < 1e9) {
-    deadline = arrived + std::chrono::duration_cast<Deadline::duration>(std::chrono::duration<double>(timeout_));
-  }
-  if (call->client_deadline_) {
-    const auto remaining = std::chrono::duration<double>(*call->client_deadline_ - call->arrived_);
-    deadline = std::min(deadline, arrived + std::chrono::duration_cast<Deadline::duration>(remaining));
-  }
-  PhaseTimes* times = measured_ ? &call->times_ : nullptr;
+  if (std::isfinite(timeout_) && timeout_ < 1e9) deadline = steady_at(call->arrived_ + timeout_);
+  if (call->client_deadline_) deadline = std::min(deadline, steady_at(*call->client_deadline_));
   if (route->work == EventLoopRoute::Work::kAnswer) {
     std::string response;
     size_t json_length = 0;
     std::exception_ptr error;
     try {
       EventLoopCall timed(admission_.get(), route->model);
-      json_length = pipeline_->infer(route->model, route->name, rest->body, rest->header_length, response, times,
-                                     deadline, /*file_checked=*/true);
+      json_length = pipeline_->infer(route->model, route->name, rest->body, rest->header_length, response,
+                                     measured_ ? &call->times_ : nullptr, deadline, /*file_checked=*/true);
     } catch (...) {
       error = std::current_exception();
     }
-    complete(reactor, std::move(call), error, response, json_length);
+    complete(std::move(call), error, response, json_length);
     return;
   }
   auto deferred = std::make_shared<DeferredCall>();
   auto held = std::make_shared<HeldModel>();
   held->keep(pipeline_->submit_infer(route->model, route->name, rest->body, rest->header_length, deadline, deferred,
-                                     [this, &reactor, call, deferred, held] {
+                                     [this, call, deferred, held] {
                                        if (measured_) call->times_ = deferred->times;
-                                       complete(reactor, call, deferred->error, deferred->response,
-                                                deferred->json_length);
+                                       complete(call, deferred->error, deferred->response, deferred->json_length);
                                        held->release();
                                      }));
 }
 
-void GrpcServer::complete(GrpcCall::Reactor& reactor, std::shared_ptr<GrpcCall> call, std::exception_ptr error,
-                          const std::string& response, size_t json_length) {
+void GrpcServer::complete(std::shared_ptr<GrpcCall> call, std::exception_ptr error, const std::string& response,
+                          size_t json_length) {
   admission_->leave();
-  call->elapsed_ = seconds(std::chrono::steady_clock::now()) - call->arrived_;
+  call->elapsed_ = steady_seconds(std::chrono::steady_clock::now()) - call->arrived_;
   std::string reply;
   if (!error) {
     try {
@@ -260,8 +168,7 @@ void GrpcServer::complete(GrpcCall::Reactor& reactor, std::shared_ptr<GrpcCall> 
     return;
   }
   call->answered_ = true;
-  call->finished_ = true;
-  reactor.reply(std::move(reply));
+  call->finish(0, {}, std::move(reply));
   if (measured_) hand_to_python(std::move(call));
 }
 

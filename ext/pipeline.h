@@ -15,21 +15,12 @@
 
 #include "executor.h"
 #include "model_cache.h"
+#include "phase_times.h"
 #include "request_body.h"
 #include "scheduler.h"
 #include "v2.h"
 
 namespace torch_serving {
-
-// Where one request's time went, in seconds, for metrics: waiting for an
-// executor thread, decoding the body, fetching and running the model, and
-// encoding the answer. A phase that did not run stays 0.
-struct PhaseTimes {
-  double queue = 0;
-  double decode = 0;
-  double forward = 0;
-  double encode = 0;
-};
 
 // Where a worker's event loop takes a request (Pipeline::event_loop_placement).
 enum class LoopPlacement {

@@ -110,8 +110,8 @@ class GrpcCall:
     def answer(self, times: PhaseTimes | None = None) -> None:
         """Of an inference call run natively, as Deferred.answer: record its phases in ``times`` and raise what
         Pipeline.infer would have raised, if it failed."""
-    def finish(self, code: int, message: str, response: bytes) -> None:
-        """End the call with the gRPC status ``code`` (0: ``response`` is the serialized reply) and ``message``;
+    def finish(self, code: int, message: str, reply: bytes) -> None:
+        """End the call with the gRPC status ``code`` (0: ``reply`` is the serialized reply) and ``message``;
         only the first finish counts."""
 
 class GrpcServer:
@@ -119,9 +119,17 @@ class GrpcServer:
     to Python."""
 
     def __init__(
-        self, pipeline: Pipeline, admission: Admission, address: str, max_receive: int, timeout: float, measured: bool
+        self,
+        pipeline: Pipeline,
+        admission: Admission,
+        transport_library: str,
+        address: str,
+        max_receive: int,
+        timeout: float,
+        measured: bool,
     ) -> None:
-        """Listen on ``address`` (SO_REUSEPORT) and serve; raises RuntimeError when it cannot be bound."""
+        """Listen on ``address`` (SO_REUSEPORT) through the grpc++ library ``transport_library`` and serve; raises
+        RuntimeError when the library cannot be loaded or the address bound."""
     def take_calls(self) -> list[GrpcCall]:
         """Wait for calls for Python and return them, oldest first; [] once stopped and none is left."""
     def stop(self, grace: float) -> None:

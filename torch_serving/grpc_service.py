@@ -1,7 +1,7 @@
 """The Open Inference Protocol over gRPC (``inference.GRPCInferenceService``, with Triton's
 configuration, statistics and repository extensions), on ``--grpc-port``.
 
-A native server (``GrpcServer``, grpc++) serves the port in each worker. It answers an inference call
+A native server (``GrpcServer``, on grpc++ loaded only here) serves the port in each worker. It answers an inference call
 in the form stock clients send (every input in ``raw_input_contents``) for a loaded model itself, on
 its own threads and without the GIL, as the HTTP event loop answers a V2 request: at once for a quick
 model, else queued to the model's scheduler and batched with whatever waits, HTTP requests included.
@@ -19,6 +19,7 @@ do. The worker starts the service once its preload is done and stops it graceful
 from __future__ import annotations
 
 import enum
+import importlib.util
 import json
 import logging
 import threading
@@ -43,6 +44,35 @@ __all__ = ["GrpcService"]
 
 _log = logging.getLogger("torch_serving")
 
+
+class _Code(enum.IntEnum):
+    """The gRPC status codes this service answers."""
+
+    OK = 0
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+
+
+# Triton's status code for each HTTP status the REST endpoints answer.
+_CODES = {
+    400: _Code.INVALID_ARGUMENT,
+    404: _Code.NOT_FOUND,
+    413: _Code.RESOURCE_EXHAUSTED,
+    422: _Code.FAILED_PRECONDITION,
+    500: _Code.INTERNAL,
+    503: _Code.UNAVAILABLE,
+    504: _Code.DEADLINE_EXCEEDED,
+}
+# The full names of the service's methods begin with this.
+_SERVICE = "/inference.GRPCInferenceService/"
+
 # Where each datatype's elements go in ``InferTensorContents`` (FP16 and BF16 travel raw only).
 _CONTENTS = {
     "BOOL": "bool_contents",
@@ -62,6 +92,8 @@ _CONTENTS = {
 _MAX_DETAIL = 4096
 # The largest message grpc++ takes (its limits are C ints).
 _MAX_MESSAGE = 2**31 - 1
+# grpc++'s side of the service, a library of its own that only a worker serving gRPC loads (ext/grpc_transport.h).
+_TRANSPORT_LIBRARY = importlib.util.find_spec("torch_serving._grpc_transport").origin
 
 
 def _invalid(detail: str) -> RequestError:
@@ -146,33 +178,6 @@ def _infer_response(pb: ModuleType, response: bytes, json_length: int) -> Any:
     return reply
 
 
-class _Code(enum.IntEnum):
-    """The gRPC status codes this service answers."""
-
-    OK = 0
-    INVALID_ARGUMENT = 3
-    DEADLINE_EXCEEDED = 4
-    NOT_FOUND = 5
-    RESOURCE_EXHAUSTED = 8
-    FAILED_PRECONDITION = 9
-    UNIMPLEMENTED = 12
-    INTERNAL = 13
-    UNAVAILABLE = 14
-
-
-# Triton's status code for each HTTP status the REST endpoints answer.
-_CODES = {
-    400: _Code.INVALID_ARGUMENT,
-    404: _Code.NOT_FOUND,
-    413: _Code.RESOURCE_EXHAUSTED,
-    422: _Code.FAILED_PRECONDITION,
-    500: _Code.INTERNAL,
-    503: _Code.UNAVAILABLE,
-    504: _Code.DEADLINE_EXCEEDED,
-}
-_SERVICE = "/inference.GRPCInferenceService/"
-
-
 def _status(error: Exception) -> tuple[int, _Code, str]:
     """The HTTP status, gRPC status code and detail of ``error``'s REST answer."""
     answer = answer_for(error)
@@ -184,7 +189,7 @@ def _status(error: Exception) -> tuple[int, _Code, str]:
         # A status message travels in a header, which clients refuse past 8-16 KiB (they would see
         # RESOURCE_EXHAUSTED instead): one that echoes a huge name is cut.
         detail = f"{detail[:_MAX_DETAIL]}... ({len(detail)} characters in all)"
-    return answer.status, _CODES[answer.status], detail
+    return answer.status, _CODES.get(answer.status, _Code.UNKNOWN), detail
 
 
 class _Servicer:
@@ -411,6 +416,7 @@ class GrpcService:
         self._server = GrpcServer(
             backend.pipeline,
             backend.admission,
+            _TRANSPORT_LIBRARY,
             self.address,
             min(config.max_body_size, _MAX_MESSAGE),
             config.timeout,
