@@ -772,3 +772,23 @@ def test_cancelled_calls_and_unloads_under_load_leave_every_worker_serving(start
                 quick(client)
                 answered_by.update(workers_holding_connections(server))
         assert answered_by == set(workers)
+
+
+def test_methods_not_served_are_unimplemented_and_malformed_messages_invalid(server):
+    """docs/v2.md: Triton's methods this server does not serve answer UNIMPLEMENTED; a message that is not
+    the method's request answers INVALID_ARGUMENT, whether the native server or Python reads it."""
+
+    def failure(method: str, message: bytes) -> tuple[grpc.StatusCode, str]:
+        with grpc.insecure_channel(server.address) as channel:
+            with pytest.raises(grpc.RpcError) as error:
+                channel.unary_unary(f"/inference.GRPCInferenceService/{method}")(message, timeout=30)
+        return error.value.code(), error.value.details()
+
+    unknown = "/inference.GRPCInferenceService/TraceSetting"
+    assert failure("TraceSetting", b"") == (grpc.StatusCode.UNIMPLEMENTED, f"unknown method {unknown}")
+    truncated = b"\x0a\x05ti"  # model_name's five bytes cut short
+    for method in ("ModelInfer", "ModelMetadata"):
+        assert failure(method, truncated) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the request is not a valid {method}Request",
+        )
