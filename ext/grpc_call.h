@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <exception>
 #include <functional>
 #include <optional>
@@ -16,6 +17,12 @@ namespace torch_serving {
 
 // gRPC's status code for a call its server dropped unanswered.
 inline constexpr int kGrpcInternal = 13;
+
+// `at` in the seconds a call's times are given in: the steady clock's, which
+// are Python's time.monotonic()'s.
+inline double steady_seconds(std::chrono::steady_clock::time_point at) {
+  return std::chrono::duration<double>(at.time_since_epoch()).count();
+}
 
 // A call: what it asks, and the one way to end it. Python sees one to answer
 // (its method and request), an inference call the core answered (for its

@@ -15,10 +15,6 @@ namespace {
 
 constexpr std::string_view kModelInfer = "/inference.GRPCInferenceService/ModelInfer";
 
-double steady_seconds(std::chrono::steady_clock::time_point at) {
-  return std::chrono::duration<double>(at.time_since_epoch()).count();
-}
-
 Deadline steady_at(double seconds) {
   return Deadline(std::chrono::duration_cast<Deadline::duration>(std::chrono::duration<double>(seconds)));
 }

@@ -18,10 +18,6 @@
 namespace torch_serving {
 namespace {
 
-double steady_seconds(std::chrono::steady_clock::time_point at) {
-  return std::chrono::duration<double>(at.time_since_epoch()).count();
-}
-
 // One call's life in grpc++: its request is read and handed over; it is
 // answered (or failed) once, from any thread; grpc++ deletes it once the
 // answer is sent.
