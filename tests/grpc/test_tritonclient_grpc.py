@@ -646,7 +646,11 @@ def test_http_and_grpc_requests_share_the_workers_limit(start_grpc):
                     b"POST /serve?servable_identifier=tiny.pt HTTP/1.1\r\nHost: x\r\n"
                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n["
                 )
-                time.sleep(0.5)  # taken by the worker, waiting for the rest of its body
+                # Taken by the worker, waiting for the rest of its body, once it has read the headers (a
+                # loaded machine takes a while): until then a call is answered, in a moment of the place.
+                deadline = time.monotonic() + 10
+                while _answers(client, x) == [3.0, 5.0] and time.monotonic() < deadline:
+                    time.sleep(0.2)
                 with pytest.raises(InferenceServerException) as refused:
                     client.infer("tiny", x)
                 assert (refused.value.status(), refused.value.message()) == ("StatusCode.UNAVAILABLE", busy)
