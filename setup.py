@@ -62,17 +62,13 @@ def compile_protos():
         raise SystemExit(f"protoc failed on {proto} (exit status {status})")
 
 
-def grpcpp_flags():
-    """Return the compiler and linker flags of grpc++ (Debian's libgrpc++-dev), which the gRPC transport uses."""
-    flags = {}
-    for kind in ("cflags", "libs"):
-        flags[kind] = subprocess.check_output(["pkg-config", f"--{kind}", "grpc++"], text=True).split()
-    return flags["cflags"], flags["libs"]
+def grpcpp_flags(kind):
+    """Return grpc++'s (Debian's libgrpc++-dev) ``cflags`` or ``libs``, which the gRPC transport uses."""
+    return subprocess.check_output(["pkg-config", f"--{kind}", "grpc++"], text=True).split()
 
 
 compile_protos()
 cflags, ldflags = compile_and_link_flags()
-grpc_cflags, grpc_ldflags = grpcpp_flags()
 torch_release = torch.__version__.split("+")[0]
 
 setup(
@@ -105,8 +101,8 @@ setup(
             name="torch_serving._grpc_transport",
             sources=["ext/grpc_transport.cpp"],
             language="c++",
-            extra_compile_args=["-fvisibility=hidden", *cflags, *grpc_cflags],
-            extra_link_args=[*ldflags, *grpc_ldflags],
+            extra_compile_args=["-fvisibility=hidden", *cflags, *grpcpp_flags("cflags")],
+            extra_link_args=[*ldflags, *grpcpp_flags("libs")],
         ),
     ],
     cmdclass={"build_ext": BuildExtension},

@@ -141,12 +141,10 @@ Answer run_released(Executor* executor, double timeout, Call call, Placement pla
   return std::move(*answer);  // the call finished: nothing else uses it
 }
 
-// The time `timeout` seconds from now; none for a timeout beyond what a
+// The time `timeout` seconds from now; never for a timeout beyond what a
 // clock can hold (kNoTimeout).
 Deadline deadline_after(double timeout) {
-  if (!(std::isfinite(timeout) && timeout < 1e9)) return Deadline::max();
-  return std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                std::chrono::duration<double>(std::max(timeout, 0.0)));
+  return torch_serving::deadline_after(std::chrono::steady_clock::now(), timeout);
 }
 
 // Where a call for the model file `relative` runs: a worker's event loop

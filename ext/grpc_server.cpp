@@ -3,7 +3,6 @@
 #include <dlfcn.h>
 
 #include <chrono>
-#include <cmath>
 #include <stdexcept>
 #include <utility>
 
@@ -119,8 +118,8 @@ void GrpcServer::infer(std::shared_ptr<GrpcCall> call, std::string_view message)
   }
   call->model_ = route->model;
   call->size_ = rest->body->size();
-  Deadline deadline = Deadline::max();
-  if (std::isfinite(timeout_) && timeout_ < 1e9) deadline = steady_at(call->arrived_ + timeout_);
+  // The sooner of the server's own deadline and the client's, as NativeRunner.deadline gives it.
+  Deadline deadline = deadline_after(steady_at(call->arrived_), timeout_);
   if (call->client_deadline_) deadline = std::min(deadline, steady_at(*call->client_deadline_));
   if (route->work == EventLoopRoute::Work::kAnswer) {
     std::string response;

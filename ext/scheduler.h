@@ -6,8 +6,10 @@
 
 #include <ATen/core/ivalue.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -59,6 +61,13 @@ ServingPolicy parse_serving_policy(std::string_view json);
 
 // When a request's answer is no longer wanted; Deadline::max() for never.
 using Deadline = std::chrono::steady_clock::time_point;
+
+// The time `seconds` after `from`; never for a span beyond what a clock can
+// hold (an infinite timeout).
+inline Deadline deadline_after(Deadline from, double seconds) {
+  if (!(std::isfinite(seconds) && seconds < 1e9)) return Deadline::max();
+  return from + std::chrono::duration_cast<Deadline::duration>(std::chrono::duration<double>(std::max(seconds, 0.0)));
+}
 
 // Called with a message to log as a warning.
 using Warn = std::function<void(const std::string&)>;
